@@ -1,0 +1,40 @@
+"""Entry point of the `splitwatch` console script."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# Order is the order `splitwatch --help` lists them in.
+SUBCOMMANDS = ("agent", "simulate", "import_cmd", "doctor", "serve", "demo", "db", "token")
+
+cli = typer.Typer(
+    name="splitwatch",
+    help="Fleet-wide split-lock telemetry for KVM hosts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"app.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"app.cli.{name}":
+                raise
+            continue  # not built yet
+        module.register(cli)
+
+
+_register_all()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The data model, as SQLAlchemy Core tables: the one description of the schema.
+
+Alembic migrations (migrations/versions/) create exactly these; tests/app/store checks that
+`alembic upgrade head` and this metadata agree. Core, not ORM: the ingest hot path writes
+with executemany / COPY (DESIGN.md §4), and the read paths select columns.
+
+Shape, by who asks:
+- hosts and their detection state over time: `host` (current facts, one row per host),
+  `host_state` (a row whenever mode, mitigate, support or per-CPU detection changed).
+- guests: `guest` (one row per guest name; a guest can move between hosts, so the host it
+  was last seen on is a column, and `event.host_id` keeps where each trap happened).
+- the history: `event` (one row per observation, idempotent on host, boot_id, source, seq),
+  `gap` (counted losses, idempotent on host, boot_id, source, first_seq, reason).
+- charts: `rollup_1m` and `rollup_1h`, sums per bucket and (host, guest, kind, action, source),
+  maintained in the ingest transaction so a 30-day chart reads ~720 rows per series.
+- access: `token` (sha256 of the token, never the token).
+- alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
+  `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table).
+
+Times are timezone-aware UTC (`DateTime(timezone=True)`); SQLite stores them as text, so
+app.store.engine installs a type adapter that hands back aware datetimes on both engines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+# One naming convention, so SQLite batch migrations and PostgreSQL name constraints alike.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every engine.
+
+    SQLite has no time zone type: it stores ISO text and returns naive datetimes, so
+    values are normalised to UTC on the way in and marked UTC on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+host = Table(
+    "host",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("boot_id", String(64), nullable=False),
+    Column("kernel", String(128), nullable=False),
+    Column("cpu_model", String(255), nullable=False),
+    Column("agent_version", String(64), nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    # Latest state (null until the agent sent one).
+    Column("state_observed_at", UtcDateTime),
+    Column("mode", String(16)),
+    Column("ratelimit", Integer),
+    Column("mitigate", SmallInteger),
+    Column("sld_supported", Boolean),
+    Column("bld_supported", Boolean),
+    Column("cpus_total", Integer, nullable=False, server_default="0"),
+    Column("cpus_on", Integer, nullable=False, server_default="0"),
+    Column("cpus_off", Integer, nullable=False, server_default="0"),
+    Column("cpus_error", Integer, nullable=False, server_default="0"),
+    # {"<cpu>": consecutive samples read off}: drift is a core off in several samples in a
+    # row while the mode says on (DESIGN.md §1: one read can catch warn mode's ~2 ticks off).
+    Column("cpu_off_streak", JSON, nullable=False, default=dict),
+    Column("cpus", JSON, nullable=False, default=list),  # latest per-CPU list as sent
+    Column("health", JSON),  # agent's own figures from the newest batch (#4)
+)
+
+host_state = Table(
+    "host_state",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("host_id", Integer, ForeignKey("host.id", ondelete="CASCADE"), nullable=False),
+    Column("observed_at", UtcDateTime, nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("kernel", String(128), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("ratelimit", Integer),
+    Column("mitigate", SmallInteger),
+    Column("sld_supported", Boolean, nullable=False),
+    Column("bld_supported", Boolean, nullable=False),
+    Column("cpus_on", Integer, nullable=False),
+    Column("cpus_off", Integer, nullable=False),
+    Column("cpus_error", Integer, nullable=False),
+    Column("drift", Boolean, nullable=False, server_default="0"),
+    Column("cpus", JSON, nullable=False),  # [{"cpu", "test_ctrl", "sld_on", "bld_on", "error"}]
+    Index("ix_host_state_host_id_observed_at", "host_id", "observed_at"),
+)
+
+guest = Table(
+    "guest",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("uuid", String(64)),
+    Column("vmm", String(32), nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("last_host_id", Integer, ForeignKey("host.id", ondelete="SET NULL")),
+    Column("last_action", String(16)),
+    Column("killed_at", UtcDateTime),  # last sigbus that killed it (host in fatal mode)
+)
+
+event = Table(
+    "event",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("host_id", Integer, ForeignKey("host.id", ondelete="CASCADE"), nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("time", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("comm", String(64), nullable=False),
+    Column("tid", Integer, nullable=False),
+    Column("tgid", Integer),
+    Column("address", String(20)),
+    Column("count", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("guest_id", Integer, ForeignKey("guest.id", ondelete="SET NULL")),
+    Column("vcpu", Integer),
+    Column("vmm", String(32)),
+    # Idempotency key (DESIGN.md §2): a resent batch inserts nothing.
+    UniqueConstraint("host_id", "boot_id", "source", "seq"),
+    Index("ix_event_time_id", "time", "id"),
+    Index("ix_event_host_id_time", "host_id", "time"),
+    Index("ix_event_guest_id_time", "guest_id", "time"),
+)
+
+gap = Table(
+    "gap",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("host_id", Integer, ForeignKey("host.id", ondelete="CASCADE"), nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("host_id", "boot_id", "source", "first_seq", "reason"),
+    Index("ix_gap_host_id_received_at", "host_id", "received_at"),
+)
+
+
+def _rollup(name: str) -> Table:
+    # guest_id 0 = no guest: a NULL would make the upsert key never match.
+    return Table(
+        name,
+        metadata,
+        Column("bucket", UtcDateTime, nullable=False),
+        Column("host_id", Integer, nullable=False),
+        Column("guest_id", Integer, nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("action", String(16), nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("count", BigInteger, nullable=False),  # sum of event.count
+        Column("events", BigInteger, nullable=False),  # rows (sightings)
+        UniqueConstraint("bucket", "host_id", "guest_id", "kind", "action", "source"),
+    )
+
+
+rollup_1m = _rollup("rollup_1m")
+rollup_1h = _rollup("rollup_1h")
+ROLLUPS: tuple[tuple[int, Table], ...] = ((3600, rollup_1h), (60, rollup_1m))  # coarsest first
+
+token = Table(
+    "token",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
+    Column("role", String(16), nullable=False),  # agent | viewer | admin
+    Column("host_name", String(255)),  # agent tokens: the one host they may write
+    Column("label", String(255)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+alert_rule = Table(
+    "alert_rule",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),  # threshold | drift | silent | killed ...
+    Column("kind", String(16)),  # split_lock | bus_lock | null (both)
+    Column("group_by", String(16)),  # host | guest | null (fleet)
+    Column("window_s", Integer, nullable=False),
+    Column("threshold", Integer),
+    Column("for_s", Integer, nullable=False, server_default="0"),
+    Column("severity", String(16), nullable=False, server_default="warning"),
+    Column("match", JSON, nullable=False, default=dict),  # label filters on what it counts
+    Column("labels", JSON, nullable=False, default=dict),  # extra labels on its alerts
+    Column("annotations", JSON, nullable=False, default=dict),
+    Column("builtin", Boolean, nullable=False, server_default="0"),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+alert = Table(
+    "alert",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("rule_id", Integer, ForeignKey("alert_rule.id", ondelete="CASCADE"), nullable=False),
+    Column("fingerprint", String(32), nullable=False),  # hash of the sorted labels
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | firing | resolved
+    Column("value", BigInteger),
+    Column("pending_since", UtcDateTime, nullable=False),
+    Column("starts_at", UtcDateTime),  # when it began firing
+    Column("ends_at", UtcDateTime),
+    Column("last_evaluated_at", UtcDateTime, nullable=False),
+    Index("ix_alert_fingerprint_status", "fingerprint", "status"),
+)
+
+silence = Table(
+    "silence",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("matchers", JSON, nullable=False),  # {label: value}
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("created_by", String(255)),
+    Column("comment", Text, nullable=False, server_default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+webhook = Table(
+    "webhook",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("format", String(16), nullable=False),  # alertmanager | native
+    Column("secret", String(255), nullable=False),  # whsec_<base64>: needed to sign
+    Column("match", JSON, nullable=False, default=dict),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("gone_at", UtcDateTime),  # a receiver answered 410 Gone
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False),
+    Column("alert_id", BigInteger),
+    Column("msg_id", String(64), nullable=False, unique=True),  # webhook-id header, stable over retries
+    Column("notice", String(16), nullable=False),  # firing | resolved
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed | gone
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime),
+    Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+)
