@@ -543,7 +543,7 @@ class FakeHost:
         return self
 
     def trace_hit(self, probe: str, comm: str, tid: int, cpu: int = 0, *, usec: int | None = None) -> Self:
-        """One kprobe hit as trace_pipe prints it: `COMM-TID [CPU] FLAGS SECS.USECS: EVENT: (FUNC+0x0/0x..)`."""
+        """One kprobe hit as trace_pipe prints it: `COMM-TID [CPU] FLAGS SECS.USECS: EVENT: (FUNC+...)`."""
         at = self._next_usec(usec)
         line = (
             f"{comm:>16}-{tid:<7} [{cpu:03d}] d..1. {at // 1_000_000:5d}.{at % 1_000_000:06d}: "
