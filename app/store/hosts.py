@@ -1,0 +1,223 @@
+"""Hosts as the API shows them: the `host` row, its status, and what happened on it in a range.
+
+The row holds the current facts (ingest keeps them); the range adds event totals and guests
+seen (app/store/series.range_totals: rollups plus sub-minute edges) and, for one host, the
+`host_state` history. Status comes from the one rule in app/store/status.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from app.store.events import NO_GUEST_ID, Resolved
+from app.store.series import range_totals
+from app.store.status import Status, host_status
+from app.store.tables import guest, host, host_state
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    """The settings the status rule reads, and the clock it compares against."""
+
+    now: dt.datetime
+    silent_after_s: float
+    drift_streak: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    name: str
+    boot_id: str
+    kernel: str
+    cpu_model: str
+    agent_version: str
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+    status: Status
+    mode: str | None
+    ratelimit: int | None
+    mitigate: int | None
+    sld_supported: bool | None
+    bld_supported: bool | None
+    cpus_total: int
+    cpus_on: int
+    cpus_off: int
+    cpus_error: int
+    drifting_cpus: list[int]
+    events: int
+    guests: int
+    health: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CpuView:
+    cpu: int
+    test_ctrl: int | None
+    sld_on: bool | None
+    bld_on: bool | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    observed_at: dt.datetime
+    boot_id: str
+    kernel: str
+    mode: str
+    ratelimit: int | None
+    mitigate: int | None
+    sld_supported: bool
+    bld_supported: bool
+    cpus_on: int
+    cpus_off: int
+    cpus_error: int
+    drift: bool
+    cpus: list[CpuView]
+
+
+@dataclass(frozen=True, slots=True)
+class HostDetail:
+    host: HostView
+    cpus: list[CpuView]
+    states: list[StateView]
+    guests: list[str]
+
+
+def _view(row: Row[Any], rule: StatusRule, events: int, guests: int) -> HostView:
+    verdict = host_status(
+        last_seen_at=row.last_seen_at,
+        mode=row.mode,
+        sld_supported=row.sld_supported,
+        cpu_off_streak=row.cpu_off_streak if isinstance(row.cpu_off_streak, dict) else None,
+        now=rule.now,
+        silent_after_s=rule.silent_after_s,
+        drift_streak=rule.drift_streak,
+    )
+    return HostView(
+        name=row.name,
+        boot_id=row.boot_id,
+        kernel=row.kernel,
+        cpu_model=row.cpu_model,
+        agent_version=row.agent_version,
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        status=verdict.status,
+        mode=row.mode,
+        ratelimit=row.ratelimit,
+        mitigate=row.mitigate,
+        sld_supported=row.sld_supported,
+        bld_supported=row.bld_supported,
+        cpus_total=row.cpus_total,
+        cpus_on=row.cpus_on,
+        cpus_off=row.cpus_off,
+        cpus_error=row.cpus_error,
+        drifting_cpus=list(verdict.drifting_cpus),
+        events=events,
+        guests=guests,
+        health=row.health if isinstance(row.health, dict) else None,
+    )
+
+
+def cpu_views(cpus: object) -> list[CpuView]:
+    """The per-CPU list as ingest stored it (JSON), tolerant of missing keys."""
+    if not isinstance(cpus, list):
+        return []
+    out = []
+    for item in cpus:
+        if isinstance(item, dict) and isinstance(item.get("cpu"), int):
+            out.append(
+                CpuView(
+                    cpu=item["cpu"],
+                    test_ctrl=item.get("test_ctrl"),
+                    sld_on=item.get("sld_on"),
+                    bld_on=item.get("bld_on"),
+                    error=item.get("error"),
+                )
+            )
+    return sorted(out, key=lambda c: c.cpu)
+
+
+def _per_host(
+    conn: Connection, resolved: Resolved, since: dt.datetime, until: dt.datetime
+) -> tuple[dict[int, int], dict[int, set[int]]]:
+    events: dict[int, int] = defaultdict(int)
+    guests: dict[int, set[int]] = defaultdict(set)
+    totals = range_totals(conn, resolved, since=since, until=until, by=("host_id", "guest_id"))
+    for (host_id, guest_id), count in totals.items():
+        assert isinstance(host_id, int) and isinstance(guest_id, int)
+        events[host_id] += count
+        if guest_id != NO_GUEST_ID and count > 0:
+            guests[host_id].add(guest_id)
+    return events, guests
+
+
+def list_hosts(
+    conn: Connection, *, since: dt.datetime, until: dt.datetime, rule: StatusRule
+) -> list[HostView]:
+    """Every host, by name."""
+    rows = conn.execute(select(host).order_by(host.c.name)).all()
+    events, guests = _per_host(conn, Resolved(), since, until)
+    return [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+
+
+def get_host(
+    conn: Connection, name: str, *, since: dt.datetime, until: dt.datetime, rule: StatusRule
+) -> HostDetail | None:
+    row = conn.execute(select(host).where(host.c.name == name)).one_or_none()
+    if row is None:
+        return None
+    events, guests = _per_host(conn, Resolved(host_id=row.id), since, until)
+    guest_ids = guests.get(row.id, set())
+    names = (
+        sorted(conn.execute(select(guest.c.name).where(guest.c.id.in_(sorted(guest_ids)))).scalars())
+        if guest_ids
+        else []
+    )
+    return HostDetail(
+        host=_view(row, rule, events.get(row.id, 0), len(guest_ids)),
+        cpus=cpu_views(row.cpus),
+        states=_states(conn, row.id, since, until),
+        guests=names,
+    )
+
+
+def _states(conn: Connection, host_id: int, since: dt.datetime, until: dt.datetime) -> list[StateView]:
+    """host_state rows in range, oldest first, led by the one in force at `since`."""
+    before = conn.execute(
+        select(host_state)
+        .where(host_state.c.host_id == host_id, host_state.c.observed_at < since)
+        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+        .limit(1)
+    ).all()
+    within = conn.execute(
+        select(host_state)
+        .where(
+            host_state.c.host_id == host_id,
+            host_state.c.observed_at >= since,
+            host_state.c.observed_at < until,
+        )
+        .order_by(host_state.c.observed_at, host_state.c.id)
+    ).all()
+    return [
+        StateView(
+            observed_at=r.observed_at,
+            boot_id=r.boot_id,
+            kernel=r.kernel,
+            mode=r.mode,
+            ratelimit=r.ratelimit,
+            mitigate=r.mitigate,
+            sld_supported=r.sld_supported,
+            bld_supported=r.bld_supported,
+            cpus_on=r.cpus_on,
+            cpus_off=r.cpus_off,
+            cpus_error=r.cpus_error,
+            drift=r.drift,
+            cpus=cpu_views(r.cpus),
+        )
+        for r in [*before, *within]
+    ]

@@ -1,0 +1,219 @@
+"""Counts over time from the rollups: the chart series and exact totals over any range.
+
+Both read `rollup_1h` / `rollup_1m` (sums per bucket and host, guest, kind, action, source,
+maintained at ingest), never a scan of `event`, so a 30-day fleet chart reads ~720 rows per
+series whatever the number of events (DESIGN.md §4).
+
+- `read_series`: buckets of `step_s` seconds aligned to multiples of the step since the epoch
+  (app/rollups/buckets.py), every bucket from the one holding `since` up to `until` present,
+  zeros included. rollup_1h answers when the step is a multiple of 3600, else rollup_1m. The
+  first bucket is whole: it may count events from before `since` (an aligned chart has no
+  partial bars).
+- `range_totals`: exact sum(event.count) over [since, until) grouped by some columns: whole
+  hours from rollup_1h, whole minutes from rollup_1m, and only the sub-minute edges from
+  `event` (index on time), so totals for lists and the summary stay cheap and exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import BigInteger, ColumnElement, Connection, Table, cast, func, select
+from sqlalchemy.sql.elements import KeyedColumnElement
+
+from app.rollups.buckets import bucket_count, bucket_start, rollup_step_for
+from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID, Resolved, event_conditions
+from app.store.tables import event, guest, host, rollup_1h, rollup_1m
+
+GroupBy = Literal["action", "kind", "host", "guest"]
+GROUP_BY: tuple[GroupBy, ...] = ("action", "kind", "host", "guest")
+# Fields `range_totals` can group by: the dimensions shared by rollups and events.
+Dimension = Literal["host_id", "guest_id", "kind", "action", "source"]
+
+MAX_BUCKETS = 10_000  # a chart wider than this is unreadable and its answer megabytes
+
+_MINUTE = dt.timedelta(seconds=60)
+_HOUR = dt.timedelta(seconds=3600)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    key: str
+    points: list[tuple[dt.datetime, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesResult:
+    step: int
+    series: list[Series]
+
+
+def _rollup_conditions(table: Table, resolved: Resolved) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if resolved.host_id is not None:
+        terms.append(table.c.host_id == resolved.host_id)
+    if resolved.guest_id is not None:
+        terms.append(table.c.guest_id == resolved.guest_id)
+    for name, value in (("kind", resolved.kind), ("action", resolved.action), ("source", resolved.source)):
+        if value is not None:
+            terms.append(table.c[name] == value)
+    return terms
+
+
+def _epoch_seconds(conn: Connection, column: KeyedColumnElement[dt.datetime]) -> ColumnElement[int]:
+    """Whole seconds since the epoch of a UtcDateTime column, in SQL."""
+    if conn.dialect.name == "sqlite":
+        # SQLite keeps these as 'YYYY-MM-DD HH:MM:SS.ffffff' text in UTC (tables.UtcDateTime).
+        return cast(func.strftime("%s", column), BigInteger)
+    return cast(func.extract("epoch", column), BigInteger)
+
+
+def _names(conn: Connection, table: Table, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return dict(conn.execute(select(table.c.id, table.c.name).where(table.c.id.in_(wanted))).tuples().all())
+
+
+def read_series(
+    conn: Connection,
+    resolved: Resolved,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    step_s: int,
+    group_by: GroupBy,
+) -> SeriesResult:
+    """Per-key bucket sums; the caller has checked step (multiple of 60) and bucket count."""
+    rollup_s = rollup_step_for(step_s)
+    table = rollup_1h if rollup_s == 3600 else rollup_1m
+    first = bucket_start(since, step_s)
+    n = bucket_count(since, until, step_s)
+    end = first + dt.timedelta(seconds=step_s * n)
+    if resolved.nothing or n == 0:
+        return SeriesResult(step_s, [])
+
+    key_column = table.c[{"host": "host_id", "guest": "guest_id"}.get(group_by, group_by)]
+    first_epoch = int((first - _EPOCH).total_seconds())
+    if step_s == rollup_s:
+        # One rollup bucket per chart bucket: group on the indexed column itself.
+        index_column: ColumnElement[Any] = table.c.bucket
+    else:
+        index_column = (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
+    query = (
+        select(index_column.label("i"), key_column.label("k"), func.sum(table.c.count).label("n"))
+        .where(table.c.bucket >= first, table.c.bucket < end, *_rollup_conditions(table, resolved))
+        .group_by(index_column, key_column)
+    )
+    counts: dict[object, list[int]] = defaultdict(lambda: [0] * n)
+    for index, key, total in conn.execute(query).tuples():
+        # The bucket itself (step == rollup step) or its number since `first`.
+        i = int((index - first).total_seconds()) // step_s if isinstance(index, dt.datetime) else int(index)
+        if 0 <= i < n:
+            counts[key][i] += int(total)
+
+    labels = _key_labels(conn, group_by, counts)
+    starts = [first + dt.timedelta(seconds=step_s * i) for i in range(n)]
+    series = [Series(labels[key], list(zip(starts, values, strict=True))) for key, values in counts.items()]
+    # Largest first: a stacked chart puts the biggest contributor at the bottom; then by key.
+    series.sort(key=lambda s: (-sum(c for _, c in s.points), s.key))
+    return SeriesResult(step_s, series)
+
+
+def _key_labels(conn: Connection, group_by: GroupBy, keys: Iterable[object]) -> dict[object, str]:
+    keys = list(keys)
+    if group_by == "host":
+        names = _names(conn, host, (int(str(k)) for k in keys))
+        return {k: names.get(int(str(k)), f"(host #{k})") for k in keys}
+    if group_by == "guest":
+        ids = [int(str(k)) for k in keys]
+        names = _names(conn, guest, (i for i in ids if i != NO_GUEST_ID))
+        return {
+            k: HOST_GUEST_KEY if int(str(k)) == NO_GUEST_ID else names.get(int(str(k)), f"(guest #{k})")
+            for k in keys
+        }
+    return {k: str(k) for k in keys}
+
+
+def _ceil(at: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    start = bucket_start(at, int(step.total_seconds()))
+    return start if start == at else start + step
+
+
+def range_totals(
+    conn: Connection,
+    resolved: Resolved,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    by: Sequence[Dimension],
+) -> dict[tuple[object, ...], int]:
+    """Exact sum(event.count) over since <= time < until per combination of `by`.
+
+    guest_id is NO_GUEST_ID (0) for events without a guest, as in the rollups.
+    """
+    totals: dict[tuple[object, ...], int] = defaultdict(int)
+    if resolved.nothing or since >= until:
+        return totals
+    m0, m1 = _ceil(since, _MINUTE), bucket_start(until, 60)
+    if m0 >= m1:
+        _add_events(conn, resolved, since, until, by, totals)
+        return dict(totals)
+    h0, h1 = _ceil(m0, _HOUR), bucket_start(m1, 3600)
+    if h0 < h1:
+        _add_rollup(conn, rollup_1h, resolved, h0, h1, by, totals)
+        _add_rollup(conn, rollup_1m, resolved, m0, h0, by, totals)
+        _add_rollup(conn, rollup_1m, resolved, h1, m1, by, totals)
+    else:
+        _add_rollup(conn, rollup_1m, resolved, m0, m1, by, totals)
+    _add_events(conn, resolved, since, m0, by, totals)
+    _add_events(conn, resolved, m1, until, by, totals)
+    return dict(totals)
+
+
+def _add_rollup(
+    conn: Connection,
+    table: Table,
+    resolved: Resolved,
+    start: dt.datetime,
+    end: dt.datetime,
+    by: Sequence[Dimension],
+    totals: dict[tuple[object, ...], int],
+) -> None:
+    if start >= end:
+        return
+    columns = [table.c[name] for name in by]
+    query = (
+        select(*columns, func.sum(table.c.count))
+        .where(table.c.bucket >= start, table.c.bucket < end, *_rollup_conditions(table, resolved))
+        .group_by(*columns)
+    )
+    for row in conn.execute(query):
+        totals[tuple(row[:-1])] += int(row[-1] or 0)
+
+
+def _add_events(
+    conn: Connection,
+    resolved: Resolved,
+    start: dt.datetime,
+    end: dt.datetime,
+    by: Sequence[Dimension],
+    totals: dict[tuple[object, ...], int],
+) -> None:
+    if start >= end:
+        return
+    columns = [
+        func.coalesce(event.c.guest_id, NO_GUEST_ID) if name == "guest_id" else event.c[name] for name in by
+    ]
+    query = (
+        select(*columns, func.sum(event.c.count))
+        .where(event.c.time >= start, event.c.time < end, *event_conditions(resolved))
+        .group_by(*columns)
+    )
+    for row in conn.execute(query):
+        totals[tuple(row[:-1])] += int(row[-1] or 0)
