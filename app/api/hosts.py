@@ -1,0 +1,63 @@
+"""GET /api/v1/hosts and /api/v1/hosts/{name}: the fleet's hosts, their status and history."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter
+
+from app.api.models import HostDetail, HostList, NameInPath, RangeDep
+from app.deps import ConnDep, SettingsDep, ViewerDep
+from app.errors import NotFound, error_responses
+from app.settings import Settings
+from app.store import hosts as store
+from app.store.hosts import StatusRule
+
+router = APIRouter(prefix="/api/v1", tags=["hosts"])
+
+
+def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
+    return StatusRule(time_range.now, settings.silent_after_s, settings.drift_streak)
+
+
+@router.get(
+    "/hosts",
+    operation_id="list_hosts",
+    response_model=HostList,
+    responses=error_responses(401, 403, 422),
+    summary="Every host with its status, and its events and guests in the range",
+)
+def list_hosts(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep) -> HostList:
+    views = store.list_hosts(
+        conn, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
+    )
+    return HostList.model_validate({"items": views})
+
+
+@router.get(
+    "/hosts/{name}",
+    operation_id="get_host",
+    response_model=HostDetail,
+    responses=error_responses(401, 403, 404, 422),
+    summary="One host: its status, CPUs, state changes and guests in the range",
+)
+def get_host(
+    name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
+) -> HostDetail:
+    detail = store.get_host(
+        conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
+    )
+    if detail is None:
+        raise NotFound(
+            f"host {name!r} is not known: no agent has reported under that name; "
+            "GET /api/v1/hosts lists the hosts",
+            code="host_not_found",
+        )
+    return HostDetail.model_validate(
+        {
+            **{f.name: getattr(detail.host, f.name) for f in dataclasses.fields(detail.host)},
+            "guests": detail.guests,
+            "cpus": detail.cpus,
+            "states": detail.states,
+        }
+    )

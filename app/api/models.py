@@ -1,0 +1,257 @@
+"""Response models of the read API, and the query parameters its routes share.
+
+pydantic lives here, at the HTTP boundary only: store modules (app/store/*) return frozen
+dataclasses and these models read them (`from_attributes`). Times serialise as ISO 8601 UTC
+with `Z`. The shapes are the lead's API notes: lists answer {"items": [...]}.
+
+Shared parameters: `RangeDep` (since/until, default the last 24 h), the name filters (no NUL:
+PostgreSQL text cannot hold one, so such a name could never match), and the contract words
+as enums from agent/payload.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.payload import Action, GapReason, Kind, Mode, Source
+from app.errors import InvalidInput
+
+# ---------------------------------------------------------------- shared query parameters
+
+DEFAULT_RANGE = dt.timedelta(hours=24)
+# Times outside these are clamped: nothing splitwatch stores predates the epoch, and bucket
+# arithmetic must not overflow datetime's year 9999.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+NAME_PATTERN = r"^[^\x00]+$"
+NAME_MAX = 255
+
+HostFilter = Annotated[
+    str | None,
+    Query(description="Only this host (name).", min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN),
+]
+GuestFilter = Annotated[
+    str | None,
+    Query(
+        description="Only this guest (name); `(host)` selects plain host processes (events without a guest).",
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=NAME_PATTERN,
+    ),
+]
+KindFilter = Annotated[Kind | None, Query(description="Only this kind of lock.")]
+ActionFilter = Annotated[Action | None, Query(description="Only events the host answered this way.")]
+SourceFilter = Annotated[Source | None, Query(description="Only events read from this source.")]
+NameInPath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
+
+_SINCE = Query(
+    description="Start of the range, inclusive (ISO 8601; no offset means UTC). Default: 24 h before `until`."
+)
+_UNTIL = Query(description="End of the range, exclusive (ISO 8601; no offset means UTC). Default: now.")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    since: dt.datetime
+    until: dt.datetime
+    now: dt.datetime
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    # The API speaks UTC: an ISO time without an offset is taken as UTC, not server time.
+    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    return min(max(at, EARLIEST), LATEST)
+
+
+def time_range(
+    since: Annotated[dt.datetime | None, _SINCE] = None,
+    until: Annotated[dt.datetime | None, _UNTIL] = None,
+) -> TimeRange:
+    now = dt.datetime.now(dt.UTC)
+    end = _utc(until) if until is not None else now
+    start = _utc(since) if since is not None else max(end - DEFAULT_RANGE, EARLIEST)
+    if start > end:
+        raise InvalidInput(
+            f"since ({start.isoformat()}) is after until ({end.isoformat()}): "
+            "give a since earlier than until, or omit one of them",
+            code="invalid_range",
+            details=[{"field": "query.since", "problem": "after until", "type": "invalid_range"}],
+        )
+    return TimeRange(start, end, now)
+
+
+RangeDep = Annotated[TimeRange, Depends(time_range)]
+
+# ---------------------------------------------------------------- response models
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Cpu(_Out):
+    cpu: int
+    test_ctrl: int | None = Field(description="MSR_TEST_CTRL (0x33) as read; null when the read failed.")
+    sld_on: bool | None = Field(description="Split-lock #AC detection on (TEST_CTRL bit 29).")
+    bld_on: bool | None = Field(description="Bus-lock #DB detection on (DEBUGCTL bit 2).")
+    error: str | None
+
+
+class _HostBase(_Out):
+    name: str
+    boot_id: str
+    kernel: str
+    cpu_model: str
+    agent_version: str
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+    status: Literal["ok", "drift", "silent"] = Field(
+        description="silent: no report for longer than silent_after_s; drift: detection should be on but "
+        "some core read off in drift_streak samples in a row; else ok."
+    )
+    mode: Mode | None = Field(description="split_lock_detect mode; null until the agent sent a state.")
+    ratelimit: int | None
+    mitigate: int | None
+    sld_supported: bool | None
+    bld_supported: bool | None
+    cpus_total: int
+    cpus_on: int
+    cpus_off: int
+    cpus_error: int
+    drifting_cpus: list[int]
+    events: int = Field(description="sum of event counts in the range.")
+    health: dict[str, Any] | None = Field(description="The agent's own figures from its newest batch.")
+
+
+class Host(_HostBase):
+    guests: int = Field(description="Distinct guests with events on this host in the range.")
+
+
+class HostList(BaseModel):
+    items: list[Host]
+
+
+class HostState(_Out):
+    observed_at: dt.datetime
+    boot_id: str
+    kernel: str
+    mode: Mode
+    ratelimit: int | None
+    mitigate: int | None
+    sld_supported: bool
+    bld_supported: bool
+    cpus_on: int
+    cpus_off: int
+    cpus_error: int
+    drift: bool
+    cpus: list[Cpu]
+
+
+class HostDetail(_HostBase):
+    guests: list[str] = Field(description="Names of the guests with events on this host in the range.")
+    cpus: list[Cpu] = Field(description="The latest per-CPU state.")
+    states: list[HostState] = Field(
+        description="State changes in the range, oldest first, led by the state in force at `since`."
+    )
+
+
+class Guest(_Out):
+    name: str
+    uuid: str | None
+    vmm: str
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+    last_host: str | None
+    last_action: Action | None
+    killed: bool = Field(description="A SIGBUS killed it (host in fatal mode); killed_at is the last time.")
+    killed_at: dt.datetime | None
+    events: int = Field(description="sum of its event counts in the range, all hosts.")
+    hosts: list[str] = Field(description="Hosts it had events on in the range.")
+
+
+class GuestList(BaseModel):
+    items: list[Guest]
+
+
+class AddressCount(_Out):
+    address: str
+    count: int
+    space: Literal["guest-kernel", "guest-user"]
+
+
+class GuestDetail(Guest):
+    actions: dict[str, int] = Field(description="sum of event counts in the range per action.")
+    top_addresses: list[AddressCount] = Field(description="Trap addresses with the most events in the range.")
+
+
+class Event(_Out):
+    id: int
+    host: str
+    boot_id: str
+    source: Source
+    seq: int
+    time: dt.datetime
+    received_at: dt.datetime
+    kind: Kind
+    comm: str
+    tid: int
+    tgid: int | None
+    address: str | None
+    count: int
+    action: Action
+    guest: str | None = Field(description="Guest name; null for a plain host process.")
+    vcpu: int | None
+    vmm: str | None
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )
+
+
+class SeriesLine(_Out):
+    key: str
+    points: list[tuple[dt.datetime, int]] = Field(
+        description="[bucket start, sum of event counts] per bucket."
+    )
+
+
+class SeriesAnswer(_Out):
+    step: int = Field(description="Bucket width in seconds.")
+    series: list[SeriesLine]
+
+
+class Gap(_Out):
+    host: str
+    boot_id: str
+    source: Source
+    first_seq: int
+    last_seq: int
+    count: int = Field(description="Events lost.")
+    reason: GapReason
+    received_at: dt.datetime
+
+
+class GapList(BaseModel):
+    items: list[Gap]
+
+
+class Summary(_Out):
+    events: int = Field(description="sum of event counts in the range.")
+    guests_affected: int = Field(description="Guests with events in the range.")
+    guests_killed: int = Field(description="Guests killed by SIGBUS in the range.")
+    hosts_total: int
+    hosts_by_mode: dict[str, int] = Field(
+        description="Hosts per current mode; `unknown` before a first state."
+    )
+    hosts_drifting: int
+    hosts_silent: int
+    gaps: int = Field(description="Events lost (sum of gap counts) received in the range.")

@@ -1,0 +1,90 @@
+"""GET /api/v1/series: counts over time for the charts, from the rollups (app/store/series.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.models import (
+    ActionFilter,
+    GuestFilter,
+    HostFilter,
+    KindFilter,
+    RangeDep,
+    SeriesAnswer,
+    SourceFilter,
+)
+from app.deps import ConnDep, ViewerDep
+from app.errors import InvalidInput, error_responses
+from app.rollups.buckets import bucket_count, default_step
+from app.store.events import Filters, resolve_filters
+from app.store.series import MAX_BUCKETS, GroupBy, read_series
+
+router = APIRouter(prefix="/api/v1", tags=["series"])
+
+MAX_STEP = 366 * 86400
+
+
+@router.get(
+    "/series",
+    operation_id="get_series",
+    response_model=SeriesAnswer,
+    responses=error_responses(401, 403, 422),
+    summary="sum of event counts per time bucket and key",
+    description="Buckets start at multiples of `step` since the Unix epoch; every bucket from the one "
+    "holding `since` up to `until` is present, zeros included. Read from the hourly rollup when the "
+    "step is a multiple of 3600, else the per-minute one. Guest key of events without a guest: `(host)`.",
+)
+def get_series(
+    conn: ConnDep,
+    _viewer: ViewerDep,
+    time_range: RangeDep,
+    group_by: Annotated[GroupBy, Query(description="What each series is.")] = "action",
+    step: Annotated[
+        int | None,
+        Query(
+            ge=60,
+            le=MAX_STEP,
+            description="Bucket width in seconds, a multiple of 60. Default: ~300 buckets over the range.",
+        ),
+    ] = None,
+    host: HostFilter = None,
+    guest: GuestFilter = None,
+    kind: KindFilter = None,
+    action: ActionFilter = None,
+    source: SourceFilter = None,
+) -> SeriesAnswer:
+    since, until = time_range.since, time_range.until
+    if step is None:
+        step_s = default_step(since, until)
+    elif step % 60:
+        raise InvalidInput(
+            f"step {step} is not a multiple of 60 seconds: the finest rollup is per minute; "
+            f"use e.g. {max(60, step - step % 60)} or {step - step % 60 + 60}",
+            code="invalid_step",
+            details=[{"field": "query.step", "problem": "not a multiple of 60", "type": "invalid_step"}],
+        )
+    else:
+        step_s = step
+    buckets = bucket_count(since, until, step_s)
+    if buckets > MAX_BUCKETS:
+        needed = -(-int((until - since).total_seconds()) // MAX_BUCKETS)
+        needed = -(-needed // 60) * 60
+        raise InvalidInput(
+            f"step {step_s}s over this range gives {buckets} buckets, more than the {MAX_BUCKETS} a series "
+            f"may have: use a step of at least {needed}s or a shorter range",
+            code="too_many_buckets",
+            details=[{"field": "query.step", "problem": "too many buckets", "type": "too_many_buckets"}],
+        )
+    filters = Filters(
+        host=host,
+        guest=guest,
+        kind=kind.value if kind else None,
+        action=action.value if action else None,
+        source=source.value if source else None,
+    )
+    result = read_series(
+        conn, resolve_filters(conn, filters), since=since, until=until, step_s=step_s, group_by=group_by
+    )
+    return SeriesAnswer.model_validate(result)
