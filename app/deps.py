@@ -1,0 +1,79 @@
+"""FastAPI dependencies as Annotated aliases, one import for every router.
+
+SettingsDep   the app's Settings
+EngineDep     the app's Engine
+ConnDep       a Core Connection for this request (read-only use; closed, and any
+              transaction rolled back, when the request ends). Writes go through
+              WriterDep so SQLite keeps one writer.
+WriterDep     the app's writer (app/ingest/writer.py): `await writer.run(fn)` runs
+              fn(conn) in a write transaction
+PrincipalDep  any valid token
+ViewerDep     a viewer or admin token (reads)
+AdminDep      an admin token
+AgentDep      an agent token: the value is the host name it may write
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection, Engine
+
+from app.auth import Authenticator, Principal, require_admin, require_agent, require_read
+from app.ingest.writer import Writer
+from app.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="A splitwatch token: `splitwatch token create`")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_writer(request: Request) -> Writer:
+    writer: Writer = request.app.state.writer
+    return writer
+
+
+def get_conn(request: Request) -> Iterator[Connection]:
+    engine: Engine = request.app.state.engine
+    with engine.connect() as conn:
+        yield conn
+
+
+def get_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    auth: Authenticator = request.app.state.auth
+    return auth.authenticate(credentials.credentials if credentials is not None else None)
+
+
+def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    return require_read(principal)
+
+
+def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    return require_admin(principal)
+
+
+def get_agent_host(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+    return require_agent(principal)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+ConnDep = Annotated[Connection, Depends(get_conn)]
+WriterDep = Annotated[Writer, Depends(get_writer)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ViewerDep = Annotated[Principal, Depends(get_viewer)]
+AdminDep = Annotated[Principal, Depends(get_admin)]
+AgentDep = Annotated[str, Depends(get_agent_host)]

@@ -1,0 +1,214 @@
+"""One error shape for every API answer that is not a success.
+
+    {"error": "<short_code>", "message": "<the thing, the cause, the remedy>", "details": [...] | null}
+
+Exception tree (raise these from routes, dependencies and store modules; the handlers
+installed by `install_error_handlers` turn each into its status and the shape above):
+
+    ApiError                      status + code + message (+ details)
+    ├── Unauthorized       401    missing, unknown or revoked token (WWW-Authenticate: Bearer)
+    ├── Forbidden          403    a token of the wrong role, or an agent token of another host
+    ├── NotFound           404    a named host, guest, rule ... that does not exist
+    ├── Conflict           409    a unique name already taken
+    ├── PayloadTooLarge    413    a body (or its gzip-decompressed form) over max_body_bytes
+    ├── InvalidInput       422    a body or parameter the schema accepts but the meaning rejects
+    └── NotReady           503    database unreachable or behind the migration head
+
+Also mapped: starlette's HTTPException (routing 404/405, ...) keeps its status with a code from
+its name; RequestValidationError becomes 422 `invalid_request` with one detail per problem
+naming its field path (`body.events[3].seq`). Anything else is a bug: it is logged with its
+traceback and answered 500 `internal_error` in the same shape — no endpoint should ever get
+there (tests/app and schemathesis look for 500s).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("splitwatch.errors")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: str
+    message: str
+    details: list[Any] | None = None
+
+
+class ApiError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+        self.headers = headers
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(ApiError):
+    status = 422
+    code = "invalid_input"
+
+
+class NotReady(ApiError):
+    status = 503
+    code = "not_ready"
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, unknown or revoked token",
+    403: "Token not allowed to do this",
+    404: "Not found",
+    409: "Conflict",
+    413: "Body too large",
+    415: "Unsupported content encoding",
+    422: "Invalid request: details name each field",
+    503: "Database not ready",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries declaring each status with the ErrorBody schema.
+
+    Declaring 422 here also replaces FastAPI's default HTTPValidationError schema, which
+    this app never answers with.
+    """
+    return {
+        code: {"model": ErrorBody, "description": _DESCRIPTIONS.get(code, HTTPStatus(code).phrase)}
+        for code in codes
+    }
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": code, "message": message, "details": details}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "request"
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic errors as [{"field", "problem", "type"}], inputs left out (they can be huge)."""
+    out = []
+    for err in errors:
+        out.append(
+            {
+                "field": _field_path(err.get("loc", ())),
+                "problem": str(err.get("msg", "invalid")),
+                "type": str(err.get("type", "invalid")),
+            }
+        )
+    return out
+
+
+def validation_message(details: list[dict[str, Any]], what: str = "request") -> str:
+    shown = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+    more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
+    return f"invalid {what}: {shown}{more}: fix these fields and resend"
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = "error"
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    detail = exc.detail if isinstance(exc.detail, str) else phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "no such route: see /docs or /openapi.json for the API"
+    elif exc.status_code == 405:
+        detail = "method not allowed on this route: see /openapi.json for the allowed methods"
+    return error_response(exc.status_code, code, detail, None, getattr(exc, "headers", None))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(exc.errors())
+    return error_response(422, "invalid_request", validation_message(details), details)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return error_response(
+        500, "internal_error", "the server failed on this request (a bug): the log has the traceback"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,198 @@
+"""Where write transactions run.
+
+SQLite allows one writer at a time; many threads each opening a write transaction would
+queue on busy_timeout and, past it, fail with "database is locked". So on SQLite there is
+exactly ONE writer: a background thread takes jobs from a queue and runs them. Jobs waiting
+together share one transaction (one fsync for several batches), each inside its own
+SAVEPOINT, so a job that fails rolls back alone and the others still commit; every job gets
+its own answer through its future.
+
+On PostgreSQL, concurrent transactions are the engine's job: a job runs in its own
+transaction on the threadpool.
+
+A job is `fn(conn) -> T`; `await writer.run(fn)` from async code, `writer.submit(fn)` (a
+concurrent.futures.Future) from threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+
+from app.store.engine import is_sqlite
+
+T = TypeVar("T")
+log = logging.getLogger("splitwatch.writer")
+
+# Up to this many waiting jobs share one SQLite transaction.
+MAX_GROUP = 16
+
+
+class WriterStopped(RuntimeError):
+    """The writer was stopped (server shutting down)."""
+
+
+class Writer(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]: ...
+
+    async def run(self, fn: Callable[[Connection], T]) -> T: ...
+
+
+def make_writer(engine: Engine) -> Writer:
+    if is_sqlite(str(engine.url)):
+        return SQLiteWriter(engine)
+    return DirectWriter(engine)
+
+
+_Job = tuple[Callable[[Connection], Any], "Future[Any]"]
+
+
+class SQLiteWriter:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="splitwatch-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        if self._thread is None or self._stopping:
+            future.set_exception(WriterStopped("the database writer is not running (server shutting down)"))
+            return future
+        self._queue.put((fn, future))
+        return future
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def _loop(self) -> None:
+        with self._engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    break
+                jobs = [job]
+                stop = False
+                while len(jobs) < MAX_GROUP:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    jobs.append(more)
+                self._run_group(conn, jobs)
+                if stop:
+                    break
+        # Anything still queued after the stop marker is answered, not dropped silently.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
+
+    def _run_group(self, conn: Connection, jobs: list[_Job]) -> None:
+        jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
+        if not jobs:
+            return
+        results: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            with conn.begin():
+                if len(jobs) == 1:
+                    fn, future = jobs[0]
+                    results.append((future, True, fn(conn)))
+                else:
+                    for fn, future in jobs:
+                        try:
+                            with conn.begin_nested():
+                                results.append((future, True, fn(conn)))
+                        except Exception as exc:
+                            results.append((future, False, exc))
+        except Exception as exc:
+            # The transaction itself failed (commit, or a lone job): every job of the group
+            # gets the error; none was committed.
+            if len(jobs) == 1 and not results:
+                jobs[0][1].set_exception(exc)
+                return
+            log.error("sqlite write transaction failed: %s", exc)
+            for _fn, future in jobs:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, ok, value in results:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+class DirectWriter:
+    """PostgreSQL: each job in its own transaction on the threadpool; retried on deadlock."""
+
+    RETRIES = 3
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def _run_tx(self, fn: Callable[[Connection], T]) -> T:
+        for attempt in range(self.RETRIES):
+            try:
+                with self._engine.begin() as conn:
+                    return fn(conn)
+            except DBAPIError as exc:
+                # 40P01 deadlock_detected, 40001 serialization_failure: safe to retry, the
+                # transaction rolled back entirely.
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate in ("40P01", "40001") and attempt + 1 < self.RETRIES:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(self._run_tx(fn))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        return await run_in_threadpool(self._run_tx, fn)

@@ -1,0 +1,111 @@
+"""The FastAPI application: `create_app(settings)` builds it; nothing is built at import.
+
+Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module exposes
+`router`); a module not written yet is skipped. app/metrics.py, when present, mounts
+/metrics through `install_metrics(app, engine, settings)`.
+
+app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
+(app/auth.py). Startup (lifespan) checks that the database is at the migration head and
+refuses to start otherwise; it then starts the writer. Shutdown stops the writer (queued
+batches are finished first) and disposes of the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+from fastapi import FastAPI
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from app.auth import Authenticator
+from app.errors import NotReady, install_error_handlers
+from app.ingest.writer import Writer, WriterStopped, make_writer
+from app.logging import AccessLogMiddleware
+from app.settings import Settings
+from app.store.engine import make_engine
+from app.store.schema_check import schema_status
+
+log = logging.getLogger("splitwatch")
+
+ROUTER_MODULES = ("health", "ingest", "hosts", "guests", "events", "series", "gaps", "summary", "frontend")
+
+
+class SchemaNotAtHead(RuntimeError):
+    """The database is empty or behind: `splitwatch db upgrade`."""
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise  # the module exists but something it imports does not: a real error
+        return None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    writer = make_writer(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        status = await run_in_threadpool(schema_status, engine)
+        if not status.ok:
+            log.error(status.message)
+            raise SchemaNotAtHead(status.message)
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="splitwatch",
+        version="0.1.0",
+        summary="Fleet-wide split-lock telemetry for KVM hosts",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.writer = writer
+    app.state.auth = Authenticator(
+        engine, settings.token_touch_interval_s, touch=lambda fn: _fire_and_forget(writer, fn)
+    )
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware)
+
+    for name in ROUTER_MODULES:
+        module = _optional_module(f"app.api.{name}")
+        if module is not None:
+            app.include_router(module.router)
+
+    metrics = _optional_module("app.metrics")
+    if metrics is not None:
+        metrics.install_metrics(app, engine, settings)
+    return app
+
+
+def _fire_and_forget(writer: Writer, fn: Callable[[Connection], None]) -> None:
+    future = writer.submit(fn)
+
+    def _done(_f: Future[None]) -> None:
+        exc = future.exception()
+        if exc is not None and not isinstance(exc, WriterStopped):
+            log.warning("could not record token use: %s", exc)
+
+    future.add_done_callback(_done)
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` (several workers): settings from SPLITWATCH_* only."""
+    return create_app(Settings())
+
+
+__all__ = ["ROUTER_MODULES", "NotReady", "SchemaNotAtHead", "create_app", "create_app_from_env"]

@@ -1,0 +1,46 @@
+"""Backend settings: environment variables `SPLITWATCH_*`, or keywords in tests.
+
+Nothing builds a Settings at import time: `create_app(settings)` receives one, the CLI builds
+one from its flags and the environment, and tests pass keywords
+(`Settings(database_url=..., silent_after_s=5)`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPLITWATCH_", extra="ignore", frozen=True)
+
+    # SQLite by default (one file, one writer thread); `postgresql://...` in production.
+    database_url: str = "sqlite:///./splitwatch.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    # Applies to the body as received AND after gzip decompression: a gzip bomb gets 413.
+    max_body_bytes: int = Field(default=8 * MiB, ge=1024)
+    # A host that has sent nothing for this long is "silent".
+    silent_after_s: int = Field(default=300, ge=1)
+    # Consecutive samples a core must read off (mode on) before it counts as drift
+    # (DESIGN.md §1: one read can catch warn mode's ~2 ticks off).
+    drift_streak: int = Field(default=3, ge=1)
+    # Seconds between alert rule evaluations.
+    alert_interval: float = Field(default=30.0, gt=0)
+    # Webhook URLs on loopback/private addresses are refused unless this is set.
+    webhook_allow_private: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Base URL the dashboard is reached at, for links in alerts; None = derived from host/port.
+    public_url: str | None = None
+    # token.last_used_at is written at most this often per token: no write per read request.
+    token_touch_interval_s: int = Field(default=60, ge=1)
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"

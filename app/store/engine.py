@@ -1,0 +1,89 @@
+"""Engines for SQLite and PostgreSQL, configured the way splitwatch relies on.
+
+SQLite: WAL (readers never block the one writer), busy_timeout (a second process such as
+`splitwatch token create` waits instead of failing), foreign keys on, synchronous NORMAL
+(durable across a process crash; WAL keeps it consistent across power loss). The sqlite3
+module's own implicit transactions are switched off and SQLAlchemy emits BEGIN itself, so a
+transaction covers its SELECTs too; `IMMEDIATE` (execution option `sqlite_begin`) takes the
+write lock up front, which the single writer uses so it never has to upgrade a read snapshot.
+
+PostgreSQL: psycopg 3 (`postgresql+psycopg://`); `postgresql://` and `postgres://` are
+rewritten to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL names no engine splitwatch supports."""
+
+
+def normalize_url(url: str) -> str:
+    """The URL with its driver made explicit (psycopg 3 for PostgreSQL)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return normalize_url(url).startswith("sqlite")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a terse text
+        raise DatabaseUrlError(
+            f"database URL {url!r} cannot be parsed ({exc}): use e.g. sqlite:///splitwatch.db "
+            "or postgresql://user@host/db"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, **kwargs)
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise DatabaseUrlError(
+                f"database URL {url!r} names driver {parsed.get_driver_name()!r}: "
+                "splitwatch uses psycopg 3, write postgresql://... or postgresql+psycopg://..."
+            )
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **kwargs)
+    raise DatabaseUrlError(
+        f"database URL {url!r} names {backend!r}: splitwatch supports sqlite:/// and postgresql://"
+    )
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+    connect_args = kwargs.pop("connect_args", {})
+    # Connections move between the threadpool and the writer thread; each is used by one
+    # thread at a time (the pool guarantees it).
+    connect_args.setdefault("check_same_thread", False)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see "begin" below)
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine

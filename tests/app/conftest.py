@@ -1,0 +1,314 @@
+"""Fixtures for backend tests: real databases, a real uvicorn, real tokens.
+
+    db_url           a fresh, EMPTY database, parametrized: "sqlite" (a file in tmp_path) and
+                     "postgres" (CREATE DATABASE sw_test_<random> on the server at PG_URL,
+                     dropped afterwards; skipped via require() when PostgreSQL is unreachable,
+                     a failure under CI=true). Limit a test to one engine with
+                     `@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)`.
+    migrated_db_url  db_url upgraded to the migration head (PostgreSQL copies a migrated
+                     template database, so it costs no migration per test).
+    engine           a SQLAlchemy Engine on migrated_db_url (disposed afterwards).
+    settings         Settings(database_url=migrated_db_url, log_level="warning"); override
+                     fields in a test with `settings.model_copy(update={...})`.
+    server           a real uvicorn serving create_app(settings) on 127.0.0.1:<free port>, in
+                     a background thread: `.url`, `.app`, `.stop()`, `.start()` (a new app
+                     on the same port and database: an outage and a restart).
+    tokens           creates tokens in the server's database: `tokens.agent("h1")`,
+                     `tokens.viewer()`, `tokens.admin()` → the raw token; `auth(token)` makes
+                     the header dict.
+    client           an httpx.Client with base_url=server.url and no token.
+    viewer_client    the same with a viewer token; agent_client(host) via `tokens`.
+
+And a plain helper: `assert_error(response, status, code=None)` checks the one error shape
+(`from tests.app.conftest import assert_error`), returns the body.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, make_url
+
+from app.settings import Settings
+from tests.conftest import PG_URL, require
+
+# --------------------------------------------------------------------------- helpers
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response has `status` and the one error shape; returns the body."""
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
+    body = response.json()
+    assert set(body) == {"error", "message", "details"}, body
+    assert isinstance(body["error"], str) and body["error"], body
+    assert isinstance(body["message"], str) and len(body["message"]) > 10, body
+    assert body["details"] is None or isinstance(body["details"], list), body
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def upgrade(url: str) -> None:
+    """Migrate `url` to head the way `splitwatch db upgrade` does."""
+    from alembic import command
+
+    from app.store.engine import make_engine
+    from app.store.schema_check import alembic_config
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
+            command.upgrade(cfg, "head")  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class _Postgres:
+    """Creates and drops databases on the test server; a migrated template is made once."""
+
+    def __init__(self) -> None:
+        self._admin: Any = None
+        self._template: str | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        if self._admin is None and self._error is None:
+            import psycopg
+
+            url = make_url(PG_URL)
+            try:
+                self._admin = psycopg.connect(
+                    host=url.host or "127.0.0.1",
+                    port=url.port or 5432,
+                    user=url.username or "postgres",
+                    password=url.password,
+                    dbname=url.database or "postgres",
+                    autocommit=True,
+                    connect_timeout=3,
+                )
+            except Exception as exc:
+                self._error = (
+                    f"PostgreSQL at {PG_URL} unreachable ({exc}): start it or set SPLITWATCH_TEST_PG_URL"
+                )
+        return self._admin
+
+    def available(self) -> tuple[bool, str]:
+        self._connect()
+        return self._admin is not None, self._error or ""
+
+    def _url(self, name: str) -> str:
+        return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+    def create(self, template: str | None = None) -> str:
+        name = f"sw_test_{secrets.token_hex(6)}"
+        with self._lock:
+            admin = self._connect()
+            tmpl = f" TEMPLATE {template}" if template else ""
+            admin.execute(f"CREATE DATABASE {name}{tmpl}")
+        return self._url(name)
+
+    def migrated(self) -> str:
+        with self._lock:
+            template = self._template
+        if template is None:
+            url = self.create()
+            upgrade(url)
+            template = make_url(url).database
+            assert template is not None
+            with self._lock:
+                self._template = template
+        return self.create(template=template)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        with self._lock:
+            self._admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def close(self) -> None:
+        if self._admin is not None:
+            if self._template:
+                self._admin.execute(f"DROP DATABASE IF EXISTS {self._template} WITH (FORCE)")
+            self._admin.close()
+
+
+@pytest.fixture(scope="session")
+def _postgres() -> Iterator[_Postgres]:
+    pg = _Postgres()
+    yield pg
+    pg.close()
+
+
+def _pg(pg: _Postgres) -> None:
+    ok, reason = pg.available()
+    require(ok, reason)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, _postgres: _Postgres) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'splitwatch.db'}"
+        return
+    _pg(_postgres)
+    url = _postgres.create()
+    yield url
+    _postgres.drop(url)
+
+
+@pytest.fixture
+def migrated_db_url(request: pytest.FixtureRequest, db_url: str, _postgres: _Postgres) -> str:
+    if db_url.startswith("sqlite"):
+        upgrade(db_url)
+        return db_url
+    # A copy of a migrated template: same schema as upgrading, without a migration per test.
+    _postgres.drop(db_url)
+    url = _postgres.migrated()
+    request.addfinalizer(lambda: _postgres.drop(url))
+    return url
+
+
+@pytest.fixture
+def engine(migrated_db_url: str) -> Iterator[Engine]:
+    from app.store.engine import make_engine
+
+    eng = make_engine(migrated_db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def settings(migrated_db_url: str) -> Settings:
+    return Settings(database_url=migrated_db_url, log_level="warning")
+
+
+# --------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real uvicorn in a thread; stop() and start() again for outages (same port, same DB)."""
+
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        import uvicorn
+
+        from app.main import create_app
+
+        if self._thread is not None:
+            raise RuntimeError("server already running")
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive():
+                self._thread = None
+                raise RuntimeError(f"uvicorn on port {self.port} exited during startup (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn on port {self.port} did not start within {timeout_s}s")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._thread = None
+        self._server = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[Server]:
+    srv = Server(settings)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+class Tokens:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def create(self, role: str, host: str | None = None, label: str | None = None) -> str:
+        from app.store.engine import make_engine
+        from app.store.tokens import create_token
+
+        engine = make_engine(self.database_url)
+        try:
+            with engine.begin() as conn:
+                raw, _id = create_token(conn, role, host, label)
+        finally:
+            engine.dispose()
+        return raw
+
+    def agent(self, host: str = "host-1") -> str:
+        return self.create("agent", host)
+
+    def viewer(self) -> str:
+        return self.create("viewer")
+
+    def admin(self) -> str:
+        return self.create("admin")
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    return Tokens(settings.database_url)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def viewer_client(server: Server, tokens: Tokens) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30, headers=auth(tokens.viewer())) as c:
+        yield c
