@@ -1,0 +1,209 @@
+"""GET /metrics: Prometheus text for the fleet, read from the database at scrape time.
+
+uvicorn workers (and several backends behind a load balancer) share nothing but the database,
+so in-process counters would each see a slice. A custom Collector on the app's own
+CollectorRegistry (never the global one: two apps in one process, as in tests, must not mix)
+reads the rollups and the host rows on every scrape instead, with a few aggregate queries:
+
+    splitwatch_events_total{host,guest,action,kind,source}   counter, sum of event counts (rollup_1h)
+    splitwatch_gaps_total{host,reason}                        counter, events lost (gap.count)
+    splitwatch_host_last_seen_timestamp_seconds{host}         gauge
+    splitwatch_host_cpus{host,state}                          gauge, state on|off|error
+    splitwatch_host_status{host,status}                       gauge, 1 for the current status
+    splitwatch_hosts, splitwatch_guests                       gauges
+    splitwatch_database_up                                    gauge, 0 when the queries failed
+
+Cardinality: one events_total series per (host, guest, kind, action, source) seen. Guests are
+the unbounded label, so past MAX_EVENT_SERIES label sets only the TOP_GUESTS busiest guests keep
+their name and the rest are summed under guest="(other)" — per host, so host totals stay exact.
+Sums stay monotonic as long as a guest stays on the same side of the cut; a guest crossing it
+looks like a counter reset to Prometheus, which rate() tolerates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.settings import Settings
+from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
+from app.store.status import STATUSES, host_status
+from app.store.tables import gap, guest, host, rollup_1h
+
+log = logging.getLogger("splitwatch.metrics")
+
+MAX_EVENT_SERIES = 5000
+TOP_GUESTS = 200
+OTHER_GUEST = "(other)"
+
+
+class DatabaseCollector(Collector):
+    """Reads the figures from the database on each collect() (each scrape)."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    def describe(self) -> Iterable[object]:
+        # Names only, without touching the database at registration.
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        try:
+            with self._engine.connect() as conn:
+                families = list(self._read(conn))
+        except SQLAlchemyError as exc:
+            log.warning("metrics: database query failed (%s): reporting splitwatch_database_up 0", exc)
+            families = []
+            up = 0.0
+        else:
+            up = 1.0
+        yield from families
+        yield GaugeMetricFamily(
+            "splitwatch_database_up", "1 when the scrape could read the database, else 0.", value=up
+        )
+
+    def _read(self, conn: Connection) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hosts = conn.execute(
+            select(
+                host.c.id,
+                host.c.name,
+                host.c.last_seen_at,
+                host.c.mode,
+                host.c.sld_supported,
+                host.c.cpu_off_streak,
+                host.c.cpus_on,
+                host.c.cpus_off,
+                host.c.cpus_error,
+            ).order_by(host.c.name)
+        ).all()
+        host_names = {row.id: row.name for row in hosts}
+        yield from self._events(conn, host_names)
+
+        gaps = CounterMetricFamily(
+            "splitwatch_gaps",
+            "Events lost and counted by the agents (sum of gap counts).",
+            labels=["host", "reason"],
+        )
+        for host_id, reason, total in conn.execute(
+            select(gap.c.host_id, gap.c.reason, func.sum(gap.c.count)).group_by(gap.c.host_id, gap.c.reason)
+        ).tuples():
+            gaps.add_metric([host_names.get(host_id, f"#{host_id}"), reason], float(total or 0))
+        yield gaps
+
+        last_seen = GaugeMetricFamily(
+            "splitwatch_host_last_seen_timestamp_seconds",
+            "When the host's agent last reported.",
+            labels=["host"],
+        )
+        cpus = GaugeMetricFamily(
+            "splitwatch_host_cpus",
+            "CPUs by split-lock detection state in the latest sample.",
+            labels=["host", "state"],
+        )
+        status = GaugeMetricFamily(
+            "splitwatch_host_status",
+            "1 for the host's current status (ok, drift, silent), else 0.",
+            labels=["host", "status"],
+        )
+        now = dt.datetime.now(dt.UTC)
+        for row in hosts:
+            last_seen.add_metric([row.name], row.last_seen_at.timestamp())
+            for state, n in (("on", row.cpus_on), ("off", row.cpus_off), ("error", row.cpus_error)):
+                cpus.add_metric([row.name, state], float(n))
+            verdict = host_status(
+                last_seen_at=row.last_seen_at,
+                mode=row.mode,
+                sld_supported=row.sld_supported,
+                cpu_off_streak=row.cpu_off_streak if isinstance(row.cpu_off_streak, dict) else None,
+                now=now,
+                silent_after_s=self._settings.silent_after_s,
+                drift_streak=self._settings.drift_streak,
+            )
+            for name in STATUSES:
+                status.add_metric([row.name, name], 1.0 if verdict.status == name else 0.0)
+        yield last_seen
+        yield cpus
+        yield status
+        yield GaugeMetricFamily("splitwatch_hosts", "Hosts known.", value=float(len(hosts)))
+        guests = conn.execute(select(func.count()).select_from(guest)).scalar()
+        yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
+
+    def _events(self, conn: Connection, host_names: dict[int, str]) -> Iterator[CounterMetricFamily]:
+        r = rollup_1h
+        dims = (r.c.host_id, r.c.guest_id, r.c.kind, r.c.action, r.c.source)
+        rows = conn.execute(select(*dims, func.sum(r.c.count)).group_by(*dims)).tuples().all()
+        guest_ids = {g for _, g, *_ in rows if g != NO_GUEST_ID}
+        kept = guest_ids
+        if len(rows) > MAX_EVENT_SERIES:
+            per_guest: Counter[int] = Counter()
+            for _, g, _, _, _, total in rows:
+                per_guest[g] += int(total or 0)
+            kept = {g for g, _ in per_guest.most_common(TOP_GUESTS)}
+        names: dict[int, str] = (
+            dict(
+                conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(sorted(kept))))
+                .tuples()
+                .all()
+            )
+            if kept
+            else {}
+        )
+        sums: dict[tuple[str, str, str, str, str], float] = defaultdict(float)
+        for host_id, guest_id, kind, action, source, total in rows:
+            if guest_id == NO_GUEST_ID:
+                guest_label = HOST_GUEST_KEY
+            elif guest_id in kept:
+                guest_label = names.get(guest_id, f"#{guest_id}")
+            else:
+                guest_label = OTHER_GUEST
+            sums[(host_names.get(host_id, f"#{host_id}"), guest_label, action, kind, source)] += float(
+                total or 0
+            )
+        family = CounterMetricFamily(
+            "splitwatch_events",
+            "Split and bus locks observed (sum of event counts), by host, guest, what the host did, kind "
+            'and source. guest="(host)": plain host processes.',
+            labels=["host", "guest", "action", "kind", "source"],
+        )
+        for labels, value in sorted(sums.items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+
+def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> CollectorRegistry:
+    """Mount GET /metrics (no token) on `app`, served from a registry of its own."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(engine, settings))
+    app.state.metrics_registry = registry
+
+    def metrics() -> Response:
+        # Sync: FastAPI runs it in the threadpool, so the queries never block the event loop.
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        operation_id="metrics",
+        summary="Prometheus metrics (text exposition format), no token",
+        tags=["health"],
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."}
+        },
+    )
+    return registry
+
+
+__all__ = ["DatabaseCollector", "install_metrics"]
