@@ -1,0 +1,103 @@
+// The only module that calls fetch: it adds the viewer token, and turns every failure into an
+// ApiError carrying the API's own sentence (app/errors.py: {"error", "message", "details"}).
+// A 401 forgets the token and tells the page to show the login again (#5).
+
+const TOKEN_KEY = "splitwatch.token";
+export const API = "/api/v1";
+
+export class ApiError extends Error {
+  constructor(status, code, message, details = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+// sessionStorage unless the user asked to be remembered: a viewer token is a credential.
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(token, remember) {
+  clearToken();
+  (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, token);
+}
+
+export function clearToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+export function query(params = {}) {
+  const q = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== "") q.set(key, String(value));
+  }
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+async function request(path, params, { token = getToken(), accept = "application/json" } = {}) {
+  const url = `${API}${path}${query(params)}`;
+  let response;
+  try {
+    response = await fetch(url, {
+      headers: { Authorization: `Bearer ${token || ""}`, Accept: accept },
+      cache: "no-store",
+    });
+  } catch (err) {
+    throw new ApiError(0, "network", `Cannot reach the splitwatch server at ${location.origin} (${err.message}): check that \`splitwatch serve\` is running.`);
+  }
+  if (response.ok) return response;
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  const message =
+    (body && typeof body.message === "string" && body.message) ||
+    `${url} answered HTTP ${response.status} ${response.statusText}`;
+  const error = new ApiError(response.status, (body && body.error) || `http_${response.status}`, message, body && body.details);
+  if (response.status === 401 && token === getToken()) {
+    clearToken();
+    window.dispatchEvent(new CustomEvent("splitwatch:unauthorized", { detail: message }));
+  }
+  throw error;
+}
+
+export async function get(path, params = {}, options = {}) {
+  const response = await request(path, params, options);
+  return response.json();
+}
+
+// Checks a token before it is stored: any viewer read will do; /summary is the cheapest.
+export async function checkToken(token) {
+  await request("/summary", {}, { token });
+}
+
+// The CSV needs the Authorization header, so a plain <a href> cannot fetch it: fetch it here
+// and hand the browser a blob to save. Returns the text so callers can show a count.
+export async function downloadCsv(path, params, filename) {
+  const response = await request(path, { ...params, format: "csv" }, { accept: "text/csv" });
+  const text = await response.text();
+  const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  return text;
+}
+
+export const hosts = (params) => get("/hosts", params);
+export const host = (name, params) => get(`/hosts/${encodeURIComponent(name)}`, params);
+export const guests = (params) => get("/guests", params);
+export const guest = (name, params) => get(`/guests/${encodeURIComponent(name)}`, params);
+export const events = (params) => get("/events", params);
+export const series = (params) => get("/series", params);
+export const gaps = (params) => get("/gaps", params);
+export const summary = (params) => get("/summary", params);

@@ -1,0 +1,346 @@
+// API JSON in, Plotly traces and layouts out: pure functions, no DOM, no fetch, no clock.
+//
+// Colours are fixed per action so a glance reads the same on every page and every day
+// (#5): sigbus (a killed guest) red and drawn at the bottom of each stack, throttle orange,
+// warn amber, ratelimit purple, reflect blue, oops black, unknown grey.
+
+export const ACTION_ORDER = ["sigbus", "oops", "throttle", "warn", "ratelimit", "reflect", "unknown"];
+export const ACTION_COLORS = {
+  sigbus: "#d62728",
+  oops: "#111111",
+  throttle: "#ff7f0e",
+  warn: "#f5b700",
+  ratelimit: "#8e44ad",
+  reflect: "#1f77b4",
+  unknown: "#9e9e9e",
+};
+export const KIND_ORDER = ["split_lock", "bus_lock"];
+export const KIND_COLORS = { split_lock: "#3b5b92", bus_lock: "#2a9d8f" };
+export const MODE_COLORS = { off: "#9e9e9e", warn: "#f5b700", fatal: "#d62728", ratelimit: "#8e44ad" };
+export const MITIGATE_COLORS = { "1": "#ff7f0e", "0": "#f5d58a", "n/a": "#d0d0d0" };
+const PALETTE = ["#4e79a7", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#76b7b2", "#bab0ac"];
+
+// Plotly has no time zones: it draws a date string's wall clock. Give it UTC wall clock,
+// without the `Z` it would otherwise ignore, and say "UTC" on every axis.
+export function plotTime(iso) {
+  const d = iso instanceof Date ? iso : new Date(iso);
+  return d.toISOString().slice(0, 19).replace("T", " ");
+}
+
+export function stepLabel(step) {
+  if (step % 86400 === 0) return step === 86400 ? "day" : `${step / 86400} days`;
+  if (step % 3600 === 0) return step === 3600 ? "hour" : `${step / 3600} h`;
+  if (step % 60 === 0) return step === 60 ? "minute" : `${step / 60} min`;
+  return `${step} s`;
+}
+
+export function colorFor(key, colors, index) {
+  return (colors && colors[key]) || PALETTE[index % PALETTE.length];
+}
+
+function sortKeys(keys, order) {
+  const rank = (k) => (order && order.includes(k) ? order.indexOf(k) : (order ? order.length : 0));
+  return [...keys].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
+export function seriesTotals(response) {
+  const totals = {};
+  for (const s of (response && response.series) || []) {
+    totals[s.key] = s.points.reduce((sum, [, count]) => sum + count, 0);
+  }
+  return totals;
+}
+
+export function grandTotal(response) {
+  return Object.values(seriesTotals(response)).reduce((a, b) => a + b, 0);
+}
+
+// One bar trace per key, stacked; a key with no event in the window is left out of the
+// legend. Bars start at their bucket's start and are one step wide.
+export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_ORDER, unit = "events" } = {}) {
+  const step = response.step;
+  const totals = seriesTotals(response);
+  const byKey = Object.fromEntries(response.series.map((s) => [s.key, s]));
+  return sortKeys(Object.keys(byKey).filter((k) => totals[k] > 0), order).map((key, i) => {
+    const points = byKey[key].points;
+    return {
+      type: "bar",
+      name: `${key} (${totals[key]})`,
+      meta: key,
+      x: points.map(([t]) => plotTime(t)),
+      y: points.map(([, c]) => c),
+      customdata: points.map(([t]) => t),
+      width: step * 1000,
+      offset: 0,
+      marker: { color: colorFor(key, colors, i), line: { width: 0 } },
+      hovertemplate: `<b>${key}</b>: %{y} ${unit}<br>%{x} UTC + ${stepLabel(step)}<extra></extra>`,
+    };
+  });
+}
+
+// Rows are keys (hosts), busiest on top, at most maxRows; columns are buckets given by their
+// edges so a cell spans exactly its bucket.
+export function heatmap(response, { maxRows = 30, unit = "events" } = {}) {
+  const step = response.step;
+  const totals = seriesTotals(response);
+  const rows = [...response.series]
+    .filter((s) => totals[s.key] > 0)
+    .sort((a, b) => totals[b.key] - totals[a.key] || a.key.localeCompare(b.key))
+    .slice(0, maxRows)
+    .reverse(); // Plotly draws the first row at the bottom
+  if (!rows.length) return null;
+  const starts = rows[0].points.map(([t]) => t);
+  const edges = starts.map(plotTime);
+  if (starts.length) edges.push(plotTime(new Date(new Date(starts[starts.length - 1]).getTime() + step * 1000)));
+  return {
+    type: "heatmap",
+    x: edges,
+    y: rows.map((s) => s.key),
+    z: rows.map((s) => s.points.map(([, c]) => c)),
+    zmin: 0,
+    colorscale: [
+      [0, "#f4f4f4"],
+      [0.0001, "#fde0c5"],
+      [0.5, "#f28e2b"],
+      [1, "#b2182b"],
+    ],
+    colorbar: { title: { text: `${unit} per ${stepLabel(step)}`, side: "right" }, thickness: 12 },
+    xgap: 1,
+    ygap: 1,
+    hovertemplate: `<b>%{y}</b><br>%{z} ${unit}<br>%{x} UTC<extra>click: open host</extra>`,
+  };
+}
+
+// Consecutive states as [start, end) segments clipped to the window, for timelines.
+export function stateSegments(states, range) {
+  const since = new Date(range.since).getTime();
+  const until = new Date(range.until).getTime();
+  const segments = [];
+  states.forEach((s, i) => {
+    const start = Math.max(new Date(s.observed_at).getTime(), since);
+    const next = i + 1 < states.length ? new Date(states[i + 1].observed_at).getTime() : until;
+    const end = Math.min(next, until);
+    if (end > start) segments.push({ start, end, state: s });
+  });
+  return segments;
+}
+
+export function modeLabel(state) {
+  if (!state || !state.mode) return "unknown";
+  return state.mode === "ratelimit" && state.ratelimit ? `ratelimit:${state.ratelimit}` : state.mode;
+}
+
+// Horizontal bars on a date axis (base = start, x = duration): one row for the mode, one for
+// split_lock_mitigate, one for drift, each segment coloured by its value.
+export function modeTimeline(states, range) {
+  const rows = [
+    { row: "mode", value: (s) => s.mode || "unknown", label: modeLabel, colors: MODE_COLORS },
+    {
+      row: "mitigate",
+      value: (s) => (s.mitigate === null || s.mitigate === undefined ? "n/a" : String(s.mitigate)),
+      label: (s) => `mitigate=${s.mitigate === null || s.mitigate === undefined ? "n/a" : s.mitigate}`,
+      colors: MITIGATE_COLORS,
+    },
+    {
+      row: "drift",
+      value: (s) => (s.drift ? "drift" : "no drift"),
+      label: (s) => (s.drift ? "drift" : "ok"),
+      colors: { drift: "#e15759", "no drift": "#cfe8cf" },
+    },
+  ];
+  const traces = new Map();
+  for (const seg of stateSegments(states, range)) {
+    for (const r of rows) {
+      const value = r.value(seg.state);
+      const key = `${r.row}:${value}`;
+      if (!traces.has(key)) {
+        traces.set(key, {
+          type: "bar",
+          orientation: "h",
+          name: r.row === "mode" ? value : r.label(seg.state),
+          legendgroup: r.row,
+          showlegend: false,
+          y: [],
+          x: [],
+          base: [],
+          text: [],
+          textposition: "inside",
+          insidetextanchor: "middle",
+          marker: { color: r.colors[value] || "#bbbbbb" },
+          hovertemplate: "%{text}<br>from %{base} UTC<extra></extra>",
+        });
+      }
+      const t = traces.get(key);
+      t.y.push(r.row);
+      t.base.push(plotTime(new Date(seg.start)));
+      t.x.push(seg.end - seg.start);
+      t.text.push(r.label(seg.state));
+    }
+  }
+  return [...traces.values()];
+}
+
+function cpuValue(cpu) {
+  if (!cpu || cpu.error) return -1;
+  if (cpu.sld_on === true) return 1;
+  if (cpu.sld_on === false) return 0;
+  return -1;
+}
+
+function cpuText(cpu) {
+  if (!cpu) return "not reported";
+  if (cpu.error) return `error: ${cpu.error}`;
+  const sld = cpu.sld_on === null || cpu.sld_on === undefined ? "?" : cpu.sld_on ? "on" : "off";
+  const bld = cpu.bld_on === null || cpu.bld_on === undefined ? "?" : cpu.bld_on ? "on" : "off";
+  return `#AC ${sld} · #DB ${bld}`;
+}
+
+// Per-CPU split-lock detection (TEST_CTRL bit 29) over time: rows are CPUs, columns the
+// state rows' time spans. on green, off red, error or unknown grey.
+export function cpuHeatmap(states, range) {
+  const segments = stateSegments(states, range);
+  const cpuIds = [...new Set(segments.flatMap((s) => (s.state.cpus || []).map((c) => c.cpu)))].sort((a, b) => a - b);
+  if (!segments.length || !cpuIds.length) return null;
+  const edges = segments.map((s) => plotTime(new Date(s.start)));
+  edges.push(plotTime(new Date(segments[segments.length - 1].end)));
+  const z = [];
+  const text = [];
+  for (const id of cpuIds) {
+    const zr = [];
+    const tr = [];
+    for (const seg of segments) {
+      const cpu = (seg.state.cpus || []).find((c) => c.cpu === id);
+      zr.push(cpuValue(cpu));
+      tr.push(cpuText(cpu));
+    }
+    z.push(zr);
+    text.push(tr);
+  }
+  return {
+    type: "heatmap",
+    x: edges,
+    y: cpuIds.map((c) => `cpu ${c}`),
+    z,
+    text,
+    zmin: -1,
+    zmax: 1,
+    colorscale: [
+      [0, "#c8c8c8"],
+      [0.333, "#c8c8c8"],
+      [0.334, "#d62728"],
+      [0.666, "#d62728"],
+      [0.667, "#2ca02c"],
+      [1, "#2ca02c"],
+    ],
+    showscale: false,
+    xgap: 1,
+    ygap: 1,
+    hovertemplate: "<b>%{y}</b>: %{text}<br>from %{x} UTC<extra></extra>",
+  };
+}
+
+// Marks on a fleet or host chart for what changed: mode or mitigate changes and reboots
+// (dotted lines), drift (shaded spans), gaps (red dashed lines). Also returned as a list so
+// the page can print them: a chart annotation is easy to miss.
+export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12 } = {}) {
+  const since = new Date(range.since).getTime();
+  const until = new Date(range.until).getTime();
+  const items = [];
+  const shapes = [];
+  for (const h of hostDetails) {
+    const states = h.states || [];
+    states.forEach((s, i) => {
+      const at = new Date(s.observed_at).getTime();
+      const prev = i > 0 ? states[i - 1] : null;
+      if (prev && at >= since && at <= until) {
+        const changes = [];
+        if (prev.boot_id !== s.boot_id) changes.push(`rebooted (kernel ${s.kernel})`);
+        if (modeLabel(prev) !== modeLabel(s)) changes.push(`mode ${modeLabel(prev)} → ${modeLabel(s)}`);
+        if (prev.mitigate !== s.mitigate) changes.push(`mitigate ${prev.mitigate ?? "n/a"} → ${s.mitigate ?? "n/a"}`);
+        if (changes.length) {
+          items.push({ type: "change", host: h.name, at: s.observed_at, text: changes.join(", ") });
+        }
+      }
+      if (s.drift && (!prev || !prev.drift)) {
+        let end = until;
+        for (let j = i + 1; j < states.length; j++) {
+          if (!states[j].drift) {
+            end = new Date(states[j].observed_at).getTime();
+            break;
+          }
+        }
+        const start = Math.max(at, since);
+        if (end > start) {
+          items.push({ type: "drift", host: h.name, at: new Date(start).toISOString(), end: new Date(end).toISOString(),
+            text: `detection off on ${s.cpus_off} CPU(s) while mode is ${modeLabel(s)}` });
+        }
+      }
+    });
+  }
+  for (const g of gapItems || []) {
+    const at = new Date(g.received_at).getTime();
+    if (at >= since && at <= until) {
+      items.push({ type: "gap", host: g.host, at: g.received_at, text: `${g.count} lost (${g.reason}, ${g.source} seq ${g.first_seq}–${g.last_seq})` });
+    }
+  }
+  items.sort((a, b) => new Date(a.at) - new Date(b.at));
+  const annotations = [];
+  for (const item of items) {
+    if (item.type === "drift") {
+      shapes.push({ type: "rect", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.end), y0: 0, y1: 1,
+        fillcolor: "rgba(225,87,89,0.12)", line: { width: 0 }, layer: "below" });
+    } else {
+      const gap = item.type === "gap";
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.at), y0: 0, y1: 1,
+        line: { color: gap ? "#d62728" : "#333333", width: 1, dash: gap ? "dash" : "dot" } });
+    }
+    if (annotations.length < maxLabels) {
+      annotations.push({
+        x: plotTime(item.at), xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
+        text: item.type === "gap" ? `gap ${item.host}` : item.type === "drift" ? `drift ${item.host}` : item.host,
+        hovertext: `${item.host}: ${item.text}`, font: { size: 10, color: item.type === "change" ? "#333" : "#d62728" },
+        textangle: -30,
+      });
+    }
+  }
+  return { shapes, annotations, items };
+}
+
+export function timeAxis(range) {
+  return { type: "date", title: { text: "time (UTC)" }, range: [plotTime(range.since), plotTime(range.until)] };
+}
+
+export function barLayout(range, { yTitle, marks = null, height = 300 } = {}) {
+  return {
+    barmode: "stack",
+    bargap: 0,
+    height,
+    margin: { l: 60, r: 20, t: 30, b: 50 },
+    xaxis: timeAxis(range),
+    yaxis: { title: { text: yTitle }, rangemode: "tozero", fixedrange: true },
+    legend: { orientation: "h", y: -0.25 },
+    shapes: marks ? marks.shapes : [],
+    annotations: marks ? marks.annotations : [],
+    hovermode: "closest",
+  };
+}
+
+export function heatmapLayout(range, rows, { yTitle = "host" } = {}) {
+  return {
+    height: Math.max(180, 60 + rows * 22),
+    margin: { l: 140, r: 20, t: 10, b: 50 },
+    xaxis: timeAxis(range),
+    yaxis: { title: { text: yTitle }, type: "category", automargin: true, fixedrange: true },
+  };
+}
+
+export function timelineLayout(range) {
+  return {
+    barmode: "overlay",
+    height: 170,
+    margin: { l: 80, r: 20, t: 10, b: 50 },
+    xaxis: timeAxis(range),
+    yaxis: { type: "category", categoryorder: "array", categoryarray: ["drift", "mitigate", "mode"], fixedrange: true },
+    showlegend: false,
+  };
+}

@@ -1,0 +1,167 @@
+// The shell: login, header controls (range, auto-refresh), and routing the hash to a view.
+// Views fetch through api.js and build their DOM; this file attaches it and draws charts once
+// it is in the page (Plotly sizes a chart from its container).
+
+import * as api from "./api.js";
+import { errorBox, h, loading } from "./dom.js";
+import {
+  AUTO_REFRESH_S, RANGE_PRESETS, current, formatHash, rangeLabel, resolveRange, toIso, withChanges,
+} from "./state.js";
+import * as events from "./views/events.js";
+import * as fleet from "./views/fleet.js";
+import * as guest from "./views/guest.js";
+import * as host from "./views/host.js";
+
+const VIEWS = { fleet, host, guest, events };
+const $ = (sel) => document.querySelector(sel);
+
+let generation = 0;
+let refreshTimer = null;
+
+function showLogin(message = "") {
+  document.body.classList.add("logged-out");
+  $("#login").hidden = false;
+  $("#app").hidden = true;
+  $("#login-message").textContent = message;
+  $("#login-token").focus();
+}
+
+function showApp() {
+  document.body.classList.remove("logged-out");
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+}
+
+async function login(event) {
+  event.preventDefault();
+  const token = $("#login-token").value.trim();
+  const button = $("#login-submit");
+  if (!token) {
+    $("#login-message").textContent = "Paste a viewer token: `splitwatch token create --role viewer` prints one.";
+    return;
+  }
+  button.disabled = true;
+  $("#login-message").textContent = "Checking…";
+  try {
+    await api.checkToken(token);
+    api.setToken(token, $("#login-remember").checked);
+    $("#login-token").value = "";
+    $("#login-message").textContent = "";
+    showApp();
+    route();
+  } catch (err) {
+    let text = err.message;
+    if (err.status === 401) text = `Token refused: ${err.message}`;
+    if (err.status === 403) text = `This token cannot read the dashboard: ${err.message} Create a viewer token with \`splitwatch token create --role viewer\`.`;
+    $("#login-message").textContent = text;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function syncControls(state) {
+  for (const button of document.querySelectorAll("#range-presets button")) {
+    button.classList.toggle("active", !state.since && button.dataset.range === state.range);
+    button.setAttribute("aria-pressed", String(!state.since && button.dataset.range === state.range));
+  }
+  const range = resolveRange(state);
+  $("#custom-since").value = (state.since ? range.since : "").slice(0, 16);
+  $("#custom-until").value = (state.since && state.until ? range.until : "").slice(0, 16);
+  $("#range-custom").classList.toggle("active", Boolean(state.since));
+  $("#auto-refresh").checked = state.auto;
+  for (const link of document.querySelectorAll("#nav a")) {
+    const page = link.dataset.page;
+    link.href = formatHash(withChanges(state, { page, name: null }));
+    link.classList.toggle("active", state.page === page);
+  }
+  $("#range-label").textContent = rangeLabel(state);
+}
+
+function setRefresh(state) {
+  clearInterval(refreshTimer);
+  refreshTimer = state.auto ? setInterval(() => route({ refresh: true }), AUTO_REFRESH_S * 1000) : null;
+}
+
+export async function route({ refresh = false } = {}) {
+  if (!api.getToken()) {
+    showLogin();
+    return;
+  }
+  showApp();
+  const state = current();
+  syncControls(state);
+  if (!refresh) setRefresh(state);
+  const mine = ++generation;
+  const view = $("#view");
+  if (!refresh) view.replaceChildren(loading(`Loading ${state.page}${state.name ? ` ${state.name}` : ""}…`));
+  document.body.dataset.loading = "1";
+  const range = resolveRange(state);
+  document.title = `splitwatch · ${state.page}${state.name ? ` ${state.name}` : ""}`;
+  try {
+    const { node, draw } = await VIEWS[state.page].render(state, range);
+    if (mine !== generation) return; // a newer navigation won
+    view.replaceChildren(node);
+    draw();
+    $("#updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
+  } catch (err) {
+    if (mine !== generation) return;
+    if (err.status === 401) return; // the unauthorized listener shows the login
+    if (refresh) {
+      $("#updated").textContent = `refresh failed: ${err.message}`;
+    } else {
+      view.replaceChildren(errorBox(err));
+    }
+    console.error(err);
+  } finally {
+    if (mine === generation) delete document.body.dataset.loading;
+  }
+}
+
+function setup() {
+  $("#login-form").addEventListener("submit", login);
+  $("#logout").addEventListener("click", () => {
+    api.clearToken();
+    showLogin("Logged out.");
+  });
+  window.addEventListener("splitwatch:unauthorized", (e) => {
+    clearInterval(refreshTimer);
+    showLogin(`Your token was refused, log in again: ${e.detail}`);
+  });
+  const presets = $("#range-presets");
+  for (const name of Object.keys(RANGE_PRESETS)) {
+    presets.append(
+      h("button", { type: "button", dataset: { range: name }, onclick: () => go({ range: name, cursors: [] }) }, name),
+    );
+  }
+  $("#range-custom").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const since = $("#custom-since").value;
+    const until = $("#custom-until").value;
+    if (!since) {
+      $("#range-error").textContent = "Pick a start time (UTC).";
+      return;
+    }
+    // datetime-local has no zone: the dashboard speaks UTC everywhere, so read it as UTC.
+    const s = new Date(`${since}:00Z`);
+    const u = until ? new Date(`${until}:00Z`) : null;
+    if (u && u <= s) {
+      $("#range-error").textContent = "The end must be after the start.";
+      return;
+    }
+    $("#range-error").textContent = "";
+    go({ since: toIso(s), until: u ? toIso(u) : null, cursors: [] });
+  });
+  $("#auto-refresh").addEventListener("change", (e) => {
+    // replace: toggling refresh is not a place to come back to with the back button
+    history.replaceState(null, "", formatHash(withChanges(current(), { auto: e.target.checked })));
+    setRefresh(current());
+  });
+  window.addEventListener("hashchange", () => route());
+  route();
+}
+
+function go(changes) {
+  window.location.hash = formatHash(withChanges(current(), changes));
+}
+
+setup();

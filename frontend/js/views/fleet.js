@@ -1,0 +1,199 @@
+// Fleet overview: what an SRE opens first. Totals for the window, split locks over time by
+// action and by kind, which hosts and guests, a host × time heatmap, and what changed (mode
+// changes, drift, gaps) drawn on the chart and listed below it (#5).
+
+import * as api from "../api.js";
+import {
+  ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, barLayout, changeMarks, grandTotal, heatmap,
+  heatmapLayout, stackedBars, stepLabel,
+} from "../charts.js";
+import {
+  actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, statusBadge, table,
+  viewLink,
+} from "../dom.js";
+import { formatHash, toIso, withChanges } from "../state.js";
+
+// Mode and drift marks need each host's states: one request per host, so only the busiest.
+const MARKED_HOSTS = 25;
+
+export async function render(state, range) {
+  const [summary, byAction, byKind, byHost, hostList, guestList, gapList] = await Promise.all([
+    api.summary(range),
+    api.series({ ...range, group_by: "action" }),
+    api.series({ ...range, group_by: "kind" }),
+    api.series({ ...range, group_by: "host" }),
+    api.hosts(range),
+    api.guests(range),
+    api.gaps(range),
+  ]);
+  const hosts = [...hostList.items].sort((a, b) => b.events - a.events || a.name.localeCompare(b.name));
+  const details = await Promise.all(
+    hosts.slice(0, MARKED_HOSTS).map((x) => api.host(x.name, range).catch(() => null)),
+  );
+  const marks = changeMarks(details.filter(Boolean), gapList.items, range);
+
+  const node = h("div", { class: "view view-fleet" }, h("h1", {}, "Fleet overview"));
+  node.append(cards(summary, state));
+
+  if (summary.hosts_total === 0) {
+    node.append(
+      section(
+        null,
+        emptyState(
+          "No agent has reported yet, so there is nothing to chart.",
+          h("p", {}, "Start one on each host with ",
+            code(`splitwatch agent --server ${location.origin} --token <agent token>`),
+            " (create the token with ", code("splitwatch token create --role agent --host <name>"),
+            "), or try ", code("splitwatch demo"), "."),
+        ),
+      ),
+    );
+    return { node, draw() {} };
+  }
+
+  const total = grandTotal(byAction);
+  const noEvents = emptyState(
+    `No split-lock or bus-lock trap in this window on any of the ${summary.hosts_total} reporting host(s).`,
+    h("p", {}, "That is good news; widen the time range to see older ones."),
+  );
+  const actionChart = h("div", { class: "chart", id: "chart-action" });
+  const kindChart = h("div", { class: "chart", id: "chart-kind" });
+  const hostChart = h("div", { class: "chart", id: "chart-hosts" });
+  const heat = heatmap(byHost);
+
+  node.append(
+    section(
+      `Split locks by action (events per ${stepLabel(byAction.step)}, UTC)`,
+      total ? actionChart : noEvents,
+      total ? h("p", { class: "hint" }, "Click a bar to list its events.") : null,
+      changesList(marks.items, state),
+    ),
+    h(
+      "div",
+      { class: "two-col" },
+      section(`By kind (events per ${stepLabel(byKind.step)})`, total ? kindChart : emptyState("No events in this window.")),
+      section(
+        `Hosts × time (events per ${stepLabel(byHost.step)})`,
+        heat ? hostChart : emptyState("No host had an event in this window."),
+        heat ? h("p", { class: "hint" }, "Click a cell to open that host.") : null,
+      ),
+    ),
+    h(
+      "div",
+      { class: "two-col" },
+      section("Top guests", guestTable(guestList.items, state)),
+      section("Top hosts", hostTable(hosts, state)),
+    ),
+  );
+
+  return {
+    node,
+    draw() {
+      if (total) {
+        const openBucket = (pt, field) => {
+          const start = new Date(pt.customdata);
+          const until = new Date(start.getTime() + byAction.step * 1000);
+          window.location.hash = formatHash(
+            withChanges(state, { page: "events", name: null, [field]: pt.data.meta, since: toIso(start), until: toIso(until) }),
+          );
+        };
+        plot(actionChart, stackedBars(byAction, { colors: ACTION_COLORS, order: ACTION_ORDER }),
+          barLayout(range, { yTitle: `events per ${stepLabel(byAction.step)}`, marks }),
+          { onClick: (pt) => openBucket(pt, "action") });
+        plot(kindChart, stackedBars(byKind, { colors: KIND_COLORS, order: KIND_ORDER }),
+          barLayout(range, { yTitle: `events per ${stepLabel(byKind.step)}`, height: 260 }),
+          { onClick: (pt) => openBucket(pt, "kind") });
+      }
+      if (heat) {
+        plot(hostChart, [heat], heatmapLayout(range, heat.y.length), {
+          onClick: (pt) => {
+            window.location.hash = formatHash(withChanges(state, { page: "host", name: String(pt.y) }));
+          },
+        });
+      }
+    },
+  };
+}
+
+function cards(s, state) {
+  const modes = Object.entries(s.hosts_by_mode || {})
+    .sort((a, b) => b[1] - a[1])
+    .map(([m, n]) => `${m} ${n}`)
+    .join(" · ");
+  return h(
+    "div",
+    { class: "cards", id: "summary" },
+    card("Events", fmtNum(s.events), "split + bus lock traps", { id: "card-events" }),
+    card("Guests affected", fmtNum(s.guests_affected), "took at least one", { id: "card-guests" }),
+    card("Guests killed", fmtNum(s.guests_killed), "SIGBUS in fatal mode", { tone: s.guests_killed ? "bad" : null, id: "card-killed" }),
+    card("Hosts", fmtNum(s.hosts_total), modes || "no mode reported", { id: "card-hosts" }),
+    card("Drifting", fmtNum(s.hosts_drifting), "detection off while mode says on", { tone: s.hosts_drifting ? "warn" : null, id: "card-drifting" }),
+    card("Silent", fmtNum(s.hosts_silent), "agent stopped reporting", { tone: s.hosts_silent ? "warn" : null, id: "card-silent" }),
+    card("Gaps", fmtNum(s.gaps), "counted losses", { tone: s.gaps ? "warn" : null, id: "card-gaps" }),
+  );
+}
+
+function changesList(items, state) {
+  if (!items.length) return h("p", { class: "hint" }, "No mode change, drift or gap in this window.");
+  return h(
+    "details",
+    { class: "changes", open: items.length <= 8 },
+    h("summary", {}, `${items.length} change(s), drift(s) and gap(s) in this window`),
+    table(
+      [
+        { label: "time (UTC)", value: (i) => fmtTime(i.at) },
+        { label: "host", value: (i) => viewLink(state, { page: "host", name: i.host }, i.host) },
+        { label: "what", value: (i) => h("span", { class: `mark mark-${i.type}` }, i.type) },
+        { label: "detail", value: (i) => i.text },
+      ],
+      items,
+      { id: "changes" },
+    ),
+  );
+}
+
+function guestTable(guests, state) {
+  const rows = guests.filter((g) => g.events > 0).sort((a, b) => b.events - a.events || a.name.localeCompare(b.name)).slice(0, 15);
+  return table(
+    [
+      { label: "guest", value: (g) => viewLink(state, { page: "guest", name: g.name }, g.name) },
+      { label: "events", class: "num", value: (g) => fmtNum(g.events) },
+      { label: "last action", value: (g) => actionBadge(g.last_action) },
+      { label: "killed", value: (g) => (g.killed ? h("span", { class: "killed" }, `killed ${ago(g.killed_at)}`) : "") },
+      { label: "hosts", value: (g) => g.hosts.join(", ") },
+    ],
+    rows,
+    {
+      id: "top-guests",
+      rowLink: (g) => formatHash(withChanges(state, { page: "guest", name: g.name })),
+      rowData: (g) => ({ guest: g.name }),
+      empty: "No guest took a split lock in this window.",
+    },
+  );
+}
+
+function hostTable(hosts, state) {
+  // Hosts in trouble first (they may have no events precisely because detection is off).
+  const rank = { drift: 0, silent: 1, ok: 2 };
+  const rows = [...hosts]
+    .sort((a, b) => (rank[a.status] ?? 3) - (rank[b.status] ?? 3) || b.events - a.events || a.name.localeCompare(b.name))
+    .slice(0, 15);
+  return table(
+    [
+      { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },
+      { label: "status", value: (x) => statusBadge(x.status) },
+      { label: "mode", value: (x) => modeBadge(x) },
+      { label: "events", class: "num", value: (x) => fmtNum(x.events) },
+      { label: "guests", class: "num", value: (x) => fmtNum(x.guests) },
+      { label: "CPUs on/off/err", class: "num", value: (x) => `${x.cpus_on}/${x.cpus_off}/${x.cpus_error}` },
+      { label: "last report", value: (x) => ago(x.last_seen_at) },
+    ],
+    rows,
+    {
+      id: "top-hosts",
+      rowLink: (x) => formatHash(withChanges(state, { page: "host", name: x.name })),
+      rowData: (x) => ({ host: x.name }),
+      empty: "No host has reported.",
+    },
+  );
+}
