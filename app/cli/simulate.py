@@ -1,0 +1,65 @@
+"""`splitwatch simulate`: write a fleet of fake hosts and keep them changing (agent/simulate.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command(name="simulate")(simulate)
+
+
+def simulate(
+    root: Path = typer.Option(..., "--root", help="Directory to create the fake hosts in, one per host."),
+    hosts: int = typer.Option(12, "--hosts", min=1, help="Number of hosts."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same sequence of happenings."),
+    duration: float = typer.Option(60.0, "--duration", min=0.0, help="Seconds to run, then stop."),
+    forever: bool = typer.Option(False, "--forever", help="Run until interrupted (Ctrl-C)."),
+    tick: float = typer.Option(1.0, "--tick", min=0.01, help="Seconds between changes."),
+    tracefs: bool = typer.Option(
+        False, "--tracefs", help="Give every host a tracefs whose kprobe hits count every trap."
+    ),
+) -> None:
+    """Build N fake hosts under ROOT/<hostname>/ and keep them changing: guests split-locking in
+    bursts, a fatal host killing a guest, a host whose detection drifts off, kmsg overruns,
+    suppressed lines, a forged record, an old 5.10 kernel. Point `splitwatch agent --root` at one."""
+    import time
+
+    from agent.simulate import Fleet, FleetError
+
+    if root.exists() and not root.is_dir():
+        typer.echo(f"simulate: {root} is not a directory: choose another --root", err=True)
+        raise typer.Exit(2)
+    fleet = Fleet(root, hosts=hosts, seed=seed, tick_s=tick, tracefs=tracefs)
+    try:
+        fleet.build()
+    except FleetError as exc:
+        typer.echo(f"simulate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(
+            f"simulate: cannot write the fake hosts under {root} ({exc.strerror}): choose a writable --root",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    for line in fleet.summary():
+        typer.echo(line)
+    typer.echo(f"simulating {hosts} hosts every {tick:g} s" + ("" if forever else f" for {duration:g} s"))
+    deadline = None if forever else time.monotonic() + duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            next_at = time.monotonic() + tick
+            fleet.tick()
+            pause = next_at - time.monotonic()
+            if deadline is not None:
+                pause = min(pause, deadline - time.monotonic())
+            if pause > 0:
+                time.sleep(pause)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        typer.echo(f"simulate: cannot update the fake hosts under {root} ({exc.strerror})", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"stopped after {fleet.ticks} ticks")
