@@ -1,0 +1,437 @@
+"""Sending the spool to the backend: batches over one keep-alive connection, retried with backoff.
+
+`Transport.post()` makes one POST /api/v1/ingest (gzip body, Bearer token, timeouts) and says
+what happened as one of three values:
+
+    Sent(accepted, duplicates)   2xx: the backend stored the batch (or had it already)
+    Retry(after_s, reason)       try again later: network error, 5xx, 408, 429/503 (after_s from
+                                 Retry-After), or an answer we cannot act on (404: wrong --server)
+    Rejected(status, reason)     the backend will never take this as is: 401/403 (the token),
+                                 413 (too large), 422 (a payload it cannot read)
+
+`Sender` turns spool records into batches and results into spool actions (#4):
+  - consecutive records of the same host and boot merge into one POST of at most
+    batch_max_events events (the newest state wins; events and gaps are concatenated);
+  - Sent -> ack; Retry -> exponential backoff (base, cap) with full jitter, or Retry-After;
+  - 401/403 -> stop for this pass, keep everything, say so loudly once per pass (the token
+    must be fixed by a human; one request per pass notices when it is);
+  - 413 -> split the batch in halves, down to one record, then that record's events;
+  - 422 -> split the same way to find the record the backend refuses, move it to
+    spool_dir/rejected/ with the server's message and carry on with the rest.
+Nothing is acknowledged that the backend did not answer 2xx for. A resend is harmless: ingest is
+idempotent on (host, boot_id, source, seq).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from agent.spool import Spool, SpoolRecord
+
+log = logging.getLogger("splitwatch.agent.transport")
+
+USER_AGENT = "splitwatch-agent"
+MAX_BATCH_BYTES = 4 * 1024 * 1024  # uncompressed bodies per POST; the server's default limit is 8 MiB
+MAX_RETRY_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    after_s: float | None  # None: the sender's backoff decides
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    status: int
+    reason: str
+
+
+Result = Sent | Retry | Rejected
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), None if absent
+    or unreadable; bounded to [0, 1 h] so a broken proxy cannot park the agent for days."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            at = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        seconds = (at - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The backend's one error shape {"error","message","details"}, as one line."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return text[:300] or response.reason_phrase
+    if not isinstance(body, dict):
+        return str(body)[:300]
+    message = str(body.get("message") or body.get("error") or response.reason_phrase)
+    details = body.get("details")
+    if isinstance(details, list) and details:
+        parts = []
+        for d in details[:5]:
+            if isinstance(d, dict):
+                parts.append(f"{d.get('field', '?')}: {d.get('message', d)}")
+        if parts:
+            message += " (" + "; ".join(parts) + ")"
+    return message
+
+
+class Transport:
+    """One keep-alive HTTP client to the backend's ingest endpoint."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        timeout_s: float,
+        gzip_bodies: bool = True,
+        agent_version: str = "0",
+    ) -> None:
+        self.url = server.rstrip("/") + "/api/v1/ingest"
+        self.gzip_bodies = gzip_bodies
+        self._timeout_s = timeout_s
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "User-Agent": f"{USER_AGENT}/{agent_version}",
+            },
+            # The backend is named by --server; never follow a redirect with our token.
+            follow_redirects=False,
+        )
+
+    def post(self, body: bytes, *, timeout_s: float | None = None) -> Result:
+        headers = {}
+        data = body
+        if self.gzip_bodies:
+            # Level 1: kmsg JSON shrinks ~10x at a fraction of the CPU of the default level.
+            data = gzip.compress(body, compresslevel=1, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        timeout = httpx.Timeout(self._timeout_s if timeout_s is None else max(timeout_s, 0.1))
+        try:
+            response = self._client.post(self.url, content=data, headers=headers, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            return Retry(None, f"no answer from {self.url} within {timeout.read}s ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return Retry(None, f"cannot reach {self.url} ({type(exc).__name__}: {exc})")
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                answer = response.json()
+                return Sent(int(answer.get("accepted", 0)), int(answer.get("duplicates", 0)))
+            except (ValueError, AttributeError, TypeError):
+                return Sent(0, 0)  # 2xx is the contract; the counts are only for the log
+        message = f"{status} {_server_message(response)}"
+        if status in (401, 403, 413, 422):
+            return Rejected(status, message)
+        if status == 415 and self.gzip_bodies:
+            # A proxy or an old backend that does not take gzip: send plain from now on.
+            self.gzip_bodies = False
+            log.warning("%s does not accept gzip bodies (%s): sending them uncompressed", self.url, message)
+            return self.post(body, timeout_s=timeout_s)
+        after = parse_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+        if status >= 500 or status in (408, 429):
+            return Retry(after, f"{self.url} answered {message}")
+        return Retry(
+            None,
+            f"{self.url} answered {message}, which the agent cannot act on: check --server "
+            "(it should be the backend's base URL, e.g. https://splitwatch.example:8000)",
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def merge_bodies(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """One payload from consecutive payloads of one host/boot: the newest host facts and state,
+    every event and gap in order."""
+    state = None
+    for body in bodies:
+        if body.get("state") is not None:
+            state = body["state"]
+    merged: dict[str, Any] = {
+        "schema": bodies[-1].get("schema", 1),
+        "host": bodies[-1]["host"],
+        "state": state,
+        "events": [e for b in bodies for e in b.get("events") or []],
+        "gaps": [g for b in bodies for g in b.get("gaps") or []],
+    }
+    return merged
+
+
+def _boot(body: dict[str, Any]) -> tuple[Any, Any]:
+    host = body.get("host") or {}
+    return host.get("name"), host.get("boot_id")
+
+
+@dataclass
+class FlushReport:
+    batches: int = 0
+    records: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    set_aside: int = 0
+    stopped: str | None = None  # why sending stopped before the spool was empty
+
+
+class _Stop(Exception):
+    def __init__(self, result: Retry | Rejected) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+class _SetAside(Exception):
+    def __init__(self, result: Rejected) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+class Sender:
+    """Drains the spool through the transport; owns the backoff state. Single-threaded."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        transport: Transport,
+        *,
+        batch_max_events: int = 1000,
+        batch_max_age_s: float = 0.0,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 300.0,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        health: Callable[[], dict[str, Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spool = spool
+        self.transport = transport
+        self.batch_max_events = batch_max_events
+        self.batch_max_age_s = batch_max_age_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.max_batch_bytes = max_batch_bytes
+        self._health = health
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.failures = 0  # consecutive failed attempts
+        self.next_attempt_at = 0.0  # clock() time before which no attempt is made
+        self.token_rejected: str | None = None
+        self.last_ack_at: datetime | None = None
+        self.rejected_batches = 0
+        self.last_error: str | None = None
+
+    def backoff_s(self) -> float:
+        """Full jitter (AWS architecture blog, 2015): uniform in [0, min(cap, base * 2^(n-1)))."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(self.failures - 1, 62))
+        return self._rng.uniform(0.0, ceiling)
+
+    def _due(self) -> bool:
+        if self.batch_max_age_s <= 0:
+            return True
+        oldest = self.spool.oldest_at
+        if oldest is not None and time.time() - oldest >= self.batch_max_age_s:
+            return True
+        return self.spool.depth >= self.batch_max_events
+
+    def send_pending(self, *, force: bool = False, deadline: float | None = None) -> FlushReport:
+        """Send what waits, batch after batch, until the spool is empty, the backend says stop,
+        or `deadline` (a clock() time) passes. `force` ignores backoff and batch age (shutdown)."""
+        report = FlushReport()
+        if self.spool.depth == 0:
+            return report
+        now = self._clock()
+        if not force and (now < self.next_attempt_at or not self._due()):
+            report.stopped = "waiting"
+            return report
+        while self.spool.depth:
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                report.stopped = "deadline"
+                break
+            records, bodies = self._next_batch()
+            if not records:
+                break
+            try:
+                self._send(records, bodies, report, remaining)
+            except _Stop as stop:
+                self._on_failure(stop.result)
+                report.stopped = stop.result.reason
+                break
+            if self.failures:
+                log.warning(
+                    "backend %s reachable again after %d failed attempt(s): sending what the spool kept",
+                    self.transport.url,
+                    self.failures,
+                )
+            self.failures = 0
+            self.next_attempt_at = 0.0
+            self.token_rejected = None
+            self.last_error = None
+            report.batches += 1
+        return report
+
+    def _next_batch(self) -> tuple[list[SpoolRecord], list[dict[str, Any]]]:
+        peeked = self.spool.peek(max_records=max(self.batch_max_events, 1), max_bytes=self.max_batch_bytes)
+        records: list[SpoolRecord] = []
+        bodies: list[dict[str, Any]] = []
+        events = 0
+        for rec in peeked:
+            try:
+                body = json.loads(rec.body)
+                if not isinstance(body, dict) or not isinstance(body.get("host"), dict):
+                    raise ValueError("not a payload object")
+            except ValueError as exc:
+                # Checksummed bytes that are not a payload can only be an agent bug: keep them
+                # for a human rather than retrying them forever.
+                self.spool.set_aside([rec.id], f"spool record is not a payload ({exc})")
+                self.rejected_batches += 1
+                continue
+            n = len(body.get("events") or [])
+            if records and (_boot(body) != _boot(bodies[0]) or events + n > self.batch_max_events):
+                break
+            records.append(rec)
+            bodies.append(body)
+            events += n
+        return records, bodies
+
+    def _encode(self, body: dict[str, Any]) -> bytes:
+        if self._health is not None:
+            body = dict(body, health=self._health())
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _send(
+        self,
+        records: list[SpoolRecord],
+        bodies: list[dict[str, Any]],
+        report: FlushReport,
+        timeout_s: float | None,
+    ) -> None:
+        """Send records as one POST; on 413/422 bisect. Acks what was taken; raises _Stop."""
+        result = self.transport.post(self._encode(merge_bodies(bodies)), timeout_s=timeout_s)
+        if isinstance(result, Sent):
+            self._acked(records, result, report)
+            return
+        if isinstance(result, Retry) or result.status in (401, 403):
+            raise _Stop(result)
+        if len(records) > 1:
+            half = len(records) // 2
+            self._send(records[:half], bodies[:half], report, timeout_s)
+            self._send(records[half:], bodies[half:], report, timeout_s)
+            return
+        if result.status == 413 and len(bodies[0].get("events") or []) > 1:
+            try:
+                sent = self._send_split_events(bodies[0], report, timeout_s)
+            except _SetAside as refused:
+                # Parts already stored stay stored; the whole payload is kept for a human.
+                self._set_aside(records[0], refused.result, report)
+                return
+            self._acked(records, sent, report)
+            return
+        self._set_aside(records[0], result, report)
+
+    def _send_split_events(self, body: dict[str, Any], report: FlushReport, timeout_s: float | None) -> Sent:
+        events = body.get("events") or []
+        half = len(events) // 2
+        # The state and gaps travel with the first half only: each is stored once.
+        parts = [dict(body, events=events[:half]), dict(body, events=events[half:], state=None, gaps=[])]
+        accepted = duplicates = 0
+        for part in parts:
+            result = self.transport.post(self._encode(part), timeout_s=timeout_s)
+            if isinstance(result, Retry) or (isinstance(result, Rejected) and result.status in (401, 403)):
+                raise _Stop(result)
+            if isinstance(result, Rejected):
+                if result.status == 413 and len(part["events"]) > 1:
+                    result = self._send_split_events(part, report, timeout_s)
+                else:
+                    raise _SetAside(result)
+            accepted += result.accepted
+            duplicates += result.duplicates
+        return Sent(accepted, duplicates)
+
+    def _acked(self, records: list[SpoolRecord], sent: Sent, report: FlushReport) -> None:
+        self.spool.ack([r.id for r in records])
+        self.last_ack_at = datetime.now(UTC)
+        report.records += len(records)
+        report.accepted += sent.accepted
+        report.duplicates += sent.duplicates
+
+    def _set_aside(self, record: SpoolRecord, result: Rejected, report: FlushReport) -> None:
+        path = self.spool.set_aside([record.id], result.reason)
+        self.rejected_batches += 1
+        report.set_aside += 1
+        log.error(
+            "backend %s refused a payload for good (%s): it was moved to %s and will not be retried; "
+            "the rest of the spool is still sent. Please report this with that file",
+            self.transport.url,
+            result.reason,
+            path,
+        )
+
+    def _on_failure(self, result: Retry | Rejected) -> None:
+        self.last_error = result.reason
+        if isinstance(result, Rejected):
+            host = "NAME"
+            peeked = self.spool.peek(1, self.max_batch_bytes)
+            if peeked:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    host = str(json.loads(peeked[0].body)["host"]["name"])
+            self.token_rejected = result.reason
+            # Not a backoff: a human must act. One request per pass notices when they have.
+            log.error(
+                "token rejected by %s: %s. Nothing is lost: %d record(s) stay in the spool and are sent "
+                "once a valid token is used. Create an agent token with "
+                "`splitwatch token create --role agent --host %s` and restart the agent with --token",
+                self.transport.url,
+                result.reason,
+                self.spool.depth,
+                host,
+            )
+            return
+        self.failures += 1
+        wait = result.after_s if result.after_s is not None else self.backoff_s()
+        self.next_attempt_at = self._clock() + wait
+        log.warning(
+            "could not send to the backend: %s. %d record(s) wait in the spool; "
+            "attempt %d failed, next in %.1f s%s",
+            result.reason,
+            self.spool.depth,
+            self.failures,
+            wait,
+            " (as the server's Retry-After asks)" if result.after_s is not None else "",
+        )
