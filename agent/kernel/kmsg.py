@@ -29,6 +29,9 @@ from agent.errors import ParseError
 MAX_RECORD_BYTES = 8192
 
 _U64_MAX = (1 << 64) - 1
+# SEQ is a u64 in the kernel, but ingest stores it as a signed 64-bit integer, and no kernel logs
+# 2**63 records: a larger SEQ is hostile text.
+_SEQ_MAX = (1 << 63) - 1
 _HEADER = re.compile(rb"([0-9]{1,10}),([0-9]{1,20}),([0-9]{1,20}),([^,;]+)(?:,[^;]*)?")
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
@@ -76,8 +79,8 @@ def parse_record(raw: bytes | str) -> KmsgRecord:
     if match is None:
         raise ParseError(f"kmsg record: header is not PRIO,SEQ,USEC,FLAG: {_show(header)}")
     prio, seq, usec = int(match[1]), int(match[2]), int(match[3])
-    if seq > _U64_MAX or usec > _U64_MAX:
-        raise ParseError(f"kmsg record: SEQ or USEC out of the u64 range: {_show(header)}")
+    if seq > _SEQ_MAX or usec > _U64_MAX:
+        raise ParseError(f"kmsg record: SEQ over 2**63 or USEC over 2**64: {_show(header)}")
     continuation: list[str] = []
     for line in rest:
         if not line.startswith(b" "):
