@@ -97,7 +97,7 @@ class DatabaseCollector(Collector):
         )
         for host_id, reason, total in conn.execute(
             select(gap.c.host_id, gap.c.reason, func.sum(gap.c.count)).group_by(gap.c.host_id, gap.c.reason)
-        ).tuples():
+        ):
             gaps.add_metric([host_names.get(host_id, f"#{host_id}"), reason], float(total or 0))
         yield gaps
 
@@ -142,7 +142,7 @@ class DatabaseCollector(Collector):
     def _events(self, conn: Connection, host_names: dict[int, str]) -> Iterator[CounterMetricFamily]:
         r = rollup_1h
         dims = (r.c.host_id, r.c.guest_id, r.c.kind, r.c.action, r.c.source)
-        rows = conn.execute(select(*dims, func.sum(r.c.count)).group_by(*dims)).tuples().all()
+        rows = conn.execute(select(*dims, func.sum(r.c.count)).group_by(*dims)).all()
         guest_ids = {g for _, g, *_ in rows if g != NO_GUEST_ID}
         kept = guest_ids
         if len(rows) > MAX_EVENT_SERIES:
@@ -151,11 +151,7 @@ class DatabaseCollector(Collector):
                 per_guest[g] += int(total or 0)
             kept = {g for g, _ in per_guest.most_common(TOP_GUESTS)}
         names: dict[int, str] = (
-            dict(
-                conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(sorted(kept))))
-                .tuples()
-                .all()
-            )
+            dict(conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(sorted(kept)))).all())
             if kept
             else {}
         )

@@ -100,7 +100,7 @@ def _per_guest(
             host_ids[guest_id].add(host_id)
     all_ids = sorted({h for ids in host_ids.values() for h in ids})
     names: dict[int, str] = (
-        dict(conn.execute(select(host.c.id, host.c.name).where(host.c.id.in_(all_ids))).tuples().all())
+        dict(conn.execute(select(host.c.id, host.c.name).where(host.c.id.in_(all_ids))).all())
         if all_ids
         else {}
     )
@@ -150,7 +150,7 @@ def get_guest(conn: Connection, name: str, *, since: dt.datetime, until: dt.date
         .group_by(event.c.address)
         .order_by(total.desc(), event.c.address)
         .limit(TOP_ADDRESSES)
-    ).tuples()
+    )
     return GuestDetail(
         guest=_view(row, events.get(row.id, 0), hosts.get(row.id, [])),
         actions=dict(sorted(actions.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -43,9 +43,7 @@ def fleet_summary(conn: Connection, *, since: dt.datetime, until: dt.datetime, r
     ).scalar()
     by_mode: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
-    rows = conn.execute(
-        select(host.c.mode, host.c.last_seen_at, host.c.sld_supported, host.c.cpu_off_streak)
-    ).tuples()
+    rows = conn.execute(select(host.c.mode, host.c.last_seen_at, host.c.sld_supported, host.c.cpu_off_streak))
     hosts_total = 0
     for mode, last_seen_at, sld_supported, streak in rows:
         hosts_total += 1

@@ -1,0 +1,375 @@
+"""How fast is the 30-day fleet chart over 10 million events? (DESIGN.md §4: under 100 ms.)
+
+Fills a fresh database (migrated by `splitwatch db upgrade`) with what ingest would have left
+after 10 million events over 30 days on ~50 hosts and ~300 guests: host and guest rows, the
+rollup_1h and rollup_1m rows those events become (inserted directly with executemany — the
+rollups are what the chart reads), and a realistic sample of raw `event` rows so that table is
+not empty. Activity is bursty, as split locks are: each hour a guest is active with some
+probability, and an active guest-hour is spread over a few minutes with one or two
+(kind, action, source) combinations; some hosts also have plain host processes locking.
+
+Then it times GET /api/v1/series?group_by=action&step=3600 over the last 30 days through a real
+uvicorn (a separate process) and the same store call directly, p50/p99 over repeats, against
+same-run baselines:
+  - GET /healthz over the same HTTP path (the floor any answer pays), and
+  - the same chart computed by scanning raw `event` rows (sum per hour and action) over the
+    sample table, scaled linearly to 10 million rows: what the rollups save.
+It also times one /metrics scrape, which aggregates rollup_1h on every scrape.
+
+    .venv/bin/python bench/bench_series.py [--events 10000000] [--repeats 50] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, func, insert, select
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.rollups.buckets import bucket_start  # noqa: E402
+from app.store.engine import make_engine  # noqa: E402
+from app.store.events import Resolved  # noqa: E402
+from app.store.series import read_series  # noqa: E402
+from app.store.tables import event, guest, host, rollup_1h, rollup_1m  # noqa: E402
+from app.store.tokens import create_token  # noqa: E402
+
+DAYS = 30
+HOSTS = 50
+GUESTS = 300
+# Who split-locks: a minority of guests ("offenders": old or unusual software) do so in most
+# hours; the others only now and then. --offenders 1 --offender-activity 0.3 models a fleet
+# where every guest locks in 30% of hours (about twice the rollup rows).
+OFFENDERS = 0.2
+OFFENDER_ACTIVITY = 0.6
+BACKGROUND_ACTIVITY = 0.01
+ACTIVE_MINUTES = 8  # minutes of an active guest-hour that hold its events
+RAW_SAMPLE = 200_000
+BAR_MS = 100.0
+
+ACTIONS = (
+    ("warn", 0.35),
+    ("throttle", 0.5),
+    ("ratelimit", 0.08),
+    ("sigbus", 0.01),
+    ("reflect", 0.05),
+    ("unknown", 0.01),
+)
+KINDS = (("split_lock", 0.85), ("bus_lock", 0.15))
+SOURCES = (("kmsg", 0.85), ("tracefs", 0.15))
+
+
+def pick(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
+    return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def migrate(url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "db", "upgrade", "--database-url", url],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+
+
+def fill(
+    engine: Engine, total_events: int, end: dt.datetime, rng: random.Random, activity: dict[int, float]
+) -> dict[str, int]:
+    """Rows for `total_events` events; activity[guest] = its chance to lock in a given hour."""
+    start = end - dt.timedelta(days=DAYS)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(host),
+            [
+                {
+                    "id": h,
+                    "name": f"kvm-{h:03d}",
+                    "boot_id": f"boot-{h}",
+                    "kernel": "6.8.0-51-generic",
+                    "cpu_model": "Intel(R) Xeon(R) Gold 6338",
+                    "agent_version": "0.1.0",
+                    "first_seen_at": start,
+                    "last_seen_at": end,
+                    "mode": "warn",
+                    "mitigate": 1,
+                    "sld_supported": True,
+                    "bld_supported": True,
+                    "cpus_total": 64,
+                    "cpus_on": 64,
+                    "cpu_off_streak": {},
+                    "cpus": [],
+                }
+                for h in range(1, HOSTS + 1)
+            ],
+        )
+        conn.execute(
+            insert(guest),
+            [
+                {
+                    "id": g,
+                    "name": f"vm-{g:04d}",
+                    "vmm": "qemu",
+                    "first_seen_at": start,
+                    "last_seen_at": end,
+                    "last_host_id": (g % HOSTS) + 1,
+                }
+                for g in range(1, GUESTS + 1)
+            ],
+        )
+
+    # Cells: (hour, host, guest, kind, action, source) with a weight; counts scaled to the total.
+    cells: list[tuple[int, int, int, str, str, str, float]] = []
+    hours = DAYS * 24
+    noisy_hosts = set(rng.sample(range(1, HOSTS + 1), HOSTS // 5))  # host processes lock on these
+    for hour in range(hours):
+        for g in range(1, GUESTS + 1):
+            if rng.random() >= activity[g]:
+                continue
+            h = (g % HOSTS) + 1 if rng.random() > 0.05 else rng.randint(1, HOSTS)  # a few migrate
+            for _ in range(rng.choice((1, 1, 2))):
+                weight = rng.paretovariate(1.5)
+                cells.append((hour, h, g, pick(rng, KINDS), pick(rng, ACTIONS), pick(rng, SOURCES), weight))
+        for h in noisy_hosts:
+            if rng.random() < 0.5:
+                cells.append((hour, h, 0, "split_lock", "warn", "kmsg", rng.paretovariate(1.5)))
+    scale = total_events / sum(c[-1] for c in cells)
+
+    hourly: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    minutely: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for hour, h, g, kind, action, source, weight in cells:
+        count = max(1, round(weight * scale))
+        hour_at = bucket_start(start, 3600) + dt.timedelta(hours=hour)
+        minutes = rng.sample(range(60), ACTIVE_MINUTES)
+        share, left = divmod(count, ACTIVE_MINUTES)
+        for i, minute in enumerate(minutes):
+            n = share + (1 if i < left else 0)
+            if n == 0:
+                continue
+            key = (hour_at + dt.timedelta(minutes=minute), h, g, kind, action, source)
+            minutely[key][0] += n
+            minutely[key][1] += max(1, n // 20)  # sightings: rate-limited log lines
+        hourly[(hour_at, h, g, kind, action, source)][0] += count
+        hourly[(hour_at, h, g, kind, action, source)][1] += max(1, count // 20)
+
+    def rows(cube: dict[tuple[Any, ...], list[int]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "bucket": b,
+                "host_id": h,
+                "guest_id": g,
+                "kind": k,
+                "action": a,
+                "source": s,
+                "count": n,
+                "events": e,
+            }
+            for (b, h, g, k, a, s), (n, e) in cube.items()
+        ]
+
+    with engine.begin() as conn:
+        conn.execute(insert(rollup_1h), rows(hourly))
+    minute_rows = rows(minutely)
+    for i in range(0, len(minute_rows), 100_000):
+        with engine.begin() as conn:
+            conn.execute(insert(rollup_1m), minute_rows[i : i + 100_000])
+
+    # A raw sample: the newest RAW_SAMPLE events, as ingest would store them.
+    sample_cells = [k for k in minutely if k[0] >= end - dt.timedelta(days=2)]
+    raw: list[dict[str, Any]] = []
+    seq: dict[int, int] = defaultdict(int)
+    while len(raw) < RAW_SAMPLE:
+        bucket, h, g, kind, action, source = rng.choice(sample_cells)
+        seq[h] += 1
+        at = bucket + dt.timedelta(seconds=rng.random() * 60)
+        raw.append(
+            {
+                "host_id": h,
+                "boot_id": f"boot-{h}",
+                "source": source,
+                "seq": seq[h],
+                "time": at,
+                "received_at": at + dt.timedelta(seconds=5),
+                "kind": kind,
+                "comm": "CPU 3/KVM" if g else "ffmpeg",
+                "tid": 10_000 + g,
+                "tgid": 9_000 + g,
+                "address": f"0x{rng.getrandbits(32):x}",
+                "count": 1,
+                "action": action,
+                "guest_id": g or None,
+                "vcpu": 3 if g else None,
+                "vmm": "qemu" if g else None,
+            }
+        )
+    for i in range(0, len(raw), 50_000):
+        with engine.begin() as conn:
+            conn.execute(insert(event), raw[i : i + 50_000])
+    return {"rollup_1h": len(hourly), "rollup_1m": len(minute_rows), "event": len(raw), "cells": len(cells)}
+
+
+def timed(fn: Any, repeats: int) -> list[float]:
+    fn()  # warm caches and connections: we measure the steady state
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def raw_scan_ms(engine: Engine, since: dt.datetime, until: dt.datetime, repeats: int) -> float:
+    """The chart from raw rows (sum per hour and action) over the sample table: p50 in ms."""
+
+    def scan() -> None:
+        with engine.connect() as conn:
+            sums: dict[tuple[dt.datetime, str], int] = defaultdict(int)
+            for at, action, count in conn.execute(
+                select(event.c.time, event.c.action, event.c.count).where(
+                    event.c.time >= since, event.c.time < until
+                )
+            ):
+                sums[(bucket_start(at, 3600), action)] += count
+
+    def scan_sql() -> None:
+        with engine.connect() as conn:
+            conn.execute(
+                select(event.c.action, func.sum(event.c.count))
+                .where(event.c.time >= since, event.c.time < until)
+                .group_by(event.c.action)
+            ).all()
+
+    return min(statistics.median(timed(scan, max(3, repeats // 10))), statistics.median(timed(scan_sql, 5)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--offenders", type=float, default=OFFENDERS, help="share of guests that lock often")
+    parser.add_argument("--offender-activity", type=float, default=OFFENDER_ACTIVITY)
+    parser.add_argument("--background-activity", type=float, default=BACKGROUND_ACTIVITY)
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="bench-series-")
+    url = args.database_url or f"sqlite:///{tmp}/bench.db"
+    rng = random.Random(args.seed)
+    end = bucket_start(dt.datetime.now(dt.UTC), 3600)
+    since = end - dt.timedelta(days=DAYS)
+
+    migrate(url)
+    engine = make_engine(url)
+    t = time.perf_counter()
+    offenders = set(rng.sample(range(1, GUESTS + 1), round(GUESTS * args.offenders)))
+    activity = {
+        g: args.offender_activity if g in offenders else args.background_activity
+        for g in range(1, GUESTS + 1)
+    }
+    sizes = fill(engine, args.events, end, rng, activity)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.sum(rollup_1h.c.count))).scalar()
+    print(f"database: {url.split('@')[-1]}")
+    print(f"filled in {time.perf_counter() - t:.1f}s: {total:,} events as")
+    print(f"  {sizes['rollup_1h']:,} rollup_1h rows, {sizes['rollup_1m']:,} rollup_1m rows,")
+    print(f"  {sizes['event']:,} raw event rows; {HOSTS} hosts, {GUESTS} guests ({len(offenders)} offenders)")
+    with engine.begin() as conn:
+        viewer, _ = create_token(conn, "viewer", None, "bench")
+
+    port = 18000 + os.getpid() % 1000
+    env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app_from_env",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {viewer}"}, timeout=60) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("bench: uvicorn did not come up within 30 s")
+                time.sleep(0.1)
+            params = {
+                "group_by": "action",
+                "step": 3600,
+                "since": since.isoformat(),
+                "until": end.isoformat(),
+            }
+            answer = client.get("/api/v1/series", params=params).json()
+            assert answer["step"] == 3600 and len(answer["series"][0]["points"]) == DAYS * 24, answer
+            charted = sum(c for s in answer["series"] for _, c in s["points"])
+            assert charted == total, (charted, total)
+
+            http = timed(lambda: client.get("/api/v1/series", params=params).raise_for_status(), args.repeats)
+            floor = timed(lambda: client.get("/healthz").raise_for_status(), args.repeats)
+            scrape = timed(lambda: client.get("/metrics").raise_for_status(), max(5, args.repeats // 5))
+
+        def direct_call() -> None:
+            with engine.connect() as conn:
+                read_series(conn, Resolved(), since=since, until=end, step_s=3600, group_by="action")
+
+        direct = timed(direct_call, args.repeats)
+        sample_since = end - dt.timedelta(days=2)
+        raw_ms = raw_scan_ms(engine, sample_since, end, args.repeats)
+        raw_scaled = raw_ms * total / sizes["event"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        engine.dispose()
+
+    p50, p99 = statistics.median(http), percentile(http, 99)
+    d50, d99 = statistics.median(direct), percentile(direct, 99)
+    f50 = statistics.median(floor)
+    verdict = "PASS" if p99 < BAR_MS else "FAIL"
+    print(
+        f"30-day fleet chart (group_by=action, step=3600) {DAYS * 24} buckets, {len(answer['series'])} series"
+    )
+    print(f"  HTTP   p50 {p50:7.1f} ms  p99 {p99:7.1f} ms   bar p99 < {BAR_MS:.0f} ms: {verdict}")
+    print(f"  direct p50 {d50:7.1f} ms  p99 {d99:7.1f} ms   (the store call alone)")
+    print("baselines, same run:")
+    print(f"  GET /healthz  p50 {f50:7.1f} ms   chart/healthz = {p50 / f50:.1f}x")
+    print(f"  raw event scan {raw_ms:.1f} ms over {sizes['event']:,} rows, scaled to {total:,} rows:")
+    print(f"    {raw_scaled:,.0f} ms   scan/chart = {raw_scaled / d50:,.0f}x")
+    print(f"  GET /metrics, one scrape (aggregates rollup_1h): p50 {statistics.median(scrape):7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
