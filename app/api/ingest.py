@@ -1,0 +1,141 @@
+"""POST /api/v1/ingest: agent batches in (DESIGN.md §3), idempotent.
+
+The body is read here, not by FastAPI, so its size is bounded while it arrives (413 over
+max_body_bytes, before and after gzip decompression: a gzip bomb is cut off at the limit),
+and pydantic-core validates the JSON bytes in one strict pass. The host in the payload
+must be the host the agent token was made for (403 otherwise). The write runs on the app's
+writer (app/ingest/writer.py); the answer is {"accepted", "duplicates"}.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+from functools import partial
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
+
+from app.deps import AgentDep, SettingsDep, WriterDep
+from app.errors import (
+    ApiError,
+    Forbidden,
+    InvalidInput,
+    NotReady,
+    PayloadTooLarge,
+    error_responses,
+    validation_details,
+    validation_message,
+)
+from app.ingest.rows import build_rows
+from app.ingest.schema import parse_payload, payload_json_schema
+from app.ingest.write import write_batch
+
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+
+class IngestResult(BaseModel):
+    accepted: int  # events stored now
+    duplicates: int  # events already stored (a resend), or repeated within the batch
+
+
+class UnsupportedEncoding(ApiError):
+    status = 415
+    code = "unsupported_encoding"
+
+
+def _too_large(limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"ingest body {what} is over the limit of {limit} bytes: send smaller batches "
+        "(or raise SPLITWATCH_MAX_BODY_BYTES on the server)"
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, "as sent")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip", ""):
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding!r} is not supported: send the body plain or with gzip"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit, "as sent")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if encoding in ("gzip", "x-gzip"):
+        return _gunzip(raw, limit)
+    return raw
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        # max_length caps the output: a bomb stops at limit + 1 bytes, never expands fully.
+        out = inflater.decompress(raw, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _too_large(limit, "after gzip decompression")
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise InvalidInput(
+            f"ingest body is not valid gzip ({exc}): compress it with gzip or drop Content-Encoding",
+            code="invalid_gzip",
+        ) from None
+    if len(out) > limit:
+        raise _too_large(limit, "after gzip decompression")
+    if not inflater.eof:
+        raise InvalidInput("ingest body is truncated gzip: resend the whole body", code="invalid_gzip")
+    return out
+
+
+@router.post(
+    "/ingest",
+    operation_id="ingest",
+    response_model=IngestResult,
+    summary="Store a batch from an agent (schema 1)",
+    responses=error_responses(401, 403, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": payload_json_schema()}},
+        }
+    },
+)
+async def ingest(
+    request: Request, host_name: AgentDep, writer: WriterDep, settings: SettingsDep
+) -> IngestResult:
+    body = await read_body(request, settings.max_body_bytes)
+    try:
+        payload = parse_payload(body)
+    except ValidationError as exc:
+        details = validation_details(exc.errors(include_input=False))
+        for d in details:
+            if d["field"] != "request":
+                d["field"] = "body." + d["field"]
+            else:
+                d["field"] = "body"
+        raise InvalidInput(
+            validation_message(details, "ingest payload"), code="invalid_payload", details=details
+        ) from None
+    if payload.host.name != host_name:
+        raise Forbidden(
+            f"this agent token may write host {host_name!r}, not {payload.host.name!r}: "
+            f"create a token with `splitwatch token create --role agent --host {payload.host.name}`",
+            code="wrong_host",
+        )
+    rows = build_rows(payload, datetime.now(UTC))
+    try:
+        result = await writer.run(partial(write_batch, rows=rows, drift_streak=settings.drift_streak))
+    except OperationalError as exc:
+        reason = (str(exc.orig).strip().splitlines() or ["no detail"])[0]
+        raise NotReady(
+            f"database could not store the batch ({reason}): nothing was stored, send it again later",
+            code="database_busy",
+        ) from None
+    return IngestResult(accepted=result.accepted, duplicates=result.duplicates)

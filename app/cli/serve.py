@@ -1,0 +1,96 @@
+"""`splitwatch serve`: the backend under uvicorn, JSON logs on stderr.
+
+It refuses to start on a database that is empty or behind the migration head, with the
+sentence that says what to run; no traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(cli: typer.Typer) -> None:
+    @cli.command("serve")
+    def serve(
+        host: Annotated[
+            str | None, typer.Option("--host", help="Address to listen on [env SPLITWATCH_HOST; 127.0.0.1].")
+        ] = None,
+        port: Annotated[
+            int | None, typer.Option("--port", help="Port to listen on [env SPLITWATCH_PORT; 8000].")
+        ] = None,
+        database_url: Annotated[
+            str | None,
+            typer.Option(
+                "--database-url",
+                help="SQLAlchemy URL [env SPLITWATCH_DATABASE_URL; sqlite:///./splitwatch.db].",
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option("--workers", min=1, help="uvicorn worker processes (PostgreSQL for more than 1)."),
+        ] = None,
+    ) -> None:
+        """Run the backend: ingest, REST API, dashboard, /metrics."""
+        import os
+
+        import uvicorn
+        from pydantic import ValidationError
+
+        from app.logging import configure_logging
+        from app.settings import Settings
+        from app.store.engine import DatabaseUrlError, is_sqlite, make_engine
+        from app.store.schema_check import schema_status
+
+        overrides = {
+            k: v
+            for k, v in {"host": host, "port": port, "database_url": database_url, "workers": workers}.items()
+            if v is not None
+        }
+        try:
+            settings = Settings(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            typer.echo(
+                f"splitwatch serve: invalid setting ({problems}): fix the flag or SPLITWATCH_* variable",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        try:
+            engine = make_engine(settings.database_url)
+        except DatabaseUrlError as exc:
+            typer.echo(f"splitwatch serve: {exc}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            status = schema_status(engine)
+        finally:
+            engine.dispose()
+        if not status.ok:
+            typer.echo(f"splitwatch serve: {status.message}", err=True)
+            raise typer.Exit(1)
+        if settings.workers > 1 and is_sqlite(settings.database_url):
+            typer.echo(
+                "splitwatch serve: --workers > 1 needs PostgreSQL: SQLite has one writer per process "
+                "(use --workers 1, or SPLITWATCH_DATABASE_URL=postgresql://...)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        configure_logging(settings.log_level)
+        common = {
+            "host": settings.host,
+            "port": settings.port,
+            "log_config": None,
+            "access_log": False,
+            "proxy_headers": True,
+            "timeout_graceful_shutdown": 10,
+        }
+        if settings.workers == 1:
+            from app.main import create_app
+
+            uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+            return
+        # Several processes: each worker builds its app from the environment.
+        for key, value in overrides.items():
+            os.environ[f"SPLITWATCH_{key.upper()}"] = str(value)
+        uvicorn.run("app.main:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]

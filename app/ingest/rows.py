@@ -1,0 +1,286 @@
+"""Payload → row dicts for app/ingest/write.py: pure (no database, no clock).
+
+What is decided here, once, without I/O:
+- the event rows of a batch, deduplicated on (source, seq) within the batch (first wins);
+- one guest row per guest name (earliest/latest sighting, last action, when sigbus killed it);
+- the state summary: per-CPU counts, the signature that tells whether the state changed,
+  and the next drift streaks from the previous ones;
+- rollup rows (sums per bucket and key) from the event rows actually inserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.ingest.schema import CpuIn, PayloadIn, StateIn
+
+NO_GUEST = 0  # rollups key "no guest" as 0: a NULL would never match the upsert key
+
+
+@dataclass(slots=True)
+class Rows:
+    host: dict[str, Any]
+    received_at: datetime
+    state: StateIn | None
+    guests: list[dict[str, Any]]  # unique by name, sorted by name (a stable lock order)
+    # Event rows without host_id/guest_id (write.py adds them); event_guests[i] is the
+    # guest name of events[i] (None: a host process).
+    events: list[dict[str, Any]]
+    event_guests: list[str | None]
+    gaps: list[dict[str, Any]]
+    health: dict[str, Any] | None
+    received: int = 0  # events in the payload, duplicates within it included
+
+
+def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
+    host = payload.host
+    boot_id = host.boot_id
+    events: list[dict[str, Any]] = []
+    event_guests: list[str | None] = []
+    seen: set[tuple[str, int]] = set()
+    guests: dict[str, dict[str, Any]] = {}
+    for e in payload.events:
+        key = (e.source, e.seq)
+        if key in seen:
+            continue
+        seen.add(key)
+        g = e.guest
+        events.append(
+            {
+                "boot_id": boot_id,
+                "source": e.source,
+                "seq": e.seq,
+                "time": e.time,
+                "received_at": received_at,
+                "kind": e.kind,
+                "comm": e.comm,
+                "tid": e.tid,
+                "tgid": e.tgid,
+                "address": e.address,
+                "count": e.count,
+                "action": e.action,
+                "vcpu": g.vcpu if g is not None else None,
+                "vmm": g.vmm if g is not None else None,
+            }
+        )
+        event_guests.append(g.name if g is not None else None)
+        if g is None:
+            continue
+        row = guests.get(g.name)
+        killed_at = e.time if e.action == "sigbus" else None
+        if row is None:
+            guests[g.name] = {
+                "name": g.name,
+                "uuid": g.uuid,
+                "vmm": g.vmm,
+                "first_seen_at": e.time,
+                "last_seen_at": e.time,
+                "last_action": e.action,
+                "killed_at": killed_at,
+            }
+            continue
+        if e.time < row["first_seen_at"]:
+            row["first_seen_at"] = e.time
+        if e.time >= row["last_seen_at"]:
+            row["last_seen_at"] = e.time
+            row["last_action"] = e.action
+            row["vmm"] = g.vmm
+            if g.uuid is not None:
+                row["uuid"] = g.uuid
+        if killed_at is not None and (row["killed_at"] is None or killed_at > row["killed_at"]):
+            row["killed_at"] = killed_at
+        if row["uuid"] is None and g.uuid is not None:
+            row["uuid"] = g.uuid
+    gaps = [
+        {
+            "boot_id": boot_id,
+            "source": g.source,
+            "first_seq": g.first_seq,
+            "last_seq": g.last_seq,
+            "count": g.count,
+            "reason": g.reason,
+            "received_at": received_at,
+        }
+        for g in payload.gaps
+    ]
+    return Rows(
+        host={
+            "name": host.name,
+            "boot_id": host.boot_id,
+            "kernel": host.kernel,
+            "cpu_model": host.cpu_model,
+            "agent_version": host.agent_version,
+        },
+        received_at=received_at,
+        state=payload.state,
+        guests=[guests[name] for name in sorted(guests)],
+        events=events,
+        event_guests=event_guests,
+        gaps=gaps,
+        health=payload.health,
+        received=len(payload.events),
+    )
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def cpu_dicts(cpus: Sequence[CpuIn]) -> list[dict[str, Any]]:
+    return [
+        {"cpu": c.cpu, "test_ctrl": c.test_ctrl, "sld_on": c.sld_on, "bld_on": c.bld_on, "error": c.error}
+        for c in sorted(cpus, key=lambda c: c.cpu)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class CpuCounts:
+    total: int
+    on: int
+    off: int
+    error: int
+
+
+def cpu_counts(cpus: Sequence[CpuIn]) -> CpuCounts:
+    """on/off by sld_on (split-lock #AC detection per core); error when it could not be read."""
+    on = off = error = 0
+    for c in cpus:
+        if c.error is not None or c.sld_on is None:
+            error += 1
+        elif c.sld_on:
+            on += 1
+        else:
+            off += 1
+    return CpuCounts(total=len(cpus), on=on, off=off, error=error)
+
+
+def detection_expected(state: StateIn) -> bool:
+    """The mode says split-lock detection should be on on every core (DESIGN.md §1)."""
+    return state.mode in ("warn", "fatal") and state.sld_supported
+
+
+def next_streaks(previous: Mapping[str, int], state: StateIn) -> dict[str, int]:
+    """Consecutive samples each core read off while the mode says on.
+
+    +1 for a core reading sld_on false while detection is expected; 0 when it reads on;
+    a core whose MSR could not be read keeps its streak (no evidence either way); every
+    streak resets when the mode no longer expects detection.
+    """
+    if not detection_expected(state):
+        return {}
+    out: dict[str, int] = {}
+    for c in state.cpus:
+        key = str(c.cpu)
+        prev = int(previous.get(key, 0))
+        if c.error is not None or c.sld_on is None:
+            if prev:
+                out[key] = prev
+        elif c.sld_on:
+            continue
+        else:
+            out[key] = prev + 1
+    return out
+
+
+def drifting(streaks: Mapping[str, int], threshold: int) -> list[int]:
+    return sorted(int(cpu) for cpu, n in streaks.items() if n >= threshold)
+
+
+def state_signature(
+    boot_id: str, kernel: str, mode: str | None, ratelimit: int | None, mitigate: int | None,
+    sld_supported: bool | None, bld_supported: bool | None, cpus: Iterable[Mapping[str, Any]], drift: bool,
+) -> tuple[Any, ...]:  # fmt: skip
+    """What must differ for a new host_state row: mode, ratelimit, mitigate, support flags,
+    per-CPU sld_on/bld_on/error-set, kernel, boot_id and drift (test_ctrl's other bits do not)."""
+    per_cpu = tuple(
+        sorted((int(c["cpu"]), c.get("sld_on"), c.get("bld_on"), c.get("error") is not None) for c in cpus)
+    )
+    return (
+        boot_id,
+        kernel,
+        mode,
+        ratelimit,
+        mitigate,
+        bool(sld_supported),
+        bool(bld_supported),
+        per_cpu,
+        bool(drift),
+    )
+
+
+# ----------------------------------------------------------------------------- rollups
+
+
+def rollup_rows(events: Iterable[Mapping[str, Any]], host_id: int, step_s: int) -> list[dict[str, Any]]:
+    """Sums of count and of rows per (bucket, guest_id, kind, action, source), sorted by key.
+
+    Events carry `guest_id` (None for host processes). Buckets start at multiples of step_s
+    since the epoch; in UTC that is the minute (60) or the hour (3600).
+    """
+    minutes = _sums_1m(events)
+    if step_s == 60:
+        return _rows(minutes, host_id)
+    if step_s == 3600:
+        return _rows(_coarser(minutes), host_id)
+    raise ValueError(f"rollups exist for 60 s and 3600 s, not {step_s} s")
+
+
+def rollups(events: Iterable[Mapping[str, Any]], host_id: int) -> dict[int, list[dict[str, Any]]]:
+    """{60: rollup_1m rows, 3600: rollup_1h rows}; the hours are summed from the minutes."""
+    minutes = _sums_1m(events)
+    return {60: _rows(minutes, host_id), 3600: _rows(_coarser(minutes), host_id)}
+
+
+_Key = tuple[datetime, int, str, str, str]
+
+
+def _sums_1m(events: Iterable[Mapping[str, Any]]) -> dict[_Key, list[int]]:
+    sums: dict[_Key, list[int]] = {}
+    for e in events:
+        gid = e["guest_id"]
+        t = e["time"]
+        key = (
+            t.replace(second=0, microsecond=0),
+            NO_GUEST if gid is None else gid,
+            e["kind"],
+            e["action"],
+            e["source"],
+        )
+        acc = sums.get(key)
+        if acc is None:
+            sums[key] = [e["count"], 1]
+        else:
+            acc[0] += e["count"]
+            acc[1] += 1
+    return sums
+
+
+def _coarser(minutes: Mapping[_Key, list[int]]) -> dict[_Key, list[int]]:
+    hours: dict[_Key, list[int]] = {}
+    for (bucket, gid, kind, action, source), (count, n) in minutes.items():
+        key = (bucket.replace(minute=0), gid, kind, action, source)
+        acc = hours.get(key)
+        if acc is None:
+            hours[key] = [count, n]
+        else:
+            acc[0] += count
+            acc[1] += n
+    return hours
+
+
+def _rows(sums: Mapping[_Key, list[int]], host_id: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "bucket": key[0],
+            "host_id": host_id,
+            "guest_id": key[1],
+            "kind": key[2],
+            "action": key[3],
+            "source": key[4],
+            "count": acc[0],
+            "events": acc[1],
+        }
+        for key, acc in sorted(sums.items())
+    ]

@@ -1,0 +1,173 @@
+"""Ingest payload schema 1 (DESIGN.md §3) as strict pydantic models: the HTTP edge.
+
+Strict: JSON types are not coerced ("5" is not 5, 1.0 is not 1), every key of the schema is
+required (as `agent.payload.Payload.to_json()` writes them all), unknown keys are refused
+(the one optional extension is `health`), enums are the contract words, times are ISO 8601
+UTC (`Z` or `+00:00`) and become aware datetimes, strings are bounded to their columns.
+`parse_payload(body)` validates JSON bytes in one pass (pydantic-core parses and validates
+without building Python dicts first).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SourceName = Literal["kmsg", "tracefs", "import"]
+KindName = Literal["split_lock", "bus_lock"]
+ActionName = Literal["warn", "throttle", "sigbus", "ratelimit", "reflect", "oops", "unknown"]
+ModeName = Literal["off", "warn", "fatal", "ratelimit"]
+GapReasonName = Literal["overrun", "suppressed", "spool_full", "forged"]
+
+MAX_EVENTS = 50_000
+MAX_GAPS = 10_000
+MAX_CPUS = 8192
+INT32 = 2**31 - 1
+INT64 = 2**63 - 1
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("time has no zone: write it in UTC with Z, e.g. 2026-11-25T10:00:00Z")
+    if value.utcoffset() != timedelta(0):
+        raise ValueError("time is not UTC: write it in UTC with Z or +00:00")
+    # datetime.UTC itself (not pydantic's TzInfo(0)): later conversions to UTC are then free.
+    return value.replace(tzinfo=UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+# The host's own facts: no control characters (they end up in logs, CSV and HTML).
+_HOST_CHARS = r"^[^\x00-\x1f\x7f]*$"
+# Observed text (COMM, guest names from a VMM's command line): a hostile process may put
+# anything there, and refusing it would block the agent's spool; only NUL is refused, which
+# PostgreSQL cannot store.
+_DATA_CHARS = r"^[^\x00]*$"
+
+
+def _s(min_length: int, max_length: int, pattern: str) -> StringConstraints:
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)
+
+
+HostName = Annotated[str, _s(1, 255, _HOST_CHARS)]
+BootId = Annotated[str, _s(1, 64, _HOST_CHARS)]
+KernelRelease = Annotated[str, _s(1, 128, _HOST_CHARS)]
+CpuModel = Annotated[str, _s(0, 255, _HOST_CHARS)]
+AgentVersion = Annotated[str, _s(1, 64, _HOST_CHARS)]
+ErrorText = Annotated[str, _s(1, 500, _DATA_CHARS)]
+GuestName = Annotated[str, _s(1, 255, _DATA_CHARS)]
+GuestUuid = Annotated[str, _s(1, 64, _DATA_CHARS)]
+VmmName = Annotated[str, _s(1, 32, _DATA_CHARS)]
+Comm = Annotated[str, _s(0, 64, _DATA_CHARS)]
+Address = Annotated[str, _s(3, 18, r"^0x[0-9a-f]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class HostIn(_Strict):
+    name: HostName
+    boot_id: BootId
+    kernel: KernelRelease
+    cpu_model: CpuModel
+    agent_version: AgentVersion
+
+
+class CpuIn(_Strict):
+    cpu: int = Field(ge=0, le=MAX_CPUS * 8)
+    test_ctrl: int | None = Field(ge=0, le=2**64 - 1)
+    sld_on: bool | None
+    bld_on: bool | None
+    error: ErrorText | None
+
+
+class StateIn(_Strict):
+    observed_at: UtcTime
+    mode: ModeName
+    ratelimit: int | None = Field(ge=1, le=1000)
+    mitigate: Literal[0, 1] | None
+    sld_supported: bool
+    bld_supported: bool
+    cpus: list[CpuIn] = Field(max_length=MAX_CPUS)
+
+    @model_validator(mode="after")
+    def _unique_cpus(self) -> StateIn:
+        seen: set[int] = set()
+        for c in self.cpus:
+            if c.cpu in seen:
+                raise ValueError(f"cpu {c.cpu} appears twice in state.cpus: send each CPU once")
+            seen.add(c.cpu)
+        return self
+
+
+class GuestIn(_Strict):
+    name: GuestName
+    uuid: GuestUuid | None
+    vmm: VmmName
+    vcpu: int | None = Field(ge=0, le=INT32)
+
+
+class EventIn(_Strict):
+    source: SourceName
+    seq: int = Field(ge=0, le=INT64)
+    time: UtcTime
+    kind: KindName
+    comm: Comm
+    tid: int = Field(ge=0, le=INT32)
+    tgid: int | None = Field(ge=0, le=INT32)
+    address: Address | None
+    count: int = Field(ge=0, le=INT32)
+    action: ActionName
+    guest: GuestIn | None
+
+
+class GapIn(_Strict):
+    source: SourceName
+    first_seq: int = Field(ge=0, le=INT64)
+    last_seq: int = Field(ge=0, le=INT64)
+    count: int = Field(ge=0, le=INT32)
+    reason: GapReasonName
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GapIn:
+        if self.last_seq < self.first_seq:
+            raise ValueError(f"gap last_seq {self.last_seq} is before first_seq {self.first_seq}")
+        return self
+
+
+class PayloadIn(_Strict):
+    schema_: Literal[1] = Field(alias="schema")
+    host: HostIn
+    state: StateIn | None
+    events: list[EventIn] = Field(max_length=MAX_EVENTS)
+    gaps: list[GapIn] = Field(max_length=MAX_GAPS)
+    # The agent loop's own figures (#4); free-form, shown as sent.
+    health: dict[str, Any] | None = None
+
+
+def parse_payload(body: bytes) -> PayloadIn:
+    """Validate JSON bytes; raises pydantic.ValidationError (json_invalid for non-JSON)."""
+    return PayloadIn.model_validate_json(body)
+
+
+def payload_json_schema() -> dict[str, Any]:
+    """PayloadIn's JSON schema with its $defs inlined, for the OpenAPI request body."""
+    schema = PayloadIn.model_json_schema(by_alias=True)
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined

@@ -1,0 +1,302 @@
+"""One batch into the database: SQLAlchemy Core, one transaction, idempotent.
+
+Order inside the transaction (the caller owns it: app/ingest/writer.py):
+1. host: created if new, then locked (PostgreSQL: FOR UPDATE) and updated — identity,
+   last_seen_at, health, and the current state when the batch's state is newer than the one
+   held (an older or the same sample changes no state: resends and out-of-order batches are
+   harmless); drift streaks advance once per new sample.
+2. host_state: a row only when the state differs from the one in force at its time.
+3. guest: upserted by name with min/max times, so a resend changes nothing.
+4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
+   keys actually inserted. PostgreSQL: executemany through insertmanyvalues. SQLite: the
+   same statement, compiled from Core once, with its VALUES group repeated per row and the
+   rows' values flattened (times formatted as SQLAlchemy stores them): SQLAlchemy's per-row
+   parameter processing cost more than SQLite's own insert (bench/bench_ingest.py).
+5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
+   adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
+6. gap: ON CONFLICT DO NOTHING.
+The same statements run on SQLite and PostgreSQL (each dialect's insert construct).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.ingest.rows import (
+    Rows,
+    cpu_counts,
+    cpu_dicts,
+    drifting,
+    next_streaks,
+    rollups,
+    state_signature,
+)
+from app.store.tables import ROLLUPS, event, gap, guest, host, host_state
+
+EVENT_KEY = ("host_id", "boot_id", "source", "seq")
+ROLLUP_KEY = ("bucket", "host_id", "guest_id", "kind", "action", "source")
+GAP_KEY = ("host_id", "boot_id", "source", "first_seq", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    accepted: int
+    duplicates: int
+    host_id: int
+
+
+def _insert_for(conn: Connection) -> Callable[[Table], Any]:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert
+    raise RuntimeError(f"ingest supports sqlite and postgresql, not {conn.dialect.name}")
+
+
+def _greatest(conn: Connection) -> Any:
+    return func.greatest if conn.dialect.name == "postgresql" else func.max
+
+
+def _least(conn: Connection) -> Any:
+    return func.least if conn.dialect.name == "postgresql" else func.min
+
+
+def write_batch(conn: Connection, rows: Rows, drift_streak: int = 3) -> WriteResult:
+    insert = _insert_for(conn)
+    host_id = _write_host(conn, insert, rows, drift_streak)
+    guest_ids = _write_guests(conn, insert, rows, host_id)
+    accepted = _write_events(conn, insert, rows, host_id, guest_ids)
+    if rows.gaps:
+        conn.execute(
+            insert(gap).on_conflict_do_nothing(index_elements=list(GAP_KEY)),
+            [{**g, "host_id": host_id} for g in rows.gaps],
+        )
+    return WriteResult(accepted=accepted, duplicates=rows.received - accepted, host_id=host_id)
+
+
+def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, drift_streak: int) -> int:
+    h = rows.host
+    received_at = rows.received_at
+    conn.execute(
+        insert(host)
+        .values(**h, first_seen_at=received_at, last_seen_at=received_at, cpu_off_streak={}, cpus=[])
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    query = select(host.c.id, host.c.state_observed_at, host.c.cpu_off_streak, host.c.last_seen_at).where(
+        host.c.name == h["name"]
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = conn.execute(query).one()
+    host_id = int(current.id)
+    values: dict[str, Any] = {"last_seen_at": max(current.last_seen_at, received_at)}
+    if rows.health is not None:
+        values["health"] = rows.health
+
+    state = rows.state
+    held_at: datetime | None = current.state_observed_at
+    if state is None or held_at is None or state.observed_at > held_at:
+        # A batch with no state or a newer one: its identity (boot, kernel, agent) is current.
+        values.update(h)
+    if state is not None and (held_at is None or state.observed_at > held_at):
+        streaks = next_streaks(current.cpu_off_streak or {}, state)
+        counts = cpu_counts(state.cpus)
+        cpus = cpu_dicts(state.cpus)
+        drift = bool(drifting(streaks, drift_streak))
+        values.update(
+            state_observed_at=state.observed_at,
+            mode=state.mode,
+            ratelimit=state.ratelimit,
+            mitigate=state.mitigate,
+            sld_supported=state.sld_supported,
+            bld_supported=state.bld_supported,
+            cpus_total=counts.total,
+            cpus_on=counts.on,
+            cpus_off=counts.off,
+            cpus_error=counts.error,
+            cpu_off_streak=streaks,
+            cpus=cpus,
+        )
+        _record_state(conn, rows, host_id, cpus, drift)
+    elif state is not None and state.observed_at < held_at:  # type: ignore[operator]
+        # Out of order: history only, with no drift claim (streaks follow the newest samples).
+        _record_state(conn, rows, host_id, cpu_dicts(state.cpus), False)
+    conn.execute(update(host).where(host.c.id == host_id).values(**values))
+    return host_id
+
+
+def _record_state(
+    conn: Connection, rows: Rows, host_id: int, cpus: list[dict[str, Any]], drift: bool
+) -> None:
+    state = rows.state
+    assert state is not None
+    h = rows.host
+    in_force = conn.execute(
+        select(
+            host_state.c.boot_id,
+            host_state.c.kernel,
+            host_state.c.mode,
+            host_state.c.ratelimit,
+            host_state.c.mitigate,
+            host_state.c.sld_supported,
+            host_state.c.bld_supported,
+            host_state.c.cpus,
+            host_state.c.drift,
+        )
+        .where(host_state.c.host_id == host_id, host_state.c.observed_at <= state.observed_at)
+        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+        .limit(1)
+    ).first()
+    new = state_signature(
+        h["boot_id"], h["kernel"], state.mode, state.ratelimit, state.mitigate,
+        state.sld_supported, state.bld_supported, cpus, drift,
+    )  # fmt: skip
+    if in_force is not None and state_signature(*in_force) == new:
+        return
+    counts = cpu_counts(state.cpus)
+    conn.execute(
+        host_state.insert().values(
+            host_id=host_id,
+            observed_at=state.observed_at,
+            boot_id=h["boot_id"],
+            kernel=h["kernel"],
+            mode=state.mode,
+            ratelimit=state.ratelimit,
+            mitigate=state.mitigate,
+            sld_supported=state.sld_supported,
+            bld_supported=state.bld_supported,
+            cpus_on=counts.on,
+            cpus_off=counts.off,
+            cpus_error=counts.error,
+            drift=drift,
+            cpus=cpus,
+        )
+    )
+
+
+def _write_guests(
+    conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int
+) -> dict[str, int]:
+    if not rows.guests:
+        return {}
+    greatest, least = _greatest(conn), _least(conn)
+    stmt = insert(guest)
+    ex = stmt.excluded
+    newer = ex.last_seen_at > guest.c.last_seen_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={
+            "uuid": func.coalesce(case((newer, ex.uuid), else_=guest.c.uuid), ex.uuid, guest.c.uuid),
+            "vmm": case((newer, ex.vmm), else_=guest.c.vmm),
+            "first_seen_at": least(guest.c.first_seen_at, ex.first_seen_at),
+            "last_seen_at": greatest(guest.c.last_seen_at, ex.last_seen_at),
+            "last_host_id": case((newer, ex.last_host_id), else_=guest.c.last_host_id),
+            "last_action": case((newer, ex.last_action), else_=guest.c.last_action),
+            # max() with a NULL is NULL on SQLite: pick explicitly.
+            "killed_at": case(
+                (ex.killed_at.is_(None), guest.c.killed_at),
+                (guest.c.killed_at.is_(None), ex.killed_at),
+                else_=greatest(guest.c.killed_at, ex.killed_at),
+            ),
+        },
+    ).returning(guest.c.id, guest.c.name)
+    params = [{**g, "last_host_id": host_id} for g in rows.guests]
+    return {name: gid for gid, name in conn.execute(stmt, params)}
+
+
+EVENT_COLUMNS = (
+    "host_id", "boot_id", "source", "seq", "time", "received_at", "kind", "comm", "tid", "tgid",
+    "address", "count", "action", "guest_id", "vcpu", "vmm",
+)  # fmt: skip
+# 1000 rows x 16 columns stays under SQLite's 32766 bound parameters per statement.
+SQLITE_ROWS_PER_STATEMENT = 1000
+# How SQLAlchemy's SQLite DateTime stores a (naive UTC) datetime: the same text, so
+# comparisons and range queries see no difference (tests/app/ingest/test_write.py checks).
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _event_insert(insert: Callable[[Table], Any]) -> Any:
+    return (
+        insert(event)
+        .on_conflict_do_nothing(index_elements=list(EVENT_KEY))
+        .returning(event.c.source, event.c.seq)
+    )
+
+
+@functools.cache
+def _sqlite_event_sql(n_rows: int) -> str:
+    compiled = str(
+        _event_insert(sqlite.insert).compile(dialect=sqlite.dialect(), column_keys=list(EVENT_COLUMNS))
+    )
+    head, rest = compiled.split(" VALUES ", 1)
+    group, tail = rest.split(")", 1)
+    return f"{head} VALUES {', '.join([group + ')'] * n_rows)}{tail}"
+
+
+def sqlite_time(at: datetime) -> str:
+    """SQLITE_TIME_FORMAT, by the faster isoformat (the schema hands over datetime.UTC times)."""
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.isoformat(" ", "microseconds")[:26]
+
+
+def _insert_events_sqlite(conn: Connection, params: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    inserted: set[tuple[str, int]] = set()
+    if not params:
+        return inserted
+    received = sqlite_time(params[0]["received_at"])
+    for start in range(0, len(params), SQLITE_ROWS_PER_STATEMENT):
+        chunk = params[start : start + SQLITE_ROWS_PER_STATEMENT]
+        flat: list[Any] = []
+        extend = flat.extend
+        for p in chunk:
+            extend(
+                (
+                    p["host_id"], p["boot_id"], p["source"], p["seq"], sqlite_time(p["time"]), received,
+                    p["kind"], p["comm"], p["tid"], p["tgid"], p["address"], p["count"], p["action"],
+                    p["guest_id"], p["vcpu"], p["vmm"],
+                )
+            )  # fmt: skip
+        result = conn.exec_driver_sql(_sqlite_event_sql(len(chunk)), tuple(flat))
+        inserted.update((r[0], r[1]) for r in result)
+    return inserted
+
+
+def _write_events(
+    conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, guest_ids: dict[str, int]
+) -> int:
+    if not rows.events:
+        return 0
+    params = [
+        {**e, "host_id": host_id, "guest_id": guest_ids[g] if g is not None else None}
+        for e, g in zip(rows.events, rows.event_guests, strict=True)
+    ]
+    if conn.dialect.name == "sqlite":
+        inserted = _insert_events_sqlite(conn, params)
+    else:
+        inserted = {(r[0], r[1]) for r in conn.execute(_event_insert(insert), params)}
+    if not inserted:
+        return 0
+    fresh = (
+        params if len(inserted) == len(params) else [p for p in params if (p["source"], p["seq"]) in inserted]
+    )
+    by_step = rollups(fresh, host_id)
+    for step_s, table in ROLLUPS:
+        sums = by_step[step_s]
+        up = insert(table)
+        up = up.on_conflict_do_update(
+            index_elements=list(ROLLUP_KEY),
+            set_={"count": table.c.count + up.excluded.count, "events": table.c.events + up.excluded.events},
+        )
+        conn.execute(up, sums)
+    return len(inserted)
+
+
+__all__ = ["WriteResult", "write_batch"]

@@ -1,0 +1,244 @@
+"""Ingest throughput and latency through the whole HTTP path (DESIGN.md §4).
+
+1. Throughput: 1000-event batches POSTed one after another to a real `splitwatch serve`
+   (uvicorn, SQLite file, its own process), in events/s; against the same-run baseline: a
+   bare `sqlite3.executemany` of the same rows into an equivalent `event` table (the same
+   DDL, indexes and pragmas), one transaction per 1000 rows. Bar: ratio >= 0.5.
+2. Latency: 8 concurrent senders (8 hosts), 1000-event batches; p50 and p99. Bar: p99 < 250 ms.
+
+Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N]
+The request bodies and baseline rows are built before timing starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.payload import (  # noqa: E402
+    Action,
+    CpuState,
+    Event,
+    Guest,
+    HostInfo,
+    HostState,
+    Kind,
+    Mode,
+    Payload,
+    Source,
+)
+
+BATCH = 1000
+
+
+def make_events(start_seq: int, n: int, at: datetime) -> tuple[Event, ...]:
+    return tuple(
+        Event(
+            source=Source.KMSG,
+            seq=start_seq + i,
+            time=at + timedelta(milliseconds=37 * i),
+            kind=Kind.SPLIT_LOCK if i % 3 else Kind.BUS_LOCK,
+            comm=f"CPU {i % 8}/KVM" if i % 2 else "stress-ng",
+            tid=4000 + i % 64,
+            tgid=3999,
+            address=f"0x{0x7F0000001000 + i * 64:x}",
+            count=1 + i % 4,
+            action=Action.WARN if i % 5 else Action.THROTTLE,
+            guest=Guest(name=f"vm-{i % 16}", uuid=None, vmm="qemu", vcpu=i % 8) if i % 2 else None,
+        )
+        for i in range(n)
+    )
+
+
+def make_body(host: str, batch: int, at: datetime) -> bytes:
+    state = HostState(
+        observed_at=at + timedelta(seconds=batch),
+        mode=Mode.WARN,
+        ratelimit=None,
+        mitigate=1,
+        sld_supported=True,
+        bld_supported=True,
+        cpus=tuple(CpuState(c, 1 << 29, True, True) for c in range(64)),
+    )
+    payload = Payload(
+        host=HostInfo(host, "boot-1", "6.8.0-45-generic", "Intel Xeon Gold 6338", "0.1.0"),
+        state=state,
+        events=make_events(batch * BATCH, BATCH, at + timedelta(seconds=batch)),
+    )
+    return payload.to_json().encode()
+
+
+def baseline_rows(batch: int, at: datetime) -> list[tuple[object, ...]]:
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    now = datetime.now(UTC).strftime(fmt)
+    return [
+        (
+            1, "boot-1", str(e.source), e.seq, e.time.strftime(fmt), now, str(e.kind), e.comm, e.tid,
+            e.tgid, e.address, e.count, str(e.action), (i % 16 + 1) if e.guest else None,
+            e.guest.vcpu if e.guest else None, e.guest.vmm if e.guest else None,
+        )
+        for i, e in enumerate(make_events(batch * BATCH, BATCH, at + timedelta(seconds=batch)))
+    ]  # fmt: skip
+
+
+def bare_sqlite(path: Path, batches: list[list[tuple[object, ...]]]) -> float:
+    """events/s of sqlite3.executemany into the same event table (DDL from the metadata)."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from app.store.tables import event
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    dialect = sqlite_dialect.dialect()
+    ddl = str(CreateTable(event).compile(dialect=dialect))
+    ddl = ddl.replace("FOREIGN KEY", "-- ").split("-- ")[0].rstrip().rstrip(",") + "\n)"
+    ddl = "\n".join(line for line in ddl.splitlines() if "REFERENCES" not in line)
+    conn.execute(ddl)
+    for index in event.indexes:
+        conn.execute(str(CreateIndex(index).compile(dialect=dialect)))
+    cols = "host_id, boot_id, source, seq, time, received_at, kind, comm, tid, tgid, address, count, action, guest_id, vcpu, vmm"
+    sql = f"INSERT INTO event ({cols}) VALUES ({', '.join('?' * 16)})"
+    start = time.perf_counter()
+    for rows in batches:
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(batches) * BATCH / elapsed
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], env: dict[str, str]) -> str:
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, default=30, help="sequential batches for throughput")
+    parser.add_argument("--per-sender", type=int, default=12, help="batches per sender for latency")
+    parser.add_argument("--senders", type=int, default=8)
+    args = parser.parse_args()
+
+    splitwatch = str(Path(sys.executable).with_name("splitwatch"))
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
+        db = Path(tmp) / "splitwatch.db"
+        url = f"sqlite:///{db}"
+        env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+        run([splitwatch, "db", "upgrade"], env)
+        hosts = ["bench-seq"] + [f"bench-{i}" for i in range(args.senders)]
+        tokens = {h: run([splitwatch, "token", "create", "--role", "agent", "--host", h], env) for h in hosts}
+
+        seq_bodies = [make_body("bench-seq", b, at) for b in range(args.batches + 2)]
+        conc_bodies = {h: [make_body(h, b, at) for b in range(args.per_sender)] for h in hosts[1:]}
+        base_batches = [baseline_rows(b, at) for b in range(args.batches)]
+
+        port = free_port()
+        server = subprocess.Popen(
+            [splitwatch, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{base_url}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            else:
+                raise SystemExit("server did not become ready")
+
+            # 1. Throughput, one sender; two warm-up batches first.
+            with httpx.Client(base_url=base_url, timeout=60) as client:
+                headers = {
+                    "Authorization": f"Bearer {tokens['bench-seq']}",
+                    "Content-Type": "application/json",
+                }
+                for body in seq_bodies[-2:]:
+                    client.post("/api/v1/ingest", content=body, headers=headers).raise_for_status()
+                start = time.perf_counter()
+                for body in seq_bodies[:-2]:
+                    r = client.post("/api/v1/ingest", content=body, headers=headers)
+                    r.raise_for_status()
+                    assert r.json()["accepted"] == BATCH, r.text
+                http_rate = args.batches * BATCH / (time.perf_counter() - start)
+
+            # 2. Latency with concurrent senders.
+            latencies: list[float] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+            barrier = threading.Barrier(args.senders)
+
+            def sender(host: str) -> None:
+                headers = {"Authorization": f"Bearer {tokens[host]}", "Content-Type": "application/json"}
+                with httpx.Client(base_url=base_url, timeout=60) as client:
+                    barrier.wait()
+                    for body in conc_bodies[host]:
+                        t0 = time.perf_counter()
+                        r = client.post("/api/v1/ingest", content=body, headers=headers)
+                        dt = time.perf_counter() - t0
+                        with lock:
+                            latencies.append(dt)
+                            if r.status_code != 200:
+                                errors.append(f"{r.status_code} {r.text[:200]}")
+
+            threads = [threading.Thread(target=sender, args=(h,)) for h in hosts[1:]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            server.terminate()
+            _, err = server.communicate(timeout=30)
+            if server.returncode not in (0, -15):
+                print(err, file=sys.stderr)
+
+        bare_rate = bare_sqlite(Path(tmp) / "bare.db", base_batches)
+
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    ratio = http_rate / bare_rate
+    print(f"HTTP ingest, 1000-event batches, 1 sender : {http_rate:10.0f} events/s")
+    print(f"bare sqlite3.executemany, same rows        : {bare_rate:10.0f} events/s")
+    print(
+        f"ratio                                      : {ratio:10.2f}   (bar >= 0.5) {'OK' if ratio >= 0.5 else 'FAIL'}"
+    )
+    print(
+        f"{args.senders} concurrent senders, {len(latencies)} batches: p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        f"   (bar p99 < 250 ms) {'OK' if p99 < 250 else 'FAIL'}"
+    )
+    if errors:
+        print(f"{len(errors)} errors, first: {errors[0]}")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
