@@ -113,6 +113,7 @@ class SimHost:
     drifted: set[int] = field(default_factory=set)
     limits: dict[str, _RateLimit] = field(default_factory=dict)
     killed: list[str] = field(default_factory=list)  # guests killed by SIGBUS, in order
+    reboots: int = 0  # guests rebooted (a new QEMU process, new vCPU threads)
 
     @property
     def root(self) -> Path:
@@ -451,6 +452,7 @@ class Fleet:
             if guests:
                 # A guest reboots: a new QEMU process, new vCPU threads, new first sightings.
                 self._kill(host, rng.choice(guests), respawn_in=2)
+                host.reboots += 1
 
     def _tick_workload(self, host: SimHost, work: Workload) -> None:
         rng = self._rng
