@@ -27,6 +27,16 @@ export function plotTime(iso) {
   return d.toISOString().slice(0, 19).replace("T", " ");
 }
 
+// About 60-120 bars whatever the window: enough detail, bars still wide enough to click.
+// Whole hours from a day up, so /series reads rollup_1h (DESIGN.md §4: rollups, not scans).
+const NICE_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+export function chooseStep(range, targetBuckets = 100) {
+  const seconds = (new Date(range.until) - new Date(range.since)) / 1000;
+  const wanted = seconds / targetBuckets;
+  return NICE_STEPS.find((s) => s >= wanted) || NICE_STEPS[NICE_STEPS.length - 1];
+}
+
 export function stepLabel(step) {
   if (step % 86400 === 0) return step === 86400 ? "day" : `${step / 86400} days`;
   if (step % 3600 === 0) return step === 3600 ? "hour" : `${step / 3600} h`;
@@ -149,16 +159,25 @@ export function modeTimeline(states, range) {
     },
   ];
   const traces = new Map();
-  for (const seg of stateSegments(states, range)) {
-    for (const r of rows) {
+  const segments = stateSegments(states, range);
+  for (const r of rows) {
+    // Adjacent segments with the same value are one bar: a state row is written for any
+    // change (a CPU, the kernel), and the mode row should not flicker for it.
+    const merged = [];
+    for (const seg of segments) {
       const value = r.value(seg.state);
-      const key = `${r.row}:${value}`;
+      const last = merged[merged.length - 1];
+      if (last && last.value === value && last.end === seg.start) last.end = seg.end;
+      else merged.push({ value, start: seg.start, end: seg.end, state: seg.state });
+    }
+    for (const m of merged) {
+      const key = `${r.row}:${m.value}`;
       if (!traces.has(key)) {
         traces.set(key, {
           type: "bar",
           orientation: "h",
-          name: r.row === "mode" ? value : r.label(seg.state),
-          legendgroup: r.row,
+          name: r.label(m.state),
+          meta: r.row,
           showlegend: false,
           y: [],
           x: [],
@@ -166,15 +185,15 @@ export function modeTimeline(states, range) {
           text: [],
           textposition: "inside",
           insidetextanchor: "middle",
-          marker: { color: r.colors[value] || "#bbbbbb" },
+          marker: { color: r.colors[m.value] || "#bbbbbb" },
           hovertemplate: "%{text}<br>from %{base} UTC<extra></extra>",
         });
       }
       const t = traces.get(key);
       t.y.push(r.row);
-      t.base.push(plotTime(new Date(seg.start)));
-      t.x.push(seg.end - seg.start);
-      t.text.push(r.label(seg.state));
+      t.base.push(plotTime(new Date(m.start)));
+      t.x.push(m.end - m.start);
+      t.text.push(r.label(m.state));
     }
   }
   return [...traces.values()];
@@ -315,10 +334,10 @@ export function barLayout(range, { yTitle, marks = null, height = 300 } = {}) {
     barmode: "stack",
     bargap: 0,
     height,
-    margin: { l: 60, r: 20, t: 30, b: 50 },
+    margin: { l: 60, r: 20, t: 40, b: 50 },
     xaxis: timeAxis(range),
     yaxis: { title: { text: yTitle }, rangemode: "tozero", fixedrange: true },
-    legend: { orientation: "h", y: -0.25 },
+    legend: { orientation: "h", y: -0.25, traceorder: "normal" },
     shapes: marks ? marks.shapes : [],
     annotations: marks ? marks.annotations : [],
     hovermode: "closest",
@@ -342,5 +361,6 @@ export function timelineLayout(range) {
     xaxis: timeAxis(range),
     yaxis: { type: "category", categoryorder: "array", categoryarray: ["drift", "mitigate", "mode"], fixedrange: true },
     showlegend: false,
+    uniformtext: { mode: "hide", minsize: 9 },
   };
 }

@@ -4,7 +4,7 @@
 
 import * as api from "../api.js";
 import {
-  ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, barLayout, changeMarks, grandTotal, heatmap,
+  ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, barLayout, changeMarks, chooseStep, grandTotal, heatmap,
   heatmapLayout, stackedBars, stepLabel,
 } from "../charts.js";
 import {
@@ -19,9 +19,9 @@ const MARKED_HOSTS = 25;
 export async function render(state, range) {
   const [summary, byAction, byKind, byHost, hostList, guestList, gapList] = await Promise.all([
     api.summary(range),
-    api.series({ ...range, group_by: "action" }),
-    api.series({ ...range, group_by: "kind" }),
-    api.series({ ...range, group_by: "host" }),
+    api.series({ ...range, step: chooseStep(range), group_by: "action" }),
+    api.series({ ...range, step: chooseStep(range), group_by: "kind" }),
+    api.series({ ...range, step: chooseStep(range), group_by: "host" }),
     api.hosts(range),
     api.guests(range),
     api.gaps(range),

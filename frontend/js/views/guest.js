@@ -3,7 +3,7 @@
 // 0xffff...) told from user code (#5).
 
 import * as api from "../api.js";
-import { ACTION_COLORS, ACTION_ORDER, barLayout, grandTotal, stackedBars, stepLabel } from "../charts.js";
+import { ACTION_COLORS, ACTION_ORDER, barLayout, chooseStep, grandTotal, stackedBars, stepLabel } from "../charts.js";
 import { actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, plot, section, table, viewLink } from "../dom.js";
 import { formatHash, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
@@ -12,8 +12,8 @@ export async function render(state, range) {
   const name = state.name;
   const [guest, byAction, byHost, recent] = await Promise.all([
     api.guest(name, range),
-    api.series({ ...range, guest: name, group_by: "action" }),
-    api.series({ ...range, guest: name, group_by: "host" }),
+    api.series({ ...range, step: chooseStep(range), guest: name, group_by: "action" }),
+    api.series({ ...range, step: chooseStep(range), guest: name, group_by: "host" }),
     api.events({ ...range, guest: name, limit: 20 }),
   ]);
   const total = grandTotal(byAction);

@@ -4,7 +4,7 @@
 
 import * as api from "../api.js";
 import {
-  ACTION_COLORS, ACTION_ORDER, barLayout, changeMarks, cpuHeatmap, grandTotal, heatmapLayout, modeTimeline,
+  ACTION_COLORS, ACTION_ORDER, barLayout, changeMarks, chooseStep, cpuHeatmap, grandTotal, heatmapLayout, modeTimeline,
   stackedBars, stepLabel, timelineLayout,
 } from "../charts.js";
 import {
@@ -18,7 +18,7 @@ export async function render(state, range) {
   const name = state.name;
   const [host, byAction, guestList, gapList, recent] = await Promise.all([
     api.host(name, range),
-    api.series({ ...range, host: name, group_by: "action" }),
+    api.series({ ...range, step: chooseStep(range), host: name, group_by: "action" }),
     api.guests({ ...range, host: name }),
     api.gaps({ ...range, host: name }),
     api.events({ ...range, host: name, limit: 20 }),
