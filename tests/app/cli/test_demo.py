@@ -7,6 +7,7 @@ what it sends must be what a host in that mode and kernel could have done.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import re
@@ -340,7 +341,7 @@ def test_backfill_of_a_noisy_guest_on_a_recent_warn_host_is_throttled_true_count
     minutes = {e.time.replace(second=0, microsecond=0) for _, e in events}
     assert 0.05 * 360 < len(minutes) < 0.9 * 360  # busy episodes and quiet ones
     ordered = sorted(minutes)
-    longest_lull = max(b - a for a, b in zip(ordered, ordered[1:], strict=False))
+    longest_lull = max(b - a for a, b in itertools.pairwise(ordered))
     assert longest_lull >= timedelta(minutes=10)
     assert all(NOW - timedelta(hours=6) <= e.time < NOW for _, e in events)
     assert [e.time for _, e in events] == sorted(e.time for _, e in events)
