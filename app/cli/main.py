@@ -15,6 +15,8 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: readable in any terminal and stable enough to embed in docs/cli.md.
+    rich_markup_mode=None,
 )
 
 
