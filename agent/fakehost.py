@@ -364,6 +364,12 @@ class FakeHost:
             cgroup = f"/system.slice/crosvm-{name}.service"
             comm = "crosvm"
         self._write_process(pid, comm, cmd, cgroup, tids, thread_comms)
+        if kind == "libvirt":
+            # libvirt 7.1+ (cgroup v2) moves each vCPU thread into <scope>/libvirt/vcpuN; the
+            # emulator threads stay in <scope>/libvirt/emulator.
+            vcpu_base = cgroup.rsplit("/", 1)[0]
+            for index, tid in enumerate(tids):
+                self._write(f"proc/{tid}/cgroup", f"0::{vcpu_base}/vcpu{index}\n")
         self._processes[pid] = vm
         return vm
 
