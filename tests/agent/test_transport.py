@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -82,8 +83,8 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> A
     return status, headers or {}, json.dumps(body).encode()
 
 
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
+@contextmanager
+def scripted_server() -> Iterator[ScriptedServer]:
     state = ScriptedServer()
 
     class Handler(BaseHTTPRequestHandler):
@@ -111,9 +112,17 @@ def server() -> Iterator[ScriptedServer]:
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with scripted_server() as srv:
+        yield srv
 
 
 def payload(
