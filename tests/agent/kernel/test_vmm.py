@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (real command lines are kept whole)
 """VMM identity from argv, cgroup and thread names: a table per question, real command lines."""
 
 from __future__ import annotations
