@@ -264,11 +264,17 @@ def backfill_payloads(
 def backfill_hosts(fleet: Any) -> list[BackfillHost]:
     """The fleet's hosts and workloads as the backfill needs them (agent/simulate.py SimHost)."""
     from agent.fakehost import DEFAULT_CPU_MODEL
+    from agent.host import HostRoot
     from agent.payload import Guest
+    from agent.sources.guests import GuestResolver
 
     hosts: list[BackfillHost] = []
     for sim in fleet.hosts:
         fake = sim.fake
+        # The agent's own attribution, so a backfilled guest is the same guest (name, uuid,
+        # vmm, vCPU) as the live agent reports; the fleet's own facts only if it cannot tell.
+        resolver = GuestResolver(HostRoot.at(fake.root))
+        resolver.refresh()
         mitigate_file = fake.root / "proc/sys/kernel/split_lock_mitigate"
         mitigate = int(mitigate_file.read_text().strip()) if mitigate_file.is_file() else None
         workloads: list[BackfillWorkload] = []
@@ -277,15 +283,15 @@ def backfill_hosts(fleet: Any) -> list[BackfillHost]:
                 continue
             threads: list[BackfillThread] = []
             for index, (tid, comm) in enumerate(zip(work.tids, work.comms, strict=True)):
-                guest = None
-                if work.vmm_kind is not None:
+                tgid, guest = resolver.resolve(tid, comm)
+                if work.vmm_kind is not None and guest is None:
                     guest = Guest(
                         name=work.name,
                         uuid=work.vm.uuid if work.vm is not None else work.uuid,
                         vmm=_VMM_NAMES.get(work.vmm_kind, str(work.vmm_kind)),
                         vcpu=index,
                     )
-                threads.append(BackfillThread(comm, tid, work.pid, guest))
+                threads.append(BackfillThread(comm, tid, tgid or work.pid, guest))
             workloads.append(
                 BackfillWorkload(
                     work.name, work.is_guest, work.bus_locks, work.rate, work.burst_p, tuple(threads)
