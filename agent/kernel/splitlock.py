@@ -46,6 +46,9 @@ PREFIX = "x86/split lock detection: "
 MAX_MESSAGE_CHARS = 1024
 # PID_MAX_LIMIT (include/linux/threads.h): 4 * 1024 * 1024 on 64-bit.
 PID_MAX_LIMIT = 4 * 1024 * 1024
+# TASK_COMM_LEN is 16 (15 bytes and a NUL); dmesg may print each odd byte as `\xNN`, so 4 * 15
+# characters is the most a real COMM can take in text. The ingest contract allows 64.
+MAX_COMM_CHARS = 64
 
 Verb = Literal["took", "fatal", "bogus", "alignment_check"]
 
@@ -152,7 +155,7 @@ def _parse_prefixed(body: str) -> Message | None:
     return Trap(
         kind=Kind.SPLIT_LOCK if what == "split_lock" else Kind.BUS_LOCK,
         verb=verb,
-        comm=comm,
+        comm=_check_comm(comm, body),
         tid=_parse_tid(tid_text, body),
         address=_parse_address(trap["addr"], body),
     )
@@ -165,7 +168,7 @@ def _parse_alignment(text: str) -> Trap:
     return Trap(
         kind=Kind.SPLIT_LOCK,
         verb="alignment_check",
-        comm=match["comm"],
+        comm=_check_comm(match["comm"], text),
         tid=_parse_tid(match["tid"], text),
         address=_parse_address(match["ip"], text),
     )
@@ -178,6 +181,15 @@ def _parse_suppressed(text: str) -> Suppressed | None:
     site = match["site"]
     kind = Kind.BUS_LOCK if site == "handle_bus_lock" else Kind.SPLIT_LOCK
     return Suppressed(kind=kind, site=site, count=_parse_count(match["n"], f"suppressed count in {text!r}"))
+
+
+def _check_comm(comm: str, line: str) -> str:
+    if len(comm) > MAX_COMM_CHARS or "\0" in comm:
+        raise ParseError(
+            f"split-lock line: COMM of {len(comm)} characters or with a NUL cannot be a kernel task name: "
+            f"{line[:120]!r}"
+        )
+    return comm
 
 
 def _parse_tid(text: str, line: str) -> int:

@@ -189,6 +189,8 @@ BROKEN = [
     pytest.param(
         P + "#AC: comm/12 took a split_lock trap at address: 0x11112222333344445", id="address-over-64-bit"
     ),
+    pytest.param(P + "#AC: " + "c" * 65 + "/1 took a split_lock trap at address: 0x1", id="comm-too-long"),
+    pytest.param(P + "#AC: a\0b/1 took a split_lock trap at address: 0x1", id="comm-with-nul"),
     pytest.param(P + "#AC: no-slash took a split_lock trap at address: 0x1", id="no-comm-tid-slash"),
     pytest.param(P + "#DB: comm/12 took a split_lock trap at address: 0x1", id="db-with-split-lock"),
     pytest.param(P + "#DB: comm/12 fatal bus_lock trap at address: 0x1", id="fatal-bus-lock"),
@@ -237,7 +239,7 @@ def test_near_miss_messages_raise_only_parse_error(a: str, b: str, c: str, d: st
 
 
 @given(
-    st.text(st.characters(blacklist_characters="\n"), max_size=15),
+    st.text(st.characters(blacklist_characters="\n\0"), max_size=15),
     st.integers(0, 4 * 1024 * 1024),
     st.integers(0, 2**64 - 1),
 )
