@@ -261,7 +261,7 @@ export function cpuHeatmap(states, range) {
 // Marks on a fleet or host chart for what changed: mode or mitigate changes and reboots
 // (dotted lines), drift (shaded spans), gaps (red dashed lines). Also returned as a list so
 // the page can print them: a chart annotation is easy to miss.
-export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12 } = {}) {
+export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, fleet = true } = {}) {
   const since = new Date(range.since).getTime();
   const until = new Date(range.until).getTime();
   const items = [];
@@ -316,13 +316,20 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12 } = {
     if (annotations.length < maxLabels) {
       annotations.push({
         x: plotTime(item.at), xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
-        text: item.type === "gap" ? `gap ${item.host}` : item.type === "drift" ? `drift ${item.host}` : item.host,
+        text: markLabel(item, fleet),
         hovertext: `${item.host}: ${item.text}`, font: { size: 10, color: item.type === "change" ? "#333" : "#d62728" },
         textangle: -30,
       });
     }
   }
   return { shapes, annotations, items };
+}
+
+// On the fleet chart a mark names its host; on a host's own chart it says what changed.
+function markLabel(item, fleet) {
+  if (fleet) return item.type === "change" ? item.host : `${item.type} ${item.host}`;
+  if (item.type === "change") return item.text.length > 28 ? `${item.text.slice(0, 27)}…` : item.text;
+  return item.type;
 }
 
 export function timeAxis(range) {

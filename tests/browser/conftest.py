@@ -6,8 +6,9 @@
     empty_fleet  the same server shape with nothing ingested.
     browser      Debian's Chromium, headless (require_chromium(): skipped locally when absent,
                  a failure under CI=true). Never `playwright install`.
-    page         a fresh context and tab; on a failing test the browser console and the
-                 server's log lines are printed.
+    context      one browser profile per module (its HTTP cache keeps Plotly).
+    page         a fresh tab (own sessionStorage, so logged out); on a failing test the
+                 browser console and the server's log lines are printed.
 
 FLEET is one table of facts; the expected numbers (per action, per host, per guest, per
 window) are computed from it, never written twice.
@@ -197,9 +198,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
+@pytest.fixture(scope="module")
+def context(browser: Any) -> Iterator[Any]:
+    """One browser profile per module: its HTTP cache keeps Plotly (4.8 MB) after the first
+    page. Each test still gets its own tab, and a tab's sessionStorage (the token) is its own."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest, server_log: list[str]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+def page(context: Any, request: pytest.FixtureRequest, server_log: list[str]) -> Iterator[Any]:
     tab = context.new_page()
     console: list[str] = []
     tab.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
@@ -211,4 +220,4 @@ def page(browser: Any, request: pytest.FixtureRequest, server_log: list[str]) ->
     if rep is not None and rep.failed:
         print("---- browser console ----", *console, sep="\n")
         print("---- server log ----", *server_log[log_start:], sep="\n")
-    context.close()
+    tab.close()

@@ -5,7 +5,7 @@
 import * as api from "../api.js";
 import {
   ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, barLayout, changeMarks, chooseStep, grandTotal, heatmap,
-  heatmapLayout, stackedBars, stepLabel,
+  heatmapLayout, seriesTotals, stackedBars, stepLabel,
 } from "../charts.js";
 import {
   actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, statusBadge, table,
@@ -75,7 +75,7 @@ export async function render(state, range) {
       section(
         `Hosts × time (events per ${stepLabel(byHost.step)})`,
         heat ? hostChart : emptyState("No host had an event in this window."),
-        heat ? h("p", { class: "hint" }, "Click a cell to open that host.") : null,
+        heat ? h("p", { class: "hint" }, heatHint(heat, byHost)) : null,
       ),
     ),
     h(
@@ -113,6 +113,12 @@ export async function render(state, range) {
       }
     },
   };
+}
+
+function heatHint(heat, byHost) {
+  const busy = Object.values(seriesTotals(byHost)).filter((n) => n > 0).length;
+  const shown = heat.y.length < busy ? `The ${heat.y.length} busiest of ${busy} hosts with events. ` : "";
+  return `${shown}Click a cell to open that host.`;
 }
 
 function cards(s, state) {

@@ -23,7 +23,7 @@ export async function render(state, range) {
     api.gaps({ ...range, host: name }),
     api.events({ ...range, host: name, limit: 20 }),
   ]);
-  const marks = changeMarks([host], gapList.items, range);
+  const marks = changeMarks([host], gapList.items, range, { fleet: false });
   const total = grandTotal(byAction);
   const actionChart = h("div", { class: "chart", id: "chart-host-action" });
   const modeChart = h("div", { class: "chart", id: "chart-mode" });
