@@ -1,0 +1,138 @@
+"""`splitwatch agent`: the host agent — stream to a backend, or collect once and print the payloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command(name="agent")(agent_command)
+
+
+def agent_command(
+    server: str | None = typer.Option(
+        None, "--server", envvar="SPLITWATCH_SERVER", help="Backend URL, e.g. https://splitwatch:8000."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="SPLITWATCH_AGENT_TOKEN", help="Agent token (`splitwatch token create`)."
+    ),
+    root: Path = typer.Option(Path("/"), "--root", help="Root of the host to watch (a fake host in tests)."),
+    interval: float = typer.Option(10.0, "--interval", help="Seconds between collection passes."),
+    spool: Path | None = typer.Option(
+        None, "--spool", help="Spool directory [default: STATE_DIR/spool, or /var/lib/splitwatch/spool]."
+    ),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where the kernel-log cursor is kept [default: /var/lib/splitwatch]."
+    ),
+    no_tracefs: bool = typer.Option(
+        False, "--no-tracefs", help="Do not register kprobes; count from the kernel log only."
+    ),
+    once: bool = typer.Option(False, "--once", help="One collection pass, then exit."),
+    stdout: bool = typer.Option(
+        False, "--stdout", help="With --once: print the payloads as JSON, one per line, instead of sending."
+    ),
+) -> None:
+    """Watch one host: MSR state, split-lock and bus-lock traps from the kernel log, guest
+    attribution, optional tracefs counts; spool durably and send to the backend.
+
+    `--once --stdout` collects once and prints the ingest payload(s). It resumes from --state-dir's
+    cursor and advances it when given; without --state-dir it reads the whole log and keeps nothing."""
+    import logging
+    import sys
+
+    from agent.errors import SplitwatchAgentError
+
+    logging.basicConfig(
+        level=logging.WARNING if once and stdout else logging.INFO,
+        format="splitwatch agent: %(message)s",
+        stream=sys.stderr,
+    )
+    if stdout and not once:
+        _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
+    if not root.is_dir():
+        _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
+    try:
+        if once and stdout:
+            code = _once_to_stdout(root, state_dir)
+        else:
+            code = _run_loop(server, token, root, interval, spool, state_dir, not no_tracefs, once)
+    except SplitwatchAgentError as exc:
+        _fail(str(exc), 1)
+    raise typer.Exit(code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"splitwatch agent: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _once_to_stdout(root: Path, state_dir: Path | None) -> int:
+    import sys
+
+    from agent.collect import Collector
+
+    # No tracefs here: kprobes count only from the moment they are enabled, so a single pass
+    # would register them, count nothing and remove them again.
+    collector = Collector(root, state_dir, use_tracefs=False)
+    try:
+        collected = collector.collect()
+        try:
+            for payload in collected.payloads:
+                sys.stdout.write(payload.to_json() + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): nothing was delivered for sure, so do not commit.
+            sys.stderr.write("splitwatch agent: stdout closed before all payloads were written\n")
+            return 1
+        try:
+            collected.commit()  # a no-op without --state-dir
+        except OSError as exc:
+            _fail(
+                f"cannot save the cursor in {state_dir} ({exc.strerror}): the payloads were printed, "
+                "but the next run will print them again; make the state directory writable",
+                1,
+            )
+    finally:
+        collector.close()
+    return 0
+
+
+def _run_loop(
+    server: str | None,
+    token: str | None,
+    root: Path,
+    interval: float,
+    spool: Path | None,
+    state_dir: Path | None,
+    use_tracefs: bool,
+    once: bool,
+) -> int:
+    from agent.config import DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR, AgentConfig
+    from agent.loop import run
+
+    if not server:
+        _fail("no backend to send to: pass --server URL (or --once --stdout to print instead)", 2)
+    if not token:
+        _fail(
+            "no agent token: create one with `splitwatch token create --role agent --host NAME` "
+            "and pass it with --token (or SPLITWATCH_AGENT_TOKEN)",
+            2,
+        )
+    state = state_dir if state_dir is not None else DEFAULT_STATE_DIR
+    if spool is None:
+        spool = state_dir / "spool" if state_dir is not None else DEFAULT_SPOOL_DIR
+    config = AgentConfig(
+        server=server,
+        token=token,
+        root=root,
+        interval_s=interval,
+        spool_dir=spool,
+        state_dir=state,
+        use_tracefs=use_tracefs,
+        max_passes=1 if once else None,
+    )
+    code: int = run(config)
+    return code
