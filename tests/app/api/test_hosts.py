@@ -1,0 +1,179 @@
+"""GET /api/v1/hosts and /hosts/{name}: status, CPUs, state history, events and guests in range."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from app.settings import Settings
+from app.store.engine import make_engine
+from app.store.tables import host
+from tests.app.conftest import Server, Tokens, assert_error
+from tests.app.fill import HOUR, MINUTE, SECOND, T0, Filler, ev, state
+
+RANGE = {"since": "2026-11-24T12:00:00Z", "until": "2026-11-24T15:00:00Z"}
+
+
+@pytest.fixture
+def fill(server: Server, tokens: Tokens) -> Filler:
+    return Filler(server.url, tokens)
+
+
+def hosts(client: httpx.Client, **params: Any) -> dict[str, dict[str, Any]]:
+    response = client.get("/api/v1/hosts", params={**RANGE, **params})
+    assert response.status_code == 200, response.text
+    return {h["name"]: h for h in response.json()["items"]}
+
+
+def stop_reporting(settings: Settings, name: str, minutes: int) -> None:
+    """The host's agent last reported `minutes` ago (time passing, without waiting for it)."""
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            update(host)
+            .where(host.c.name == name)
+            .values(last_seen_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes))
+        )
+    engine.dispose()
+
+
+def test_host_with_detection_on_everywhere_is_ok_with_its_facts(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    fill.send(
+        "kvm-1",
+        state=state(T0, mode="warn", cpus=8, errors=[7], mitigate=1),
+        events=[ev(T0, guest="vm1", count=2), ev(T0 + SECOND)],
+        health={"spool_bytes": 0},
+    )
+    h = hosts(viewer_client)["kvm-1"]
+    assert h["status"] == "ok" and h["drifting_cpus"] == []
+    assert (h["mode"], h["mitigate"], h["ratelimit"], h["sld_supported"], h["bld_supported"]) == (
+        "warn", 1, None, True, True,
+    )  # fmt: skip
+    assert (h["cpus_total"], h["cpus_on"], h["cpus_off"], h["cpus_error"]) == (8, 7, 0, 1)
+    assert (h["events"], h["guests"]) == (3, 1)
+    assert h["health"] == {"spool_bytes": 0}
+    assert (h["boot_id"], h["kernel"], h["agent_version"]) == ("boot-1", "6.8.0-51-generic", "0.1.0")
+    assert h["last_seen_at"].endswith("Z") and h["first_seen_at"] <= h["last_seen_at"]
+
+
+def test_core_read_off_in_three_samples_while_warn_mode_is_drift_naming_it(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    for i in range(2):
+        fill.send("kvm-1", state=state(T0 + i * MINUTE, cpus=8, off=[5]))
+    assert hosts(viewer_client)["kvm-1"]["status"] == "ok"  # twice may be warn mode's brief off
+    fill.send("kvm-1", state=state(T0 + 2 * MINUTE, cpus=8, off=[5]))
+    h = hosts(viewer_client)["kvm-1"]
+    assert (h["status"], h["drifting_cpus"], h["cpus_off"]) == ("drift", [5], 1)
+
+
+def test_cores_off_in_ratelimit_mode_are_not_drift(fill: Filler, viewer_client: httpx.Client) -> None:
+    for i in range(4):
+        fill.send("kvm-1", state=state(T0 + i * MINUTE, mode="ratelimit", ratelimit=10, mitigate=None))
+    h = hosts(viewer_client)["kvm-1"]
+    assert (h["status"], h["mode"], h["ratelimit"], h["cpus_off"]) == ("ok", "ratelimit", 10, 4)
+
+
+def test_host_silent_for_longer_than_silent_after_is_silent(
+    fill: Filler, viewer_client: httpx.Client, settings: Settings
+) -> None:
+    fill.send("kvm-1", state=state(T0))
+    fill.send("kvm-2", state=state(T0))
+    stop_reporting(settings, "kvm-1", minutes=6)  # silent_after_s defaults to 300
+    listed = hosts(viewer_client)
+    assert (listed["kvm-1"]["status"], listed["kvm-2"]["status"]) == ("silent", "ok")
+
+
+def test_events_and_guests_count_only_the_range(fill: Filler, viewer_client: httpx.Client) -> None:
+    fill.send(
+        "kvm-1",
+        events=[
+            ev(T0 - SECOND, guest="vm-before", count=100),
+            ev(T0, guest="vm1", count=2),
+            ev(T0 + 90 * MINUTE + SECOND, guest="vm2", count=3),
+            ev(T0 + 3 * HOUR, guest="vm-after", count=100),
+        ],
+    )
+    h = hosts(viewer_client)["kvm-1"]
+    assert (h["events"], h["guests"]) == (5, 2)
+    assert (
+        hosts(viewer_client, since="2026-11-24T12:00:30Z", until="2026-11-24T13:31:01Z")["kvm-1"]["events"]
+        == 3
+    )
+
+
+def test_host_that_never_sent_a_state_has_null_mode_and_is_ok(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    fill.send("kvm-1", events=[ev(T0)])
+    h = hosts(viewer_client)["kvm-1"]
+    assert (h["mode"], h["status"], h["cpus_total"], h["sld_supported"]) == (None, "ok", 0, None)
+
+
+def test_host_detail_has_latest_cpus_state_history_and_guests_in_range(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    fill.send("kvm-1", state=state(T0 - HOUR, mode="warn", cpus=2))
+    fill.send("kvm-1", state=state(T0 + HOUR, mode="fatal", cpus=2), events=[ev(T0 + HOUR, guest="vm1")])
+    fill.send(
+        "kvm-1", state=state(T0 + 2 * HOUR, mode="fatal", cpus=2, errors=[1]), events=[ev(T0, guest="vm0")]
+    )
+    response = viewer_client.get("/api/v1/hosts/kvm-1", params=RANGE)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "kvm-1" and body["mode"] == "fatal" and body["status"] == "ok"
+    assert body["guests"] == ["vm0", "vm1"]
+    assert body["cpus"] == [
+        {"cpu": 0, "test_ctrl": 1 << 29, "sld_on": True, "bld_on": True, "error": None},
+        {"cpu": 1, "test_ctrl": None, "sld_on": None, "bld_on": None, "error": "EIO reading MSR 0x33"},
+    ]
+    # The state in force at `since` (observed an hour before it) leads; then the changes, oldest first.
+    states = body["states"]
+    assert [(s["observed_at"], s["mode"], s["cpus_error"]) for s in states] == [
+        ("2026-11-24T11:00:00Z", "warn", 0),
+        ("2026-11-24T13:00:00Z", "fatal", 0),
+        ("2026-11-24T14:00:00Z", "fatal", 1),
+    ]
+    assert set(states[0]) == {
+        "observed_at", "boot_id", "kernel", "mode", "ratelimit", "mitigate", "sld_supported",
+        "bld_supported", "cpus_on", "cpus_off", "cpus_error", "drift", "cpus",
+    }  # fmt: skip
+    assert states[2]["cpus"][1]["error"] == "EIO reading MSR 0x33"
+
+
+def test_unchanged_state_samples_add_no_history(fill: Filler, viewer_client: httpx.Client) -> None:
+    for i in range(3):
+        fill.send("kvm-1", state=state(T0 + i * MINUTE))
+    states = viewer_client.get("/api/v1/hosts/kvm-1", params=RANGE).json()["states"]
+    assert [s["observed_at"] for s in states] == ["2026-11-24T12:00:00Z"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_unknown_host_is_404_naming_it_and_where_to_look(viewer_client: httpx.Client) -> None:
+    body = assert_error(viewer_client.get("/api/v1/hosts/kvm-404"), 404, "host_not_found")
+    assert "kvm-404" in body["message"] and "GET /api/v1/hosts" in body["message"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_host_reads_need_a_viewer_token(client: httpx.Client, tokens: Tokens) -> None:
+    assert_error(client.get("/api/v1/hosts"), 401)
+    agent = {"Authorization": f"Bearer {tokens.agent('kvm-1')}"}
+    assert_error(client.get("/api/v1/hosts", headers=agent), 403)
+    assert_error(client.get("/api/v1/hosts/kvm-1", headers=agent), 403)
+    admin = {"Authorization": f"Bearer {tokens.admin()}"}
+    assert client.get("/api/v1/hosts", headers=admin).status_code == 200
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("params", [{"since": "yesterday"}, {"until": "2026-13-01T00:00:00Z"}])
+def test_unparseable_times_are_refused_naming_the_parameter(
+    viewer_client: httpx.Client, params: dict[str, str]
+) -> None:
+    body = assert_error(viewer_client.get("/api/v1/hosts", params=params), 422, "invalid_request")
+    assert body["details"][0]["field"] == f"query.{next(iter(params))}"
