@@ -331,3 +331,32 @@ def test_an_empty_fleet_says_no_agent_has_reported_and_how_to_start_one(
     page.click("#nav a[data-page='events']")
     ready(page)
     assert re.search(r"No event in last 24h", page.inner_text("#view"))
+
+
+def test_auto_refresh_refetches_every_30_s_and_is_kept_in_the_url(page: Any, fleet: Fleet) -> None:
+    page.clock.install()  # Playwright's fake timers: 30 s pass without waiting 30 s
+    open_logged_in(page, fleet, "#/fleet")
+    page.check("#auto-refresh")
+    page.wait_for_function("location.hash.includes('auto=1')")
+
+    def summaries() -> int:
+        return sum(1 for line in fleet.log if "GET /api/v1/summary " in line)
+
+    before = summaries()
+    page.clock.fast_forward(31_000)
+    page.wait_for_function("!document.body.dataset.loading")
+    # The server logs a request after answering it: give the log line a moment to land.
+    for _ in range(50):
+        if summaries() > before:
+            break
+        page.wait_for_timeout(100)
+    assert summaries() == before + 1
+
+    page.reload()  # the copied URL keeps auto-refresh on
+    ready(page)
+    assert page.is_checked("#auto-refresh")
+    page.uncheck("#auto-refresh")
+    page.wait_for_function("!location.hash.includes('auto=1')")
+    before = summaries()
+    page.clock.fast_forward(61_000)
+    assert summaries() == before
