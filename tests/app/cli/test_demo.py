@@ -243,6 +243,32 @@ def test_rerunning_the_demo_in_the_same_directory_starts_from_a_fresh_database(d
         first.kill()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_demo_honours_splitwatch_database_url_instead_of_its_sqlite(db_url: str, demo_dir: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    port = free_port()
+    demo = DemoProcess.start(
+        "--port", str(port), "--hosts", "2", "--dir", str(demo_dir), env={"SPLITWATCH_DATABASE_URL": db_url}
+    )
+    try:
+        demo.wait_for(r"Dashboard:\s+(http://\S+)")
+        assert any("postgresql" in line and "upgraded" in line for line in demo.lines), demo.output()
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                names = sorted(conn.execute(text("SELECT name FROM host")).scalars())
+        finally:
+            engine.dispose()
+        assert names == ["kvm-fra-01", "kvm-fra-02"]
+        assert not (demo_dir / "splitwatch.db").exists()
+        code, stderr = demo.interrupt()
+        assert code == 0 and "Traceback" not in stderr
+    finally:
+        demo.kill()
+
+
 def test_port_in_use_ends_the_demo_with_a_sentence_and_leaves_the_previous_run_intact(demo_dir: Path) -> None:
     demo_dir.mkdir()
     (demo_dir / ".splitwatch-demo").write_text("")
