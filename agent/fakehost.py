@@ -546,6 +546,11 @@ class FakeHost:
         (base / "available_filter_functions").write_text(
             "split_lock_warn\nhandle_guest_split_lock\nhandle_bus_lock\nhandle_user_split_lock\n"
         )
+        # What the kernel shows once `p:splitwatch/<func> <func>` is written to kprobe_events (a
+        # plain file cannot react to the write, so the event directories exist from the start).
+        for func in ("split_lock_warn", "handle_guest_split_lock", "handle_bus_lock"):
+            (base / f"events/splitwatch/{func}").mkdir(parents=True, exist_ok=True)
+            (base / f"events/splitwatch/{func}/enable").write_text("0\n")
         return self
 
     def trace_hit(self, probe: str, comm: str, tid: int, cpu: int = 0, *, usec: int | None = None) -> Self:
