@@ -1,15 +1,35 @@
-"""`splitwatch agent`: the host agent — stream to a backend, or collect once and print the payloads."""
+"""`splitwatch agent`: the host agent — stream to a backend, or collect once and print the payloads.
+
+Two front doors to the same `run_agent()`: the typer command (listed by `splitwatch --help`) and
+`main(argv)`, a stdlib argparse parser with the same options. The agent runs on every host and must
+stay small: typer >= 0.2x coerces every parameter through pydantic (~15 MB resident), so the
+`splitwatch` entry point hands `agent` straight to `main(argv)`, and `python -m app.cli.agent` works too.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 
+DESCRIPTION = (
+    "Watch one host: MSR state, split-lock and bus-lock traps from the kernel log, guest attribution, "
+    "optional tracefs counts; spool durably and send to the backend. `--once --stdout` collects once and "
+    "prints the ingest payload(s), one JSON per line: it resumes from --state-dir's cursor and advances "
+    "it when given; without --state-dir it reads the whole log and keeps nothing."
+)
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
 
 def register(cli: typer.Typer) -> None:
-    cli.command(name="agent")(agent_command)
+    cli.command(name="agent", help=DESCRIPTION)(agent_command)
 
 
 def agent_command(
@@ -35,13 +55,63 @@ def agent_command(
         False, "--stdout", help="With --once: print the payloads as JSON, one per line, instead of sending."
     ),
 ) -> None:
-    """Watch one host: MSR state, split-lock and bus-lock traps from the kernel log, guest
-    attribution, optional tracefs counts; spool durably and send to the backend.
+    code = run_agent(
+        server=server,
+        token=token,
+        root=root,
+        interval=interval,
+        spool=spool,
+        state_dir=state_dir,
+        use_tracefs=not no_tracefs,
+        once=once,
+        stdout=stdout,
+    )
+    raise typer.Exit(code)
 
-    `--once --stdout` collects once and prints the ingest payload(s). It resumes from --state-dir's
-    cursor and advances it when given; without --state-dir it reads the whole log and keeps nothing."""
+
+def main(argv: list[str] | None = None) -> int:
+    """`splitwatch agent ARGS` without typer: the same options, parsed by argparse."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="splitwatch agent", description=DESCRIPTION)
+    parser.add_argument("--server", default=os.environ.get("SPLITWATCH_SERVER"), help="Backend URL.")
+    parser.add_argument("--token", default=os.environ.get("SPLITWATCH_AGENT_TOKEN"), help="Agent token.")
+    parser.add_argument("--root", type=Path, default=Path("/"), help="Root of the host to watch.")
+    parser.add_argument("--interval", type=float, default=10.0, help="Seconds between passes.")
+    parser.add_argument("--spool", type=Path, default=None, help="Spool directory.")
+    parser.add_argument("--state-dir", type=Path, default=None, help="Where the cursor is kept.")
+    parser.add_argument("--no-tracefs", action="store_true", help="Do not register kprobes.")
+    parser.add_argument("--once", action="store_true", help="One collection pass, then exit.")
+    parser.add_argument("--stdout", action="store_true", help="With --once: print the payloads.")
+    args = parser.parse_args(argv)
+    return run_agent(
+        server=args.server,
+        token=args.token,
+        root=args.root,
+        interval=args.interval,
+        spool=args.spool,
+        state_dir=args.state_dir,
+        use_tracefs=not args.no_tracefs,
+        once=args.once,
+        stdout=args.stdout,
+    )
+
+
+def run_agent(
+    *,
+    server: str | None,
+    token: str | None,
+    root: Path,
+    interval: float,
+    spool: Path | None,
+    state_dir: Path | None,
+    use_tracefs: bool,
+    once: bool,
+    stdout: bool,
+) -> int:
+    """Run the agent; returns the exit code. Expected failures end as one sentence on stderr."""
     import logging
-    import sys
 
     from agent.errors import SplitwatchAgentError
 
@@ -50,28 +120,27 @@ def agent_command(
         format="splitwatch agent: %(message)s",
         stream=sys.stderr,
     )
-    if stdout and not once:
-        _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
-    if not root.is_dir():
-        _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
     try:
+        if stdout and not once:
+            _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
+        if not root.is_dir():
+            _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
         if once and stdout:
-            code = _once_to_stdout(root, state_dir)
-        else:
-            code = _run_loop(server, token, root, interval, spool, state_dir, not no_tracefs, once)
+            return _once_to_stdout(root, state_dir)
+        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once)
     except SplitwatchAgentError as exc:
-        _fail(str(exc), 1)
-    raise typer.Exit(code)
+        sys.stderr.write(f"splitwatch agent: {exc}\n")
+        return 1
+    except _Exit as exc:
+        return exc.code
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"splitwatch agent: {message}", err=True)
-    raise typer.Exit(code)
+    sys.stderr.write(f"splitwatch agent: {message}\n")
+    raise _Exit(code)
 
 
 def _once_to_stdout(root: Path, state_dir: Path | None) -> int:
-    import sys
-
     from agent.collect import Collector
 
     # No tracefs here: kprobes count only from the moment they are enabled, so a single pass
@@ -136,3 +205,7 @@ def _run_loop(
     )
     code: int = run(config)
     return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
