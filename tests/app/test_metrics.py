@@ -1,0 +1,172 @@
+"""GET /metrics: Prometheus text read from the database at scrape, valid for promtool."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+
+import app.metrics
+from app.settings import Settings
+from app.store.engine import make_engine
+from tests.app.conftest import Server, Tokens
+from tests.app.fill import MINUTE, T0, Filler, ev, lost, state
+from tests.conftest import require_promtool
+
+
+def samples(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+@pytest.fixture
+def fleet(server: Server, tokens: Tokens) -> Filler:
+    fill = Filler(server.url, tokens)
+    for i in range(3):
+        fill.send("kvm-1", state=state(T0 + i * MINUTE, cpus=4, off=[3], errors=[2]))
+    fill.send(
+        "kvm-1",
+        events=[
+            ev(T0, guest="web", count=3),
+            ev(T0 + MINUTE, guest="web", count=4),
+            ev(T0, count=2),
+            ev(T0, guest="web", kind="bus_lock", action="ratelimit", source="tracefs"),
+        ],
+        gaps=[lost(5, reason="overrun"), lost(2, reason="forged", first_seq=9)],
+    )
+    fill.send(
+        "kvm-2", state=state(T0, mode="fatal", cpus=2), events=[ev(T0, guest="legacy", action="sigbus")]
+    )
+    return fill
+
+
+def test_metrics_need_no_token_and_pass_promtool_lint(fleet: Filler, client: httpx.Client) -> None:
+    promtool = require_promtool()
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=response.text, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0 and check.stdout.strip() == "", check.stdout + check.stderr
+
+
+def test_events_total_sums_event_counts_per_host_guest_action_kind_source(
+    fleet: Filler, client: httpx.Client
+) -> None:
+    got = samples(client)
+    events = {k: v for k, v in got.items() if k[0] == "splitwatch_events_total"}
+    assert events == {
+        key(
+            "splitwatch_events_total",
+            host="kvm-1",
+            guest="web",
+            action="warn",
+            kind="split_lock",
+            source="kmsg",
+        ): 7,
+        key(
+            "splitwatch_events_total",
+            host="kvm-1",
+            guest="(host)",
+            action="warn",
+            kind="split_lock",
+            source="kmsg",
+        ): 2,
+        key(
+            "splitwatch_events_total",
+            host="kvm-1",
+            guest="web",
+            action="ratelimit",
+            kind="bus_lock",
+            source="tracefs",
+        ): 1,
+        key(
+            "splitwatch_events_total",
+            host="kvm-2",
+            guest="legacy",
+            action="sigbus",
+            kind="split_lock",
+            source="kmsg",
+        ): 1,
+    }
+
+
+def test_gaps_cpus_status_and_fleet_sizes(fleet: Filler, client: httpx.Client) -> None:
+    got = samples(client)
+    assert got[key("splitwatch_gaps_total", host="kvm-1", reason="overrun")] == 5
+    assert got[key("splitwatch_gaps_total", host="kvm-1", reason="forged")] == 2
+    assert [got[key("splitwatch_host_cpus", host="kvm-1", state=s)] for s in ("on", "off", "error")] == [
+        2,
+        1,
+        1,
+    ]
+    assert [
+        got[key("splitwatch_host_status", host="kvm-1", status=s)] for s in ("ok", "drift", "silent")
+    ] == [0, 1, 0]
+    assert [
+        got[key("splitwatch_host_status", host="kvm-2", status=s)] for s in ("ok", "drift", "silent")
+    ] == [1, 0, 0]
+    assert got[key("splitwatch_host_last_seen_timestamp_seconds", host="kvm-2")] > T0.timestamp()
+    assert (got[key("splitwatch_hosts")], got[key("splitwatch_guests")]) == (2, 2)
+    assert got[key("splitwatch_database_up")] == 1
+
+
+def test_counters_grow_with_new_events_between_scrapes(fleet: Filler, client: httpx.Client) -> None:
+    label = key(
+        "splitwatch_events_total",
+        host="kvm-2",
+        guest="legacy",
+        action="sigbus",
+        kind="split_lock",
+        source="kmsg",
+    )
+    before = samples(client)[label]
+    fleet.send("kvm-2", events=[ev(T0 + MINUTE, guest="legacy", action="sigbus", count=4)])
+    assert samples(client)[label] == before + 4
+
+
+def test_metrics_live_on_the_apps_own_registry_not_the_global_one(
+    fleet: Filler, client: httpx.Client
+) -> None:
+    assert samples(client)[key("splitwatch_hosts")] == 2
+    assert b"splitwatch_" not in generate_latest(REGISTRY)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_past_the_series_cap_quiet_guests_fold_into_other_and_host_totals_stay_exact(
+    server: Server, tokens: Tokens, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Filler(server.url, tokens).send(
+        "kvm-1",
+        events=[ev(T0, guest="loud", count=10), ev(T0, guest="quiet-1", count=2), ev(T0, guest="quiet-2")],
+    )
+    monkeypatch.setattr(app.metrics, "MAX_EVENT_SERIES", 2)
+    monkeypatch.setattr(app.metrics, "TOP_GUESTS", 1)
+    events = {dict(k[1])["guest"]: v for k, v in samples(client).items() if k[0] == "splitwatch_events_total"}
+    assert events == {"loud": 10, "(other)": 3}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_unreadable_database_reports_database_up_0_instead_of_failing_the_scrape(
+    server: Server, client: httpx.Client, settings: Settings
+) -> None:
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE rollup_1h RENAME TO rollup_1h_away"))
+    engine.dispose()
+    got = samples(client)
+    assert got[key("splitwatch_database_up")] == 0
