@@ -123,6 +123,11 @@ class TracefsSource:
         self._status: Status = "absent"
         self._error: str | None = "tracefs not started"
 
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """The probes this source registered (a subset of PROBES: those this kernel can probe)."""
+        return tuple(self._probes)
+
     def _fail(self, status: Status, error: str) -> str:
         self._status, self._error = status, error
         return error

@@ -64,7 +64,9 @@ def test_only_functions_this_kernel_can_probe_are_registered(host: FakeHost) -> 
     source = TracefsSource(HostRoot.at(host.root))
     assert source.start() is None
     assert _kprobe_events(host) == [OURS[0], OURS[2]]
+    assert source.probes == ("split_lock_warn", "handle_bus_lock")
     source.close()
+    assert source.probes == ()
 
 
 def test_a_kernel_without_split_lock_handlers_is_absent(host: FakeHost) -> None:
