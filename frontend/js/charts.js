@@ -344,7 +344,9 @@ export function barLayout(range, { yTitle, marks = null, height = 300 } = {}) {
     margin: { l: 60, r: 20, t: 40, b: 50 },
     xaxis: timeAxis(range),
     yaxis: { title: { text: yTitle }, rangemode: "tozero", fixedrange: true },
-    legend: { orientation: "h", y: -0.25, traceorder: "normal" },
+    // At the right, top to bottom in stack order: below the chart it collided with the axis title.
+    showlegend: true,
+    legend: { traceorder: "normal", x: 1.01, y: 1, yanchor: "top", font: { size: 11 } },
     shapes: marks ? marks.shapes : [],
     annotations: marks ? marks.annotations : [],
     hovermode: "closest",
@@ -353,8 +355,8 @@ export function barLayout(range, { yTitle, marks = null, height = 300 } = {}) {
 
 export function heatmapLayout(range, rows, { yTitle = "host" } = {}) {
   return {
-    height: Math.max(180, 60 + rows * 22),
-    margin: { l: 140, r: 20, t: 10, b: 50 },
+    height: Math.max(190, 70 + rows * 22),
+    margin: { l: 140, r: 20, t: 10, b: 60 },
     xaxis: timeAxis(range),
     yaxis: { title: { text: yTitle }, type: "category", automargin: true, fixedrange: true },
   };

@@ -109,7 +109,8 @@ export async function route({ refresh = false } = {}) {
     if (refresh) {
       $("#updated").textContent = `refresh failed: ${err.message}`;
     } else {
-      view.replaceChildren(errorBox(err));
+      const back = h("p", {}, h("a", { href: formatHash(withChanges(state, { page: "fleet", name: null })) }, "← back to the fleet overview"));
+      view.replaceChildren(...[errorBox(err), back].slice(0, state.page === "fleet" ? 1 : 2));
     }
     console.error(err);
   } finally {
