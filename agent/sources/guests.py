@@ -221,8 +221,11 @@ class GuestResolver:
         except ParseError:
             return None
         name = procfs.parse_status_name(status)
-        if comm and comm != _UNKNOWN_COMM and name is not None and name != comm[:15]:
-            return None  # the TID now belongs to another thread: the trap's thread is gone
+        if comm and comm != _UNKNOWN_COMM and name is not None and name != comm[:15] and tid in self._threads:
+            # The TID of a VMM thread we knew now carries another name: that thread is gone and
+            # the TID reused. (Without a cached thread the live answer stands: kmsg and status
+            # escape unusual bytes differently, so names alone do not prove a reuse.)
+            return None
         known = self._vmms.get(tgid)
         identity: vmm.VmmIdentity | None = None
         if known is not None and known.alive:

@@ -134,6 +134,18 @@ def test_a_reused_tid_of_another_name_falls_back_to_the_cache(host: FakeHost) ->
     assert resolver.resolve(reused, "bash") == (reused, None)
 
 
+def test_a_live_thread_whose_name_is_spelled_differently_in_the_trap_is_still_resolved(
+    host: FakeHost,
+) -> None:
+    # /dev/kmsg prints unusual COMM bytes as \xNN; proc/TID/status does not: no cache, live wins.
+    host.process("caf\u00e9", 910)
+    resolver = _resolver(host)
+    assert resolver.resolve(910, "caf\\xc3\\xa9") == (910, None)
+    vm = host.qemu("web-9", pid=920)
+    _, guest = resolver.resolve(vm.vcpu_tids[0], "CPU 0/KVM\\x00")
+    assert guest is not None and guest.name == "web-9"
+
+
 def test_the_cache_survives_a_restart_as_json(host: FakeHost) -> None:
     vm = host.vmm("firecracker", "fc-9", pid=4242)
     first = _resolver(host, boot_id=host.boot_id)
