@@ -124,8 +124,9 @@ def _warn_action(mitigate: int | None, kernel: tuple[int, int]) -> Action:
     if mitigate == 0:
         return Action.WARN
     if mitigate == 1 or mitigate is None:
-        # None on 5.19+: the sysctl came after the misery mode (6.2, backported to 6.1.y); before
-        # it, or without CONFIG_PROC_SYSCTL, the misery mode is unconditional (default 1).
+        # None on 5.19+: the sysctl came after the misery mode (commit 727209376f49 in 6.2,
+        # backported to 6.0.y/6.1.y); before it, or without CONFIG_PROC_SYSCTL, the misery mode
+        # is unconditional — what sysctl_sld_mitigate's default 1 means.
         return Action.THROTTLE
     return Action.UNKNOWN  # proc_douintvec_minmax keeps it in 0..1: anything else is not a kernel
 
