@@ -29,6 +29,7 @@ import gzip
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+if "httpx" not in sys.modules:
+    # httpx's __init__ imports its command-line tool when rich and click are installed (typer
+    # brings them): ~6 MB of resident memory on every host for nothing. A None entry makes that
+    # one optional import fail, and httpx falls back as it does when they are absent.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
 from agent.spool import Spool, SpoolRecord
