@@ -41,7 +41,18 @@ from agent.kernel.modes import (
     derive_action,
     parse_kernel_release,
 )
-from agent.payload import CpuState, Event, Gap, HostInfo, HostState, Kind, Mode, Payload, Source
+from agent.payload import (
+    CpuState,
+    Event,
+    Gap,
+    GapReason,
+    HostInfo,
+    HostState,
+    Kind,
+    Mode,
+    Payload,
+    Source,
+)
 from agent.sources import msr as msr_source
 from agent.sources import procfs as procfs_source
 from agent.sources.guests import GuestResolver
@@ -55,7 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("splitwatch.agent")
 
 MAX_EVENTS_PER_PAYLOAD = 1000  # the backend's batch size (AgentConfig.batch_max_events)
-_PROBES = (PROBE_SPLIT_LOCK_WARN, PROBE_HANDLE_GUEST_SPLIT_LOCK, PROBE_HANDLE_BUS_LOCK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,7 @@ class Collector:
         self._tracefs_tried = False
         # tracefs events read but not yet committed: a real trace_pipe cannot be read twice.
         self._tracefs_pending: list[Event] = []
+        self._tracefs_pending_gaps: list[Gap] = []
         self._tracefs_next_seq = self._state.tracefs_next_seq
         self._reported: set[str] = set()  # problems already logged, so a broken host is not a log flood
 
@@ -171,14 +182,16 @@ class Collector:
         events: list[Event] = []
         for trap in kmsg.traps:
             events.append(self._kmsg_event(trap, guests, tracefs, mode, mitigate, kernel))
-        tracefs_events = list(self._tracefs_pending)
         if tracefs is not None:
-            new = self._tracefs_events(
+            new_events, new_gaps = self._tracefs_events(
                 tracefs, guests, procfs.btime, mode, mitigate, kernel, errors, statuses
             )
-            tracefs_events.extend(new)
+            self._tracefs_pending.extend(new_events)
+            self._tracefs_pending_gaps.extend(new_gaps)
+        # Uncommitted tracefs events and gaps of earlier passes go again, with their SEQs.
+        tracefs_events = list(self._tracefs_pending)
+        tracefs_gaps = list(self._tracefs_pending_gaps)
         events.extend(tracefs_events)
-        self._tracefs_pending = tracefs_events
         if tracefs is None:
             statuses.setdefault("tracefs", "off")
 
@@ -194,17 +207,22 @@ class Collector:
             cpu_model=procfs.cpu_model,
             agent_version=agent.__version__,
         )
-        payloads = self._split(host, host_state, events, kmsg.gaps)
-        pending_count = len(tracefs_events)
+        payloads = self._split(host, host_state, events, (*kmsg.gaps, *tracefs_gaps))
+        sent = (len(tracefs_events), len(tracefs_gaps))
+        if kmsg.status == "ok" or kmsg.records_read:
+            next_seq: int | None = kmsg.cursor.next_seq
+        else:
+            # Nothing read (denied, absent): keep the position we had; a first run stays a first run.
+            next_seq = state.kmsg_next_seq if state.boot_id == boot_id else None
         new_state = AgentState(
             boot_id=boot_id,
-            kmsg_next_seq=kmsg.cursor.next_seq if kmsg.cursor.boot_id == boot_id else state.kmsg_next_seq,
+            kmsg_next_seq=next_seq,
             tracefs_next_seq=self._tracefs_next_seq,
             guest_cache=guests.cache_snapshot(),
         )
 
         def commit() -> None:
-            self._commit(new_state, pending_count)
+            self._commit(new_state, *sent)
 
         return Collected(payloads, commit, statuses, tuple(errors))
 
@@ -214,7 +232,7 @@ class Collector:
             log.info("new boot %s: reading its kernel log from the start", boot_id)
             self._guests = None
             self._tracefs_next_seq = 0
-            self._tracefs_pending = []
+            self._tracefs_pending, self._tracefs_pending_gaps = [], []
             if self._tracefs is not None:
                 self._tracefs.from_seq = 0
         # The persisted kmsg cursor stays: KmsgSource sees its other boot_id and starts at 0,
@@ -298,15 +316,18 @@ class Collector:
 
         source = TracefsSource(self._host)
         problem = source.start()
-        if problem is not None:
+        if not source.probes:
+            status = source.collect().status  # absent, denied or failed, as start() found it
             source.close()
-            statuses["tracefs"] = "absent" if not self._host.exists("sys/kernel/tracing") else "failed"
-            if statuses["tracefs"] == "failed":
-                errors.append(problem)
+            statuses["tracefs"] = status
+            if status == "absent":
+                log.info("%s", problem)  # no tracefs is a normal host: counts are first sightings
             else:
-                log.info("%s", problem)
+                errors.append(problem or "tracefs: no kprobe could be registered")
             return None
-        probes = frozenset(getattr(source, "probes", _PROBES))
+        if problem is not None:
+            errors.append(problem)  # some probes failed; the others count
+        probes = frozenset(source.probes)
         # Hits already waiting (a previous agent's probes left behind by a kill -9, a fake
         # host's history) predate this collector's count: the kmsg lines read so far counted
         # them. Drain them so nothing is counted twice.
@@ -329,7 +350,7 @@ class Collector:
         kernel: tuple[int, int],
         errors: list[str],
         statuses: dict[str, str],
-    ) -> list[Event]:
+    ) -> tuple[list[Event], list[Gap]]:
         result = tracefs.source.collect()
         statuses["tracefs"] = result.status
         if result.status != "ok":
@@ -337,7 +358,14 @@ class Collector:
             errors.append(result.error or "tracefs: the kprobe hits could not be read")
             tracefs.source.close()
             self._tracefs = None
-            return []
+            return [], []
+        gaps: list[Gap] = []
+        if result.lost:
+            # `[LOST N EVENTS]`: the trace ring overflowed between two reads. The gap takes a SEQ
+            # of its own so two such losses are never one row.
+            seq = self._tracefs_next_seq
+            self._tracefs_next_seq += 1
+            gaps.append(Gap(Source.TRACEFS, seq, seq, result.lost, GapReason.OVERRUN))
         guest_tids = {h.tid for h in result.hits if h.probe == PROBE_HANDLE_GUEST_SPLIT_LOCK}
         events: list[Event] = []
         boot = datetime.fromtimestamp(btime, UTC)
@@ -367,7 +395,7 @@ class Collector:
                 )
             )
             self._tracefs_next_seq += 1
-        return events
+        return events, gaps
 
     # -- payloads and commit ----------------------------------------------------------------------
 
@@ -379,12 +407,13 @@ class Collector:
         payloads.extend(Payload(host=host, state=None, events=tuple(c)) for c in chunks[1:])
         return payloads
 
-    def _commit(self, new_state: AgentState, tracefs_sent: int) -> None:
+    def _commit(self, new_state: AgentState, events_sent: int, gaps_sent: int) -> None:
         if self._state_dir is not None:
             save_state(self._state_dir, new_state)
         self._state = new_state
-        # The tracefs events this pass carried are acknowledged; later ones stay pending.
-        self._tracefs_pending = self._tracefs_pending[tracefs_sent:]
+        # The tracefs events and gaps this pass carried are acknowledged; later ones stay pending.
+        self._tracefs_pending = self._tracefs_pending[events_sent:]
+        self._tracefs_pending_gaps = self._tracefs_pending_gaps[gaps_sent:]
 
     def close(self) -> None:
         """Remove the kprobes (only ours) and close the kernel log."""
