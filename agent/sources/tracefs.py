@@ -101,6 +101,15 @@ def _why(err: OSError) -> str:
     return f"{errno.errorcode.get(err.errno or 0, err.errno)}: {err.strerror}"
 
 
+def _symbol(func: str, available: set[str]) -> str | None:
+    """The symbol to probe for `func`: itself, or a compiler-renamed clone (`split_lock_warn.isra.0`)
+    — event names cannot hold a dot, so the event keeps the plain name."""
+    if func in available:
+        return func
+    clones = sorted(name for name in available if name.startswith(func + "."))
+    return clones[0] if clones else None
+
+
 def _live_probes(kprobe_events: str) -> list[str]:
     """`group/event` names defined now. Real kprobe_events lists them; a fake host's file is the log of
     commands written to it — replaying `p:`/`r:` adds and `-:` removes gives the same set for both."""
@@ -160,7 +169,8 @@ class TracefsSource:
             return self._fail(
                 "absent", f"cannot read {BASE}/available_filter_functions ({_why(err)}): no ftrace"
             )
-        wanted = [p for p in PROBES if p in available]
+        targets = {p: _symbol(p, available) for p in PROBES}
+        wanted = [p for p in PROBES if targets[p] is not None]
         if not wanted:
             return self._fail(
                 "absent",
@@ -175,7 +185,7 @@ class TracefsSource:
         errors: list[str] = []
         for probe in wanted:
             try:
-                self._host.write_text(kprobe_events, f"p:{GROUP}/{probe} {probe}\n")
+                self._host.write_text(kprobe_events, f"p:{GROUP}/{probe} {targets[probe]}\n")
             except OSError as err:
                 errors.append(f"cannot add kprobe {probe} ({_why(err)})")
                 continue

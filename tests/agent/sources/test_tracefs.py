@@ -69,6 +69,17 @@ def test_only_functions_this_kernel_can_probe_are_registered(host: FakeHost) -> 
     assert source.probes == ()
 
 
+def test_a_compiler_renamed_handler_is_probed_under_its_plain_event_name(host: FakeHost) -> None:
+    (host.root / TRACING / "available_filter_functions").write_text(
+        "split_lock_warn.isra.0\nhandle_bus_lock\n"
+    )
+    source = TracefsSource(HostRoot.at(host.root))
+    assert source.start() is None
+    assert _kprobe_events(host) == ["p:splitwatch/split_lock_warn split_lock_warn.isra.0", OURS[2]]
+    source.close()
+    assert _kprobe_events(host)[-2:] == ["-:splitwatch/split_lock_warn", "-:splitwatch/handle_bus_lock"]
+
+
 def test_a_kernel_without_split_lock_handlers_is_absent(host: FakeHost) -> None:
     (host.root / TRACING / "available_filter_functions").write_text("schedule\nvfs_read\n")
     source = TracefsSource(HostRoot.at(host.root))
