@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -127,24 +128,29 @@ class _Candidate:
 def read_lines(
     paths: Sequence[str | Path], *, progress: Callable[[int], None] | None = None, every: int = 100_000
 ) -> Iterator[tuple[str, str]]:
-    """(`FILE:LINE`, text) for each line of each file, bytes decoded as UTF-8 (odd bytes replaced).
-
-    Raises ConfigError naming the file when one cannot be read."""
+    """(`FILE:LINE`, text) for each line of each file (`-`: standard input), bytes decoded as UTF-8
+    (odd bytes replaced). Raises ConfigError naming the file when one cannot be read."""
     count = 0
     for path in paths:
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below; OSError must name the file
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path} ({exc.strerror or exc}): check the path") from None
-        with handle:
+            if str(path) == "-":
+                # `journalctl -k -o short-iso | splitwatch import - ...`; stdin is not ours to close.
+                lines: Iterable[bytes] = sys.stdin.buffer
+                handle = None
+            else:
+                handle = open(path, "rb")  # noqa: SIM115 - closed below; OSError must name the file
+                lines = handle
             try:
-                for number, raw in enumerate(handle, start=1):
+                for number, raw in enumerate(lines, start=1):
                     count += 1
                     if progress is not None and count % every == 0:
                         progress(count)
                     yield f"{path}:{number}", raw.decode("utf-8", "replace")
-            except OSError as exc:
-                raise ConfigError(f"cannot read {path} ({exc.strerror or exc}): check the file") from None
+            finally:
+                if handle is not None:
+                    handle.close()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} ({exc.strerror or exc}): check the path") from None
 
 
 def import_lines(lines: Iterable[tuple[str, str]], options: ImportOptions, *, now: datetime) -> ImportResult:

@@ -1,7 +1,8 @@
 """Split-lock and bus-lock kernel messages: one message text in, a typed fact out. Pure.
 
-The texts, as arch/x86/kernel/cpu/intel.c (5.7-6.6) and arch/x86/kernel/cpu/bus_lock.c (6.7+)
-print them, all with pr_fmt `x86/split lock detection: ` (see docs/kernel.md for each source):
+The texts, as arch/x86/kernel/cpu/intel.c (and arch/x86/kernel/cpu/bus_lock.c, where recent
+kernels moved the code) print them, all with pr_fmt `x86/split lock detection: ` (docs/kernel.md
+gives the source of each):
 
 Boot mode (pr_info, level 6):
   5.7-5.12  split_lock_setup(): `disabled` | `warning about user-space split_locks` |
@@ -20,8 +21,8 @@ Traps (level 4):
   `traps: COMM[TID] trap alignment check ip:HEX sp:HEX error:HEX ...` (no prefix): a user task
             in fatal mode gets SIGBUS through do_trap(); show_signal() prints this line.
 Suppressed (no prefix, lib/ratelimit.c ___ratelimit(), named after the function that printed):
-  `split_lock_warn: N callbacks suppressed` (5.19+), `handle_user_split_lock: N ...` (5.7-5.18),
-  `handle_bus_lock: N callbacks suppressed` (5.13+).
+  `split_lock_warn: N callbacks suppressed` (once split_lock_warn() was factored out for KVM),
+  `handle_user_split_lock: N ...` (5.7, before it), `handle_bus_lock: N callbacks suppressed` (5.13+).
 
 COMM is at most 15 bytes and may hold `/`, spaces, `:` and `[`: COMM/TID is split on the last
 `/` before the verb (psutil's habit with the last `)` of /proc/PID/stat), COMM[TID] on the last `[`.

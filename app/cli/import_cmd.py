@@ -26,7 +26,8 @@ def register(cli: typer.Typer) -> None:
 def import_command(
     files: list[Path] = typer.Argument(
         ...,
-        help="Log files: dmesg (any timestamp style), journalctl, syslog, a /dev/kmsg dump.",
+        metavar="FILE...",
+        help="Log files (- for stdin): dmesg in any timestamp style, journalctl, syslog, a /dev/kmsg dump.",
         show_default=False,
     ),
     host: str | None = typer.Option(

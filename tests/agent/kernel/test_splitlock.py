@@ -89,11 +89,15 @@ TRAPS = [
 
 SUPPRESSED = [
     # Verbatim from a 6.x dmesg (osu-winello issue 222).
-    pytest.param("split_lock_warn: 1 callbacks suppressed", Suppressed(SL, "split_lock_warn", 1), id="5.19+"),
+    pytest.param(
+        "split_lock_warn: 1 callbacks suppressed",
+        Suppressed(SL, "split_lock_warn", 1),
+        id="split_lock_warn-site",
+    ),
     pytest.param(
         "handle_user_split_lock: 38 callbacks suppressed",
         Suppressed(SL, "handle_user_split_lock", 38),
-        id="5.7-5.18",
+        id="5.7-handle_user_split_lock-site",
     ),
     pytest.param(
         "handle_bus_lock: 120 callbacks suppressed", Suppressed(BL, "handle_bus_lock", 120), id="bus-lock"

@@ -115,6 +115,14 @@ def test_failures_end_with_a_sentence_and_exit_1(args: list[str], message: str) 
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_dash_reads_standard_input() -> None:
+    result = CliRunner().invoke(
+        cli, ["import", "-", "--year", "2021", "--stdout"], input=Path(JOURNAL).read_bytes()
+    )
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["events"]) == 4
+
+
 def test_big_files_report_progress_in_lines_per_second(tmp_path: Path) -> None:
     big = tmp_path / "kern.log"
     big.write_text("[    1.000000] usb 1-1: new high-speed USB device\n" * 100_001)
