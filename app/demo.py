@@ -57,6 +57,7 @@ TICK_S = 1.0  # agent/simulate.py's burst chances are tuned per 1 s tick
 AGENT_INTERVAL_S = 2.0
 AGENT_STOP_S = 6.0  # SIGTERM: the agent's last flush is bounded by a few seconds
 SERVER_START_S = 30.0
+FIRST_REPORT_S = 60.0  # agents' first passes on a busy machine (a dozen Python starts)
 BATCH_EVENTS = 1000
 EPISODE_BUSY_MIN = (5, 45)  # backfill: minutes a workload stays busy, then quiet
 EPISODE_QUIET_MIN = (10, 90)
@@ -425,9 +426,11 @@ class Demo:
         self.announce(f"backend listening on {self.url} (JSON log: {self.dir / 'logs/server.log'})")
         self._backfill(fleet, tokens)
         self._start_agents(fleet, tokens)
+        waited = self._await_first_reports(tokens["viewer"])
         self.announce(
             f"{len(self._agents)} agents started: real `splitwatch agent` processes, one per host, "
-            f"sending every {self.options.agent_interval_s:g} s (logs: {self.dir / 'logs/agents'})"
+            f"sending every {self.options.agent_interval_s:g} s; {waited} "
+            f"(logs: {self.dir / 'logs/agents'})"
         )
         self._fleet = fleet
         viewer = tokens["viewer"]
@@ -714,6 +717,41 @@ class Demo:
             )
             self._agents.append(agent)
             self._checkpoint()
+
+    def _await_first_reports(self, viewer: str) -> str:
+        """Wait until every agent has sent its first host state, before the fleet moves.
+
+        An agent learns a host's VMM processes on its first pass; a guest killed before that
+        (the fatal host's, seconds into the run) could not be attributed, as on a real host
+        whose agent started after the guest died. So the simulator starts only once every
+        agent has looked.
+        """
+        import httpx
+
+        expected = {a.host for a in self._agents}
+        deadline = time.monotonic() + FIRST_REPORT_S
+        reporting: set[str] = set()
+        with httpx.Client(base_url=self.url, timeout=10.0) as client:
+            while time.monotonic() < deadline:
+                self._checkpoint()
+                try:
+                    response = client.get("/api/v1/hosts", headers={"Authorization": f"Bearer {viewer}"})
+                except httpx.HTTPError:
+                    response = None
+                if response is not None and response.status_code == 200:
+                    reporting = {
+                        h["name"] for h in response.json().get("items", []) if h.get("mode") is not None
+                    }
+                if expected <= reporting:
+                    return "every one has reported"
+                dead = [
+                    a.host for a in self._agents if a.process is not None and a.process.poll() is not None
+                ]
+                if dead and expected - reporting <= set(dead):
+                    break
+                time.sleep(0.25)
+        missing = ", ".join(sorted(expected - reporting))
+        return f"not reporting yet: {missing} (see their logs)"
 
     # -- running ----------------------------------------------------------------------------
 
