@@ -4,8 +4,8 @@ Live first: `proc/TID/status` (Tgid, Name) -> `proc/TGID/cmdline` + `proc/TGID/c
 agent.kernel.vmm. A guest killed by its SIGBUS is gone before its trap is read, so `refresh()` keeps a
 cache of VMM processes (tgid -> identity) and their threads (tid -> tgid, vCPU from the libvirt
 cgroup); `resolve()` falls back to it when the thread has vanished or its TID was reused by a
-thread of another name. `cache_snapshot()` is JSON-able: the agent persists it with its cursor so a
-restart still attributes the traps of guests that died while it was down-but-not-yet-restarted.
+thread of another name. `cache_snapshot()` is JSON-able: the agent persists it with its cursor, so
+after a restart the traps of a guest that died just before it are still attributed.
 
 Per refresh: one listdir of proc; argv of processes not yet known (kernel threads and plain
 processes are remembered as such while their pid lives); cmdline, cgroup and task list of each
