@@ -3,6 +3,7 @@ in Chromium as the dashboard loads them, on inputs shaped like the API's answers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,13 +13,14 @@ from tests.browser.conftest import Fleet
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def js(page: Any, fleet: Fleet) -> Any:
+@pytest.fixture(scope="module")
+def js(context: Any, fleet: Fleet) -> Iterator[Any]:
     """Evaluate `body` with `state` and `charts` imported from the server's own files."""
-    page.goto(f"{fleet.url}/static/css/app.css")  # same origin, no app running
+    tab = context.new_page()
+    tab.goto(f"{fleet.url}/static/css/app.css")  # same origin, no app running
 
     def run(body: str, arg: Any = None) -> Any:
-        return page.evaluate(
+        return tab.evaluate(
             f"""async (arg) => {{
                 const state = await import('/static/js/state.js');
                 const charts = await import('/static/js/charts.js');
@@ -27,7 +29,8 @@ def js(page: Any, fleet: Fleet) -> Any:
             arg,
         )
 
-    return run
+    yield run
+    tab.close()
 
 
 def test_every_view_state_survives_a_round_trip_through_the_url(js: Any) -> None:
