@@ -173,7 +173,8 @@ def main() -> None:
     cpu = cpu1 - cpu0
     pct = 100 * cpu / wall if wall > 0 else float("nan")
     print(
-        f"fake host: {args.cpus} CPUs, 4 guests, tracefs; interval {args.interval:g} s, {args.passes} passes"
+        f"entry {args.entry}; fake host: {args.cpus} CPUs, 4 guests, tracefs; "
+        f"interval {args.interval:g} s, {args.passes} passes"
     )
     print(f"idle python interpreter RSS (baseline): {baseline:6.1f} MB")
     print(
