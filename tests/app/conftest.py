@@ -5,8 +5,10 @@
                      dropped afterwards; skipped via require() when PostgreSQL is unreachable,
                      a failure under CI=true). Limit a test to one engine with
                      `@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)`.
-    migrated_db_url  db_url upgraded to the migration head (PostgreSQL copies a migrated
-                     template database, so it costs no migration per test).
+    migrated_db_url  db_url upgraded to the migration head. PostgreSQL: one migrated database
+                     per session, every table TRUNCATEd (RESTART IDENTITY) before each test
+                     (CREATE DATABASE per test cost ~1 s); a test using it gets the same URL
+                     from db_url.
     engine           a SQLAlchemy Engine on migrated_db_url (disposed afterwards).
     settings         Settings(database_url=migrated_db_url, log_level="warning"); override
                      fields in a test with `settings.model_copy(update={...})`.
@@ -81,72 +83,86 @@ def upgrade(url: str) -> None:
 
 
 class _Postgres:
-    """Creates and drops databases on the test server; a migrated template is made once."""
+    """Databases on the test server.
+
+    CREATE DATABASE costs the better part of a second, so tests that want a migrated
+    database share ONE per session, emptied (TRUNCATE ... RESTART IDENTITY) before each test:
+    fresh data, same schema. Tests that want an empty database get a new one each.
+    """
 
     def __init__(self) -> None:
-        self._admin: Any = None
-        self._template: str | None = None
         self._error: str | None = None
-        self._lock = threading.Lock()
+        self._checked = False
+        self._shared: str | None = None
+        self._created: list[str] = []
 
-    def _connect(self) -> Any:
-        if self._admin is None and self._error is None:
-            import psycopg
+    def _admin(self) -> Any:
+        import psycopg
 
-            url = make_url(PG_URL)
+        url = make_url(PG_URL)
+        return psycopg.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username or "postgres",
+            password=url.password,
+            dbname=url.database or "postgres",
+            autocommit=True,
+            connect_timeout=3,
+        )
+
+    def available(self) -> tuple[bool, str]:
+        if not self._checked:
+            self._checked = True
             try:
-                self._admin = psycopg.connect(
-                    host=url.host or "127.0.0.1",
-                    port=url.port or 5432,
-                    user=url.username or "postgres",
-                    password=url.password,
-                    dbname=url.database or "postgres",
-                    autocommit=True,
-                    connect_timeout=3,
-                )
+                self._admin().close()
             except Exception as exc:
                 self._error = (
                     f"PostgreSQL at {PG_URL} unreachable ({exc}): start it or set SPLITWATCH_TEST_PG_URL"
                 )
-        return self._admin
-
-    def available(self) -> tuple[bool, str]:
-        self._connect()
-        return self._admin is not None, self._error or ""
+        return self._error is None, self._error or ""
 
     def _url(self, name: str) -> str:
         return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
-    def create(self, template: str | None = None) -> str:
+    def create(self) -> str:
+        """A new, empty database."""
         name = f"sw_test_{secrets.token_hex(6)}"
-        with self._lock:
-            admin = self._connect()
-            tmpl = f" TEMPLATE {template}" if template else ""
-            admin.execute(f"CREATE DATABASE {name}{tmpl}")
-        return self._url(name)
+        with self._admin() as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        url = self._url(name)
+        self._created.append(url)
+        return url
 
     def migrated(self) -> str:
-        with self._lock:
-            template = self._template
-        if template is None:
+        """The session's migrated database, every table emptied."""
+        if self._shared is None:
             url = self.create()
             upgrade(url)
-            template = make_url(url).database
-            assert template is not None
-            with self._lock:
-                self._template = template
-        return self.create(template=template)
+            self._shared = url
+            return url
+        import psycopg
+
+        from app.store.tables import metadata
+
+        url = make_url(self._shared)
+        tables = ", ".join(f'"{t}"' for t in metadata.tables)
+        with psycopg.connect(
+            host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database
+        ) as conn:
+            conn.execute(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE")
+        return self._shared
 
     def drop(self, url: str) -> None:
+        if url == self._shared:
+            return
         name = make_url(url).database
-        with self._lock:
-            self._admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with self._admin() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def close(self) -> None:
-        if self._admin is not None:
-            if self._template:
-                self._admin.execute(f"DROP DATABASE IF EXISTS {self._template} WITH (FORCE)")
-            self._admin.close()
+        if self._shared is not None:
+            self._shared, shared = None, self._shared
+            self.drop(shared)
 
 
 @pytest.fixture(scope="session")
@@ -170,21 +186,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, _postgres: _Postgres)
         yield f"sqlite:///{tmp_path / 'splitwatch.db'}"
         return
     _pg(_postgres)
+    if "migrated_db_url" in request.fixturenames:
+        # The test migrates anyway: hand it the session's shared database (see _Postgres).
+        yield _postgres.migrated()
+        return
     url = _postgres.create()
     yield url
     _postgres.drop(url)
 
 
 @pytest.fixture
-def migrated_db_url(request: pytest.FixtureRequest, db_url: str, _postgres: _Postgres) -> str:
+def migrated_db_url(db_url: str) -> str:
     if db_url.startswith("sqlite"):
         upgrade(db_url)
-        return db_url
-    # A copy of a migrated template: same schema as upgrading, without a migration per test.
-    _postgres.drop(db_url)
-    url = _postgres.migrated()
-    request.addfinalizer(lambda: _postgres.drop(url))
-    return url
+    # PostgreSQL: db_url is already the session's migrated database, emptied for this test.
+    return db_url
 
 
 @pytest.fixture

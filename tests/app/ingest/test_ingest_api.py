@@ -1,0 +1,433 @@
+"""POST /api/v1/ingest through a real uvicorn, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select
+
+from agent.payload import Action, GapReason, Payload
+from app.settings import Settings
+from app.store.tables import event, gap, guest, host, host_state, rollup_1h, rollup_1m, token
+from tests.app.conftest import Server, Tokens, assert_error, auth
+from tests.app.ingest.payloads import T0, events, host_info, payload, state
+from tests.app.ingest.payloads import event as ev
+from tests.app.ingest.payloads import gap as mkgap
+
+URL = "/api/v1/ingest"
+
+
+def send(client: httpx.Client, tok: str, body: Payload | bytes | str, **headers: str) -> httpx.Response:
+    content = body.to_json().encode() if isinstance(body, Payload) else body
+    return client.post(
+        URL, content=content, headers={**auth(tok), "Content-Type": "application/json", **headers}
+    )
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Everything a resend must not change."""
+    with engine.connect() as conn:
+        return {
+            "events": conn.execute(
+                select(event.c.source, event.c.seq, event.c.count).order_by(event.c.seq)
+            ).all(),
+            "rollup_1m": conn.execute(
+                select(rollup_1m).order_by(*[c for c in rollup_1m.c if c.name not in ("count", "events")])
+            ).all(),
+            "rollup_1h": conn.execute(
+                select(rollup_1h).order_by(*[c for c in rollup_1h.c if c.name not in ("count", "events")])
+            ).all(),
+            "guests": conn.execute(select(guest).order_by(guest.c.name)).all(),
+            "gaps": conn.execute(select(gap.c.first_seq, gap.c.reason, gap.c.count)).all(),
+            "states": conn.execute(select(host_state.c.id, host_state.c.mode)).all(),
+        }
+
+
+def scalar(engine: Engine, query: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+# ----------------------------------------------------------------------------- storing
+
+
+def test_batch_is_stored_and_the_answer_counts_accepted_events(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    r = send(client, tokens.agent(), payload(events(0, 10), state(), [mkgap(100, 104)]))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 10, "duplicates": 0}
+    assert scalar(engine, select(func.count()).select_from(event)) == 10
+    assert scalar(engine, select(func.sum(rollup_1m.c.count))) == 10
+    assert scalar(engine, select(func.sum(rollup_1h.c.count))) == 10
+    assert scalar(engine, select(func.count()).select_from(gap)) == 1
+
+
+def test_same_batch_sent_twice_is_all_duplicates_and_changes_nothing(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    batch = payload(events(0, 50), state(), [mkgap(100, 104)])
+    assert send(client, tok, batch).json() == {"accepted": 50, "duplicates": 0}
+    before = snapshot(engine)
+    assert send(client, tok, batch).json() == {"accepted": 0, "duplicates": 50}
+    assert snapshot(engine) == before
+
+
+def test_batches_arriving_out_of_order_store_every_event_once(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    first = payload(events(0, 20), state(T0))
+    second = payload(events(20, 20, at=T0 + timedelta(hours=2)), state(T0 + timedelta(hours=2)))
+    overlapping = payload(events(10, 20, at=T0 + timedelta(minutes=5)))
+    assert send(client, tok, second).json()["accepted"] == 20
+    assert send(client, tok, first).json()["accepted"] == 20
+    assert send(client, tok, overlapping).json() == {"accepted": 0, "duplicates": 20}
+    with engine.connect() as conn:
+        seqs = [r[0] for r in conn.execute(select(event.c.seq).order_by(event.c.seq))]
+        current = conn.execute(select(host.c.state_observed_at)).scalar()
+    assert seqs == list(range(40))
+    assert scalar(engine, select(func.sum(rollup_1m.c.count))) == 40
+    assert scalar(engine, select(func.sum(rollup_1h.c.count))) == 40
+    assert current == T0 + timedelta(hours=2)  # the older state did not win
+
+
+def test_events_of_a_new_boot_with_the_same_seq_are_new_events(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    send(client, tok, payload(events(0, 5)))
+    r = send(client, tok, payload(events(0, 5), host=host_info(boot_id="boot-2")))
+    assert r.json() == {"accepted": 5, "duplicates": 0}
+
+
+def test_rollups_hold_the_sum_of_event_counts_per_minute(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    evs = [ev(1, T0, count=5), ev(2, T0 + timedelta(seconds=30), count=2), ev(3, T0 + timedelta(minutes=1))]
+    send(client, tokens.agent(), payload(evs))
+    with engine.connect() as conn:
+        rows = conn.execute(select(rollup_1m.c.bucket, rollup_1m.c.count, rollup_1m.c.events)).all()
+    assert sorted(rows) == [(T0, 7, 2), (T0 + timedelta(minutes=1), 1, 1)]
+
+
+# ----------------------------------------------------------------------------- hosts and guests
+
+
+def test_state_history_gets_a_row_only_when_the_state_changes(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    on = (True, True, True, True)
+    for i in range(3):
+        send(client, tok, payload(st=state(T0 + timedelta(seconds=10 * i), sld_on=on)))
+    send(client, tok, payload(st=state(T0 + timedelta(seconds=40), mitigate=0, sld_on=on)))
+    send(client, tok, payload(st=state(T0 + timedelta(seconds=50), mitigate=0, sld_on=on)))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(host_state.c.observed_at, host_state.c.mitigate).order_by(host_state.c.id)
+        ).all()
+    assert rows == [(T0, 1), (T0 + timedelta(seconds=40), 0)]
+
+
+def test_core_off_in_three_samples_in_warn_mode_is_drift_and_recorded(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    off = (True, False, True, True)
+    for i in range(3):
+        send(client, tok, payload(st=state(T0 + timedelta(seconds=10 * i), sld_on=off)))
+    with engine.connect() as conn:
+        h = conn.execute(select(host.c.cpu_off_streak, host.c.cpus_on, host.c.cpus_off)).one()
+        drift = conn.execute(select(host_state.c.drift).order_by(host_state.c.id)).scalars().all()
+    assert h.cpu_off_streak == {"1": 3}
+    assert (h.cpus_on, h.cpus_off) == (3, 1)
+    assert drift == [False, True]
+
+
+def test_resending_a_state_sample_does_not_advance_the_drift_streak(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    sample = payload(st=state(T0, sld_on=(True, False, True, True)))
+    for _ in range(3):
+        send(client, tok, sample)
+    assert scalar(engine, select(host.c.cpu_off_streak)) == {"1": 1}
+
+
+def test_core_reading_on_again_ends_the_drift(client: httpx.Client, tokens: Tokens, engine: Engine) -> None:
+    tok = tokens.agent()
+    for i in range(3):
+        send(client, tok, payload(st=state(T0 + timedelta(seconds=i), sld_on=(True, False, True, True))))
+    send(client, tok, payload(st=state(T0 + timedelta(seconds=9))))
+    assert scalar(engine, select(host.c.cpu_off_streak)) == {}
+    with engine.connect() as conn:
+        drift = conn.execute(select(host_state.c.drift).order_by(host_state.c.id)).scalars().all()
+    assert drift == [False, True, False]
+
+
+def test_guest_killed_by_sigbus_is_marked_killed_with_the_time(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    send(client, tok, payload([ev(1, T0, guest="db-7")]))
+    send(client, tok, payload([ev(2, T0 + timedelta(minutes=3), guest="db-7", action=Action.SIGBUS)]))
+    send(client, tok, payload([ev(0, T0 - timedelta(minutes=3), guest="db-7")]))  # late, older
+    with engine.connect() as conn:
+        g = conn.execute(select(guest).where(guest.c.name == "db-7")).one()
+    assert g.killed_at == T0 + timedelta(minutes=3)
+    assert g.last_action == "sigbus"
+    assert g.first_seen_at == T0 - timedelta(minutes=3)
+    assert g.last_seen_at == T0 + timedelta(minutes=3)
+    assert g.uuid == "uuid-db-7"
+
+
+def test_guest_seen_on_a_second_host_records_that_host_as_its_last(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    send(client, tokens.agent("host-1"), payload([ev(1, T0, guest="mover")]))
+    r = send(
+        client,
+        tokens.agent("host-2"),
+        payload([ev(1, T0 + timedelta(hours=1), guest="mover")], host=host_info("host-2")),
+    )
+    assert r.json()["accepted"] == 1
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(host.c.name).join(guest, guest.c.last_host_id == host.c.id).where(guest.c.name == "mover")
+        ).scalar()
+    assert last == "host-2"
+
+
+def test_health_figures_of_the_newest_batch_are_kept(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    body = json.loads(payload().to_json())
+    body["health"] = {"spool_bytes": 4096}
+    assert send(client, tokens.agent(), json.dumps(body).encode()).status_code == 200
+    assert scalar(engine, select(host.c.health)) == {"spool_bytes": 4096}
+
+
+def test_gaps_are_stored_once(client: httpx.Client, tokens: Tokens, engine: Engine) -> None:
+    tok = tokens.agent()
+    gaps = [mkgap(10, 19), mkgap(10, 19, GapReason.SUPPRESSED), mkgap(30, 30)]
+    send(client, tok, payload(gaps=gaps))
+    send(client, tok, payload(gaps=gaps))
+    assert scalar(engine, select(func.count()).select_from(gap)) == 3
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def test_request_without_a_token_gets_401_asking_for_bearer(client: httpx.Client) -> None:
+    r = client.post(URL, content=payload().to_json())
+    assert_error(r, 401, "missing_token")
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_unknown_token_gets_401(client: httpx.Client) -> None:
+    assert_error(send(client, "sw_not-a-real-token", payload()), 401, "invalid_token")
+
+
+def test_revoked_token_gets_401(client: httpx.Client, tokens: Tokens, engine: Engine) -> None:
+    tok = tokens.agent()
+    with engine.begin() as conn:
+        conn.execute(token.update().values(revoked_at=T0))
+    assert_error(send(client, tok, payload()), 401, "invalid_token")
+
+
+def test_agent_token_of_another_host_gets_403_and_stores_nothing(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    r = send(client, tokens.agent("host-2"), payload(events(0, 3)))
+    body = assert_error(r, 403, "wrong_host")
+    assert "host-2" in body["message"] and "host-1" in body["message"]
+    assert scalar(engine, select(func.count()).select_from(event)) == 0
+
+
+@pytest.mark.parametrize("role", ["viewer", "admin"])
+def test_viewer_or_admin_token_cannot_ingest(client: httpx.Client, tokens: Tokens, role: str) -> None:
+    assert_error(send(client, tokens.create(role), payload()), 403, "wrong_role")
+
+
+def test_agent_token_cannot_read_the_api(client: httpx.Client, tokens: Tokens) -> None:
+    assert_error(client.get("/api/v1/hosts", headers=auth(tokens.agent())), 403, "wrong_role")
+
+
+def test_token_use_is_recorded_without_a_write_per_request(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    send(client, tok, payload())
+    first = None
+    for _ in range(50):  # the writer records it asynchronously
+        first = scalar(engine, select(token.c.last_used_at))
+        if first is not None:
+            break
+        threading.Event().wait(0.05)
+    assert first is not None
+    send(client, tok, payload())
+    send(client, tok, payload())
+    assert scalar(engine, select(token.c.last_used_at)) == first  # once a minute at most
+
+
+# ----------------------------------------------------------------------------- bad bodies
+
+
+@pytest.fixture
+def small_server(settings: Settings) -> Any:
+    srv = Server(settings.model_copy(update={"max_body_bytes": 64 * 1024}))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_body_over_the_limit_gets_413(small_server: Server, tokens: Tokens) -> None:
+    with httpx.Client(base_url=small_server.url) as c:
+        r = send(c, tokens.agent(), payload(events(0, 1000)))
+    body = assert_error(r, 413, "payload_too_large")
+    assert "65536" in body["message"]
+
+
+def test_gzip_bomb_gets_413_without_being_expanded(small_server: Server, tokens: Tokens) -> None:
+    bomb = gzip.compress(b'{"schema": 1, "host": "' + b"A" * (50 * 1024 * 1024) + b'"}')
+    assert len(bomb) < 64 * 1024
+    with httpx.Client(base_url=small_server.url) as c:
+        r = send(c, tokens.agent(), bomb, **{"Content-Encoding": "gzip"})
+    body = assert_error(r, 413, "payload_too_large")
+    assert "after gzip decompression" in body["message"]
+
+
+def test_gzip_compressed_batch_is_accepted(client: httpx.Client, tokens: Tokens) -> None:
+    body = gzip.compress(payload(events(0, 5)).to_json().encode())
+    r = send(client, tokens.agent(), body, **{"Content-Encoding": "gzip"})
+    assert r.json() == {"accepted": 5, "duplicates": 0}
+
+
+def test_body_that_is_not_gzip_despite_the_header_gets_422(client: httpx.Client, tokens: Tokens) -> None:
+    r = send(client, tokens.agent(), payload().to_json().encode(), **{"Content-Encoding": "gzip"})
+    assert_error(r, 422, "invalid_gzip")
+
+
+def test_unsupported_content_encoding_gets_415(client: httpx.Client, tokens: Tokens) -> None:
+    assert_error(
+        send(client, tokens.agent(), b"x", **{"Content-Encoding": "br"}), 415, "unsupported_encoding"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b.update(schema=2), "body.schema"),
+        (lambda b: b["events"][0].update(seq=-1), "body.events[0].seq"),
+        (lambda b: b["events"][0].update(action="explode"), "body.events[0].action"),
+        (lambda b: b["events"][0].update(time="2026-11-25 10:00"), "body.events[0].time"),
+        (lambda b: b["host"].pop("boot_id"), "body.host.boot_id"),
+        (lambda b: b.update(unexpected=True), "body.unexpected"),
+    ],
+)
+def test_invalid_body_gets_422_naming_the_field(
+    client: httpx.Client, tokens: Tokens, mutate: Any, field: str
+) -> None:
+    body = json.loads(payload(events(0, 2)).to_json())
+    mutate(body)
+    r = send(client, tokens.agent(), json.dumps(body).encode())
+    err = assert_error(r, 422, "invalid_payload")
+    assert field in err["message"]
+    assert [d["field"] for d in err["details"]] == [field]
+
+
+def test_non_json_body_gets_422_saying_it_is_not_json(client: httpx.Client, tokens: Tokens) -> None:
+    err = assert_error(send(client, tokens.agent(), b"<html>"), 422, "invalid_payload")
+    assert "JSON" in err["message"]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _mutated() -> st.SearchStrategy[bytes]:
+    """The agent's payload with one value somewhere replaced by junk."""
+    base = json.loads(payload(events(0, 2), state()).to_json())
+    paths: list[tuple[Any, ...]] = []
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        paths.append(path)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*path, i))
+
+    walk(base, ())
+
+    def apply(path: tuple[Any, ...], junk: Any) -> bytes:
+        body = json.loads(json.dumps(base))
+        if not path:
+            return json.dumps(junk).encode()
+        node = body
+        for p in path[:-1]:
+            node = node[p]
+        node[path[-1]] = junk
+        return json.dumps(body).encode()
+
+    return st.builds(apply, st.sampled_from(paths), _json)
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(_mutated(), _json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+def test_junk_bodies_never_get_a_500(client: httpx.Client, tokens: Tokens, body: bytes) -> None:
+    tok = getattr(test_junk_bodies_never_get_a_500, "_token", None)
+    if tok is None or tok[0] != client.base_url:
+        tok = (client.base_url, tokens.agent())
+        test_junk_bodies_never_get_a_500._token = tok  # type: ignore[attr-defined]
+    r = send(client, tok[1], body)
+    assert r.status_code in (200, 403, 422), r.text
+    if r.status_code != 200:
+        assert_error(r, r.status_code)
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_eight_agents_sending_at_once_on_sqlite_all_get_stored(
+    server: Server, tokens: Tokens, engine: Engine
+) -> None:
+    hosts = [f"host-{i}" for i in range(8)]
+    toks = {h: tokens.agent(h) for h in hosts}
+    failures: list[str] = []
+
+    def agent(h: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for b in range(5):
+                r = send(
+                    c,
+                    toks[h],
+                    payload(events(b * 200, 200), state(T0 + timedelta(seconds=b)), host=host_info(h)),
+                )
+                if r.status_code != 200 or r.json()["accepted"] != 200:
+                    failures.append(f"{h}: {r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=agent, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert scalar(engine, select(func.count()).select_from(event)) == 8 * 5 * 200
+    assert scalar(engine, select(func.sum(rollup_1m.c.count))) == 8 * 5 * 200
