@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.errors import ParseError
 from agent.kernel.modes import (
@@ -316,3 +318,24 @@ def test_oops_is_never_derived_from_a_user_trap_line() -> None:
             for kind in Kind:
                 action = derive_action(kind, verb, mode=mode, mitigate=1, kernel=(6, 8), guest=False)
                 assert action is not Action.OOPS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120), st.sampled_from([(5, 7), (5, 12), (5, 13), (6, 8), UNKNOWN_KERNEL]))
+def test_any_cmdline_gives_a_mode_and_a_rate_only_in_ratelimit_mode(
+    cmdline: str, kernel: tuple[int, int]
+) -> None:
+    mode, ratelimit = parse_cmdline_mode(cmdline, kernel=kernel)
+    assert mode in Mode
+    if ratelimit is not None:
+        assert mode is Mode.RATELIMIT and 1 <= ratelimit <= 1000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_any_release_text_parses_or_raises_parse_error(release: str) -> None:
+    try:
+        major, minor = parse_kernel_release(release)
+    except ParseError:
+        return
+    assert major >= 0 and minor >= 0

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.errors import ParseError
 from agent.kernel import procfs
@@ -191,3 +195,19 @@ def test_split_lock_mitigate_is_0_or_1(text: str, expected: int) -> None:
 def test_split_lock_mitigate_other_values_are_a_parse_error(text: str) -> None:
     with pytest.raises(ParseError, match="split_lock_mitigate"):
         procfs.parse_mitigate(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_parses_or_raises_parse_error_never_anything_else(text: str) -> None:
+    for parse in (
+        procfs.parse_cpuinfo,
+        procfs.parse_status_tgid,
+        procfs.parse_stat_btime,
+        procfs.parse_boot_id,
+        procfs.parse_mitigate,
+    ):
+        with contextlib.suppress(ParseError):
+            parse(text)
+    procfs.parse_modules(text)
+    procfs.parse_status_name(text)

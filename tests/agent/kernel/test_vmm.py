@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.kernel import vmm
 from agent.kernel.vmm import VmmIdentity
@@ -267,3 +269,43 @@ def test_qemu_opts_honour_the_implied_key_and_doubled_commas() -> None:
         "debug-threads": "on",
     }
     assert vmm.parse_qemu_opts("type=1,uuid=x", "type") == {"type": "1", "uuid": "x"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    argv=st.lists(
+        st.sampled_from(
+            [
+                "qemu-system-x86_64",
+                "-name",
+                "--id",
+                "-uuid",
+                "-id",
+                "-smbios",
+                "crosvm",
+                "firecracker",
+                "cloud-hypervisor",
+                "--api-socket",
+                "--socket",
+                "=",
+                ",",
+                ",,",
+                "guest=",
+                "path=",
+                "sandbox-",
+            ]
+        )
+        | st.text(max_size=20),
+        max_size=8,
+    ),
+    cgroup=st.text(max_size=80),
+    comm=st.text(max_size=20),
+)
+def test_hostile_argv_cgroup_and_comm_never_crash_and_always_name_a_guest(
+    argv: list[str], cgroup: str, comm: str
+) -> None:
+    identity = vmm.identify(1, argv, vmm.parse_cgroup(cgroup))
+    if identity is not None:
+        assert identity.name
+        assert identity.vmm in ("qemu", "firecracker", "cloud-hypervisor", "crosvm")
+        vmm.vcpu_index(identity.vmm, comm, cgroup)

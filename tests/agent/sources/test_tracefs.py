@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.fakehost import FakeHost
 from agent.host import HostRoot
@@ -298,3 +300,14 @@ def test_lost_events_are_counted(host: FakeHost) -> None:
         f.write("CPU:3 [LOST 1270 EVENTS]\nCPU:1 [LOST 5 EVENTS]\n")
     assert source.collect().lost == 1275
     source.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=160))
+def test_any_trace_pipe_line_parses_to_a_hit_a_loss_or_nothing(line: str) -> None:
+    parsed = parse_trace_line(line)
+    assert (
+        parsed is None
+        or isinstance(parsed, int)
+        or parsed.probe in ("split_lock_warn", "handle_guest_split_lock", "handle_bus_lock")
+    )
