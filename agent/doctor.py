@@ -9,6 +9,7 @@ remedy. Pure stdlib; the CLI (app/cli/doctor.py) decides colour.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -62,10 +63,14 @@ def diagnose(
     """Everything doctor says about the host under `root`. Raises ConfigError for a bad root only."""
     euid = os.geteuid() if euid is None else euid
     collector = Collector(root, None, use_tracefs=False)
+    # The collector logs each problem as a warning; here they are the report, said once.
+    agent_log = logging.getLogger("splitwatch.agent")
+    was_disabled, agent_log.disabled = agent_log.disabled, True
     try:
         collected = collector.collect()
     finally:
         collector.close()
+        agent_log.disabled = was_disabled
     payload = collected.payload
     events = [e for p in collected.payloads for e in p.events]
     assert payload.state is not None  # the first payload of a pass always carries the state
@@ -106,10 +111,17 @@ def diagnose(
     # -- mode -------------------------------------------------------------------------------------
     mode_text = f"{state.mode}" + (f":{state.ratelimit}" if state.ratelimit is not None else "")
     mitigate_text = "absent" if state.mitigate is None else str(state.mitigate)
-    mode_lines = [
-        f"mode {mode_text} (split_lock_detect= on proc/cmdline), split_lock_mitigate {mitigate_text}",
-        mode_meaning(state.mode, state.ratelimit, state.mitigate, kernel),
-    ]
+    given = _cmdline_option(host)
+    origin = (
+        f"split_lock_detect={given} on the command line"
+        if given is not None
+        else "the kernel's default: no split_lock_detect= on the command line"
+    )
+    mode_lines = [f"mode {mode_text} ({origin}), split_lock_mitigate {mitigate_text}"]
+    if state.sld_supported or state.bld_supported:
+        mode_lines.append(mode_meaning(state.mode, state.ratelimit, state.mitigate, kernel))
+    else:
+        mode_lines.append("the mode does not matter here: this CPU detects neither split locks nor bus locks")
     if state.mode is Mode.OFF:
         problems.append(
             Problem(
@@ -341,7 +353,7 @@ def describe_events(events: Sequence[Event], payloads: Sequence[Payload], recent
 
 
 def describe_tracefs(host: HostRoot) -> list[str]:
-    if not host.exists(TRACEFS):
+    if not host.exists(f"{TRACEFS}/available_filter_functions"):
         return [
             f"not mounted at {TRACEFS}: counts are first sightings from the kernel log "
             "(mount -t tracefs nodev /sys/kernel/tracing for true counts)"
@@ -378,6 +390,16 @@ def _sample_off(
         again = msr_source.collect(host, sld_flag=sld_flag)
         off &= {c.cpu for c in again.cpus if c.sld_on is False}
     return off
+
+
+def _cmdline_option(host: HostRoot) -> str | None:
+    """The split_lock_detect= value as written on proc/cmdline (the last one wins), or None."""
+    try:
+        words = host.read_text("proc/cmdline").split()
+    except OSError:
+        return None
+    values = [w.partition("=")[2] for w in words if w.startswith("split_lock_detect=")]
+    return values[-1] if values else None
 
 
 def _cpu_flags(host: HostRoot) -> frozenset[str]:
