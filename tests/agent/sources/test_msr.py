@@ -124,6 +124,22 @@ def test_odd_entries_in_dev_cpu_are_ignored(host: FakeHost) -> None:
     assert result.status == "ok"
 
 
+def test_an_msr_path_that_is_a_directory_or_a_fifo_fails_that_cpu_without_hanging(host: FakeHost) -> None:
+    (host.root / "dev/cpu/1/msr").unlink()
+    (host.root / "dev/cpu/1/msr").mkdir()
+    (host.root / "dev/cpu/2/msr").unlink()
+    os.mkfifo(host.root / "dev/cpu/2/msr")
+    result = collect(HostRoot.at(host.root))
+    assert result.status == "ok"
+    assert [c.error is None for c in result.cpus] == [True, False, False, True]
+    assert result.cpus[1].error is not None and result.cpus[1].error.startswith(
+        "cpu 1: cannot read dev/cpu/1/msr (EISDIR"
+    )
+    assert result.cpus[2].error is not None and result.cpus[2].error.startswith(
+        "cpu 2: cannot read dev/cpu/2/msr (ESPIPE"
+    )
+
+
 def test_cpus_are_listed_in_numeric_order(tmp_path: Path) -> None:
     host = FakeHost(tmp_path).kernel("6.8.0").cpus(12)
     assert [c.cpu for c in collect(HostRoot.at(host.root)).cpus] == list(range(12))
