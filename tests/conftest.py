@@ -34,3 +34,9 @@ def require_promtool() -> str:
     require(path is not None, "no promtool: apt-get install --no-install-recommends prometheus")
     assert path is not None
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-docs", action="store_true", default=False, help="rewrite docs/cli.md from the real --help"
+    )
