@@ -99,7 +99,7 @@ def parse_record(raw: bytes | str) -> KmsgRecord:
 
 
 def _unescape(data: bytes) -> str:
-    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), data)
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), data) if b"\\x" in data else data
     # NUL cannot be in a COMM or a message (C strings); drop it rather than carry it to storage.
     return raw.replace(b"\0", b"").decode("utf-8", "replace")
 

@@ -43,6 +43,7 @@ KMSG = "dev/kmsg"
 # buffer gets EINVAL for a long record.
 READ_SIZE = 8192
 _FILE_CHUNK = 1 << 20
+_MAX_PARTIAL_LINE = 1 << 20  # an unfinished line longer than this is not a record being written
 
 Status = Literal["ok", "absent", "denied", "failed"]
 
@@ -85,6 +86,11 @@ class _Pass:
     boot_modes: list[BootMode] = field(default_factory=list)
     records_read: int = 0
     forged: int = 0
+    boot_at: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Record time = btime (proc/stat, whole seconds) + USEC since boot.
+        self.boot_at = datetime.fromtimestamp(self.btime, UTC)
 
     def take(self, record: KmsgRecord) -> None:
         if record.seq < self.skip_below:
@@ -109,7 +115,7 @@ class _Pass:
         if not record.is_kernel:
             self._forged(record)
         elif isinstance(message, Trap):
-            at = datetime.fromtimestamp(self.btime, UTC) + timedelta(microseconds=record.usec)
+            at = self.boot_at + timedelta(microseconds=record.usec)
             self.traps.append(KmsgTrap(record.seq, at, message))
         elif isinstance(message, Suppressed):
             self.gaps.append(Gap(Source.KMSG, record.seq, record.seq, message.count, GapReason.SUPPRESSED))
@@ -244,12 +250,19 @@ class KmsgSource:
         assert self._fd is not None
         buffer = b""
         start = self._offset  # file offset of buffer[0]
+        skipping = False  # inside a line longer than any record: dropped up to its newline
         while True:
             chunk = os.pread(self._fd, _FILE_CHUNK, start + len(buffer))
             at_eof = len(chunk) < _FILE_CHUNK
             buffer += chunk
+            if skipping:
+                newline = buffer.find(b"\n")
+                dropped = len(buffer) if newline < 0 else newline + 1
+                buffer, start, skipping = buffer[dropped:], start + dropped, newline < 0
+                self._offset = start
             end = buffer.rfind(b"\n") + 1  # only whole lines: the writer may be mid-line
-            complete, consumed = _split_records(buffer[:end], final=at_eof)
+            runaway = len(buffer) - end > _MAX_PARTIAL_LINE
+            complete, consumed = _split_records(buffer[:end], final=at_eof or runaway)
             for raw, length in complete:
                 self._offset = start + length
                 try:
@@ -259,6 +272,12 @@ class KmsgSource:
                 yield record
             buffer = buffer[consumed:]
             start += consumed
+            if runaway:
+                # Hostile text: a line far longer than the kernel's 8 KiB record limit. Drop it
+                # instead of holding it in memory.
+                start += len(buffer)
+                buffer, skipping = b"", True
+                self._offset = start
             if at_eof:
                 return
 

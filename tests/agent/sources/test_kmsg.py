@@ -356,6 +356,18 @@ def test_hostile_lines_are_skipped_without_crashing(host: FakeHost) -> None:
     assert result.cursor.next_seq == 5
 
 
+def test_a_runaway_line_of_5_mib_is_skipped_and_reading_goes_on(host: FakeHost) -> None:
+    host.split_lock("before", 1)
+    with open(host.root / "dev/kmsg", "ab") as f:
+        f.write(b"4,1,2,-;" + b"x" * (5 << 20) + b"\n")
+    host.split_lock("after", 2)
+
+    result = collect(host)
+
+    assert [t.comm for t in traps(result)] == ["before", "after"]
+    assert result.cursor.next_seq == 2
+
+
 def test_missing_dev_kmsg_is_absent(host: FakeHost) -> None:
     (host.root / "dev/kmsg").unlink()
     result = collect(host, KmsgCursor(host.boot_id, 3))
