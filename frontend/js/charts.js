@@ -83,7 +83,8 @@ export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_O
       width: step * 1000,
       offset: 0,
       marker: { color: colorFor(key, colors, i), line: { width: 0 } },
-      hovertemplate: `<b>${key}</b>: %{y} ${unit}<br>%{x} UTC + ${stepLabel(step)}<extra></extra>`,
+      // %{meta}, not the key spliced in: a host or guest name is data, never template syntax
+      hovertemplate: `<b>%{meta}</b>: %{y} ${unit}<br>%{x} UTC (${stepLabel(step)} bucket)<extra></extra>`,
     };
   });
 }

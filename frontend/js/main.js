@@ -89,6 +89,10 @@ export async function route({ refresh = false } = {}) {
   }
   showApp();
   const state = current();
+  const focused = document.activeElement;
+  if (refresh && focused && $("#view").contains(focused) && focused.matches("input, select")) {
+    return; // someone is typing a filter: the next tick will refresh
+  }
   syncControls(state);
   if (!refresh) setRefresh(state);
   const mine = ++generation;
