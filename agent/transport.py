@@ -49,7 +49,7 @@ from agent.spool import Spool, SpoolRecord
 log = logging.getLogger("splitwatch.agent.transport")
 
 USER_AGENT = "splitwatch-agent"
-MAX_BATCH_BYTES = 4 * 1024 * 1024  # uncompressed bodies per POST; the server's default limit is 8 MiB
+MAX_BATCH_BYTES = 1024 * 1024  # uncompressed; 1000 events are ~300 KB, and a backlog flush stays small in RSS
 MAX_RETRY_AFTER_S = 3600.0
 
 
