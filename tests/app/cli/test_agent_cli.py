@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any, ClassVar
 
 from typer.testing import CliRunner
 
@@ -136,3 +140,47 @@ def test_unreadable_state_dir_is_reported_after_printing(tmp_path: Path) -> None
     )
     assert result.exit_code == 1
     assert "cannot save the cursor" in result.output
+
+
+class _Ingest(http.server.BaseHTTPRequestHandler):
+    bodies: ClassVar[list[dict[str, Any]]] = []
+    auth: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        body = json.loads(raw)
+        type(self).bodies.append(body)
+        type(self).auth.append(self.headers.get("Authorization"))
+        answer = json.dumps({"accepted": len(body["events"]), "duplicates": 0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_once_with_a_server_sends_the_pass_through_the_agent_loop(tmp_path: Path) -> None:
+    warn_host(tmp_path / "host")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ingest)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = agent(
+            "--server", url, "--token", "agent-token", "--root", str(tmp_path / "host"),
+            "--state-dir", str(tmp_path / "state"), "--once", "--no-tracefs",
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    [body] = _Ingest.bodies
+    assert body["host"]["name"] == "kvm-1"
+    assert [e["comm"] for e in body["events"]] == ["CPU 0/KVM"]
+    assert _Ingest.auth == ["Bearer agent-token"]
+    assert (tmp_path / "state" / "state.json").exists()  # committed after spooling
+    assert (tmp_path / "state" / "spool").is_dir()  # the spool defaults to STATE_DIR/spool
