@@ -1,0 +1,97 @@
+"""`splitwatch serve`: refuses a database behind the migration head; serves one at head."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.conftest import free_port
+
+SPLITWATCH = str(Path(sys.executable).with_name("splitwatch"))
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SPLITWATCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_serve_refuses_an_empty_database_with_the_command_to_run(db_url: str) -> None:
+    result = run("serve", "--port", str(free_port()), "--database-url", db_url)
+    assert result.returncode != 0
+    assert "is at revision none, code needs 2026_11_25_initial: run `splitwatch db upgrade`" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_serve_refuses_a_database_at_an_older_revision(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from app.store.engine import make_engine
+    from tests.app.conftest import upgrade
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '2026_01_01_older'"))
+    engine.dispose()
+    result = run("serve", "--port", str(free_port()), "--database-url", db_url)
+    assert result.returncode != 0
+    assert "is at revision 2026_01_01_older" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_serve_reads_the_database_url_from_the_environment(db_url: str) -> None:
+    result = run("serve", "--port", str(free_port()), env={"SPLITWATCH_DATABASE_URL": db_url})
+    assert result.returncode != 0
+    assert db_url in result.stderr
+
+
+def test_serve_with_an_unsupported_url_says_which_are_supported() -> None:
+    result = run("serve", "--database-url", "mysql://x@y/z")
+    assert result.returncode == 2
+    assert "supports sqlite:/// and postgresql://" in result.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_serve_on_a_migrated_database_answers_and_logs_json_lines(migrated_db_url: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [SPLITWATCH, "serve", "--port", str(port), "--database-url", migrated_db_url],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SPLITWATCH_LOG_LEVEL": "info"},
+    )
+    try:
+        for _ in range(300):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("server did not answer")
+        assert r.status_code == 200
+        assert r.json() == {"status": "ready", "revision": "2026_11_25_initial"}
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    access = [line for line in lines if line.get("path") == "/readyz"]
+    assert access, err
+    assert {"time", "level", "msg", "method", "path", "status", "ms"} <= set(access[0])
+    assert access[0]["status"] == 200
