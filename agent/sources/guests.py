@@ -14,7 +14,7 @@ known VMM; the cgroup of each new libvirt thread once. A thread vanishing mid-re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ParseError
@@ -35,6 +35,7 @@ class _Vmm:
     identity: vmm.VmmIdentity
     alive: bool = True
     dead_refreshes: int = 0
+    tids: set[int] = field(default_factory=set)  # threads seen in it (index into _threads)
 
 
 class GuestResolver:
@@ -45,6 +46,8 @@ class GuestResolver:
         self._vmms: dict[int, _Vmm] = {}
         self._threads: dict[int, tuple[int, int | None]] = {}  # tid -> (tgid, vcpu from cgroup)
         self._plain: set[int] = set()  # live pids that are not VMMs (this run only)
+        self._generation = 0  # refresh() count
+        self._seen: dict[int, int] = {}  # tid -> the refresh that last listed it
         if cache:
             self._load(cache)
 
@@ -81,6 +84,8 @@ class GuestResolver:
                     continue
                 if tgid in self._vmms:
                     self._threads[tid] = (tgid, vcpu)
+                    self._vmms[tgid].tids.add(tid)
+                    self._seen[tid] = self._generation
 
     def cache_snapshot(self) -> dict[str, Any]:
         return {
@@ -124,6 +129,7 @@ class GuestResolver:
     # -- refresh ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
+        self._generation += 1
         try:
             live = {int(n) for n in self._host.listdir("proc") if n.isdigit()}
         except OSError:
@@ -151,9 +157,11 @@ class GuestResolver:
                 if known is not None:
                     self._mark_dead(pid)  # the pid was reused by a plain process
                 continue
-            if known is None or known.identity != identity:
+            if known is not None and known.identity == identity:
+                known.alive, known.dead_refreshes = True, 0
+            else:
                 self._forget_threads(pid)
-            self._vmms[pid] = _Vmm(identity)
+                self._vmms[pid] = _Vmm(identity)
             self._refresh_threads(pid, identity)
         for pid, state in list(self._vmms.items()):
             if pid not in live:
@@ -172,8 +180,27 @@ class GuestResolver:
         self._vmms[pid].alive = False
 
     def _forget_threads(self, pid: int) -> None:
-        for tid in [t for t, (tgid, _) in self._threads.items() if tgid == pid]:
+        state = self._vmms.get(pid)
+        if state is None:
+            return
+        for tid in state.tids:
+            self._drop_thread(pid, tid)
+        state.tids.clear()
+
+    def _drop_thread(self, pid: int, tid: int) -> None:
+        cached = self._threads.get(tid)
+        if cached is not None and cached[0] == pid:  # not a TID since taken by another VMM
             del self._threads[tid]
+            self._seen.pop(tid, None)
+
+    def _add_thread(self, pid: int, tid: int, identity: vmm.VmmIdentity) -> tuple[int, int | None]:
+        cached = self._threads.get(tid)
+        if cached is None or cached[0] != pid:
+            cached = (pid, self._thread_cgroup_vcpu(identity, pid, tid))
+            self._threads[tid] = cached
+        self._vmms[pid].tids.add(tid)
+        self._seen[tid] = self._generation
+        return cached
 
     def _refresh_threads(self, pid: int, identity: vmm.VmmIdentity) -> None:
         try:
@@ -181,9 +208,15 @@ class GuestResolver:
         except OSError:
             return
         for tid in tids:
-            known = self._threads.get(tid)
-            if known is None or known[0] != pid:
-                self._threads[tid] = (pid, self._thread_cgroup_vcpu(identity, pid, tid))
+            self._add_thread(pid, tid, identity)
+        # QEMU's worker threads come and go all day: forget a thread of a running VMM once two
+        # refreshes in a row did not list it (one pass of grace for a trap read after its exit).
+        # A dead VMM keeps all its threads until the VMM itself is pruned.
+        state = self._vmms[pid]
+        gone = [t for t in state.tids if self._seen.get(t, self._generation) < self._generation - 1]
+        for tid in gone:
+            self._drop_thread(pid, tid)
+            state.tids.discard(tid)
 
     def _prune(self) -> None:
         dead = [(v.dead_refreshes, pid) for pid, v in self._vmms.items() if not v.alive]
@@ -191,8 +224,8 @@ class GuestResolver:
         expired = {pid for n, pid in dead if n > DEAD_REFRESHES_KEPT}
         expired |= {pid for _, pid in dead[DEAD_VMMS_KEPT:]}  # the longest dead beyond the cap
         for pid in expired:
-            del self._vmms[pid]
             self._forget_threads(pid)
+            del self._vmms[pid]
 
     # -- resolve ------------------------------------------------------------------------------
 
@@ -244,10 +277,7 @@ class GuestResolver:
                 identity = known.identity  # a zombie VMM (killed, not yet reaped): what we knew
         if identity is None:
             return tgid, None
-        cached = self._threads.get(tid)
-        if cached is None or cached[0] != tgid:
-            cached = (tgid, self._thread_cgroup_vcpu(identity, tgid, tid))
-            self._threads[tid] = cached
+        cached = self._add_thread(tgid, tid, identity)
         return tgid, self._guest(identity, comm or name or "", cached[1])
 
     def _resolve_cached(self, tid: int, comm: str) -> tuple[int | None, Guest | None]:

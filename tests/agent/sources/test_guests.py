@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -219,6 +220,25 @@ def test_at_most_the_newest_dead_guests_are_kept(host: FakeHost, monkeypatch: py
         resolver.refresh()
     names = sorted(v["name"] for v in resolver.cache_snapshot()["vmms"].values())
     assert names == ["fc-2", "fc-3"]
+
+
+def test_an_exited_thread_of_a_running_vmm_is_kept_one_pass_then_forgotten(host: FakeHost) -> None:
+    vm = host.qemu("busy", pid=4242, vcpus=1)
+    worker = 4290
+    host.process("worker", worker)  # lay out its files, then make it a thread of the VMM
+    (host.root / f"proc/{worker}/status").write_text(f"Name:\tworker\nTgid:\t4242\nPid:\t{worker}\n")
+    (host.root / f"proc/4242/task/{worker}").mkdir()
+    resolver = _resolver(host)
+    resolver.refresh()
+    shutil.rmtree(host.root / f"proc/{worker}")
+    shutil.rmtree(host.root / f"proc/4242/task/{worker}")
+    resolver.refresh()  # the trap of the exited worker is read in this pass: still attributed
+    _, guest = resolver.resolve(worker, "worker")
+    assert guest is not None and guest.name == "busy"
+    resolver.refresh()
+    assert resolver.resolve(worker, "worker") == (None, None)
+    assert str(worker) not in resolver.cache_snapshot()["threads"]
+    assert resolver.resolve(vm.vcpu_tids[0], "CPU 0/KVM")[1] is not None
 
 
 def test_a_process_vanishing_mid_read_is_normal(host: FakeHost) -> None:
