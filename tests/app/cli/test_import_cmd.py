@@ -174,3 +174,14 @@ def test_unreachable_server_fails_after_retries_and_says_nothing_is_stored_twice
     result = run(JOURNAL, "--year", "2021", "--server", "http://127.0.0.1:9", "--token", "t")
     assert result.returncode == 1
     assert "not sent after" in result.stderr and "run the same import again" in result.stderr.lower()
+
+
+@sqlite_only
+def test_batch_the_server_cannot_read_is_reported_with_its_reason(server: Server, tokens: Tokens) -> None:
+    kernel = "6.8." + "x" * 200  # longer than the ingest contract's 128 characters
+    result = run(
+        JOURNAL, "--year", "2021", "--kernel", kernel, "--server", server.url, "--token", tokens.agent("___")
+    )
+    assert result.returncode == 1
+    assert "the server cannot read batch 1/1 (host ___, 4 events)" in result.stderr
+    assert "422" in result.stderr and "--kernel" in result.stderr
