@@ -12,11 +12,12 @@ as enums from agent/payload.py.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent.payload import Action, GapReason, Kind, Mode, Source
 from app.errors import InvalidInput
@@ -50,6 +51,18 @@ ActionFilter = Annotated[Action | None, Query(description="Only events the host 
 SourceFilter = Annotated[Source | None, Query(description="Only events read from this source.")]
 NameInPath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
 
+_ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would also read "0.5" or "1700000000" as Unix times; the API speaks ISO 8601 only.
+    if isinstance(value, str) and not _ISO_DATE_START.match(value):
+        raise ValueError("expected an ISO 8601 time such as 2026-11-24T12:00:00Z")
+    return value
+
+
+IsoTime = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+
 _SINCE = Query(
     description="Start of the range, inclusive (ISO 8601; no offset means UTC). Default: 24 h before `until`."
 )
@@ -70,8 +83,8 @@ def _utc(at: dt.datetime) -> dt.datetime:
 
 
 def time_range(
-    since: Annotated[dt.datetime | None, _SINCE] = None,
-    until: Annotated[dt.datetime | None, _UNTIL] = None,
+    since: Annotated[IsoTime | None, _SINCE] = None,
+    until: Annotated[IsoTime | None, _UNTIL] = None,
 ) -> TimeRange:
     now = dt.datetime.now(dt.UTC)
     end = _utc(until) if until is not None else now

@@ -46,6 +46,7 @@ def get_series(
         Query(
             ge=60,
             le=MAX_STEP,
+            multiple_of=60,
             description="Bucket width in seconds, a multiple of 60. Default: ~300 buckets over the range.",
         ),
     ] = None,
@@ -56,17 +57,8 @@ def get_series(
     source: SourceFilter = None,
 ) -> SeriesAnswer:
     since, until = time_range.since, time_range.until
-    if step is None:
-        step_s = default_step(since, until)
-    elif step % 60:
-        raise InvalidInput(
-            f"step {step} is not a multiple of 60 seconds: the finest rollup is per minute; "
-            f"use e.g. {max(60, step - step % 60)} or {step - step % 60 + 60}",
-            code="invalid_step",
-            details=[{"field": "query.step", "problem": "not a multiple of 60", "type": "invalid_step"}],
-        )
-    else:
-        step_s = step
+    # step is a multiple of 60 (declared: multipleOf 60): the finest rollup is per minute.
+    step_s = default_step(since, until) if step is None else step
     buckets = bucket_count(since, until, step_s)
     if buckets > MAX_BUCKETS:
         needed = -(-int((until - since).total_seconds()) // MAX_BUCKETS)
