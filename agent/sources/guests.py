@@ -48,6 +48,7 @@ class GuestResolver:
         self._plain: set[int] = set()  # live pids that are not VMMs (this run only)
         self._generation = 0  # refresh() count
         self._seen: dict[int, int] = {}  # tid -> the refresh that last listed it
+        self._status: dict[int, str | None] = {}  # proc/TID/status read since the last refresh
         if cache:
             self._load(cache)
 
@@ -130,6 +131,7 @@ class GuestResolver:
 
     def refresh(self) -> None:
         self._generation += 1
+        self._status.clear()
         try:
             live = {int(n) for n in self._host.listdir("proc") if n.isdigit()}
         except OSError:
@@ -246,7 +248,10 @@ class GuestResolver:
         )
 
     def _resolve_live(self, tid: int, comm: str) -> tuple[int | None, Guest | None] | None:
-        status = self._read(f"proc/{tid}/status")
+        # One read per thread per pass, however many of its traps the pass resolves.
+        if tid not in self._status:
+            self._status[tid] = self._read(f"proc/{tid}/status")
+        status = self._status[tid]
         if status is None:
             return None
         try:

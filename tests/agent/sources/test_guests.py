@@ -278,6 +278,20 @@ def test_a_refresh_reads_each_proc_file_at_most_once_and_skips_known_plain_proce
     }
 
 
+def test_resolving_many_traps_of_one_thread_reads_its_status_once_per_pass(host: FakeHost) -> None:
+    vm = host.qemu("chatty", pid=4242)
+    resolver = GuestResolver(_CountingHost(host.root))
+    resolver.refresh()
+    _CountingHost.reads.clear()
+    for _ in range(50):
+        resolver.resolve(vm.vcpu_tids[0], "CPU 0/KVM")
+    assert _CountingHost.reads == Counter({f"proc/{vm.vcpu_tids[0]}/status": 1})
+    resolver.refresh()
+    _CountingHost.reads.clear()
+    resolver.resolve(vm.vcpu_tids[0], "CPU 0/KVM")
+    assert _CountingHost.reads == Counter({f"proc/{vm.vcpu_tids[0]}/status": 1})
+
+
 def test_this_machines_real_proc_is_scanned_and_our_own_process_has_no_guest() -> None:
     resolver = GuestResolver(HostRoot.at("/"))
     resolver.refresh()
