@@ -210,7 +210,7 @@ def test_agent_environment_holds_only_variables_the_agent_command_reads() -> Non
     env = environment("agent")
     assert "SPLITWATCH_AGENT_TOKEN" in env
     for key in env:
-        assert re.search(rf"env var: {key}\b", help_text), f"`splitwatch agent` does not read {key}"
+        assert re.search(rf"env var:\s+{key}\b", help_text), f"`splitwatch agent` does not read {key}"
 
 
 # ------------------------------------------------------------------------------- ports, health
