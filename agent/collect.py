@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("splitwatch.agent")
 
 MAX_EVENTS_PER_PAYLOAD = 1000  # the backend's batch size (AgentConfig.batch_max_events)
+_DRAIN_ROUNDS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,11 +332,18 @@ class Collector:
         # Hits already waiting (a previous agent's probes left behind by a kill -9, a fake
         # host's history) predate this collector's count: the kmsg lines read so far counted
         # them. Drain them so nothing is counted twice.
-        drained = source.collect()
-        if drained.hits:
+        # A collect() reads at most a few MB; a long history takes several. Bounded, because a
+        # busy real trace_pipe always has something new.
+        drained = 0
+        for _ in range(_DRAIN_ROUNDS):
+            old = source.collect()
+            drained += sum(h.count for h in old.hits)
+            if not old.hits and not old.lost:
+                break
+        if drained:
             log.info(
                 "tracefs: %d hit(s) from before the agent started ignored (the kernel log counted them)",
-                sum(h.count for h in drained.hits),
+                drained,
             )
         self._tracefs = _Tracefs(source, kmsg_next_seq, probes)
         return self._tracefs
