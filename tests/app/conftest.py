@@ -14,7 +14,8 @@
                      fields in a test with `settings.model_copy(update={...})`.
     server           a real uvicorn serving create_app(settings) on 127.0.0.1:<free port>, in
                      a background thread: `.url`, `.app`, `.stop()`, `.start()` (a new app
-                     on the same port and database: an outage and a restart).
+                     on the same port and database: an outage and a restart). Build your own
+                     with `Server(settings, configure=fn)` to add test routes to the app.
     tokens           creates tokens in the server's database: `tokens.agent("h1")`,
                      `tokens.viewer()`, `tokens.admin()` → the raw token; `auth(token)` makes
                      the header dict.
@@ -31,7 +32,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,8 +230,11 @@ def free_port() -> int:
 class Server:
     """A real uvicorn in a thread; stop() and start() again for outages (same port, same DB)."""
 
-    def __init__(self, settings: Settings, port: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, port: int | None = None, configure: Callable[[Any], None] | None = None
+    ) -> None:
         self.settings = settings
+        self.configure = configure  # called with each new app before it serves (test routes)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: Any = None
@@ -245,6 +249,8 @@ class Server:
         if self._thread is not None:
             raise RuntimeError("server already running")
         self.app = create_app(self.settings)
+        if self.configure is not None:
+            self.configure(self.app)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
