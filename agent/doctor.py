@@ -82,11 +82,21 @@ def diagnose(
     problems: list[Problem] = []
 
     # -- detection and CPUs -------------------------------------------------------------------
+    sld_cores = sum(1 for c in state.cpus if c.sld_on)
+    bld_cores = sum(1 for c in state.cpus if c.bld_on)
     detection = [
         "split-lock detection (#AC): "
-        + ("supported by this CPU" if state.sld_supported else "NOT supported by this CPU"),
+        + (
+            f"supported by this CPU; on for {sld_cores} of {len(state.cpus)} CPUs"
+            if state.sld_supported
+            else "NOT supported by this CPU"
+        ),
         "bus-lock detection (#DB): "
-        + ("supported by this CPU" if state.bld_supported else "not supported by this CPU"),
+        + (
+            f"supported by this CPU; on for {bld_cores} of {len(state.cpus)} CPUs"
+            if state.bld_supported
+            else "not supported by this CPU"
+        ),
     ]
     off_in_every_sample = _sample_off(
         host, state.cpus, samples, sample_pause_s, sld_flag="split_lock_detect" in flags
@@ -117,6 +127,9 @@ def diagnose(
         if given is not None
         else "the kernel's default: no split_lock_detect= on the command line"
     )
+    if given is not None and given != mode_text:
+        # Invalid values, and ratelimit:N before 5.13, fall back to warn (sld_state_setup).
+        origin += f", which this kernel reads as {mode_text}"
     mode_lines = [f"mode {mode_text} ({origin}), split_lock_mitigate {mitigate_text}"]
     if state.sld_supported or state.bld_supported:
         mode_lines.append(mode_meaning(state.mode, state.ratelimit, state.mitigate, kernel))

@@ -32,6 +32,7 @@ def test_healthy_warn_host_has_no_problem_and_says_what_warn_with_misery_does(tm
     assert report.ok, problems(report)
     out = text(report)
     assert "split-lock #AC: cpu 0-3 on" in out
+    assert "split-lock detection (#AC): supported by this CPU; on for 4 of 4 CPUs" in out
     assert "warn + misery: a split-locking task sleeps 10 ms and runs serialized" in out
     assert "the kernel's default: no split_lock_detect= on the command line" in out
     assert "kvm_intel" in out
@@ -76,6 +77,13 @@ def test_ratelimit_mode_is_a_problem_because_split_lock_detection_is_off(tmp_pat
     assert "ratelimit:10: split-lock #AC detection is OFF" in problems(report)
     assert "throttled to 10 per second" in text(report)
     assert "split_lock_detect=ratelimit:10 on the command line" in text(report)
+
+
+def test_a_cmdline_value_the_kernel_does_not_accept_is_shown_as_what_it_reads(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path / "host").mode("sometimes").cpus(2)
+    assert "split_lock_detect=sometimes on the command line, which this kernel reads as warn" in text(
+        run(host)
+    )
 
 
 def test_mode_off_is_a_problem(tmp_path: Path) -> None:
