@@ -165,6 +165,8 @@ def import_lines(lines: Iterable[tuple[str, str]], options: ImportOptions, *, no
     year = options.year if options.year is not None else now.year
     for where, text in lines:
         result.lines_read += 1
+        if not _worth_parsing(text):
+            continue
         line = parse_line(text, year=year, tz=options.tz)
         if options.year is None and line.style in ("syslog", "dmesg-minute"):
             line = _no_future(text, line, now, options.tz, result)
@@ -331,6 +333,18 @@ def _no_future(text: str, line: LogLine, now: datetime, tz: tzinfo, result: Impo
         return earlier
     result.years_assumed.add(now.year)
     return line
+
+
+def _worth_parsing(text: str) -> bool:
+    """Cheap test first: most lines of a big log are neither ours nor a time we must follow."""
+    if "split" in text or "bus_lock" in text or "alignment" in text:
+        return True  # every message of ours holds one of these (or it is not ours)
+    if "kernel: [" in text:
+        return True  # a syslog kernel line with the kernel's uptime: it tells the boot time
+    # A dmesg -H minute or delta, or a dmesg -T stamp, after any -r/-x prefix: the clock of the
+    # lines after it. A plain `[  688.79]` uptime needs nothing from a line that is not ours.
+    bracket = text.find("[", 0, 24)
+    return bracket >= 0 and not text[bracket + 1 :].lstrip()[:1].isdigit()
 
 
 def _why_undated(line: LogLine) -> str:

@@ -94,6 +94,17 @@ def test_dmesg_h_deltas_follow_the_minute_line_before_them() -> None:
     assert all(e.kind is Kind.BUS_LOCK for e in events)
 
 
+def test_dmesg_h_deltas_of_other_messages_move_the_clock_too() -> None:
+    text = (
+        "kern  :info  : [Mar24 10:02] usb 1-1: new high-speed USB device\n"
+        "kern  :info  : [  +2.500000] usb 1-1: New USB device found\n"
+        "user  :notice: [  +0.250000] systemd[1]: Started Session 5\n"
+        "kern  :warn  : [  +0.000100] " + P + "#DB: remake/737636 took a bus_lock trap at address: 0x1\n"
+    )
+    event = run_text(text, host="h", year=2025).events["h"][0]
+    assert event.time == datetime(2025, 3, 24, 10, 2, 2, 750100, tzinfo=UTC)
+
+
 def test_dmesg_h_deltas_with_no_dated_line_before_are_undated() -> None:
     result = run("5.15-dmesg-H-comma.txt", host="h")
     assert result.event_count == 0 and result.undated == 8
