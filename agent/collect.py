@@ -130,6 +130,7 @@ class Collector:
         self._boot_id = self._state.boot_id  # the boot the guest cache and tracefs SEQs belong to
         self._tracefs: _Tracefs | None = None
         self._tracefs_tried = False
+        self._tracefs_status = "off"  # when not running: off (not asked), absent, denied, failed
         # tracefs events read but not yet committed: a real trace_pipe cannot be read twice.
         self._tracefs_pending: list[Event] = []
         self._tracefs_pending_gaps: list[Gap] = []
@@ -194,7 +195,7 @@ class Collector:
         tracefs_gaps = list(self._tracefs_pending_gaps)
         events.extend(tracefs_events)
         if tracefs is None:
-            statuses.setdefault("tracefs", "off")
+            statuses["tracefs"] = self._tracefs_status
 
         for problem in errors:
             if problem not in self._reported:
@@ -320,7 +321,7 @@ class Collector:
         if not source.probes:
             status = source.collect().status  # absent, denied or failed, as start() found it
             source.close()
-            statuses["tracefs"] = status
+            self._tracefs_status = status
             if status == "absent":
                 log.info("%s", problem)  # no tracefs is a normal host: counts are first sightings
             else:
@@ -366,6 +367,7 @@ class Collector:
             errors.append(result.error or "tracefs: the kprobe hits could not be read")
             tracefs.source.close()
             self._tracefs = None
+            self._tracefs_status = result.status
             return [], []
         gaps: list[Gap] = []
         if result.lost:

@@ -281,8 +281,11 @@ def test_without_tracefs_the_collector_counts_from_kmsg_and_says_tracefs_is_off(
     host.split_lock("java", 100)
     with Collector(host.root, None) as collector:
         collected = collector.collect()
+        assert collector.collect().statuses["tracefs"] == "absent"  # and it stays so
     assert collected.statuses["tracefs"] == "absent"
     assert [e.count for e in events(collected.payloads)] == [1]
+    with Collector(host.root, None, use_tracefs=False) as collector:
+        assert collector.collect().statuses["tracefs"] == "off"
 
 
 # -- a simulated fleet through the collector --------------------------------------------------------
