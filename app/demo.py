@@ -337,6 +337,7 @@ class Demo:
     _agents: list[_Agent] = field(default_factory=list)
     _log_handler: logging.Handler | None = None
     _fleet: Any = None
+    _lock_fd: int | None = None
     _step: int = 0
 
     # -- helpers ----------------------------------------------------------------------------
@@ -447,23 +448,23 @@ class Demo:
         d = self.dir
         if d.exists() and not d.is_dir():
             raise DemoError(f"--dir {d} is a file, not a directory: choose another --dir")
-        reset = False
-        if d.exists() and any(d.iterdir()):
-            if not (d / MARKER).is_file():
-                raise DemoError(
-                    f"--dir {d} is not empty and is not a splitwatch demo directory (no {MARKER} "
-                    "file): choose an empty or new directory with --dir, the demo resets it on every run"
-                )
-            reset = True
+        reset = d.exists() and any(d.iterdir())
+        if reset and not (d / MARKER).is_file():
+            raise DemoError(
+                f"--dir {d} is not empty and is not a splitwatch demo directory (no {MARKER} "
+                "file): choose an empty or new directory with --dir, the demo resets it on every run"
+            )
+        d.mkdir(parents=True, exist_ok=True)
+        self._lock(d / MARKER)
+        if reset:
             for name in ("hosts", "agents", "logs"):
                 shutil.rmtree(d / name, ignore_errors=True)
             if self.options.database_url is None:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     (d / f"splitwatch.db{suffix}").unlink(missing_ok=True)
             (d / "viewer-token").unlink(missing_ok=True)
-        for sub in ("", "hosts", "agents", "logs/agents"):
+        for sub in ("hosts", "agents", "logs/agents"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / MARKER).write_text("splitwatch demo directory: `splitwatch demo` resets it on every run\n")
         self._log_to_file(d / "logs/server.log")
         db = (
             "the previous run's SQLite database, fake hosts, spools and logs removed"
@@ -472,6 +473,24 @@ class Demo:
             "(SPLITWATCH_DATABASE_URL) is reused"
         )
         self.announce(f"demo directory {d}: " + (f"reset ({db})" if reset else "created"))
+
+    def _lock(self, marker: Path) -> None:
+        # Held until the process ends: a second demo on the same directory would otherwise
+        # delete the hosts and database under the running one.
+        import fcntl
+
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DemoError(
+                f"another splitwatch demo is running in {marker.parent}: stop it (Ctrl-C), or give "
+                "this one its own --dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"splitwatch demo directory, reset on every run; pid {os.getpid()}\n".encode())
+        self._lock_fd = fd
 
     def _log_to_file(self, path: Path) -> None:
         from app.logging import JsonFormatter
@@ -807,6 +826,8 @@ class Demo:
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the directory for the next run
 
 
 def run(options: DemoOptions, say: Callable[[str], None]) -> int:

@@ -201,6 +201,17 @@ def test_demo_serves_three_hosts_live_events_and_a_killed_guest_then_stops_clean
         assert [g["last_host"] for g in killed] == ["kvm-fra-02"], killed
         assert killed[0]["last_action"] == "sigbus", killed
 
+    # A second demo on the same directory is refused instead of deleting the running one's files.
+    second = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "demo", "--port", str(free_port()), "--dir", str(demo_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0 and "another splitwatch demo is running" in second.stderr, second.stderr
+    assert (demo_dir / "hosts/kvm-fra-01").is_dir()
+
     code, stderr = demo.interrupt()
     out = "\n".join(demo.lines)
     assert code == 0, demo.output() + stderr
