@@ -303,3 +303,21 @@ def test_simulated_fatal_host_shows_its_killed_guest_with_sigbus(tmp_path: Path)
     killed = [e for e in events(collected.payloads) if e.action is Action.SIGBUS]
     assert [e.guest.name for e in killed if e.guest] == fatal.killed
     assert collected.payload.state is not None and collected.payload.state.mode == "fatal"
+
+
+def test_unreadable_kernel_log_still_sends_the_state_and_keeps_the_cursor(tmp_path: Path) -> None:
+    host = warn_host(tmp_path)
+    seq = host.split_lock("java", 100)
+    kmsg = host.root / "dev/kmsg"
+    kmsg.rename(host.root / "dev/kmsg.saved")
+    kmsg.mkdir()  # reading it fails (EISDIR)
+    with Collector(host.root, tmp_path / "state") as collector:
+        collected = collector.collect()
+        assert collected.statuses["kmsg"] == "failed"
+        assert any("dev/kmsg" in e for e in collected.errors)
+        assert collected.payload.state is not None and events(collected.payloads) == []
+        collected.commit()
+    kmsg.rmdir()
+    (host.root / "dev/kmsg.saved").rename(kmsg)
+    with Collector(host.root, tmp_path / "state") as collector:
+        assert [e.seq for e in events(collector.collect().payloads)] == [seq]  # nothing skipped
