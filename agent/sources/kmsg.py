@@ -104,9 +104,9 @@ class _Pass:
         try:
             message = parse_message(record.text)
         except ParseError:
-            # Shaped like ours but broken. The kernel cannot print it (its format strings are
-            # fixed), so it was written by a process: forged if facility >= 1, else unreadable.
-            message = None
+            # Shaped like ours but broken. The kernel's format strings cannot print it, so a
+            # process wrote it: forged when its facility says so. (Facility 0 is the kernel's
+            # alone; such a record cannot occur, and there is nothing true to report about it.)
             if not record.is_kernel:
                 self._forged(record)
             return
