@@ -196,6 +196,16 @@ def test_forged_suppressed_and_boot_lines_are_forged_too(host: FakeHost) -> None
     )
 
 
+def test_broken_split_lock_text_written_by_a_process_is_forged_too(host: FakeHost) -> None:
+    seq = host.forged("x86/split lock detection: #AC: a/notanumber took a split_lock trap at address: 0x1")
+    result = collect(host)
+    assert (result.forged, result.traps, result.gaps) == (
+        1,
+        (),
+        (Gap(Source.KMSG, seq, seq, 1, GapReason.FORGED),),
+    )
+
+
 def test_seq_jump_is_an_overrun_gap_of_exactly_the_missing_records(host: FakeHost) -> None:
     host.split_lock("app", 10)
     host.overrun(500)
