@@ -54,7 +54,7 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 25.0
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting after {timeout_s}s: {what}", pytrace=False)
-        time.sleep(0.05)
+        time.sleep(0.2)
 
 
 @pytest.fixture

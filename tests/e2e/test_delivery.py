@@ -62,12 +62,21 @@ def test_agent_killed_with_sigkill_mid_send_and_restarted_loses_and_doubles_noth
     token = tokens.agent("host-1")
     rng = random.Random(4)
     written: list[int] = []
+    killed_with_unsent = 0
     for _ in range(4):
         agent = agents.start(host, token, cli=True, interval_s=0.1)
-        # Big passes make POSTs long enough that a kill lands in the middle of some of them.
-        written += traps(host, vm, 1500)
-        time.sleep(rng.uniform(0.3, 1.2))
+        first = traps(host, vm, 100)
+        written += first
+        wait_until(lambda: arrived(api, first[-1:]), "the restarted agent to be up and sending")  # noqa: B023
+        # The host keeps trapping until the kill, so the agent is always reading, spooling or
+        # sending something when SIGKILL lands.
+        until = time.monotonic() + rng.uniform(0.2, 0.8)
+        while time.monotonic() < until:
+            written += traps(host, vm, 100)
+            time.sleep(0.02)
         agent.kill()
+        killed_with_unsent += any(agents.spool_dir(host).glob("*.seg"))
+    assert killed_with_unsent >= 1, "no kill left anything unsent: the test did not test a kill mid-send"
     agent = agents.start(host, token, cli=True, interval_s=0.1)
     wait_until(lambda: arrived(api, written), "every event to arrive after four SIGKILLs", timeout_s=40)
     seqs = api.seqs("host-1")
