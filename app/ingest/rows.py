@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.ingest.schema import CpuIn, PayloadIn, StateIn
@@ -219,61 +219,50 @@ def rollup_rows(events: Iterable[Mapping[str, Any]], host_id: int, step_s: int) 
     Events carry `guest_id` (None for host processes). Buckets start at multiples of step_s
     since the epoch; in UTC that is the minute (60) or the hour (3600).
     """
-    minutes = _sums_1m(events)
-    if step_s == 60:
-        return _rows(minutes, host_id)
-    if step_s == 3600:
-        return _rows(_coarser(minutes), host_id)
-    raise ValueError(f"rollups exist for 60 s and 3600 s, not {step_s} s")
+    if step_s not in (60, 3600):
+        raise ValueError(f"rollups exist for 60 s and 3600 s, not {step_s} s")
+    return rollups(((e, e["guest_id"]) for e in events), host_id)[step_s]
 
 
-def rollups(events: Iterable[Mapping[str, Any]], host_id: int) -> dict[int, list[dict[str, Any]]]:
-    """{60: rollup_1m rows, 3600: rollup_1h rows}; the hours are summed from the minutes."""
-    minutes = _sums_1m(events)
-    return {60: _rows(minutes, host_id), 3600: _rows(_coarser(minutes), host_id)}
+def rollups(
+    events: Iterable[tuple[Mapping[str, Any], int | None]], host_id: int
+) -> dict[int, list[dict[str, Any]]]:
+    """{60: rollup_1m rows, 3600: rollup_1h rows} from (event row, guest_id) pairs.
 
-
-_Key = tuple[datetime, int, str, str, str]
-
-
-def _sums_1m(events: Iterable[Mapping[str, Any]]) -> dict[_Key, list[int]]:
-    sums: dict[_Key, list[int]] = {}
-    for e in events:
-        gid = e["guest_id"]
-        t = e["time"]
+    Minutes are summed first, keyed by epoch seconds (cheaper than a datetime per event);
+    hours are summed from the minutes.
+    """
+    minutes: dict[tuple[int, int, str, str, str], list[int]] = {}
+    for e, gid in events:
         key = (
-            t.replace(second=0, microsecond=0),
+            int(e["time"].timestamp()) // 60 * 60,
             NO_GUEST if gid is None else gid,
             e["kind"],
             e["action"],
             e["source"],
         )
-        acc = sums.get(key)
+        acc = minutes.get(key)
         if acc is None:
-            sums[key] = [e["count"], 1]
+            minutes[key] = [e["count"], 1]
         else:
             acc[0] += e["count"]
             acc[1] += 1
-    return sums
-
-
-def _coarser(minutes: Mapping[_Key, list[int]]) -> dict[_Key, list[int]]:
-    hours: dict[_Key, list[int]] = {}
-    for (bucket, gid, kind, action, source), (count, n) in minutes.items():
-        key = (bucket.replace(minute=0), gid, kind, action, source)
-        acc = hours.get(key)
-        if acc is None:
-            hours[key] = [count, n]
+    hours: dict[tuple[int, int, str, str, str], list[int]] = {}
+    for (minute, gid, kind, action, source), (count, n) in minutes.items():
+        hkey = (minute // 3600 * 3600, gid, kind, action, source)
+        hacc = hours.get(hkey)
+        if hacc is None:
+            hours[hkey] = [count, n]
         else:
-            acc[0] += count
-            acc[1] += n
-    return hours
+            hacc[0] += count
+            hacc[1] += n
+    return {60: _rows(minutes, host_id), 3600: _rows(hours, host_id)}
 
 
-def _rows(sums: Mapping[_Key, list[int]], host_id: int) -> list[dict[str, Any]]:
+def _rows(sums: Mapping[tuple[int, int, str, str, str], list[int]], host_id: int) -> list[dict[str, Any]]:
     return [
         {
-            "bucket": key[0],
+            "bucket": datetime.fromtimestamp(key[0], UTC),
             "host_id": host_id,
             "guest_id": key[1],
             "kind": key[2],

@@ -247,21 +247,25 @@ def sqlite_time(at: datetime) -> str:
     return at.isoformat(" ", "microseconds")[:26]
 
 
-def _insert_events_sqlite(conn: Connection, params: list[dict[str, Any]]) -> set[tuple[str, int]]:
+def _insert_events_sqlite(
+    conn: Connection,
+    events: list[dict[str, Any]],
+    guest_ids: list[int | None],
+    host_id: int,
+    received_at: datetime,
+) -> set[tuple[str, int]]:
     inserted: set[tuple[str, int]] = set()
-    if not params:
-        return inserted
-    received = sqlite_time(params[0]["received_at"])
-    for start in range(0, len(params), SQLITE_ROWS_PER_STATEMENT):
-        chunk = params[start : start + SQLITE_ROWS_PER_STATEMENT]
+    received = sqlite_time(received_at)
+    for start in range(0, len(events), SQLITE_ROWS_PER_STATEMENT):
+        chunk = events[start : start + SQLITE_ROWS_PER_STATEMENT]
         flat: list[Any] = []
         extend = flat.extend
-        for p in chunk:
+        for e, gid in zip(chunk, guest_ids[start : start + SQLITE_ROWS_PER_STATEMENT], strict=True):
             extend(
                 (
-                    p["host_id"], p["boot_id"], p["source"], p["seq"], sqlite_time(p["time"]), received,
-                    p["kind"], p["comm"], p["tid"], p["tgid"], p["address"], p["count"], p["action"],
-                    p["guest_id"], p["vcpu"], p["vmm"],
+                    host_id, e["boot_id"], e["source"], e["seq"], sqlite_time(e["time"]), received,
+                    e["kind"], e["comm"], e["tid"], e["tgid"], e["address"], e["count"], e["action"],
+                    gid, e["vcpu"], e["vmm"],
                 )
             )  # fmt: skip
         result = conn.exec_driver_sql(_sqlite_event_sql(len(chunk)), tuple(flat))
@@ -274,28 +278,30 @@ def _write_events(
 ) -> int:
     if not rows.events:
         return 0
-    params = [
-        {**e, "host_id": host_id, "guest_id": guest_ids[g] if g is not None else None}
-        for e, g in zip(rows.events, rows.event_guests, strict=True)
-    ]
+    gids = [guest_ids[g] if g is not None else None for g in rows.event_guests]
     if conn.dialect.name == "sqlite":
-        inserted = _insert_events_sqlite(conn, params)
+        inserted = _insert_events_sqlite(conn, rows.events, gids, host_id, rows.received_at)
     else:
+        params = [
+            {**e, "host_id": host_id, "guest_id": gid} for e, gid in zip(rows.events, gids, strict=True)
+        ]
         inserted = {(r[0], r[1]) for r in conn.execute(_event_insert(insert), params)}
     if not inserted:
         return 0
+    pairs = zip(rows.events, gids, strict=True)
     fresh = (
-        params if len(inserted) == len(params) else [p for p in params if (p["source"], p["seq"]) in inserted]
+        pairs
+        if len(inserted) == len(rows.events)
+        else ((e, g) for e, g in pairs if (e["source"], e["seq"]) in inserted)
     )
     by_step = rollups(fresh, host_id)
     for step_s, table in ROLLUPS:
-        sums = by_step[step_s]
         up = insert(table)
         up = up.on_conflict_do_update(
             index_elements=list(ROLLUP_KEY),
             set_={"count": table.c.count + up.excluded.count, "events": table.c.events + up.excluded.events},
         )
-        conn.execute(up, sums)
+        conn.execute(up, by_step[step_s])
     return len(inserted)
 
 

@@ -11,7 +11,6 @@ from app.ingest.rows import (
     drifting,
     next_streaks,
     rollup_rows,
-    rollups,
     state_signature,
 )
 from app.ingest.schema import PayloadIn, StateIn, parse_payload
@@ -125,7 +124,7 @@ def test_rollups_sum_counts_per_minute_and_hour_and_key() -> None:
         (T0 + timedelta(minutes=1), "warn"): (1, 1),
         (T0 + timedelta(minutes=61), "warn"): (4, 1),
     }
-    hours = {(r["bucket"], r["action"]): r["count"] for r in rollups(with_ids, 1)[3600]}
+    hours = {(r["bucket"], r["action"]): r["count"] for r in rollup_rows(with_ids, 1, 3600)}
     assert hours == {(T0, "warn"): 6, (T0, "throttle"): 1, (T0 + timedelta(hours=1), "warn"): 4}
 
 
