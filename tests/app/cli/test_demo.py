@@ -102,9 +102,9 @@ class DemoProcess:
             err = self.process.stderr.read()
         return "\n".join(self.lines) + ("\n--- stderr ---\n" + err if err else "")
 
-    def interrupt(self) -> tuple[int, str]:
-        """SIGINT, as Ctrl-C; (exit code, stderr) once it has exited."""
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:
+        """SIGINT (Ctrl-C) or another signal; (exit code, stderr) once it has exited."""
+        self.process.send_signal(sig)
         try:
             code = self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -227,13 +227,16 @@ def _iso(*, hours: float) -> str:
 
 
 @pytest.mark.slow
-def test_rerunning_the_demo_in_the_same_directory_starts_from_a_fresh_database(demo_dir: Path) -> None:
+def test_demo_stopped_by_sigterm_then_rerun_in_the_same_dir_starts_from_a_fresh_database(
+    demo_dir: Path,
+) -> None:
     port = free_port()
     first = DemoProcess.start("--port", str(port), "--hosts", "1", "--dir", str(demo_dir))
     try:
         first_token = first.wait_for(r"Viewer token:\s+(sw_\S+)").group(1)
-        code, _ = first.interrupt()
-        assert code == 0
+        code, stderr = first.interrupt(signal.SIGTERM)  # as a service manager stops it
+        assert code == 0 and "Traceback" not in stderr
+        assert first.lines[-1] == "stopped"
         second = DemoProcess.start("--port", str(port), "--hosts", "1", "--dir", str(demo_dir))
         try:
             second.wait_for(r"\[1/7\] demo directory .*: reset \(the previous run's SQLite database")
