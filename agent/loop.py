@@ -139,7 +139,7 @@ class Agent:
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                self._pass(collector, spool, sender)
+                self._pass(collector, spool, sender, stop)
                 self.passes += 1
                 if config.max_passes is not None and self.passes >= config.max_passes:
                     break
@@ -151,7 +151,7 @@ class Agent:
             spool.close()
         return 0
 
-    def _pass(self, collector: _Collector, spool: Spool, sender: Sender) -> None:
+    def _pass(self, collector: _Collector, spool: Spool, sender: Sender, stop: threading.Event) -> None:
         started = time.monotonic()
         collected: _Collected = collector.collect()
         payloads = list(collected.payloads)
@@ -172,7 +172,9 @@ class Agent:
                 )
         self.health.observe_pass(payloads, getattr(collected, "statuses", {}), time.monotonic() - started)
         try:
-            sender.send_pending()
+            # A backlog (after an outage) drains over several passes: collection stays on time,
+            # so the kernel's ring buffer is read before it wraps. SIGTERM interrupts it.
+            sender.send_pending(deadline=time.monotonic() + max(self.config.interval_s, 1.0), stop=stop)
         except SpoolError as exc:
             log.error("sending stopped for this pass: %s", exc)
 

@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,9 +276,12 @@ class Sender:
             return True
         return self.spool.depth >= self.batch_max_events
 
-    def send_pending(self, *, force: bool = False, deadline: float | None = None) -> FlushReport:
+    def send_pending(
+        self, *, force: bool = False, deadline: float | None = None, stop: threading.Event | None = None
+    ) -> FlushReport:
         """Send what waits, batch after batch, until the spool is empty, the backend says stop,
-        or `deadline` (a clock() time) passes. `force` ignores backoff and batch age (shutdown)."""
+        `deadline` (a clock() time) passes or `stop` is set. `force` ignores backoff and batch
+        age (the last flush at shutdown)."""
         report = FlushReport()
         if self.spool.depth == 0:
             return report
@@ -286,6 +290,9 @@ class Sender:
             report.stopped = "waiting"
             return report
         while self.spool.depth:
+            if stop is not None and stop.is_set():
+                report.stopped = "stopping"
+                break
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
                 report.stopped = "deadline"

@@ -556,3 +556,29 @@ def test_wrong_url_says_to_check_server(server: ScriptedServer) -> None:
 def test_retry_after_header_is_read_as_seconds_or_date(header: str | None, seconds: float | None) -> None:
     now = datetime(2026, 11, 25, 3, 0, 0, tzinfo=UTC)
     assert parse_retry_after(header, now=now) == seconds
+
+
+def test_a_set_stop_event_ends_a_backlog_drain_between_batches(
+    spool: Spool, server: ScriptedServer, clock: Clock
+) -> None:
+    stop = threading.Event()
+    for i in range(3):
+        spool.append([payload([i], boot_id=f"boot-{i}")])  # three boots: three POSTs
+
+    def answer_then_stop(req: Request) -> Answer:
+        stop.set()  # SIGTERM arrives while the first batch is in flight
+        return ok(req)
+
+    server.script = [answer_then_stop]
+    report = make_sender(spool, server, clock).send_pending(stop=stop)
+    assert len(server.requests) == 1 and spool.depth == 2
+    assert report.stopped == "stopping"
+
+
+def test_a_pass_stops_sending_at_its_deadline_and_keeps_the_rest(
+    spool: Spool, server: ScriptedServer, clock: Clock
+) -> None:
+    spool.append([payload([1])])
+    report = make_sender(spool, server, clock).send_pending(deadline=clock.now)
+    assert server.requests == [] and spool.depth == 1
+    assert report.stopped == "deadline"
