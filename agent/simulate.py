@@ -524,7 +524,7 @@ class Fleet:
         if self.tracefs:
             probe = "handle_guest_split_lock" if work.is_guest else "split_lock_warn"
             fake.trace_hit(probe, comm, tid, cpu)
-        if fake.kernel_version >= (5, 19) and cpu not in host.drifted:
+        if fake.kernel_version >= (5, 19) and cpu not in host.drifted | host.transient_off:
             host.transient_off.add(cpu)
             fake.cpu_state(cpu, sld_on=False)
 

@@ -47,9 +47,9 @@ def test_default_fleet_is_a_dozen_hosts_with_a_few_dozen_guests_of_every_vmm_kin
 
 
 def test_same_seed_gives_the_same_happenings_and_another_seed_other_ones(tmp_path: Path) -> None:
-    a = run(tmp_path / "a", 30, hosts=5, seed=7, tracefs=True)
-    b = run(tmp_path / "b", 30, hosts=5, seed=7, tracefs=True)
-    c = run(tmp_path / "c", 30, hosts=5, seed=8, tracefs=True)
+    a = run(tmp_path / "a", 20, hosts=3, seed=7, tracefs=True)
+    b = run(tmp_path / "b", 20, hosts=3, seed=7, tracefs=True)
+    c = run(tmp_path / "c", 20, hosts=3, seed=8, tracefs=True)
     texts = [[kmsg_texts(h.root) for h in f.hosts] for f in (a, b, c)]
     assert texts[0] == texts[1]
     assert texts[0] != texts[2]
@@ -150,7 +150,7 @@ def test_old_kernel_host_runs_5_10_without_the_mitigate_sysctl(tmp_path: Path) -
 
 
 def test_long_run_shows_overruns_forged_records_and_guest_reboots(tmp_path: Path) -> None:
-    fleet = run(tmp_path, 400, hosts=12, seed=5, live=False)
+    fleet = run(tmp_path, 150, hosts=12, seed=6, live=False)
     forged = overruns = 0
     for h in fleet.hosts:
         texts = kmsg_texts(h.root)
