@@ -378,9 +378,14 @@ class Demo:
                 self._loop()
             return 0
         finally:
-            self.say("stopping: agents, simulator, backend ...")
+            # Nothing to announce when the demo failed before its first step (e.g. its
+            # directory is in use): only the error sentence is printed then.
+            announced = self._step > 0
+            if announced:
+                self.say("stopping: agents, simulator, backend ...")
             self._shutdown()
-            self.say("stopped")
+            if announced:
+                self.say("stopped")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -435,7 +440,10 @@ class Demo:
         )
         self._fleet = fleet
         viewer = tokens["viewer"]
-        (self.dir / "viewer-token").write_text(viewer + "\n")
+        # A credential: readable by its owner only, like the database next to it should be.
+        fd = os.open(self.dir / "viewer-token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(viewer + "\n")
         bar = "=" * 78
         self.say(bar)
         self.say(f"  Dashboard:     {self.url}/")

@@ -210,6 +210,7 @@ def test_demo_serves_three_hosts_live_events_and_a_killed_guest_then_stops_clean
         timeout=60,
     )
     assert second.returncode != 0 and "another splitwatch demo is running" in second.stderr, second.stderr
+    assert second.stdout == "" and "Traceback" not in second.stderr
     assert (demo_dir / "hosts/kvm-fra-01").is_dir()
 
     code, stderr = demo.interrupt()
