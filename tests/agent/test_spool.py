@@ -125,9 +125,82 @@ class SpoolAgainstAList(RuleBasedStateMachine):
 
 
 SpoolAgainstAList.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_spool_behaves_like_a_list_across_appends_acks_and_restarts = SpoolAgainstAList.TestCase
+
+
+class SpoolNeverLosesSilently(RuleBasedStateMachine):
+    """With a spool too small for what is appended, every event ever appended is, at any time,
+    in exactly one place: waiting, acknowledged, or counted in a spool_full gap covering its seq."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_seq = 0
+        self.appended: set[int] = set()
+        self.acked: set[int] = set()
+        self.acked_gaps: list[dict[str, Any]] = []
+
+    @initialize(limit=st.integers(min_value=600, max_value=3000))
+    def open_spool(self, limit: int) -> None:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name) / "spool"
+        self.limit = limit
+        self.spool = Spool(self.dir, max_bytes=limit)
+
+    def teardown(self) -> None:
+        if hasattr(self, "spool"):
+            self.spool.close()
+            self._tmp.cleanup()
+
+    @rule(sizes=st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=3))
+    def append_a_pass(self, sizes: list[int]) -> None:
+        records = []
+        for n in sizes:
+            seqs = list(range(self.next_seq, self.next_seq + n))
+            self.next_seq += n
+            self.appended.update(seqs)
+            records.append(payload(seqs))
+        self.spool.append(records)
+
+    @rule(n=st.integers(min_value=1, max_value=3))
+    def backend_takes_the_oldest(self, n: int) -> None:
+        taken = self.spool.peek(max_records=n, max_bytes=1 << 30)
+        for rec in taken:
+            body = json.loads(rec.body)
+            self.acked.update(e["seq"] for e in body["events"])
+            self.acked_gaps.extend(g for g in body["gaps"] if g["reason"] == "spool_full")
+        self.spool.ack([r.id for r in taken])
+
+    @rule()
+    def restart(self) -> None:
+        self.spool.close()
+        self.spool = Spool(self.dir, max_bytes=self.limit)
+
+    @invariant()
+    def every_event_is_waiting_acknowledged_or_counted(self) -> None:
+        if not hasattr(self, "spool"):
+            return
+        waiting: set[int] = set()
+        gaps = list(self.acked_gaps)
+        for rec in self.spool.peek(10**6, 1 << 40):
+            body = json.loads(rec.body)
+            waiting.update(e["seq"] for e in body["events"])
+            gaps.extend(g for g in body["gaps"] if g["reason"] == "spool_full")
+        lost = self.appended - waiting - self.acked
+        assert not (waiting & self.acked)
+        assert sum(g["count"] for g in gaps) == len(lost)
+        for seq in lost:
+            assert any(g["first_seq"] <= seq <= g["last_seq"] for g in gaps), f"seq {seq} lost silently"
+        assert self.spool.size_bytes <= self.limit
+
+
+SpoolNeverLosesSilently.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+test_spool_full_never_loses_an_event_silently = SpoolNeverLosesSilently.TestCase
 
 
 # --------------------------------------------------------------------------- basics
