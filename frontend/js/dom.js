@@ -2,7 +2,7 @@
 // (loading, empty, error) and the one call into Plotly.
 
 import { ACTION_COLORS } from "./charts.js";
-import { formatHash, withChanges } from "./state.js";
+import { SOURCES, formatHash, withChanges } from "./state.js";
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -142,6 +142,27 @@ export function keyValues(pairs) {
   );
 }
 
+export const PLOTLY_URL = "/static/vendor/plotly.min.js";
+let plotlyLoading = null;
+
+// Runs Plotly's script once, on first need; the page preloads the file so it is usually here.
+export function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyLoading) {
+    plotlyLoading = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = PLOTLY_URL;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        plotlyLoading = null;
+        reject(new Error(`Cannot load the chart library from ${PLOTLY_URL}: is the plotly package installed on the server?`));
+      };
+      document.head.append(script);
+    });
+  }
+  return plotlyLoading;
+}
+
 const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
 export function plot(el, traces, layout, { onClick = null } = {}) {
@@ -152,4 +173,24 @@ export function plot(el, traces, layout, { onClick = null } = {}) {
       if (ev && ev.points && ev.points.length) onClick(ev.points[0]);
     });
   }
+}
+
+// Which source the charts count (DESIGN.md: every number says which source it came from).
+export function sourcePicker(state) {
+  return h(
+    "label",
+    { class: "source-picker", title: "kmsg lines are first sightings; tracefs counts every trap" },
+    "counted from ",
+    h(
+      "select",
+      {
+        id: "source-picker",
+        onchange: (e) => {
+          window.location.hash = formatHash(withChanges(state, { source: e.target.value || null, cursors: [] }));
+        },
+      },
+      h("option", { value: "" }, "all sources"),
+      Object.entries(SOURCES).map(([key, text]) => h("option", { value: key, selected: state.source === key }, `${key} (${text})`)),
+    ),
+  );
 }

@@ -3,7 +3,7 @@
 // it is in the page (Plotly sizes a chart from its container).
 
 import * as api from "./api.js";
-import { errorBox, h, loading } from "./dom.js";
+import { errorBox, h, loadPlotly, loading } from "./dom.js";
 import {
   AUTO_REFRESH_S, RANGE_PRESETS, current, formatHash, rangeLabel, resolveRange, toIso, withChanges,
 } from "./state.js";
@@ -96,17 +96,21 @@ export async function route({ refresh = false } = {}) {
   syncControls(state);
   if (!refresh) setRefresh(state);
   const mine = ++generation;
+  const hash = window.location.hash;
   const view = $("#view");
   if (!refresh) view.replaceChildren(loading(`Loading ${state.page}${state.name ? ` ${state.name}` : ""}…`));
   document.body.dataset.loading = "1";
   const range = resolveRange(state);
   document.title = `splitwatch · ${state.page}${state.name ? ` ${state.name}` : ""}`;
   try {
-    const { node, draw } = await VIEWS[state.page].render(state, range);
+    const { node, draw, charts = true } = await VIEWS[state.page].render(state, range);
     if (mine !== generation) return; // a newer navigation won
-    view.replaceChildren(node);
+    view.replaceChildren(node); // numbers and tables first; charts once Plotly has run
+    if (charts) await loadPlotly();
+    if (mine !== generation) return;
     draw();
     $("#updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
+    document.body.dataset.rendered = hash; // which URL the page shows: tests wait on it
   } catch (err) {
     if (mine !== generation) return;
     if (err.status === 401) return; // the unauthorized listener shows the login
@@ -117,6 +121,7 @@ export async function route({ refresh = false } = {}) {
       view.replaceChildren(...[errorBox(err), back].slice(0, state.page === "fleet" ? 1 : 2));
     }
     console.error(err);
+    document.body.dataset.rendered = hash;
   } finally {
     if (mine === generation) delete document.body.dataset.loading;
   }
@@ -159,6 +164,7 @@ function setup() {
   $("#auto-refresh").addEventListener("change", (e) => {
     // replace: toggling refresh is not a place to come back to with the back button
     history.replaceState(null, "", formatHash(withChanges(current(), { auto: e.target.checked })));
+    document.body.dataset.rendered = window.location.hash; // same view, new URL
     setRefresh(current());
   });
   window.addEventListener("hashchange", () => route());

@@ -57,7 +57,8 @@ export function formatHash(state) {
       continue;
     }
     if (key === "limit" && (state.page !== "events" || value === 100)) continue;
-    if ((key === "cursors" || EVENT_FILTERS.includes(key)) && state.page !== "events") continue;
+    // `source` is kept on every page: charts say which source their numbers come from.
+    if ((key === "cursors" || (EVENT_FILTERS.includes(key) && key !== "source")) && state.page !== "events") continue;
     if (key === "cursors") {
       if (value && value.length) q.set("cursors", value.join(","));
       continue;
@@ -77,6 +78,16 @@ export function resolveRange(state, now = new Date()) {
   }
   const seconds = RANGE_PRESETS[state.range || DEFAULT_RANGE];
   return { since: toIso(new Date(now.getTime() - seconds * 1000)), until: toIso(now) };
+}
+
+export const SOURCES = {
+  kmsg: "kernel log lines: first sightings, rate-limited",
+  tracefs: "kprobe hits: every trap counted",
+  import: "imported kernel logs",
+};
+
+export function sourceLabel(state) {
+  return state.source ? `source ${state.source} only` : "all sources";
 }
 
 export function rangeLabel(state) {

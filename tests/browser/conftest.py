@@ -7,8 +7,9 @@
     browser      Debian's Chromium, headless (require_chromium(): skipped locally when absent,
                  a failure under CI=true). Never `playwright install`.
     context      one browser profile per module (its HTTP cache keeps Plotly).
-    page         a fresh tab (own sessionStorage, so logged out); on a failing test the
-                 browser console and the server's log lines are printed.
+    page         the module's one dashboard tab, shared (tests open their view by URL);
+    fresh_page   a new tab (own sessionStorage, so logged out, nothing loaded).
+                 On a failing test, the browser console and the server's log are printed.
 
 FLEET is one table of facts; the expected numbers (per action, per host, per guest, per
 window) are computed from it, never written twice.
@@ -207,17 +208,48 @@ def context(browser: Any) -> Iterator[Any]:
     ctx.close()
 
 
-@pytest.fixture
-def page(context: Any, request: pytest.FixtureRequest, server_log: list[str]) -> Iterator[Any]:
-    tab = context.new_page()
-    console: list[str] = []
-    tab.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    tab.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    tab.set_default_timeout(15_000)
-    log_start = len(server_log)
-    yield tab
+class _Tab:
+    """A tab and everything its console said, for the failure report."""
+
+    def __init__(self, context: Any) -> None:
+        self.page = context.new_page()
+        self.console: list[str] = []
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        self.page.set_default_timeout(15_000)
+
+
+def _report_on_failure(
+    request: pytest.FixtureRequest, tab: _Tab, console_start: int, log: list[str], log_start: int
+) -> None:
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
-        print("---- browser console ----", *console, sep="\n")
-        print("---- server log ----", *server_log[log_start:], sep="\n")
-    tab.close()
+        print("---- browser console ----", *tab.console[console_start:], sep="\n")
+        print("---- server log ----", *log[log_start:], sep="\n")
+
+
+@pytest.fixture(scope="module")
+def _shared_tab(context: Any) -> Iterator[_Tab]:
+    tab = _Tab(context)
+    yield tab
+    tab.page.close()
+
+
+@pytest.fixture
+def page(_shared_tab: _Tab, request: pytest.FixtureRequest, server_log: list[str]) -> Iterator[Any]:
+    """The module's one dashboard tab. The URL is the whole view state, so a test that opens
+    its URL gets its view whatever the test before did; sharing the tab runs Plotly's 4.8 MB
+    once per module instead of once per test."""
+    console_start, log_start = len(_shared_tab.console), len(server_log)
+    yield _shared_tab.page
+    _report_on_failure(request, _shared_tab, console_start, server_log, log_start)
+
+
+@pytest.fixture
+def fresh_page(context: Any, request: pytest.FixtureRequest, server_log: list[str]) -> Iterator[Any]:
+    """A new tab: logged out (sessionStorage is per tab), nothing loaded yet."""
+    tab = _Tab(context)
+    log_start = len(server_log)
+    yield tab.page
+    _report_on_failure(request, tab, 0, server_log, log_start)
+    tab.page.close()

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.browser.conftest import FLEET, GAP_C, HEALTH_A, SCREENSHOTS, Fleet, total, within
+from tests.browser.conftest import FLEET, GAP_C, HEALTH_A, SCREENSHOTS, Fact, Fleet, total, within
 
 pytestmark = pytest.mark.browser
 
@@ -24,9 +24,9 @@ DAY = 24 * 60
 
 
 def ready(page: Any) -> None:
-    """The current view finished loading (or failed, visibly)."""
+    """The view of the current URL finished loading (or failed, visibly): main.js marks it."""
     page.wait_for_function(
-        "!document.body.dataset.loading && document.querySelector('#view > .view, #view > .error')"
+        "document.body.dataset.rendered === location.hash && !document.body.dataset.loading"
     )
 
 
@@ -54,6 +54,10 @@ def bar_totals(page: Any, selector: str) -> dict[str, int]:
     return {t["meta"]: sum(t["y"]) for t in figure(page, selector)}
 
 
+def by_action(facts: list[Fact]) -> dict[str, int]:
+    return {action: total(facts, action=action) for action in {f.action for f in facts}}
+
+
 def card(page: Any, name: str) -> int:
     return int(page.inner_text(f"#card-{name} .card-value").replace(",", ""))
 
@@ -68,21 +72,24 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def test_a_wrong_token_is_refused_with_the_apis_message_and_a_viewer_token_logs_in(
-    page: Any, fleet: Fleet
+def test_a_wrong_token_is_refused_with_the_apis_message_and_a_viewer_token_opens_the_url_asked_for(
+    fresh_page: Any, fleet: Fleet
 ) -> None:
-    page.goto(fleet.url + "/")
-    page.wait_for_selector("#login:not([hidden])")
-    shot(page, "login")
-    page.fill("#login-token", "sw_not-a-real-token")
-    page.click("#login-submit")
-    page.wait_for_function("document.querySelector('#login-message').textContent.startsWith('Token refused')")
-    assert page.is_visible("#login")
-    page.fill("#login-token", fleet.viewer)
-    page.click("#login-submit")
-    ready(page)
-    assert page.is_hidden("#login")
-    assert page.inner_text("#view h1") == "Fleet overview"
+    fresh_page.goto(f"{fleet.url}/#/events?host=kvm-b")
+    fresh_page.wait_for_selector("#login:not([hidden])")
+    shot(fresh_page, "login")
+    fresh_page.fill("#login-token", "sw_not-a-real-token")
+    fresh_page.click("#login-submit")
+    fresh_page.wait_for_function(
+        "document.querySelector('#login-message').textContent.startsWith('Token refused')"
+    )
+    assert fresh_page.is_visible("#login") and fresh_page.is_hidden("#app")
+    fresh_page.fill("#login-token", fleet.viewer)
+    fresh_page.click("#login-submit")
+    ready(fresh_page)
+    assert fresh_page.is_hidden("#login")
+    assert fresh_page.inner_text("#view h1") == "Events"
+    assert len(table_ids(fresh_page, "#events")) == len([f for f in FLEET if f.host == "kvm-b"])
 
 
 def test_fleet_totals_and_charts_show_exactly_what_was_ingested(page: Any, fleet: Fleet) -> None:
@@ -95,7 +102,7 @@ def test_fleet_totals_and_charts_show_exactly_what_was_ingested(page: Any, fleet
     assert card(page, "drifting") == 1
     assert card(page, "gaps") >= 1
 
-    expected_by_action = {a: total(day, action=a) for a in {f.action for f in day}}
+    expected_by_action = by_action(day)
     assert bar_totals(page, "#chart-action") == expected_by_action
     expected_by_kind = {k: total(day, kind=k) for k in {f.kind for f in day}}
     assert bar_totals(page, "#chart-kind") == expected_by_kind
@@ -111,6 +118,25 @@ def test_fleet_totals_and_charts_show_exactly_what_was_ingested(page: Any, fleet
     changes = page.inner_text("#changes")
     assert "mitigate 0 → 1" in changes and "drift" in changes and f"{GAP_C} lost" in changes
     shot(page, "fleet")
+
+
+def test_the_source_picker_counts_one_source_and_says_so(page: Any, fleet: Fleet) -> None:
+    open_logged_in(page, fleet, "#/fleet?range=24h&source=tracefs")
+    tracefs = [f for f in within(DAY) if f.source == "tracefs"]
+    assert bar_totals(page, "#chart-action") == by_action(tracefs)
+    assert "source tracefs only" in page.inner_text("#view")
+    page.select_option("#source-picker", "kmsg")
+    page.wait_for_function("location.hash.includes('source=kmsg')")
+    ready(page)
+    kmsg = [f for f in within(DAY) if f.source == "kmsg"]
+    assert bar_totals(page, "#chart-action") == by_action(kmsg)
+    page.click("#top-hosts tr[data-host='kvm-a'] td:nth-child(4)")  # the choice follows to the host
+    page.wait_for_function(
+        "location.hash.startsWith('#/host/kvm-a?') && location.hash.includes('source=kmsg')"
+    )
+    ready(page)
+    a = [f for f in kmsg if f.host == "kvm-a"]
+    assert bar_totals(page, "#chart-host-action") == by_action(a)
 
 
 def test_clicking_a_host_heatmap_cell_opens_that_host(page: Any, fleet: Fleet) -> None:
@@ -141,7 +167,7 @@ def test_fleet_to_host_to_guest_by_clicking_rows(page: Any, fleet: Fleet) -> Non
     ready(page)
     day = within(DAY)
     a = [f for f in day if f.host == "kvm-a"]
-    assert bar_totals(page, "#chart-host-action") == {x: total(a, action=x) for x in {f.action for f in a}}
+    assert bar_totals(page, "#chart-host-action") == by_action(a)
     mode_rows = {t["meta"] for t in figure(page, "#chart-mode")}
     assert mode_rows == {"mode", "mitigate", "drift"}
     cpus = figure(page, "#chart-cpus")[0]
@@ -154,9 +180,7 @@ def test_fleet_to_host_to_guest_by_clicking_rows(page: Any, fleet: Fleet) -> Non
     page.wait_for_function("location.hash.startsWith('#/guest/web-1')")
     ready(page)
     web = [f for f in day if f.guest == "web-1"]
-    assert bar_totals(page, "#chart-guest-action") == {
-        x: total(web, action=x) for x in {f.action for f in web}
-    }
+    assert bar_totals(page, "#chart-guest-action") == by_action(web)
     assert bar_totals(page, "#chart-guest-hosts") == {"kvm-a": total(web)}
     actions = page.inner_text("#guest-actions")
     assert "throttle" in actions and str(total(web, action="throttle")) in actions
@@ -198,9 +222,7 @@ def test_changing_the_range_changes_url_and_totals_and_back_restores_it(page: An
         page.wait_for_function(f"location.hash === '#/fleet?range={preset}'")
         ready(page)
         assert card(page, "events") == total(within(minutes)), preset
-        assert bar_totals(page, "#chart-action") == {
-            a: total(within(minutes), action=a) for a in {f.action for f in within(minutes)}
-        }
+        assert bar_totals(page, "#chart-action") == by_action(within(minutes))
     page.go_back()
     page.wait_for_function("location.hash === '#/fleet?range=6h'")
     ready(page)
@@ -321,42 +343,42 @@ def test_an_unknown_host_shows_the_apis_404_sentence(page: Any, fleet: Fleet) ->
 
 
 def test_an_empty_fleet_says_no_agent_has_reported_and_how_to_start_one(
-    page: Any, empty_fleet: Fleet
+    fresh_page: Any, empty_fleet: Fleet
 ) -> None:
-    open_logged_in(page, empty_fleet, "#/fleet")
-    text = page.inner_text("#view")
+    open_logged_in(fresh_page, empty_fleet, "#/fleet")
+    text = fresh_page.inner_text("#view")
     assert "No agent has reported yet" in text and "splitwatch agent --server" in text
-    assert card(page, "events") == 0
-    shot(page, "empty")
-    page.click("#nav a[data-page='events']")
-    ready(page)
-    assert re.search(r"No event in last 24h", page.inner_text("#view"))
+    assert card(fresh_page, "events") == 0
+    shot(fresh_page, "empty")
+    fresh_page.click("#nav a[data-page='events']")
+    ready(fresh_page)
+    assert re.search(r"No event in last 24h", fresh_page.inner_text("#view"))
 
 
-def test_auto_refresh_refetches_every_30_s_and_is_kept_in_the_url(page: Any, fleet: Fleet) -> None:
-    page.clock.install()  # Playwright's fake timers: 30 s pass without waiting 30 s
-    open_logged_in(page, fleet, "#/fleet")
-    page.check("#auto-refresh")
-    page.wait_for_function("location.hash.includes('auto=1')")
+def test_auto_refresh_refetches_every_30_s_and_is_kept_in_the_url(fresh_page: Any, fleet: Fleet) -> None:
+    fresh_page.clock.install()  # Playwright's fake timers: 30 s pass without waiting 30 s
+    open_logged_in(fresh_page, fleet, "#/events?host=kvm-d")  # a view without charts: quick
 
-    def summaries() -> int:
-        return sum(1 for line in fleet.log if "GET /api/v1/summary " in line)
+    def fetches() -> int:
+        return sum(1 for line in fleet.log if "GET /api/v1/events " in line)
 
-    before = summaries()
-    page.clock.fast_forward(31_000)
-    page.wait_for_function("!document.body.dataset.loading")
+    fresh_page.check("#auto-refresh")
+    fresh_page.wait_for_function("location.hash.includes('auto=1')")
+    before = fetches()
+    fresh_page.clock.fast_forward(31_000)
     # The server logs a request after answering it: give the log line a moment to land.
     for _ in range(50):
-        if summaries() > before:
+        if fetches() > before:
             break
-        page.wait_for_timeout(100)
-    assert summaries() == before + 1
+        fresh_page.wait_for_timeout(100)
+    assert fetches() == before + 1
 
-    page.reload()  # the copied URL keeps auto-refresh on
-    ready(page)
-    assert page.is_checked("#auto-refresh")
-    page.uncheck("#auto-refresh")
-    page.wait_for_function("!location.hash.includes('auto=1')")
-    before = summaries()
-    page.clock.fast_forward(61_000)
-    assert summaries() == before
+    fresh_page.reload()  # the copied URL keeps auto-refresh on
+    ready(fresh_page)
+    assert fresh_page.is_checked("#auto-refresh")
+    fresh_page.uncheck("#auto-refresh")
+    fresh_page.wait_for_function("!location.hash.includes('auto=1')")
+    before = fetches()
+    fresh_page.clock.fast_forward(61_000)
+    fresh_page.wait_for_timeout(300)
+    assert fetches() == before

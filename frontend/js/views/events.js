@@ -119,7 +119,7 @@ export async function render(state, range) {
       }),
     ),
   );
-  return { node, draw() {} };
+  return { node, draw() {}, charts: false };
 }
 
 function csvName(filters, range) {

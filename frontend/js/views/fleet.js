@@ -8,20 +8,21 @@ import {
   heatmapLayout, seriesTotals, stackedBars, stepLabel,
 } from "../charts.js";
 import {
-  actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, statusBadge, table,
+  actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, sourcePicker, statusBadge, table,
   viewLink,
 } from "../dom.js";
-import { formatHash, toIso, withChanges } from "../state.js";
+import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
 
 // Mode and drift marks need each host's states: one request per host, so only the busiest.
 const MARKED_HOSTS = 25;
 
 export async function render(state, range) {
+  const src = state.source ? { source: state.source } : {};
   const [summary, byAction, byKind, byHost, hostList, guestList, gapList] = await Promise.all([
     api.summary(range),
-    api.series({ ...range, step: chooseStep(range), group_by: "action" }),
-    api.series({ ...range, step: chooseStep(range), group_by: "kind" }),
-    api.series({ ...range, step: chooseStep(range), group_by: "host" }),
+    api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
+    api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
+    api.series({ ...range, ...src, step: chooseStep(range), group_by: "host" }),
     api.hosts(range),
     api.guests(range),
     api.gaps(range),
@@ -32,7 +33,11 @@ export async function render(state, range) {
   );
   const marks = changeMarks(details.filter(Boolean), gapList.items, range);
 
-  const node = h("div", { class: "view view-fleet" }, h("h1", {}, "Fleet overview"));
+  const node = h(
+    "div",
+    { class: "view view-fleet" },
+    h("div", { class: "title-row" }, h("h1", {}, "Fleet overview"), sourcePicker(state)),
+  );
   node.append(cards(summary, state));
 
   if (summary.hosts_total === 0) {
@@ -48,7 +53,7 @@ export async function render(state, range) {
         ),
       ),
     );
-    return { node, draw() {} };
+    return { node, draw() {}, charts: false };
   }
 
   const total = grandTotal(byAction);
@@ -63,7 +68,7 @@ export async function render(state, range) {
 
   node.append(
     section(
-      `Split locks by action (events per ${stepLabel(byAction.step)}, UTC)`,
+      `Split locks by action (events per ${stepLabel(byAction.step)}, UTC, ${sourceLabel(state)})`,
       total ? actionChart : noEvents,
       total ? h("p", { class: "hint" }, "Click a bar to list its events.") : null,
       changesList(marks.items, state),
@@ -71,9 +76,9 @@ export async function render(state, range) {
     h(
       "div",
       { class: "two-col" },
-      section(`By kind (events per ${stepLabel(byKind.step)})`, total ? kindChart : emptyState("No events in this window.")),
+      section(`By kind (events per ${stepLabel(byKind.step)}, ${sourceLabel(state)})`, total ? kindChart : emptyState("No events in this window.")),
       section(
-        `Hosts × time (events per ${stepLabel(byHost.step)})`,
+        `Hosts × time (events per ${stepLabel(byHost.step)}, ${sourceLabel(state)})`,
         heat ? hostChart : emptyState("No host had an event in this window."),
         heat ? h("p", { class: "hint" }, heatHint(heat, byHost)) : null,
       ),
@@ -129,7 +134,7 @@ function cards(s, state) {
   return h(
     "div",
     { class: "cards", id: "summary" },
-    card("Events", fmtNum(s.events), "split + bus lock traps", { id: "card-events" }),
+    card("Events", fmtNum(s.events), "split + bus lock traps, all sources", { id: "card-events" }),
     card("Guests affected", fmtNum(s.guests_affected), "took at least one", { id: "card-guests" }),
     card("Guests killed", fmtNum(s.guests_killed), "SIGBUS in fatal mode", { tone: s.guests_killed ? "bad" : null, id: "card-killed" }),
     card("Hosts", fmtNum(s.hosts_total), modes || "no mode reported", { id: "card-hosts" }),

@@ -4,17 +4,18 @@
 
 import * as api from "../api.js";
 import { ACTION_COLORS, ACTION_ORDER, barLayout, chooseStep, grandTotal, stackedBars, stepLabel } from "../charts.js";
-import { actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, plot, section, table, viewLink } from "../dom.js";
-import { formatHash, toIso, withChanges } from "../state.js";
+import { actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, plot, section, sourcePicker, table, viewLink } from "../dom.js";
+import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
 
 export async function render(state, range) {
   const name = state.name;
+  const src = state.source ? { source: state.source } : {};
   const [guest, byAction, byHost, recent] = await Promise.all([
     api.guest(name, range),
-    api.series({ ...range, step: chooseStep(range), guest: name, group_by: "action" }),
-    api.series({ ...range, step: chooseStep(range), guest: name, group_by: "host" }),
-    api.events({ ...range, guest: name, limit: 20 }),
+    api.series({ ...range, ...src, step: chooseStep(range), guest: name, group_by: "action" }),
+    api.series({ ...range, ...src, step: chooseStep(range), guest: name, group_by: "host" }),
+    api.events({ ...range, ...src, guest: name, limit: 20 }),
   ]);
   const total = grandTotal(byAction);
   const actionChart = h("div", { class: "chart", id: "chart-guest-action" });
@@ -26,7 +27,9 @@ export async function render(state, range) {
   const node = h(
     "div",
     { class: "view view-guest" },
-    h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / guest "), name),
+    h("div", { class: "title-row" },
+      h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / guest "), name),
+      sourcePicker(state)),
     guest.killed
       ? h("div", { class: "banner bad", id: "killed-banner" },
         `Killed: a split lock in fatal mode sent SIGBUS to its vCPU thread${guest.killed_at ? ` at ${fmtTime(guest.killed_at)} UTC` : ""}${guest.last_host ? ` on ${guest.last_host}` : ""}.`)
@@ -47,7 +50,7 @@ export async function render(state, range) {
         ]),
       ),
       section(
-        "What the hosts did (events by action, this window)",
+        "What the hosts did (events by action, this window, all sources)",
         table(
           [
             { label: "action", value: ([a]) => actionBadge(a) },
@@ -63,15 +66,15 @@ export async function render(state, range) {
       ),
     ),
     section(
-      `Events by action (per ${stepLabel(byAction.step)}, UTC)`,
+      `Events by action (per ${stepLabel(byAction.step)}, UTC, ${sourceLabel(state)})`,
       total ? actionChart : emptyState(`${name} took no split lock in this window; widen the range to see older ones.`),
     ),
     section(
-      `Events by host (per ${stepLabel(byHost.step)}, UTC)`,
+      `Events by host (per ${stepLabel(byHost.step)}, UTC, ${sourceLabel(state)})`,
       total ? hostChart : emptyState("No events in this window."),
     ),
     section(
-      "Top addresses (guest RIP)",
+      "Top addresses (guest RIP, all sources)",
       table(
         [
           { label: "address", value: (a) => code(a.address) },

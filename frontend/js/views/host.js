@@ -8,20 +8,21 @@ import {
   stackedBars, stepLabel, timelineLayout,
 } from "../charts.js";
 import {
-  actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, modeBadge, plot, section, statusBadge,
+  actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, modeBadge, plot, section, sourcePicker, statusBadge,
   table, viewLink,
 } from "../dom.js";
-import { formatHash, toIso, withChanges } from "../state.js";
+import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
 
 export async function render(state, range) {
   const name = state.name;
+  const src = state.source ? { source: state.source } : {};
   const [host, byAction, guestList, gapList, recent] = await Promise.all([
     api.host(name, range),
-    api.series({ ...range, step: chooseStep(range), host: name, group_by: "action" }),
+    api.series({ ...range, ...src, step: chooseStep(range), host: name, group_by: "action" }),
     api.guests({ ...range, host: name }),
     api.gaps({ ...range, host: name }),
-    api.events({ ...range, host: name, limit: 20 }),
+    api.events({ ...range, ...src, host: name, limit: 20 }),
   ]);
   const marks = changeMarks([host], gapList.items, range, { fleet: false });
   const total = grandTotal(byAction);
@@ -35,8 +36,10 @@ export async function render(state, range) {
   const node = h(
     "div",
     { class: "view view-host" },
-    h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / host "), name, " ",
-      statusBadge(host.status), " ", modeBadge(host)),
+    h("div", { class: "title-row" },
+      h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / host "), name, " ",
+        statusBadge(host.status), " ", modeBadge(host)),
+      sourcePicker(state)),
     host.status === "drift"
       ? h("div", { class: "banner warn" }, `Detection is off on CPU(s) ${host.drifting_cpus.join(", ")} in several samples in a row, while the mode is ${host.mode}: split locks there go unseen.`)
       : null,
@@ -50,7 +53,7 @@ export async function render(state, range) {
       section("Agent health", health(host)),
     ),
     section(
-      `Events by action (per ${stepLabel(byAction.step)}, UTC)`,
+      `Events by action (per ${stepLabel(byAction.step)}, UTC, ${sourceLabel(state)})`,
       total ? actionChart : emptyState(`No split-lock or bus-lock trap on ${name} in this window.`),
       marks.items.length
         ? h("p", { class: "hint" }, `${marks.items.length} change(s), drift(s) or gap(s) marked on the chart.`)
