@@ -377,6 +377,16 @@ class Fleet:
         fake.kernel(role.kernel).mode(role.mode).mitigate(role.mitigate).cpus(role.cpus)
         if self.tracefs:
             fake.tracefs()
+            # Only the handlers this kernel has can be probed: split_lock_warn is 5.19+,
+            # handle_bus_lock 5.13+; before 5.19 user tasks go through handle_user_split_lock.
+            functions = ["handle_guest_split_lock", "handle_user_split_lock"]
+            if fake.kernel_version >= (5, 13):
+                functions.append("handle_bus_lock")
+            if fake.kernel_version >= (5, 19):
+                functions.append("split_lock_warn")
+            (fake.root / "sys/kernel/tracing/available_filter_functions").write_text(
+                "".join(f"{f}\n" for f in sorted(functions))
+            )
         fake.boot_messages()
         host = SimHost(role.hostname, role.role, role.kernel, role.mode or "warn", fake, [], role.cpus)
         for name, vmm_kind, rate, burst_p in role.workloads:
@@ -521,7 +531,8 @@ class Fleet:
             host.reported_tids.add(tid)
             if self._print(host, "split_lock_warn"):
                 fake.split_lock(comm, tid, address)
-        if self.tracefs:
+        if self.tracefs and (work.is_guest or fake.kernel_version >= (5, 19)):
+            # Before 5.19 a user task's trap goes through handle_user_split_lock: no probe of ours.
             probe = "handle_guest_split_lock" if work.is_guest else "split_lock_warn"
             fake.trace_hit(probe, comm, tid, cpu)
         if fake.kernel_version >= (5, 19) and cpu not in host.drifted | host.transient_off:
