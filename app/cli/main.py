@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
@@ -35,6 +36,13 @@ _register_all()
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["agent"] and not {"--help", "-h"} & set(argv[1:]):
+        # The agent runs on every host under a 30 MB budget: typer parses parameters through
+        # pydantic (~15 MB resident), so `agent` goes straight to its stdlib parser.
+        from app.cli.agent import main as agent_main
+
+        sys.exit(agent_main(argv[1:]))
     cli()
 
 
