@@ -290,6 +290,7 @@ def main() -> None:
     with engine.connect() as conn:
         total = conn.execute(select(func.sum(rollup_1h.c.count))).scalar()
     print(f"database: {url.split('@')[-1]}")
+    print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     print(f"filled in {time.perf_counter() - t:.1f}s: {total:,} events as")
     print(f"  {sizes['rollup_1h']:,} rollup_1h rows, {sizes['rollup_1m']:,} rollup_1m rows,")
     print(f"  {sizes['event']:,} raw event rows; {HOSTS} hosts, {GUESTS} guests ({len(offenders)} offenders)")
@@ -369,6 +370,7 @@ def main() -> None:
     print(f"  raw event scan {raw_ms:.1f} ms over {sizes['event']:,} rows, scaled to {total:,} rows:")
     print(f"    {raw_scaled:,.0f} ms   scan/chart = {raw_scaled / d50:,.0f}x")
     print(f"  GET /metrics, one scrape (aggregates rollup_1h): p50 {statistics.median(scrape):7.1f} ms")
+    print(f"load average after: {os.getloadavg()[0]:.1f}: other work on this machine inflates p99")
 
 
 if __name__ == "__main__":

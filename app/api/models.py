@@ -82,10 +82,11 @@ def _utc(at: dt.datetime) -> dt.datetime:
     return min(max(at, EARLIEST), LATEST)
 
 
-def time_range(
+async def time_range(
     since: Annotated[IsoTime | None, _SINCE] = None,
     until: Annotated[IsoTime | None, _UNTIL] = None,
 ) -> TimeRange:
+    # async: pure arithmetic, so it runs on the event loop instead of costing a threadpool hop.
     now = dt.datetime.now(dt.UTC)
     end = _utc(until) if until is not None else now
     start = _utc(since) if since is not None else max(end - DEFAULT_RANGE, EARLIEST)
