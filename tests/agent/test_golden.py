@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -187,7 +186,7 @@ def test_agent_once_stdout_output_equals_the_golden_file(
 ) -> None:
     output = agent_output(name, tmp_path)
     path = GOLDEN / f"{name}.jsonl"
-    if update_golden or os.environ.get("SPLITWATCH_UPDATE_GOLDEN") == "1":
+    if update_golden:
         path.write_text(output)
         return
     assert path.exists(), f"no golden file {path}: run `pytest tests/agent --update-golden` and review it"
