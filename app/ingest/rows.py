@@ -43,57 +43,61 @@ def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
     seen: set[tuple[str, int]] = set()
     guests: dict[str, dict[str, Any]] = {}
     for e in payload.events:
-        key = (e.source, e.seq)
+        key = (e["source"], e["seq"])
         if key in seen:
             continue
         seen.add(key)
-        g = e.guest
+        g = e["guest"]
+        at = e["time"]
+        action = e["action"]
         events.append(
             {
                 "boot_id": boot_id,
-                "source": e.source,
-                "seq": e.seq,
-                "time": e.time,
+                "source": e["source"],
+                "seq": e["seq"],
+                "time": at,
                 "received_at": received_at,
-                "kind": e.kind,
-                "comm": e.comm,
-                "tid": e.tid,
-                "tgid": e.tgid,
-                "address": e.address,
-                "count": e.count,
-                "action": e.action,
-                "vcpu": g.vcpu if g is not None else None,
-                "vmm": g.vmm if g is not None else None,
+                "kind": e["kind"],
+                "comm": e["comm"],
+                "tid": e["tid"],
+                "tgid": e["tgid"],
+                "address": e["address"],
+                "count": e["count"],
+                "action": action,
+                "vcpu": g["vcpu"] if g is not None else None,
+                "vmm": g["vmm"] if g is not None else None,
             }
         )
-        event_guests.append(g.name if g is not None else None)
         if g is None:
+            event_guests.append(None)
             continue
-        row = guests.get(g.name)
-        killed_at = e.time if e.action == "sigbus" else None
+        name = g["name"]
+        event_guests.append(name)
+        row = guests.get(name)
+        killed_at = at if action == "sigbus" else None
         if row is None:
-            guests[g.name] = {
-                "name": g.name,
-                "uuid": g.uuid,
-                "vmm": g.vmm,
-                "first_seen_at": e.time,
-                "last_seen_at": e.time,
-                "last_action": e.action,
+            guests[name] = {
+                "name": name,
+                "uuid": g["uuid"],
+                "vmm": g["vmm"],
+                "first_seen_at": at,
+                "last_seen_at": at,
+                "last_action": action,
                 "killed_at": killed_at,
             }
             continue
-        if e.time < row["first_seen_at"]:
-            row["first_seen_at"] = e.time
-        if e.time >= row["last_seen_at"]:
-            row["last_seen_at"] = e.time
-            row["last_action"] = e.action
-            row["vmm"] = g.vmm
-            if g.uuid is not None:
-                row["uuid"] = g.uuid
+        if at < row["first_seen_at"]:
+            row["first_seen_at"] = at
+        if at >= row["last_seen_at"]:
+            row["last_seen_at"] = at
+            row["last_action"] = action
+            row["vmm"] = g["vmm"]
+            if g["uuid"] is not None:
+                row["uuid"] = g["uuid"]
         if killed_at is not None and (row["killed_at"] is None or killed_at > row["killed_at"]):
             row["killed_at"] = killed_at
-        if row["uuid"] is None and g.uuid is not None:
-            row["uuid"] = g.uuid
+        if row["uuid"] is None and g["uuid"] is not None:
+            row["uuid"] = g["uuid"]
     gaps = [
         {
             "boot_id": boot_id,

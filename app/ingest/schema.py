@@ -13,7 +13,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 SourceName = Literal["kmsg", "tracefs", "import"]
 KindName = Literal["split_lock", "bus_lock"]
@@ -104,23 +113,27 @@ class StateIn(_Strict):
         return self
 
 
-class GuestIn(_Strict):
+# Events arrive by the thousand: they validate into TypedDicts (plain dicts, about half the
+# cost of model instances), which the ingest path reads by key.
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class GuestIn(TypedDict):
     name: GuestName
     uuid: GuestUuid | None
     vmm: VmmName
-    vcpu: int | None = Field(ge=0, le=INT32)
+    vcpu: Annotated[int, Field(ge=0, le=INT32)] | None
 
 
-class EventIn(_Strict):
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class EventIn(TypedDict):
     source: SourceName
-    seq: int = Field(ge=0, le=INT64)
+    seq: Annotated[int, Field(ge=0, le=INT64)]
     time: UtcTime
     kind: KindName
     comm: Comm
-    tid: int = Field(ge=0, le=INT32)
-    tgid: int | None = Field(ge=0, le=INT32)
+    tid: Annotated[int, Field(ge=0, le=INT32)]
+    tgid: Annotated[int, Field(ge=0, le=INT32)] | None
     address: Address | None
-    count: int = Field(ge=0, le=INT32)
+    count: Annotated[int, Field(ge=0, le=INT32)]
     action: ActionName
     guest: GuestIn | None
 
