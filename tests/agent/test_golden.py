@@ -229,3 +229,11 @@ def test_golden_payloads_have_exactly_the_contract_keys(name: str) -> None:
     assert lines
     for line in lines:
         check_contract(json.loads(line))
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_golden_payloads_are_accepted_by_the_backend_ingest_schema(name: str) -> None:
+    from app.ingest.schema import parse_payload
+
+    for line in (GOLDEN / f"{name}.jsonl").read_text().splitlines():
+        parse_payload(line.replace("<observed_at>", "2025-11-24T17:00:00Z").encode())  # raises if not
