@@ -337,6 +337,12 @@ export function timeAxis(range) {
   return { type: "date", title: { text: "time (UTC)" }, range: [plotTime(range.since), plotTime(range.until)] };
 }
 
+// The tallest stack of bars.
+export function maxStack(traces) {
+  if (!traces || !traces.length) return 0;
+  return Math.max(0, ...traces[0].y.map((_, i) => traces.reduce((sum, t) => sum + (t.y[i] || 0), 0)));
+}
+
 export function barLayout(range, { yTitle, marks = null, height = 300 } = {}) {
   return {
     barmode: "stack",
@@ -352,6 +358,12 @@ export function barLayout(range, { yTitle, marks = null, height = 300 } = {}) {
     annotations: marks ? marks.annotations : [],
     hovermode: "closest",
   };
+}
+
+// Counts are whole: with short stacks Plotly would tick 0.2, 0.4...; ask for one tick per unit.
+export function wholeTicks(traces, layout) {
+  if (layout.barmode !== "stack" || maxStack(traces) >= 6) return layout;
+  return { ...layout, yaxis: { ...layout.yaxis, dtick: 1 } };
 }
 
 export function heatmapLayout(range, rows, { yTitle = "host" } = {}) {

@@ -1,7 +1,7 @@
 // Small DOM helpers shared by the views: element building, formatting, tables, states
 // (loading, empty, error) and the one call into Plotly.
 
-import { ACTION_COLORS } from "./charts.js";
+import { ACTION_COLORS, wholeTicks } from "./charts.js";
 import { SOURCES, formatHash, withChanges } from "./state.js";
 
 export function h(tag, attrs = {}, ...children) {
@@ -166,7 +166,7 @@ export function loadPlotly() {
 const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
 export function plot(el, traces, layout, { onClick = null } = {}) {
-  window.Plotly.react(el, traces, layout, PLOT_CONFIG);
+  window.Plotly.react(el, traces, wholeTicks(traces, layout), PLOT_CONFIG);
   if (onClick) {
     el.removeAllListeners && el.removeAllListeners("plotly_click");
     el.on("plotly_click", (ev) => {

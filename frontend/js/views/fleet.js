@@ -86,8 +86,8 @@ export async function render(state, range) {
     h(
       "div",
       { class: "two-col" },
-      section("Top guests", guestTable(guestList.items, state)),
-      section("Top hosts", hostTable(hosts, state)),
+      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0), 15, "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"))),
+      section("Top hosts", hostTable(hosts, state, 15, "top-hosts"), more(hosts, 15, "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts"))),
     ),
   );
 
@@ -163,8 +163,14 @@ function changesList(items, state) {
   );
 }
 
-function guestTable(guests, state) {
-  const rows = guests.filter((g) => g.events > 0).sort((a, b) => b.events - a.events || a.name.localeCompare(b.name)).slice(0, 15);
+// The full list, folded: a big fleet's 16th host is still one click away.
+function more(rows, shown, what, build) {
+  if (rows.length <= shown) return null;
+  return h("details", { class: "more" }, h("summary", {}, `all ${rows.length} ${what}`), build(rows));
+}
+
+function guestTable(guests, state, limit, id) {
+  const rows = guests.filter((g) => g.events > 0).sort((a, b) => b.events - a.events || a.name.localeCompare(b.name)).slice(0, limit);
   return table(
     [
       { label: "guest", value: (g) => viewLink(state, { page: "guest", name: g.name }, g.name) },
@@ -175,7 +181,7 @@ function guestTable(guests, state) {
     ],
     rows,
     {
-      id: "top-guests",
+      id,
       rowLink: (g) => formatHash(withChanges(state, { page: "guest", name: g.name })),
       rowData: (g) => ({ guest: g.name }),
       empty: "No guest took a split lock in this window.",
@@ -183,12 +189,12 @@ function guestTable(guests, state) {
   );
 }
 
-function hostTable(hosts, state) {
+function hostTable(hosts, state, limit, id) {
   // Hosts in trouble first (they may have no events precisely because detection is off).
   const rank = { drift: 0, silent: 1, ok: 2 };
   const rows = [...hosts]
     .sort((a, b) => (rank[a.status] ?? 3) - (rank[b.status] ?? 3) || b.events - a.events || a.name.localeCompare(b.name))
-    .slice(0, 15);
+    .slice(0, limit);
   return table(
     [
       { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },
@@ -201,7 +207,7 @@ function hostTable(hosts, state) {
     ],
     rows,
     {
-      id: "top-hosts",
+      id,
       rowLink: (x) => formatHash(withChanges(state, { page: "host", name: x.name })),
       rowData: (x) => ({ host: x.name }),
       empty: "No host has reported.",
