@@ -7,6 +7,7 @@ what it sends must be what a host in that mode and kernel could have done.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -58,6 +59,7 @@ class DemoProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**base, **(env or {})},
+            start_new_session=True,  # its own process group, as a shell job has
         )
         demo = cls(process)
         threading.Thread(target=demo._pump, daemon=True).start()
@@ -102,9 +104,13 @@ class DemoProcess:
             err = self.process.stderr.read()
         return "\n".join(self.lines) + ("\n--- stderr ---\n" + err if err else "")
 
-    def interrupt(self, sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:
-        """SIGINT (Ctrl-C) or another signal; (exit code, stderr) once it has exited."""
-        self.process.send_signal(sig)
+    def interrupt(self, sig: signal.Signals = signal.SIGINT, *, group: bool = False) -> tuple[int, str]:
+        """SIGINT or another signal, to the demo or (a terminal's Ctrl-C) to its whole process
+        group, agents included; (exit code, stderr) once it has exited."""
+        if group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
         try:
             code = self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -117,9 +123,10 @@ class DemoProcess:
         return code, stderr
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """Whatever is left of the demo's process group (agents included), after a failure."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def poll(fetch: Any, ok: Any, what: str, timeout_s: float = 60.0) -> Any:
@@ -156,7 +163,7 @@ def running_demo(demo_dir: Path) -> Iterator[tuple[DemoProcess, str, str]]:
 
 
 @pytest.mark.slow
-def test_demo_serves_three_hosts_live_events_and_a_killed_guest_then_stops_cleanly_on_sigint(
+def test_demo_serves_three_hosts_live_events_and_a_killed_guest_then_stops_cleanly_on_ctrl_c(
     running_demo: tuple[DemoProcess, str, str], demo_dir: Path
 ) -> None:
     demo, url, token = running_demo
@@ -213,7 +220,7 @@ def test_demo_serves_three_hosts_live_events_and_a_killed_guest_then_stops_clean
     assert second.stdout == "" and "Traceback" not in second.stderr
     assert (demo_dir / "hosts/kvm-fra-01").is_dir()
 
-    code, stderr = demo.interrupt()
+    code, stderr = demo.interrupt(group=True)  # Ctrl-C in a terminal reaches the agents too
     out = "\n".join(demo.lines)
     assert code == 0, demo.output() + stderr
     assert "Traceback" not in out + stderr, out + stderr
