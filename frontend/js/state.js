@@ -6,7 +6,7 @@
 //   #/guest/<name>?since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z
 //   #/events?range=6h&host=h1&action=sigbus&limit=100&cursors=<c1>,<c2>
 //
-// Pure apart from `current()`/`navigate()`, which read and write window.location.
+// Pure apart from `current()`, which reads window.location.
 
 export const PAGES = ["fleet", "host", "guest", "events"];
 export const RANGE_PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
@@ -123,20 +123,4 @@ export function withChanges(state, changes) {
 
 export function current() {
   return parseHash(window.location.hash);
-}
-
-export function href(state) {
-  return formatHash(state);
-}
-
-export function navigate(changes, { replace = false } = {}) {
-  const hash = formatHash(withChanges(current(), changes));
-  if (hash === window.location.hash) return false;
-  if (replace) {
-    history.replaceState(null, "", hash);
-    window.dispatchEvent(new HashChangeEvent("hashchange"));
-  } else {
-    window.location.hash = hash;
-  }
-  return true;
 }

@@ -6,9 +6,8 @@
 import * as api from "../api.js";
 import { ACTION_ORDER, KIND_ORDER } from "../charts.js";
 import { actionBadge, code, emptyState, fmtNum, fmtTime, h, section, table, viewLink } from "../dom.js";
-import { EVENT_FILTERS, PAGE_SIZES, formatHash, rangeLabel, withChanges } from "../state.js";
+import { EVENT_FILTERS, PAGE_SIZES, SOURCES, formatHash, rangeLabel, withChanges } from "../state.js";
 
-const SOURCES = ["kmsg", "tracefs", "import"];
 
 export function eventColumns(state) {
   return [
@@ -51,7 +50,7 @@ export async function render(state, range) {
     textFilter("guest", state.guest, guestList.items.map((g) => g.name), go),
     selectFilter("kind", state.kind, KIND_ORDER, go),
     selectFilter("action", state.action, ACTION_ORDER, go),
-    selectFilter("source", state.source, SOURCES, go),
+    selectFilter("source", state.source, Object.keys(SOURCES), go),
     h(
       "label",
       {},
