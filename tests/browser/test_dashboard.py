@@ -198,7 +198,11 @@ def test_guest_page_tells_guest_kernel_addresses_and_shows_every_host_it_ran_on(
     page: Any, fleet: Fleet
 ) -> None:
     open_logged_in(page, fleet, "#/guest/batch-3")
-    assert page.inner_text("#guest-hosts").split() == ["kvm-a", "kvm-c"]
+    hosts = page.eval_on_selector_all(
+        "#guest-hosts tbody tr", "rs => rs.map(r => [r.dataset.host, r.innerText])"
+    )
+    assert [h for h, _ in hosts] == ["kvm-a", "kvm-c"]
+    assert all("warn 1" in " ".join(text.split()) for _, text in hosts)  # what each host did
     assert "0xffffffff81234567" in page.inner_text("#top-addresses")
     assert "guest-kernel" in page.inner_text("#top-addresses")
     shot(page, "guest")

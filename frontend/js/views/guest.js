@@ -3,7 +3,7 @@
 // 0xffff...) told from user code (#5).
 
 import * as api from "../api.js";
-import { ACTION_COLORS, ACTION_ORDER, barLayout, chooseStep, grandTotal, stackedBars, stepLabel } from "../charts.js";
+import { ACTION_COLORS, ACTION_ORDER, barLayout, chooseStep, grandTotal, seriesTotals, stackedBars, stepLabel } from "../charts.js";
 import { actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, plot, section, sourcePicker, table, viewLink } from "../dom.js";
 import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
@@ -17,6 +17,13 @@ export async function render(state, range) {
     api.series({ ...range, ...src, step: chooseStep(range), guest: name, group_by: "host" }),
     api.events({ ...range, ...src, guest: name, limit: 20 }),
   ]);
+  // What each host did with this guest's traps: one small series per host it ran on.
+  const perHost = await Promise.all(
+    (guest.hosts || []).map(async (hostName) => {
+      const answer = await api.series({ ...range, ...src, step: chooseStep(range, 1), guest: name, host: hostName, group_by: "action" });
+      return { host: hostName, actions: seriesTotals(answer) };
+    }),
+  );
   const total = grandTotal(byAction);
   const actionChart = h("div", { class: "chart", id: "chart-guest-action" });
   const hostChart = h("div", { class: "chart", id: "chart-guest-hosts" });
@@ -59,10 +66,23 @@ export async function render(state, range) {
           actions,
           { id: "guest-actions", empty: "No event in this window." },
         ),
-        h("h3", {}, "Hosts it ran on"),
-        guest.hosts && guest.hosts.length
-          ? h("ul", { class: "inline-list", id: "guest-hosts" }, guest.hosts.map((x) => h("li", {}, viewLink(state, { page: "host", name: x }, x))))
-          : emptyState("Not seen on any host in this window."),
+        h("h3", {}, `Hosts it ran on, and what each did (${sourceLabel(state)})`),
+        table(
+          [
+            { label: "host", value: (r) => viewLink(state, { page: "host", name: r.host }, r.host) },
+            {
+              label: "actions",
+              value: (r) => ACTION_ORDER.filter((a) => r.actions[a] > 0).map((a) => [actionBadge(a), ` ${fmtNum(r.actions[a])} `]),
+            },
+          ],
+          perHost,
+          {
+            id: "guest-hosts",
+            rowLink: (r) => formatHash(withChanges(state, { page: "host", name: r.host })),
+            rowData: (r) => ({ host: r.host }),
+            empty: "Not seen on any host in this window.",
+          },
+        ),
       ),
     ),
     section(
