@@ -71,6 +71,14 @@ class FakeVmm:
 
 
 @dataclass
+class FakeProcess:
+    """A plain host process and its extra thread ids."""
+
+    comm: str
+    tids: list[int]
+
+
+@dataclass
 class FakeHost:
     root: Path
     hostname: str = "host-1"
@@ -87,7 +95,7 @@ class FakeHost:
     _bld_supported: bool = True
     _seq: int = 0
     _usec: int = 4_000_000
-    _processes: dict[int, FakeVmm | str] = field(default_factory=dict)
+    _processes: dict[int, FakeVmm | FakeProcess] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -196,8 +204,10 @@ class FakeHost:
 
     def _effective_mode(self) -> str:
         mode = self._cmdline_mode or "warn"
-        if mode in ("off", "warn", "fatal") or mode.startswith("ratelimit:"):
+        if mode in ("off", "warn", "fatal"):
             return mode
+        if mode.startswith("ratelimit:") and self.kernel_version >= (5, 13):
+            return mode  # ratelimit:N arrived in 5.13; older kernels fall back to warn
         return "warn"  # the kernel's fallback for an invalid value
 
     def _implied_sld_on(self) -> bool:
@@ -278,7 +288,7 @@ class FakeHost:
             [t for t, _ in threads],
             [c for _, c in threads],
         )
-        self._processes[pid] = comm
+        self._processes[pid] = FakeProcess(comm, [t for t, _ in threads])
         return self
 
     def vmm(
@@ -395,7 +405,7 @@ class FakeHost:
     def kill(self, pid: int) -> Self:
         """The process is gone (e.g. QEMU killed by SIGBUS): its /proc entries vanish."""
         proc = self._processes.pop(pid, None)
-        tids = proc.vcpu_tids if isinstance(proc, FakeVmm) else []
+        tids = proc.vcpu_tids if isinstance(proc, FakeVmm) else proc.tids if proc is not None else []
         for tid in [pid, *tids]:
             shutil.rmtree(self.root / f"proc/{tid}", ignore_errors=True)
         return self

@@ -37,6 +37,14 @@ def require_promtool() -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    # Options live here, in the root conftest: pytest reads options only from conftests it
+    # loads at start-up, so a bare `pytest --update-golden` works from the repo root.
     parser.addoption(
         "--update-docs", action="store_true", default=False, help="rewrite docs/cli.md from the real --help"
+    )
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.jsonl with the agent's current output instead of comparing",
     )
