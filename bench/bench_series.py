@@ -222,6 +222,9 @@ def fill(
     for i in range(0, len(raw), 50_000):
         with engine.begin() as conn:
             conn.execute(insert(event), raw[i : i + 50_000])
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:  # what autovacuum does soon after such a fill
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     return {"rollup_1h": len(hourly), "rollup_1m": len(minute_rows), "event": len(raw), "cells": len(cells)}
 
 
@@ -288,7 +291,7 @@ def main() -> None:
     }
     sizes = fill(engine, args.events, end, rng, activity)
     with engine.connect() as conn:
-        total = conn.execute(select(func.sum(rollup_1h.c.count))).scalar()
+        total = int(conn.execute(select(func.sum(rollup_1h.c.count))).scalar() or 0)
     print(f"database: {url.split('@')[-1]}")
     print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     print(f"filled in {time.perf_counter() - t:.1f}s: {total:,} events as")
