@@ -386,3 +386,22 @@ def test_auto_refresh_refetches_every_30_s_and_is_kept_in_the_url(fresh_page: An
     fresh_page.clock.fast_forward(61_000)
     fresh_page.wait_for_timeout(300)
     assert fetches() == before
+
+
+def test_a_view_says_it_is_loading_until_its_data_arrives(page: Any, fleet: Fleet) -> None:
+    open_logged_in(page, fleet, "#/events?kind=bus_lock")
+    held: list[Any] = []
+    page.route("**/api/v1/summary*", lambda route: held.append(route))  # answered below
+    try:
+        page.goto(f"{fleet.url}/#/fleet?range=7d")
+        page.wait_for_selector("#view .loading")
+        assert "Loading fleet" in page.inner_text("#view")
+        assert page.evaluate("document.body.dataset.loading") == "1"
+        while not held:
+            page.wait_for_timeout(50)
+        for route in held:
+            route.continue_()
+    finally:
+        page.unroute("**/api/v1/summary*")
+    ready(page)
+    assert card(page, "events") == total(within(7 * DAY))
