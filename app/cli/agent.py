@@ -1,31 +1,20 @@
 """`splitwatch agent`: the host agent — stream to a backend, or collect once and print the payloads.
 
-Two front doors to the same `run_agent()`: the typer command (listed by `splitwatch --help`) and
-`main(argv)`, a stdlib argparse parser with the same options. The agent runs on every host and must
-stay small: typer >= 0.2x coerces every parameter through pydantic (~15 MB resident), so the
-`splitwatch` entry point hands `agent` straight to `main(argv)`, and `python -m app.cli.agent` works too.
+Two front doors to the same `agent.cli.run_agent()`: this typer command (listed by `splitwatch
+--help`, documented in docs/cli.md) and `agent.cli.main(argv)`, a stdlib argparse parser with the
+same options that the `splitwatch` entry point hands `agent` to, so hosts never load pydantic.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
-DESCRIPTION = (
-    "Watch one host: MSR state, split-lock and bus-lock traps from the kernel log, guest attribution, "
-    "optional tracefs counts; spool durably and send to the backend. `--once --stdout` collects once and "
-    "prints the ingest payload(s), one JSON per line: it resumes from --state-dir's cursor and advances "
-    "it when given; without --state-dir it reads the whole log and keeps nothing."
-)
+from agent.cli import DESCRIPTION, main, run_agent
 
-
-class _Exit(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
+__all__ = ["agent_command", "main", "register"]
 
 
 def register(cli: typer.Typer) -> None:
@@ -67,144 +56,6 @@ def agent_command(
         stdout=stdout,
     )
     raise typer.Exit(code)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`splitwatch agent ARGS` without typer: the same options, parsed by argparse."""
-    import argparse
-    import os
-
-    parser = argparse.ArgumentParser(prog="splitwatch agent", description=DESCRIPTION)
-    parser.add_argument("--server", default=os.environ.get("SPLITWATCH_SERVER"), help="Backend URL.")
-    parser.add_argument("--token", default=os.environ.get("SPLITWATCH_AGENT_TOKEN"), help="Agent token.")
-    parser.add_argument("--root", type=Path, default=Path("/"), help="Root of the host to watch.")
-    parser.add_argument("--interval", type=float, default=10.0, help="Seconds between passes.")
-    parser.add_argument("--spool", type=Path, default=None, help="Spool directory.")
-    parser.add_argument("--state-dir", type=Path, default=None, help="Where the cursor is kept.")
-    parser.add_argument("--no-tracefs", action="store_true", help="Do not register kprobes.")
-    parser.add_argument("--once", action="store_true", help="One collection pass, then exit.")
-    parser.add_argument("--stdout", action="store_true", help="With --once: print the payloads.")
-    args = parser.parse_args(argv)
-    return run_agent(
-        server=args.server,
-        token=args.token,
-        root=args.root,
-        interval=args.interval,
-        spool=args.spool,
-        state_dir=args.state_dir,
-        use_tracefs=not args.no_tracefs,
-        once=args.once,
-        stdout=args.stdout,
-    )
-
-
-def run_agent(
-    *,
-    server: str | None,
-    token: str | None,
-    root: Path,
-    interval: float,
-    spool: Path | None,
-    state_dir: Path | None,
-    use_tracefs: bool,
-    once: bool,
-    stdout: bool,
-) -> int:
-    """Run the agent; returns the exit code. Expected failures end as one sentence on stderr."""
-    import logging
-
-    from agent.errors import SplitwatchAgentError
-
-    logging.basicConfig(
-        level=logging.WARNING if once and stdout else logging.INFO,
-        format="splitwatch agent: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        if stdout and not once:
-            _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
-        if not root.is_dir():
-            _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
-        if once and stdout:
-            return _once_to_stdout(root, state_dir)
-        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once)
-    except SplitwatchAgentError as exc:
-        sys.stderr.write(f"splitwatch agent: {exc}\n")
-        return 1
-    except _Exit as exc:
-        return exc.code
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"splitwatch agent: {message}\n")
-    raise _Exit(code)
-
-
-def _once_to_stdout(root: Path, state_dir: Path | None) -> int:
-    from agent.collect import Collector
-
-    # No tracefs here: kprobes count only from the moment they are enabled, so a single pass
-    # would register them, count nothing and remove them again.
-    collector = Collector(root, state_dir, use_tracefs=False)
-    try:
-        collected = collector.collect()
-        try:
-            for payload in collected.payloads:
-                sys.stdout.write(payload.to_json() + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader went away (`| head`): nothing was delivered for sure, so do not commit.
-            sys.stderr.write("splitwatch agent: stdout closed before all payloads were written\n")
-            return 1
-        try:
-            collected.commit()  # a no-op without --state-dir
-        except OSError as exc:
-            _fail(
-                f"cannot save the cursor in {state_dir} ({exc.strerror}): the payloads were printed, "
-                "but the next run will print them again; make the state directory writable",
-                1,
-            )
-    finally:
-        collector.close()
-    return 0
-
-
-def _run_loop(
-    server: str | None,
-    token: str | None,
-    root: Path,
-    interval: float,
-    spool: Path | None,
-    state_dir: Path | None,
-    use_tracefs: bool,
-    once: bool,
-) -> int:
-    from agent.config import DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR, AgentConfig
-    from agent.loop import run
-
-    if not server:
-        _fail("no backend to send to: pass --server URL (or --once --stdout to print instead)", 2)
-    if not token:
-        _fail(
-            "no agent token: create one with `splitwatch token create --role agent --host NAME` "
-            "and pass it with --token (or SPLITWATCH_AGENT_TOKEN)",
-            2,
-        )
-    state = state_dir if state_dir is not None else DEFAULT_STATE_DIR
-    if spool is None:
-        spool = state_dir / "spool" if state_dir is not None else DEFAULT_SPOOL_DIR
-    config = AgentConfig(
-        server=server,
-        token=token,
-        root=root,
-        interval_s=interval,
-        spool_dir=spool,
-        state_dir=state,
-        use_tracefs=use_tracefs,
-        max_passes=1 if once else None,
-    )
-    code: int = run(config)
-    return code
 
 
 if __name__ == "__main__":

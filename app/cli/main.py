@@ -1,49 +1,57 @@
-"""Entry point of the `splitwatch` console script."""
+"""Entry point of the `splitwatch` console script.
+
+`splitwatch agent ...` goes straight to agent.cli.main, before typer is imported: the agent runs
+on every host under a 30 MB budget and typer parses parameters through pydantic (~15 MB
+resident). Every other subcommand (and `agent --help`) goes through the typer app, built on
+first use from the modules app/cli/<name>.py, each exposing `register(cli)`.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from functools import cache
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 # Order is the order `splitwatch --help` lists them in.
 SUBCOMMANDS = ("agent", "simulate", "import_cmd", "doctor", "serve", "demo", "db", "token")
 
-cli = typer.Typer(
-    name="splitwatch",
-    help="Fleet-wide split-lock telemetry for KVM hosts.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain click help: readable in any terminal and stable enough to embed in docs/cli.md.
-    rich_markup_mode=None,
-)
 
+@cache
+def build_cli() -> typer.Typer:
+    import typer
 
-def _register_all() -> None:
+    app = typer.Typer(
+        name="splitwatch",
+        help="Fleet-wide split-lock telemetry for KVM hosts.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain click help: readable in any terminal and stable enough to embed in docs/cli.md.
+        rich_markup_mode=None,
+    )
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"app.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"app.cli.{name}":
-                raise
-            continue  # not built yet
-        module.register(cli)
+        importlib.import_module(f"app.cli.{name}").register(app)
+    return app
 
 
-_register_all()
+def __getattr__(name: str) -> typer.Typer:
+    # `from app.cli.main import cli` (tests, docs) builds the typer app lazily.
+    if name == "cli":
+        return build_cli()
+    raise AttributeError(name)
 
 
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["agent"] and not {"--help", "-h"} & set(argv[1:]):
-        # The agent runs on every host under a 30 MB budget: typer parses parameters through
-        # pydantic (~15 MB resident), so `agent` goes straight to its stdlib parser.
-        from app.cli.agent import main as agent_main
+        from agent.cli import main as agent_main
 
         sys.exit(agent_main(argv[1:]))
-    cli()
+    build_cli()()
 
 
 if __name__ == "__main__":
