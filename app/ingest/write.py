@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, case, func, select, update
@@ -241,10 +241,13 @@ def _sqlite_event_sql(n_rows: int) -> str:
 
 
 def sqlite_time(at: datetime) -> str:
-    """SQLITE_TIME_FORMAT, by the faster isoformat (the schema hands over datetime.UTC times)."""
-    if at.tzinfo is not UTC:
+    """SQLITE_TIME_FORMAT by the faster isoformat; ingest times already have offset 0."""
+    if at.tzinfo is not UTC and at.utcoffset() != _ZERO:
         at = at.astimezone(UTC)
-    return at.isoformat(" ", "microseconds")[:26]
+    return at.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_ZERO = timedelta(0)
 
 
 def _insert_events_sqlite(

@@ -42,18 +42,16 @@ def test_utc_time_with_z_or_zero_offset_is_accepted(suffix: str) -> None:
 @pytest.mark.parametrize(
     ("value", "kind"),
     [
-        ("2026-11-25T10:00:00", "value_error"),  # no zone
-        ("2026-11-25T10:00:00+02:00", "value_error"),  # not UTC
-        ("yesterday", "datetime_from_date_parsing"),
+        ("2026-11-25T10:00:00", "timezone_aware"),  # no zone
+        ("2026-11-25T10:00:00+02:00", "timezone_offset"),  # not UTC
+        ("yesterday", "datetime_parsing"),
         (1764064800, "datetime_type"),  # strict: no epoch numbers
     ],
 )
 def test_time_that_is_not_iso_8601_utc_is_rejected_naming_the_field(value: object, kind: str) -> None:
     body = good()
     body["events"][0]["time"] = value
-    [(field, error)] = problems(body)
-    assert field == "events.0.time"
-    assert error.startswith(kind.split("_from")[0]) or error == kind
+    assert problems(body) == [("events.0.time", kind)]
 
 
 def test_schema_other_than_1_is_rejected() -> None:
