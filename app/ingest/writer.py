@@ -7,6 +7,12 @@ together share one transaction (one fsync for several batches), each inside its 
 SAVEPOINT, so a job that fails rolls back alone and the others still commit; every job gets
 its own answer through its future.
 
+WAL checkpoints (copying the WAL back into the database file, with an fsync) would
+otherwise run inside whichever commit crosses 1000 WAL pages, stalling every batch queued
+behind it; the writer's connection turns automatic checkpoints off and a helper thread
+runs a PASSIVE checkpoint (it never blocks the writer) on its own connection every
+CHECKPOINT_INTERVAL_S while there were commits.
+
 On PostgreSQL, concurrent transactions are the engine's job: a job runs in its own
 transaction on the threadpool.
 
@@ -35,6 +41,7 @@ log = logging.getLogger("splitwatch.writer")
 
 # Up to this many waiting jobs share one SQLite transaction.
 MAX_GROUP = 16
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 class WriterStopped(RuntimeError):
@@ -65,14 +72,22 @@ class SQLiteWriter:
         self._engine = engine
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
         self._stopping = False
+        self._stopped = threading.Event()
+        self._commits = 0
 
     def start(self) -> None:
         if self._thread is not None:
             return
         self._stopping = False
+        self._stopped.clear()
         self._thread = threading.Thread(target=self._loop, name="splitwatch-sqlite-writer", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="splitwatch-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def stop(self) -> None:
         if self._thread is None:
@@ -81,6 +96,26 @@ class SQLiteWriter:
         self._queue.put(None)
         self._thread.join()
         self._thread = None
+        self._stopped.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
+
+    def _checkpoint_loop(self) -> None:
+        seen = 0
+        while not self._stopped.wait(CHECKPOINT_INTERVAL_S):
+            if self._commits == seen:
+                continue
+            seen = self._commits
+            self._checkpoint("PASSIVE")
+        self._checkpoint("TRUNCATE")  # a clean, small WAL when the server stops
+
+    def _checkpoint(self, mode: str) -> None:
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+        except Exception as exc:  # a failed checkpoint loses nothing: the WAL keeps the data
+            log.warning("sqlite WAL checkpoint (%s) failed: %s", mode, exc)
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
         future: Future[T] = Future()
@@ -95,6 +130,8 @@ class SQLiteWriter:
 
     def _loop(self) -> None:
         with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")  # see the module docstring
+            conn.commit()
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             while True:
                 job = self._queue.get()
@@ -151,6 +188,7 @@ class SQLiteWriter:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self._commits += 1
         for future, ok, value in results:
             if ok:
                 future.set_result(value)
