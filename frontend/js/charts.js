@@ -37,6 +37,13 @@ export function chooseStep(range, targetBuckets = 100) {
   return NICE_STEPS.find((s) => s >= wanted) || NICE_STEPS[NICE_STEPS.length - 1];
 }
 
+// Plotly reads a small HTML subset in names, tick labels, annotations and hover text (<a
+// href>, <span style>) and `%{...}` in hover templates: a host or guest name is data, so
+// its markup and template characters become entities.
+export function plotText(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/%/g, "&#37;");
+}
+
 export function stepLabel(step) {
   if (step % 86400 === 0) return step === 86400 ? "day" : `${step / 86400} days`;
   if (step % 3600 === 0) return step === 3600 ? "hour" : `${step / 3600} h`;
@@ -75,7 +82,7 @@ export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_O
     const points = byKey[key].points;
     return {
       type: "bar",
-      name: `${key} (${totals[key]})`,
+      name: `${plotText(key)} (${totals[key]})`,
       meta: key,
       x: points.map(([t]) => plotTime(t)),
       y: points.map(([, c]) => c),
@@ -83,8 +90,7 @@ export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_O
       width: step * 1000,
       offset: 0,
       marker: { color: colorFor(key, colors, i), line: { width: 0 } },
-      // %{meta}, not the key spliced in: a host or guest name is data, never template syntax
-      hovertemplate: `<b>%{meta}</b>: %{y} ${unit}<br>%{x} UTC (${stepLabel(step)} bucket)<extra></extra>`,
+      hovertemplate: `<b>${plotText(key)}</b>: %{y} ${unit}<br>%{x} UTC (${stepLabel(step)} bucket)<extra></extra>`,
     };
   });
 }
@@ -106,7 +112,8 @@ export function heatmap(response, { maxRows = 30, unit = "events" } = {}) {
   return {
     type: "heatmap",
     x: edges,
-    y: rows.map((s) => s.key),
+    y: rows.map((s) => plotText(s.key)),
+    meta: rows.map((s) => s.key), // the names as they are, for a click
     z: rows.map((s) => s.points.map(([, c]) => c)),
     zmin: 0,
     colorscale: [
@@ -231,7 +238,7 @@ export function cpuHeatmap(states, range) {
     for (const seg of segments) {
       const cpu = (seg.state.cpus || []).find((c) => c.cpu === id);
       zr.push(cpuValue(cpu));
-      tr.push(cpuText(cpu));
+      tr.push(plotText(cpuText(cpu)));
     }
     z.push(zr);
     text.push(tr);
@@ -317,8 +324,8 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
     if (annotations.length < maxLabels) {
       annotations.push({
         x: plotTime(item.at), xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
-        text: markLabel(item, fleet),
-        hovertext: `${item.host}: ${item.text}`, font: { size: 10, color: item.type === "change" ? "#333" : "#d62728" },
+        text: plotText(markLabel(item, fleet)),
+        hovertext: plotText(`${item.host}: ${item.text}`), font: { size: 10, color: item.type === "change" ? "#333" : "#d62728" },
         textangle: -30,
       });
     }

@@ -163,3 +163,16 @@ def test_cpu_heatmap_reads_on_off_and_error_per_cpu_clipped_to_the_window(js: An
     assert trace["x"][0] == "2026-11-25 09:00:00" and trace["x"][-1] == "2026-11-25 12:00:00"
     assert trace["z"] == [[1, 1, 1], [1, 0, -1]]
     assert trace["text"][1][2] == "error: EIO reading MSR 0x33"
+
+
+def test_names_reach_plotly_as_text_never_as_markup_or_template(js: Any) -> None:
+    series = {
+        "step": 60,
+        "series": [{"key": '<a href="https://x.example">%{y}</a>', "points": [["2026-11-25T10:00:00Z", 1]]}],
+    }
+    bar = js("return charts.stackedBars(arg, {colors: {}, order: null})[0];", series)
+    assert "<a" not in bar["name"] and "%{y}" not in bar["hovertemplate"].split("</b>")[0]
+    assert bar["meta"] == series["series"][0]["key"]  # a click still gets the real name
+    cell = js("return charts.heatmap(arg);", series)
+    assert cell["y"] == ['&lt;a href="https://x.example"&gt;&#37;{y}&lt;/a&gt;']
+    assert cell["meta"] == [series["series"][0]["key"]]

@@ -112,7 +112,8 @@ export async function render(state, range) {
       if (heat) {
         plot(hostChart, [heat], heatmapLayout(range, heat.y.length), {
           onClick: (pt) => {
-            window.location.hash = formatHash(withChanges(state, { page: "host", name: String(pt.y) }));
+            const name = pt.data.meta[pt.pointIndex[0]];
+            window.location.hash = formatHash(withChanges(state, { page: "host", name }));
           },
         });
       }
