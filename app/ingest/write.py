@@ -10,8 +10,10 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
    keys actually inserted. PostgreSQL: executemany through insertmanyvalues. SQLite: the
    same statement, compiled from Core once, with its VALUES group repeated per row and the
-   rows' values flattened (times formatted as SQLAlchemy stores them): SQLAlchemy's per-row
-   parameter processing cost more than SQLite's own insert (bench/bench_ingest.py).
+   rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
+   cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
+   result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
+   rollup upserts go the same way on SQLite.
 5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
    adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
 6. gap: ON CONFLICT DO NOTHING.
@@ -271,8 +273,14 @@ def _insert_events_sqlite(
                     gid, e["vcpu"], e["vmm"],
                 )
             )  # fmt: skip
-        result = conn.exec_driver_sql(_sqlite_event_sql(len(chunk)), tuple(flat))
-        inserted.update((r[0], r[1]) for r in result)
+        # The DB-API cursor of this Core connection, inside its transaction: SQLAlchemy's
+        # parameter and result handling of 16 000 values cost as much as SQLite's insert.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_sqlite_event_sql(len(chunk)), flat)
+            inserted.update(cursor.fetchall())
+        finally:
+            cursor.close()
     return inserted
 
 
@@ -299,13 +307,48 @@ def _write_events(
     )
     by_step = rollups(fresh, host_id)
     for step_s, table in ROLLUPS:
-        up = insert(table)
-        up = up.on_conflict_do_update(
-            index_elements=list(ROLLUP_KEY),
-            set_={"count": table.c.count + up.excluded.count, "events": table.c.events + up.excluded.events},
-        )
-        conn.execute(up, by_step[step_s])
+        if conn.dialect.name == "sqlite":
+            _upsert_rollup_sqlite(conn, table, by_step[step_s])
+        else:
+            conn.execute(_rollup_upsert(insert, table), by_step[step_s])
     return len(inserted)
+
+
+ROLLUP_COLUMNS = ("bucket", "host_id", "guest_id", "kind", "action", "source", "count", "events")
+
+
+def _rollup_upsert(insert: Callable[[Table], Any], table: Table) -> Any:
+    up = insert(table)
+    return up.on_conflict_do_update(
+        index_elements=list(ROLLUP_KEY),
+        set_={"count": table.c.count + up.excluded.count, "events": table.c.events + up.excluded.events},
+    )
+
+
+@functools.cache
+def _sqlite_rollup_sql(name: str) -> str:
+    table = {t.name: t for _, t in ROLLUPS}[name]
+    compiled = _rollup_upsert(sqlite.insert, table).compile(
+        dialect=sqlite.dialect(), column_keys=list(ROLLUP_COLUMNS)
+    )
+    # Positional parameters follow ROLLUP_COLUMNS; the SET clause binds none.
+    assert list(compiled.positiontup or []) == list(ROLLUP_COLUMNS), compiled.positiontup
+    return str(compiled)
+
+
+def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(
+            _sqlite_rollup_sql(table.name),
+            [
+                (sqlite_time(r["bucket"]), r["host_id"], r["guest_id"], r["kind"], r["action"], r["source"],
+                 r["count"], r["events"])
+                for r in sums
+            ],
+        )  # fmt: skip
+    finally:
+        cursor.close()
 
 
 __all__ = ["WriteResult", "write_batch"]
