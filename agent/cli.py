@@ -76,6 +76,8 @@ def run_agent(
         format="splitwatch agent: %(message)s",
         stream=sys.stderr,
     )
+    # One "HTTP Request: POST ..." line per send is noise; failures are logged by the transport.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if stdout and not once:
             _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
