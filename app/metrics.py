@@ -27,10 +27,11 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -183,9 +184,12 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     registry.register(DatabaseCollector(engine, settings))
     app.state.metrics_registry = registry
 
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
         # Sync: FastAPI runs it in the threadpool, so the queries never block the event loop.
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # The Accept header picks the format: OpenMetrics when asked for, else the classic
+        # text format 0.0.4 that every Prometheus version reads.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), headers={"Content-Type": content_type})
 
     app.add_api_route(
         "/metrics",

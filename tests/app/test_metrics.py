@@ -64,6 +64,14 @@ def test_metrics_need_no_token_and_pass_promtool_lint(fleet: Filler, client: htt
     assert check.returncode == 0 and check.stdout.strip() == "", check.stdout + check.stderr
 
 
+def test_openmetrics_is_served_when_the_scraper_asks_for_it(fleet: Filler, client: httpx.Client) -> None:
+    response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n") and "splitwatch_events_total{" in response.text
+    plain = client.get("/metrics", headers={"Accept": "text/plain"})
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
 def test_events_total_sums_event_counts_per_host_guest_action_kind_source(
     fleet: Filler, client: httpx.Client
 ) -> None:
