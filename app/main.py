@@ -104,8 +104,15 @@ def _fire_and_forget(writer: Writer, fn: Callable[[Connection], None]) -> None:
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` (several workers): settings from SPLITWATCH_* only."""
-    return create_app(Settings())
+    """Factory for `uvicorn --factory` (several workers): settings from SPLITWATCH_* only.
+
+    Each worker is a fresh process, so it sets up the JSON logs itself.
+    """
+    from app.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 __all__ = ["ROUTER_MODULES", "NotReady", "SchemaNotAtHead", "create_app", "create_app_from_env"]
