@@ -31,6 +31,7 @@ from app.errors import (
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload, payload_json_schema
 from app.ingest.write import write_batch
+from app.ingest.writer import WriterStopped
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -137,5 +138,12 @@ async def ingest(
         raise NotReady(
             f"database could not store the batch ({reason}): nothing was stored, send it again later",
             code="database_busy",
+            headers={"Retry-After": "5"},
+        ) from None
+    except WriterStopped:
+        raise NotReady(
+            "server is shutting down: nothing was stored, send the batch again in a moment",
+            code="shutting_down",
+            headers={"Retry-After": "5"},
         ) from None
     return IngestResult(accepted=result.accepted, duplicates=result.duplicates)
