@@ -95,3 +95,10 @@ def test_serve_on_a_migrated_database_answers_and_logs_json_lines(migrated_db_ur
     assert access, err
     assert {"time", "level", "msg", "method", "path", "status", "ms"} <= set(access[0])
     assert access[0]["status"] == 200
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_serve_refuses_several_workers_on_sqlite(migrated_db_url: str) -> None:
+    result = run("serve", "--workers", "2", "--database-url", migrated_db_url)
+    assert result.returncode == 2
+    assert "needs PostgreSQL" in result.stderr
