@@ -1,8 +1,7 @@
 """The FastAPI application: `create_app(settings)` builds it; nothing is built at import.
 
 Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module exposes
-`router`); a module not written yet is skipped. app/metrics.py, when present, mounts
-/metrics through `install_metrics(app, engine, settings)`.
+`router`); app/metrics.py mounts /metrics through `install_metrics(app, engine, settings)`.
 
 app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
 (app/auth.py). Startup (lifespan) checks that the database is at the migration head and
@@ -17,7 +16,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from types import ModuleType
 
 from fastapi import FastAPI
 from sqlalchemy import Connection
@@ -27,6 +25,7 @@ from app.auth import Authenticator
 from app.errors import NotReady, install_error_handlers
 from app.ingest.writer import Writer, WriterStopped, make_writer
 from app.logging import AccessLogMiddleware
+from app.metrics import install_metrics
 from app.settings import Settings
 from app.store.engine import make_engine
 from app.store.schema_check import schema_status
@@ -38,15 +37,6 @@ ROUTER_MODULES = ("health", "ingest", "hosts", "guests", "events", "series", "ga
 
 class SchemaNotAtHead(RuntimeError):
     """The database is empty or behind: `splitwatch db upgrade`."""
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise  # the module exists but something it imports does not: a real error
-        return None
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -82,13 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLogMiddleware)
 
     for name in ROUTER_MODULES:
-        module = _optional_module(f"app.api.{name}")
-        if module is not None:
-            app.include_router(module.router)
-
-    metrics = _optional_module("app.metrics")
-    if metrics is not None:
-        metrics.install_metrics(app, engine, settings)
+        app.include_router(importlib.import_module(f"app.api.{name}").router)
+    install_metrics(app, engine, settings)
     return app
 
 
