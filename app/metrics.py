@@ -13,6 +13,16 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
     splitwatch_hosts, splitwatch_guests                       gauges
     splitwatch_database_up                                    gauge, 0 when the queries failed
 
+The ingest path's own figures are the exception (issue 3): in-process prometheus_client
+metrics on the same registry, counted where the batches arrive (IngestMetrics). They are PER
+PROCESS: with several workers each process reports its own share, so sum them across
+instances in PromQL (`sum without(instance) (...)`); they restart at 0 with the process.
+
+    splitwatch_ingest_requests_total{status}                  counter, POST /api/v1/ingest by HTTP status
+    splitwatch_ingest_events_total{result}                    counter, accepted | duplicate events
+    splitwatch_ingest_duration_seconds                        histogram, request time in the server
+    splitwatch_ingest_batch_events                            histogram, events per stored batch
+
 Cardinality: one events_total series per (host, guest, kind, action, source) seen. Guests are
 the unbounded label, so past MAX_EVENT_SERIES label sets only the TOP_GUESTS busiest guests keep
 their name and the rest are summed under guest="(other)" — per host, so host totals stay exact.
@@ -24,17 +34,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter  # collections.Counter is used above
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
@@ -178,11 +191,92 @@ class DatabaseCollector(Collector):
         yield family
 
 
+INGEST_PATH = "/api/v1/ingest"
+
+
+class IngestMetrics:
+    """What this process's ingest route did (per process: see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = PromCounter(
+            "splitwatch_ingest_requests",
+            "Ingest requests answered by this process, by HTTP status.",
+            ["status"],
+            registry=registry,
+        )
+        self.events = PromCounter(
+            "splitwatch_ingest_events",
+            "Events received by this process: accepted (stored now) or duplicate (already stored, "
+            "or repeated within the batch).",
+            ["result"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "splitwatch_ingest_duration_seconds",
+            "Time from an ingest request's arrival to its answer in this process (body read, "
+            "validation, write).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            "splitwatch_ingest_batch_events",
+            "Events per batch stored by this process (duplicates included).",
+            buckets=(0, 1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000),
+            registry=registry,
+        )
+        # Both results exist from the start: rate() sees a 0 before the first duplicate.
+        self.accepted = self.events.labels(result="accepted")
+        self.duplicates = self.events.labels(result="duplicate")
+
+    def batch(self, accepted: int, duplicates: int) -> None:
+        self.accepted.inc(accepted)
+        self.duplicates.inc(duplicates)
+        self.batch_events.observe(accepted + duplicates)
+
+
+class _IngestTimer:
+    """ASGI middleware: status and duration of every POST /api/v1/ingest, the 401s, 413s and
+    503s answered before or around the route included (the route alone never sees those)."""
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != INGEST_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception escaping the app becomes a 500 outside this middleware
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(status=str(status)).inc()
+            self.metrics.duration.observe(time.perf_counter() - started)
+
+
+def ingest_metrics(app: FastAPI) -> IngestMetrics | None:
+    """The app's IngestMetrics (None when install_metrics was not called on it)."""
+    metrics = getattr(app.state, "ingest_metrics", None)
+    return metrics if isinstance(metrics, IngestMetrics) else None
+
+
 def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> CollectorRegistry:
-    """Mount GET /metrics (no token) on `app`, served from a registry of its own."""
+    """Mount GET /metrics (no token) on `app`, served from a registry of its own, and count the
+    ingest route's requests and events on it (app.state.ingest_metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, settings))
     app.state.metrics_registry = registry
+    ingest = IngestMetrics(registry)
+    app.state.ingest_metrics = ingest
+    app.add_middleware(_IngestTimer, metrics=ingest)
 
     def metrics(request: Request) -> Response:
         # Sync: FastAPI runs it in the threadpool, so the queries never block the event loop.
@@ -206,4 +300,4 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     return registry
 
 
-__all__ = ["DatabaseCollector", "install_metrics"]
+__all__ = ["DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]

@@ -4,7 +4,8 @@ The body is read here, not by FastAPI, so its size is bounded while it arrives (
 max_body_bytes, before and after gzip decompression: a gzip bomb is cut off at the limit),
 and pydantic-core validates the JSON bytes in one strict pass. The host in the payload
 must be the host the agent token was made for (403 otherwise). The write runs on the app's
-writer (app/ingest/writer.py); the answer is {"accepted", "duplicates"}.
+writer (app/ingest/writer.py); the answer is {"accepted", "duplicates"}. The stored batch
+moves this process's ingest figures on /metrics (app/metrics.py, IngestMetrics).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload, payload_json_schema
 from app.ingest.write import write_batch
 from app.ingest.writer import WriterStopped
+from app.metrics import ingest_metrics
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -146,4 +148,7 @@ async def ingest(
             code="shutting_down",
             headers={"Retry-After": "5"},
         ) from None
+    metrics = ingest_metrics(request.app)
+    if metrics is not None:
+        metrics.batch(result.accepted, result.duplicates)
     return IngestResult(accepted=result.accepted, duplicates=result.duplicates)

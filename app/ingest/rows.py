@@ -33,6 +33,9 @@ class Rows:
     gaps: list[dict[str, Any]]
     health: dict[str, Any] | None
     received: int = 0  # events in the payload, duplicates within it included
+    # Every event and gap comes from `splitwatch import` (which sends no state): old text
+    # logs, not the running agent, so the host's current identity must not follow it.
+    import_only: bool = False
 
 
 def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
@@ -126,6 +129,15 @@ def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
         gaps=gaps,
         health=payload.health,
         received=len(payload.events),
+        import_only=_import_only(payload),
+    )
+
+
+def _import_only(payload: PayloadIn) -> bool:
+    if payload.state is not None or not (payload.events or payload.gaps):
+        return False
+    return all(e["source"] == "import" for e in payload.events) and all(
+        g.source == "import" for g in payload.gaps
     )
 
 

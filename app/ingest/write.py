@@ -1,10 +1,11 @@
 """One batch into the database: SQLAlchemy Core, one transaction, idempotent.
 
 Order inside the transaction (the caller owns it: app/ingest/writer.py):
-1. host: created if new, then locked (PostgreSQL: FOR UPDATE) and updated — identity,
-   last_seen_at, health, and the current state when the batch's state is newer than the one
-   held (an older or the same sample changes no state: resends and out-of-order batches are
-   harmless); drift streaks advance once per new sample.
+1. host: created if new, then locked (PostgreSQL: FOR UPDATE) and updated — identity (not
+   from a batch of `splitwatch import` events only: old logs), last_seen_at, health, and the
+   current state when the batch's state is newer than the one held (an older or the same
+   sample changes no state: resends and out-of-order batches are harmless); drift streaks
+   advance once per new sample.
 2. host_state: a row only when the state differs from the one in force at its time.
 3. guest: upserted by name with min/max times, so a resend changes nothing.
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
@@ -86,17 +87,21 @@ def write_batch(conn: Connection, rows: Rows, drift_streak: int = 3) -> WriteRes
 def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, drift_streak: int) -> int:
     h = rows.host
     received_at = rows.received_at
-    conn.execute(
-        insert(host)
-        .values(**h, first_seen_at=received_at, last_seen_at=received_at, cpu_off_streak={}, cpus=[])
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
     query = select(host.c.id, host.c.state_observed_at, host.c.cpu_off_streak, host.c.last_seen_at).where(
         host.c.name == h["name"]
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    current = conn.execute(query).one()
+    current = conn.execute(query).first()
+    if current is None:
+        # A new host (an import creates it too, with the identity it has). Two first batches
+        # racing on PostgreSQL: the second insert waits for the first and does nothing.
+        conn.execute(
+            insert(host)
+            .values(**h, first_seen_at=received_at, last_seen_at=received_at, cpu_off_streak={}, cpus=[])
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        current = conn.execute(query).one()
     host_id = int(current.id)
     values: dict[str, Any] = {"last_seen_at": max(current.last_seen_at, received_at)}
     if rows.health is not None:
@@ -104,8 +109,9 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
 
     state = rows.state
     held_at: datetime | None = current.state_observed_at
-    if state is None or held_at is None or state.observed_at > held_at:
+    if not rows.import_only and (state is None or held_at is None or state.observed_at > held_at):
         # A batch with no state or a newer one: its identity (boot, kernel, agent) is current.
+        # An import's is not: it replays old logs (maybe another boot's) through the CLI.
         values.update(h)
     if state is not None and (held_at is None or state.observed_at > held_at):
         streaks = next_streaks(current.cpu_off_streak or {}, state)
@@ -265,10 +271,14 @@ def _insert_events_sqlite(
         chunk = events[start : start + SQLITE_ROWS_PER_STATEMENT]
         flat: list[Any] = []
         extend = flat.extend
+        # Event times passed the schema's offset-0 check: their isoformat is SQLITE_TIME_FORMAT
+        # plus "+00:00", so a slice replaces sqlite_time's astimezone/replace (1000 per batch).
+        iso = datetime.isoformat
         for e, gid in zip(chunk, guest_ids[start : start + SQLITE_ROWS_PER_STATEMENT], strict=True):
             extend(
                 (
-                    host_id, e["boot_id"], e["source"], e["seq"], sqlite_time(e["time"]), received,
+                    host_id, e["boot_id"], e["source"], e["seq"], iso(e["time"], " ", "microseconds")[:26],
+                    received,
                     e["kind"], e["comm"], e["tid"], e["tgid"], e["address"], e["count"], e["action"],
                     gid, e["vcpu"], e["vmm"],
                 )

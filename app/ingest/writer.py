@@ -42,6 +42,8 @@ log = logging.getLogger("splitwatch.writer")
 # Up to this many waiting jobs share one SQLite transaction.
 MAX_GROUP = 16
 CHECKPOINT_INTERVAL_S = 1.0
+# The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
+WRITER_CACHE_KIB = 65536
 
 
 class WriterStopped(RuntimeError):
@@ -131,6 +133,9 @@ class SQLiteWriter:
     def _loop(self) -> None:
         with self._engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")  # see the module docstring
+            # The event table's unique key and three indexes outgrow the default 2 MB page
+            # cache within a day of a busy fleet; a miss costs a read per index per row.
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             conn.commit()
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             while True:

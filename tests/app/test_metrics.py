@@ -13,8 +13,9 @@ from sqlalchemy import text
 import app.metrics
 from app.settings import Settings
 from app.store.engine import make_engine
-from tests.app.conftest import Server, Tokens
+from tests.app.conftest import Server, Tokens, auth
 from tests.app.fill import MINUTE, T0, Filler, ev, lost, state
+from tests.app.ingest.payloads import events, payload
 from tests.conftest import require_promtool
 
 
@@ -178,3 +179,24 @@ def test_unreadable_database_reports_database_up_0_instead_of_failing_the_scrape
     engine.dispose()
     got = samples(client)
     assert got[key("splitwatch_database_up")] == 0
+
+
+def test_ingest_figures_count_this_process_requests_events_and_batch_sizes(
+    server: Server, tokens: Tokens, client: httpx.Client
+) -> None:
+    headers = {**auth(tokens.agent()), "Content-Type": "application/json"}
+    batch = payload(events(0, 10)).to_json()
+    assert client.post("/api/v1/ingest", content=batch, headers=headers).json()["accepted"] == 10
+    assert client.post("/api/v1/ingest", content=batch, headers=headers).json()["duplicates"] == 10
+    assert client.post("/api/v1/ingest", content=b"{", headers=headers).status_code == 422
+    assert client.post("/api/v1/ingest", content=batch).status_code == 401
+    got = samples(client)
+    assert got[key("splitwatch_ingest_requests_total", status="200")] == 2
+    assert got[key("splitwatch_ingest_requests_total", status="422")] == 1
+    assert got[key("splitwatch_ingest_requests_total", status="401")] == 1
+    assert got[key("splitwatch_ingest_events_total", result="accepted")] == 10
+    assert got[key("splitwatch_ingest_events_total", result="duplicate")] == 10
+    assert got[key("splitwatch_ingest_duration_seconds_count")] == 4
+    assert got[key("splitwatch_ingest_batch_events_count")] == 2  # stored batches only
+    assert got[key("splitwatch_ingest_batch_events_sum")] == 20
+    assert got[key("splitwatch_ingest_batch_events_bucket", le="10.0")] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from agent.payload import Action, GapReason, Payload
+from agent.payload import Action, GapReason, HostInfo, Payload, Source
 from app.settings import Settings
 from app.store.tables import event, gap, guest, host, host_state, rollup_1h, rollup_1m, token
 from tests.app.conftest import Server, Tokens, assert_error, auth
@@ -224,6 +225,59 @@ def test_gaps_are_stored_once(client: httpx.Client, tokens: Tokens, engine: Engi
     send(client, tok, payload(gaps=gaps))
     send(client, tok, payload(gaps=gaps))
     assert scalar(engine, select(func.count()).select_from(gap)) == 3
+
+
+def identity(engine: Engine) -> tuple[str, str, str]:
+    with engine.connect() as conn:
+        row = conn.execute(select(host.c.boot_id, host.c.kernel, host.c.agent_version)).one()
+    return row.boot_id, row.kernel, row.agent_version
+
+
+def imported(first_seq: int, n: int, info: HostInfo) -> Payload:
+    """What `splitwatch import` sends: source "import" events, no state."""
+    evs = [replace(e, source=Source.IMPORT) for e in events(first_seq, n)]
+    return payload(evs, host=info)
+
+
+def test_import_of_old_logs_does_not_overwrite_the_hosts_current_identity(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    assert (
+        send(
+            client, tok, payload(events(0, 3), state(), host=host_info(boot_id="boot-9", kernel="6.8.0"))
+        ).status_code
+        == 200
+    )
+    old = HostInfo(
+        name="host-1", boot_id="boot-old", kernel="5.15.0", cpu_model="Intel Xeon", agent_version="0.0.9"
+    )
+    r = send(client, tok, imported(0, 5, old))
+    assert r.json() == {"accepted": 5, "duplicates": 0}
+    assert identity(engine) == ("boot-9", "6.8.0", "0.1.0")
+    with engine.connect() as conn:  # the imported events keep the boot they came from
+        boots = conn.execute(select(event.c.boot_id, func.count()).group_by(event.c.boot_id)).all()
+    assert sorted(boots) == [("boot-9", 3), ("boot-old", 5)]
+
+
+def test_import_for_a_host_not_seen_yet_creates_it_with_the_imports_identity(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    old = HostInfo(
+        name="host-1", boot_id="boot-old", kernel="5.15.0", cpu_model="Intel Xeon", agent_version="0.0.9"
+    )
+    assert send(client, tokens.agent(), imported(0, 2, old)).json() == {"accepted": 2, "duplicates": 0}
+    assert identity(engine) == ("boot-old", "5.15.0", "0.0.9")
+
+
+def test_batch_mixing_import_and_kmsg_events_is_the_agents_and_updates_the_identity(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    send(client, tok, payload(events(0, 2), state(), host=host_info(boot_id="boot-1")))
+    mixed = [*imported(10, 2, host_info()).events, *events(20, 2)]
+    send(client, tok, payload(mixed, host=host_info(boot_id="boot-2", kernel="6.9.0")))
+    assert identity(engine) == ("boot-2", "6.9.0", "0.1.0")
 
 
 # ----------------------------------------------------------------------------- tokens
