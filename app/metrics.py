@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -59,6 +60,12 @@ log = logging.getLogger("splitwatch.metrics")
 MAX_EVENT_SERIES = 5000
 TOP_GUESTS = 200
 OTHER_GUEST = "(other)"
+# events_total sums the whole of rollup_1h (85k rows for a dense 30-day fleet, more with a
+# longer retention): even from its covering index (tables.METRICS_INDEX) that is the costly
+# part of a scrape, and an HA pair of Prometheus servers, or several, each pay it. Its sums
+# are kept per process for this long: a counter a few seconds old is still a counter
+# (rate() is unaffected), while the other families, cheap, stay live on every scrape.
+EVENTS_CACHE_S = 5.0
 
 
 class DatabaseCollector(Collector):
@@ -67,6 +74,10 @@ class DatabaseCollector(Collector):
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
+        # (time.monotonic() when read, the events_total family); one reader at a time, so
+        # concurrent scrapes after expiry run the aggregate once, not once each.
+        self._events_cache: tuple[float, CounterMetricFamily] | None = None
+        self._events_lock = threading.Lock()
 
     def describe(self) -> Iterable[object]:
         # Names only, without touching the database at registration.
@@ -102,7 +113,7 @@ class DatabaseCollector(Collector):
             ).order_by(host.c.name)
         ).all()
         host_names = {row.id: row.name for row in hosts}
-        yield from self._events(conn, host_names)
+        yield self._cached_events(conn, host_names)
 
         gaps = CounterMetricFamily(
             "splitwatch_gaps",
@@ -153,8 +164,21 @@ class DatabaseCollector(Collector):
         guests = conn.execute(select(func.count()).select_from(guest)).scalar()
         yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
 
-    def _events(self, conn: Connection, host_names: dict[int, str]) -> Iterator[CounterMetricFamily]:
+    def _cached_events(self, conn: Connection, host_names: dict[int, str]) -> CounterMetricFamily:
+        with self._events_lock:
+            cached = self._events_cache
+            if cached is not None and time.monotonic() - cached[0] < EVENTS_CACHE_S:
+                return cached[1]
+            family = self._events(conn, host_names)
+            # Only a successful read is kept: after a failure the next scrape tries again.
+            self._events_cache = (time.monotonic(), family)
+            return family
+
+    def _events(self, conn: Connection, host_names: dict[int, str]) -> CounterMetricFamily:
         r = rollup_1h
+        # Grouped in the column order of tables.METRICS_INDEX: SQLite reads the groups off
+        # that covering index in order (no table rows, no temp B-tree); PostgreSQL scans it
+        # index-only or hash-aggregates, whichever its statistics favour.
         dims = (r.c.host_id, r.c.guest_id, r.c.kind, r.c.action, r.c.source)
         rows = conn.execute(select(*dims, func.sum(r.c.count)).group_by(*dims)).all()
         guest_ids = {g for _, g, *_ in rows if g != NO_GUEST_ID}
@@ -188,7 +212,7 @@ class DatabaseCollector(Collector):
         )
         for labels, value in sorted(sums.items()):
             family.add_metric(list(labels), value)
-        yield family
+        return family
 
 
 INGEST_PATH = "/api/v1/ingest"

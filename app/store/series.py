@@ -117,7 +117,11 @@ def read_series(
     def position(index: Any) -> int:
         return slot.get(index, -1) if slot is not None else int(index)
 
-    known = _KNOWN_KEYS.get(group_by) if conn.dialect.name == "sqlite" else None
+    # group_by=action with a step of one rollup bucket is the order of the covering index
+    # (bucket, action, ...: tables.SERIES_INDEX), so SQLite streams (bucket, action) groups
+    # out of it with no sort: the plain query below, ~2x faster than the CASE sums.
+    in_index_order = group_by == "action" and slot is not None
+    known = _KNOWN_KEYS.get(group_by) if conn.dialect.name == "sqlite" and not in_index_order else None
     if known is not None:
         # Contract words are a closed set: one sum per word, grouped by bucket alone, lets
         # SQLite aggregate in the order of the (bucket, ...) index with no temp B-tree sort

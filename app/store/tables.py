@@ -195,7 +195,21 @@ gap = Table(
 )
 
 
-def _rollup(name: str) -> Table:
+# Covering indexes: every column a chart or a scrape reads is in the index, so SQLite and
+# PostgreSQL answer from the index alone (no row lookup per rollup row: ~4x faster on the
+# 30-day chart of a dense fleet, 85k hourly rows, bench/bench_series.py --fleet dense).
+# Series (app/store/series.py): bucket range first, then action, so a group_by=action chart is
+# aggregated in index order with no sort; the other columns serve the filters.
+SERIES_INDEX = ("bucket", "action", "kind", "source", "host_id", "guest_id", "count")
+# /metrics (app/metrics.py) sums all of rollup_1h per label set: in this order SQLite streams
+# the groups out of the index with no temp B-tree. Not on rollup_1m, which nothing scans whole.
+METRICS_INDEX = ("host_id", "guest_id", "kind", "action", "source", "count")
+
+
+def _rollup(name: str, *, metrics_index: bool) -> Table:
+    indexes = [Index(f"ix_{name}_{'_'.join(SERIES_INDEX)}", *SERIES_INDEX)]
+    if metrics_index:
+        indexes.append(Index(f"ix_{name}_{'_'.join(METRICS_INDEX)}", *METRICS_INDEX))
     # guest_id 0 = no guest: a NULL would make the upsert key never match.
     return Table(
         name,
@@ -209,11 +223,12 @@ def _rollup(name: str) -> Table:
         Column("count", BigInteger, nullable=False),  # sum of event.count
         Column("events", BigInteger, nullable=False),  # rows (sightings)
         UniqueConstraint("bucket", "host_id", "guest_id", "kind", "action", "source"),
+        *indexes,
     )
 
 
-rollup_1m = _rollup("rollup_1m")
-rollup_1h = _rollup("rollup_1h")
+rollup_1m = _rollup("rollup_1m", metrics_index=False)
+rollup_1h = _rollup("rollup_1h", metrics_index=True)
 ROLLUPS: tuple[tuple[int, Table], ...] = ((3600, rollup_1h), (60, rollup_1m))  # coarsest first
 
 token = Table(

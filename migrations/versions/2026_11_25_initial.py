@@ -92,6 +92,19 @@ def upgrade() -> None:
             name=op.f("uq_rollup_1h_bucket_host_id_guest_id_kind_action_source"),
         ),
     )
+    # Covering indexes for the charts and /metrics (why: app/store/tables.py SERIES_INDEX).
+    op.create_index(
+        "ix_rollup_1h_bucket_action_kind_source_host_id_guest_id_count",
+        "rollup_1h",
+        ["bucket", "action", "kind", "source", "host_id", "guest_id", "count"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_rollup_1h_host_id_guest_id_kind_action_source_count",
+        "rollup_1h",
+        ["host_id", "guest_id", "kind", "action", "source", "count"],
+        unique=False,
+    )
     op.create_table(
         "rollup_1m",
         sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
@@ -111,6 +124,13 @@ def upgrade() -> None:
             "source",
             name=op.f("uq_rollup_1m_bucket_host_id_guest_id_kind_action_source"),
         ),
+    )
+    # Covering indexes for the charts and /metrics (why: app/store/tables.py SERIES_INDEX).
+    op.create_index(
+        "ix_rollup_1m_bucket_action_kind_source_host_id_guest_id_count",
+        "rollup_1m",
+        ["bucket", "action", "kind", "source", "host_id", "guest_id", "count"],
+        unique=False,
     )
     op.create_table(
         "silence",
@@ -325,7 +345,10 @@ def downgrade() -> None:
     op.drop_table("webhook")
     op.drop_table("token")
     op.drop_table("silence")
+    op.drop_index("ix_rollup_1m_bucket_action_kind_source_host_id_guest_id_count", table_name="rollup_1m")
     op.drop_table("rollup_1m")
+    op.drop_index("ix_rollup_1h_host_id_guest_id_kind_action_source_count", table_name="rollup_1h")
+    op.drop_index("ix_rollup_1h_bucket_action_kind_source_host_id_guest_id_count", table_name="rollup_1h")
     op.drop_table("rollup_1h")
     op.drop_table("host")
     op.drop_table("alert_rule")

@@ -134,18 +134,29 @@ def test_gaps_cpus_status_and_fleet_sizes(fleet: Filler, client: httpx.Client) -
     assert got[key("splitwatch_database_up")] == 1
 
 
-def test_counters_grow_with_new_events_between_scrapes(fleet: Filler, client: httpx.Client) -> None:
-    label = key(
-        "splitwatch_events_total",
-        host="kvm-2",
-        guest="legacy",
-        action="sigbus",
-        kind="split_lock",
-        source="kmsg",
-    )
-    before = samples(client)[label]
+LEGACY_SIGBUS = key(
+    "splitwatch_events_total", host="kvm-2", guest="legacy", action="sigbus", kind="split_lock", source="kmsg"
+)
+
+
+def test_counters_grow_with_new_events_between_scrapes_once_the_cache_window_passed(
+    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.metrics, "EVENTS_CACHE_S", 0.0)
+    before = samples(client)[LEGACY_SIGBUS]
     fleet.send("kvm-2", events=[ev(T0 + MINUTE, guest="legacy", action="sigbus", count=4)])
-    assert samples(client)[label] == before + 4
+    assert samples(client)[LEGACY_SIGBUS] == before + 4
+
+
+def test_scrape_within_the_cache_window_reuses_event_sums_but_reads_hosts_afresh(
+    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.metrics, "EVENTS_CACHE_S", 3600.0)
+    before = samples(client)
+    fleet.send("kvm-3", events=[ev(T0 + MINUTE, guest="legacy", action="sigbus", count=4)])
+    after = samples(client)
+    assert after[LEGACY_SIGBUS] == before[LEGACY_SIGBUS]
+    assert (before[key("splitwatch_hosts")], after[key("splitwatch_hosts")]) == (2, 3)
 
 
 def test_metrics_live_on_the_apps_own_registry_not_the_global_one(
