@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event
 
 from agent.payload import Event
 from app.store.events import Filters, Resolved, resolve_filters
-from app.store.series import range_totals, read_series
+from app.store.series import GroupBy, range_totals, read_series
 from tests.app.conftest import Server, Tokens
 from tests.app.fill import HOUR, MINUTE, SECOND, T0, Filler, ev
 
@@ -115,3 +117,71 @@ def test_unknown_filter_name_resolves_to_nothing_and_reads_nothing(engine: Engin
         assert (
             read_series(conn, resolved, since=T0, until=T0 + HOUR, step_s=60, group_by="action").series == []
         )
+
+
+def test_hourly_chart_by_action_matches_the_hand_count_of_each_hour(
+    scattered: list[tuple[str, Event]], engine: Engine
+) -> None:
+    since, until = T0 + 20 * MINUTE, T0 + 5 * HOUR  # the first bucket is the whole hour T0
+    with engine.connect() as conn:
+        result = read_series(conn, Resolved(), since=since, until=until, step_s=3600, group_by="action")
+    expected: Counter[tuple[str, dt.datetime]] = Counter()
+    for _, e in scattered:
+        expected[(str(e.action), T0 + ((e.time - T0) // HOUR) * HOUR)] += e.count
+    got = Counter({(s.key, at): n for s in result.series for at, n in s.points if n})
+    assert got == +Counter({k: n for k, n in expected.items() if T0 <= k[1] < until})
+    assert [at for at, _ in result.series[0].points] == [T0 + i * HOUR for i in range(5)]
+
+
+def plans(engine: Engine, call: Callable[[Connection], object]) -> list[str]:
+    """SQLite's query plan of every rollup statement `call` runs."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Connection, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if "rollup_" in sql:
+            statements.append((sql, params))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with engine.connect() as conn:
+            call(conn)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with engine.connect() as conn:
+        return [
+            " / ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+            for sql, params in statements
+        ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_hourly_fleet_chart_by_action_reads_only_the_covering_index_in_its_order(
+    scattered: list[tuple[str, Event]], engine: Engine
+) -> None:
+    found = plans(
+        engine,
+        lambda conn: read_series(
+            conn, Resolved(), since=T0, until=T0 + 5 * HOUR, step_s=3600, group_by="action"
+        ),
+    )
+    assert len(found) == 1
+    assert "USING COVERING INDEX ix_rollup_1h_bucket_action_kind_source_host_id_guest_id_count" in found[0]
+    assert "TEMP B-TREE" not in found[0]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+# Not group_by=host: SQLite rightly prefers the (bucket, host_id, ...) unique index there, whose
+# order saves the sort that costs more than its row lookups (bench/bench_series.py, dense fleet).
+@pytest.mark.parametrize("group_by", ["kind", "guest"])
+@pytest.mark.parametrize("step_s", [60, 3600])
+def test_charts_by_any_key_read_rows_from_the_covering_index_not_the_table(
+    scattered: list[tuple[str, Event]], engine: Engine, group_by: GroupBy, step_s: int
+) -> None:
+    found = plans(
+        engine,
+        lambda conn: read_series(
+            conn, Resolved(), since=T0, until=T0 + 5 * HOUR, step_s=step_s, group_by=group_by
+        ),
+    )
+    assert len(found) == 1
+    assert "USING COVERING INDEX ix_rollup_1" in found[0]
