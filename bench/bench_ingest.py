@@ -46,6 +46,8 @@ from agent.payload import (  # noqa: E402
     Source,
 )
 
+from app.ingest.writer import WRITER_CACHE_KIB  # noqa: E402
+
 BATCH = 1000
 
 
@@ -111,6 +113,8 @@ class BareSqlite:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
+        # The server's writer connection runs with the same page cache (app/ingest/writer.py).
+        self.conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         dialect = sqlite_dialect.dialect()
         ddl = str(CreateTable(event).compile(dialect=dialect))
         # No foreign keys: the bare table stands alone (host and guest tables do not exist).

@@ -55,3 +55,15 @@ def test_stored_event_times_compare_and_read_back_like_any_core_datetime(engine:
     assert sorted(in_range) == [1, 2]
     assert times == [T0, T0 + timedelta(microseconds=1), T0 + timedelta(minutes=1)]
     assert received == last_seen == T0 + timedelta(hours=1)
+
+
+def test_batch_partly_stored_before_adds_only_its_new_events_to_the_rollups(engine: Engine) -> None:
+    with engine.begin() as conn:
+        write_batch(conn, rows_of(ev(1, count=5), ev(2, count=5)))  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        again = write_batch(conn, rows_of(ev(1, count=5), ev(2, count=5), ev(3, count=7)))  # type: ignore[arg-type]
+    assert (again.accepted, again.duplicates) == (1, 2)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event)).scalar() == 3
+        assert conn.execute(select(func.sum(rollup_1m.c.count))).scalar() == 17
+        assert conn.execute(select(func.sum(rollup_1m.c.events))).scalar() == 3
