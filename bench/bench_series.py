@@ -394,11 +394,17 @@ def run(args: argparse.Namespace, fleet: str, url: str) -> dict[str, Any]:
     p50, p99 = statistics.median(http), percentile(http, 99)
     d50, d99 = statistics.median(direct), percentile(direct, 99)
     f50 = statistics.median(floor)
+    # The bar is on p99; p50 is judged too, since on a shared machine other processes' bursts
+    # decide the slowest of a few dozen calls (the load averages are printed for that).
     verdict = "ok" if p99 < BAR_MS else "FAIL"
+    verdict50 = "ok" if p50 < BAR_MS else "FAIL"
     print(
         f"30-day fleet chart (group_by=action, step=3600) {DAYS * 24} buckets, {len(answer['series'])} series"
     )
-    print(f"  HTTP   p50 {p50:7.1f} ms  p99 {p99:7.1f} ms   bar p99 < {BAR_MS:.0f} ms: {verdict}")
+    print(
+        f"  HTTP   p50 {p50:7.1f} ms  p99 {p99:7.1f} ms   "
+        f"bar < {BAR_MS:.0f} ms: p99 {verdict}, p50 {verdict50}"
+    )
     print(f"  direct p50 {d50:7.1f} ms  p99 {d99:7.1f} ms   (the store call alone)")
     print("baselines, same run:")
     print(f"  GET /healthz  p50 {f50:7.1f} ms   chart/healthz = {p50 / f50:.1f}x")
@@ -408,7 +414,15 @@ def run(args: argparse.Namespace, fleet: str, url: str) -> dict[str, Any]:
     print(f"  GET /metrics, scrape reading rollup_1h: p50 {cold:7.1f} ms  scrape/healthz = {cold / f50:.0f}x")
     print(f"  GET /metrics, within {EVENTS_CACHE_S:.0f} s of it (events_total cached): p50 {warm:7.1f} ms")
     print(f"load average after: {os.getloadavg()[0]:.1f}: other work on this machine inflates p99")
-    return {"fleet": fleet, "p50": p50, "p99": p99, "direct": d50, "verdict": verdict, "scrape": cold}
+    return {
+        "fleet": fleet,
+        "p50": p50,
+        "p99": p99,
+        "direct": d50,
+        "verdict": verdict,
+        "verdict50": verdict50,
+        "scrape": cold,
+    }
 
 
 def main() -> None:
@@ -431,10 +445,11 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix=f"bench-series-{fleet}-")
         results.append(run(args, fleet, args.database_url or f"sqlite:///{tmp}/bench.db"))
         print()
-    print(f"summary (bar: 30-day fleet chart p99 < {BAR_MS:.0f} ms over HTTP)")
+    print(f"summary (bar: 30-day fleet chart under {BAR_MS:.0f} ms over HTTP)")
     for r in results:
         print(
-            f"  {r['fleet']:8} HTTP p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['verdict']:4}"
+            f"  {r['fleet']:8} HTTP p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms"
+            f"  bar: p99 {r['verdict']:4} p50 {r['verdict50']:4}"
             f"   direct p50 {r['direct']:6.1f} ms   /metrics {r['scrape']:6.1f} ms"
         )
 
