@@ -25,6 +25,8 @@ def simulate(
     """Build N fake hosts under ROOT/<hostname>/ and keep them changing: guests split-locking in
     bursts, a fatal host killing a guest, a host whose detection drifts off, kmsg overruns,
     suppressed lines, a forged record, an old 5.10 kernel. Point `splitwatch agent --root` at one."""
+    import signal
+    import threading
     import time
 
     from agent.simulate import Fleet, FleetError
@@ -46,19 +48,22 @@ def simulate(
         raise typer.Exit(1) from None
     for line in fleet.summary():
         typer.echo(line)
+    # Ctrl-C / SIGTERM set an Event instead of raising: a signal landing between two statements
+    # (even before the loop starts) still ends the run cleanly, with exit 0.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     typer.echo(f"simulating {hosts} hosts every {tick:g} s" + ("" if forever else f" for {duration:g} s"))
     deadline = None if forever else time.monotonic() + duration
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             next_at = time.monotonic() + tick
             fleet.tick()
             pause = next_at - time.monotonic()
             if deadline is not None:
                 pause = min(pause, deadline - time.monotonic())
             if pause > 0:
-                time.sleep(pause)
-    except KeyboardInterrupt:
-        pass
+                stop.wait(pause)
     except OSError as exc:
         typer.echo(f"simulate: cannot update the fake hosts under {root} ({exc.strerror})", err=True)
         raise typer.Exit(1) from None
