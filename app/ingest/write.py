@@ -95,7 +95,11 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
         )
         current = conn.execute(query).one()
     host_id = int(current.id)
-    values: dict[str, Any] = {"last_seen_at": max(current.last_seen_at, received_at)}
+    values: dict[str, Any] = {}
+    if not rows.import_only:
+        # last_seen_at is the agent's liveness (status silent): old logs replayed by
+        # `splitwatch import` must not make a silent host look alive.
+        values["last_seen_at"] = max(current.last_seen_at, received_at)
     if rows.health is not None:
         values["health"] = rows.health
 
@@ -128,7 +132,8 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
     elif state is not None and state.observed_at < held_at:  # type: ignore[operator]
         # Out of order: history only, with no drift claim (streaks follow the newest samples).
         _record_state(conn, rows, host_id, cpu_dicts(state.cpus), False)
-    conn.execute(update(host).where(host.c.id == host_id).values(**values))
+    if values:
+        conn.execute(update(host).where(host.c.id == host_id).values(**values))
     return host_id
 
 

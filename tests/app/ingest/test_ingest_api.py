@@ -260,6 +260,18 @@ def test_import_of_old_logs_does_not_overwrite_the_hosts_current_identity(
     assert sorted(boots) == [("boot-9", 3), ("boot-old", 5)]
 
 
+def test_import_of_old_logs_does_not_make_a_silent_host_look_alive(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    send(client, tok, payload(events(0, 1), state(), host=host_info()))
+    with engine.connect() as conn:
+        agent_seen = conn.execute(select(host.c.last_seen_at)).scalar_one()
+    assert send(client, tok, imported(100, 3, host_info())).json() == {"accepted": 3, "duplicates": 0}
+    with engine.connect() as conn:
+        assert conn.execute(select(host.c.last_seen_at)).scalar_one() == agent_seen
+
+
 def test_import_for_a_host_not_seen_yet_creates_it_with_the_imports_identity(
     client: httpx.Client, tokens: Tokens, engine: Engine
 ) -> None:
