@@ -28,14 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
 
-MSR_TEST_CTRL = 0x33
-MSR_IA32_CORE_CAPS = 0xCF
-MSR_IA32_DEBUGCTL = 0x1D9
-TEST_CTRL_SPLIT_LOCK_DETECT = 1 << 29
-CORE_CAPS_SPLIT_LOCK_DETECT = 1 << 5
-DEBUGCTL_BUS_LOCK_DETECT = 1 << 2
+from agent.kernel.msr import (
+    CORE_CAPS_SPLIT_LOCK_DETECT,
+    DEBUGCTL_BUS_LOCK_DETECT,
+    MSR_IA32_CORE_CAPS,
+    MSR_IA32_DEBUGCTL,
+    MSR_TEST_CTRL,
+    TEST_CTRL_SPLIT_LOCK_DETECT,
+)
+from agent.kernel.splitlock import PREFIX
 
-PREFIX = "x86/split lock detection: "
 DEFAULT_CPU_MODEL = "Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz"
 FIXED_BTIME = 1764000000  # 2025-11-24T16:00:00Z: deterministic tests and golden files
 
