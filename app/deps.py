@@ -4,10 +4,13 @@ SettingsDep   the app's Settings
 EngineDep     the app's Engine
 ConnDep       a Core Connection for this request (read-only use; closed, and any
               transaction rolled back, when the request ends). Writes go through
-              WriterDep so SQLite keeps one writer.
+              WriterDep so SQLite keeps one writer. It authenticates first (issue 14):
+              whatever the order of a route's parameters, a request without a valid token
+              is refused before it takes a connection, and the token lookup has returned
+              its own connection by then. A route using ConnDep therefore needs a token.
 WriterDep     the app's writer (app/ingest/writer.py): `await writer.run(fn)` runs
               fn(conn) in a write transaction
-PrincipalDep  any valid token
+PrincipalDep  any valid token (resolved on the event loop: app/auth.py)
 ViewerDep     a viewer or admin token (reads)
 AdminDep      an admin token
 AgentDep      an agent token: the value is the host name it may write
@@ -26,46 +29,50 @@ from app.auth import Authenticator, Principal, require_admin, require_agent, req
 from app.ingest.writer import Writer
 from app.settings import Settings
 
+# Dependencies that only read app.state or check a role are `async`: FastAPI would run a plain
+# `def` in the threadpool, a thread hop per request for nothing.
 _bearer = HTTPBearer(auto_error=False, description="A splitwatch token: `splitwatch token create`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_writer(request: Request) -> Writer:
+async def get_writer(request: Request) -> Writer:
     writer: Writer = request.app.state.writer
     return writer
 
 
-def get_conn(request: Request) -> Iterator[Connection]:
+async def get_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    auth: Authenticator = request.app.state.auth
+    return await auth.authenticate_async(credentials.credentials if credentials is not None else None)
+
+
+def get_conn(
+    request: Request, _principal: Annotated[Principal, Depends(get_principal)]
+) -> Iterator[Connection]:
     engine: Engine = request.app.state.engine
     with engine.connect() as conn:
         yield conn
 
 
-def get_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    auth: Authenticator = request.app.state.auth
-    return auth.authenticate(credentials.credentials if credentials is not None else None)
-
-
-def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     return require_read(principal)
 
 
-def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     return require_admin(principal)
 
 
-def get_agent_host(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+async def get_agent_host(principal: Annotated[Principal, Depends(get_principal)]) -> str:
     return require_agent(principal)
 
 

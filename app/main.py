@@ -28,7 +28,7 @@ from app.ingest.writer import Writer, WriterStopped, make_writer
 from app.logging import AccessLogMiddleware
 from app.metrics import install_metrics
 from app.settings import Settings
-from app.store.engine import make_engine
+from app.store.engine import make_engine, pool_options
 from app.store.schema_check import schema_status
 
 log = logging.getLogger("splitwatch")
@@ -41,8 +41,13 @@ class SchemaNotAtHead(RuntimeError):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine = make_engine(settings.database_url)
-    writer = make_writer(engine)
+    engine = make_engine(
+        settings.database_url,
+        **pool_options(
+            settings.database_url, settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s
+        ),
+    )
+    writer = make_writer(engine, settings.db_pool_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,7 +78,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.writer = writer
     app.state.auth = Authenticator(
-        engine, settings.token_touch_interval_s, touch=lambda fn: _fire_and_forget(writer, fn)
+        engine,
+        settings.token_touch_interval_s,
+        touch=lambda fn: _fire_and_forget(writer, fn),
+        cache_ttl_s=settings.token_cache_ttl_s,
     )
     install_error_handlers(app)
     app.add_middleware(AccessLogMiddleware)

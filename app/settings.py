@@ -39,6 +39,23 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # token.last_used_at is written at most this often per token: no write per read request.
     token_touch_interval_s: int = Field(default=60, ge=1)
+    # A token's lookup is remembered this long (issue 14: a flood of requests, with or without a
+    # valid token, must not queue on the database): a revoked token stops working at most this
+    # many seconds later. 0 looks every request up.
+    token_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
+    # Read connections per process (issue 14). None: 8 + 32 overflow on SQLite (connections are
+    # cheap: one per threadpool thread), 10 + 10 on PostgreSQL (each is a server process). Ingest
+    # on PostgreSQL has its own few connections, so readers never starve it.
+    db_pool_size: int | None = Field(default=None, ge=1, le=1000)
+    db_max_overflow: int | None = Field(default=None, ge=0, le=1000)
+    # A request that waits this long for a pooled connection answers 503 with Retry-After.
+    db_pool_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # /metrics wants `Authorization: Bearer <this>` when set; unset, it is open (as for a
+    # Prometheus on a private network).
+    metrics_token: str | None = Field(default=None, min_length=16, max_length=200)
+    # Seconds an idle keep-alive connection stays open, and the whole time a client may take
+    # to send its request head (a slow or partial header is closed after it).
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=600)
 
     def base_url(self) -> str:
         if self.public_url:

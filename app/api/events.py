@@ -51,9 +51,9 @@ _EVENT_JSON = TypeAdapter(Event)
     summary="Events in the range, newest first (time, then id, descending)",
 )
 def get_events(
+    _viewer: ViewerDep,
     conn: ConnDep,
     engine: EngineDep,
-    _viewer: ViewerDep,
     time_range: RangeDep,
     host: HostFilter = None,
     guest: GuestFilter = None,

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1", tags=["guests"])
     "on it. A guest's figures are its own across all hosts either way.",
 )
 def list_guests(
-    conn: ConnDep, _viewer: ViewerDep, time_range: RangeDep, host: HostFilter = None
+    _viewer: ViewerDep, conn: ConnDep, time_range: RangeDep, host: HostFilter = None
 ) -> GuestList:
     views = store.list_guests(conn, since=time_range.since, until=time_range.until, host_name=host)
     return GuestList.model_validate({"items": views})
@@ -37,7 +37,7 @@ def list_guests(
     responses=error_responses(401, 403, 404, 422),
     summary="One guest: what the hosts did with its traps, and where in it they happen",
 )
-def get_guest(name: NameInPath, conn: ConnDep, _viewer: ViewerDep, time_range: RangeDep) -> GuestDetail:
+def get_guest(_viewer: ViewerDep, name: NameInPath, conn: ConnDep, time_range: RangeDep) -> GuestDetail:
     detail = store.get_guest(conn, name, since=time_range.since, until=time_range.until)
     if detail is None:
         raise NotFound(

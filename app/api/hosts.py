@@ -27,7 +27,7 @@ def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
     responses=error_responses(401, 403, 422),
     summary="Every host with its status, and its events and guests in the range",
 )
-def list_hosts(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep) -> HostList:
+def list_hosts(_viewer: ViewerDep, conn: ConnDep, settings: SettingsDep, time_range: RangeDep) -> HostList:
     views = store.list_hosts(
         conn, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
     )
@@ -42,7 +42,7 @@ def list_hosts(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_ra
     summary="One host: its status, CPUs, state changes and guests in the range",
 )
 def get_host(
-    name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
+    _viewer: ViewerDep, name: NameInPath, conn: ConnDep, settings: SettingsDep, time_range: RangeDep
 ) -> HostDetail:
     detail = store.get_host(
         conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)

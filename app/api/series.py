@@ -37,8 +37,8 @@ MAX_STEP = 366 * 86400
     "step is a multiple of 3600, else the per-minute one. Guest key of events without a guest: `(host)`.",
 )
 def get_series(
-    conn: ConnDep,
     _viewer: ViewerDep,
+    conn: ConnDep,
     time_range: RangeDep,
     group_by: Annotated[GroupBy, Query(description="What each series is.")] = "action",
     step: Annotated[

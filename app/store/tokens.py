@@ -107,9 +107,12 @@ _COLUMNS = (
 
 def find_token(conn: Connection, raw: str) -> TokenInfo | None:
     """The live (not revoked) token `raw`, or None."""
-    row = conn.execute(
-        select(*_COLUMNS).where(token.c.hash == hash_token(raw), token.c.revoked_at.is_(None))
-    ).first()
+    return find_token_by_hash(conn, hash_token(raw))
+
+
+def find_token_by_hash(conn: Connection, digest: str) -> TokenInfo | None:
+    """The live (not revoked) token whose sha256 hex is `digest`, or None."""
+    row = conn.execute(select(*_COLUMNS).where(token.c.hash == digest, token.c.revoked_at.is_(None))).first()
     return _info(row) if row is not None else None
 
 
