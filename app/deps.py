@@ -18,9 +18,10 @@ AgentDep      an agent token: the value is the host name it may write
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
@@ -56,12 +57,24 @@ async def get_principal(
     return await auth.authenticate_async(credentials.credentials if credentials is not None else None)
 
 
-def get_conn(
+async def get_conn(
     request: Request, _principal: Annotated[Principal, Depends(get_principal)]
-) -> Iterator[Connection]:
+) -> AsyncIterator[Connection]:
+    # A request waits for a read slot as a coroutine, BEFORE it takes a connection: there are
+    # no more slots than connections, so the pool never makes a thread wait, and a request that
+    # holds a connection never waits for a thread that a connection-waiter holds (with a
+    # connection taken in one threadpool hop and the route run in the next, a burst of readers
+    # took every connection and then every thread, and all waited out the pool timeout).
+    slots: anyio.CapacityLimiter = request.app.state.read_slots
     engine: Engine = request.app.state.engine
-    with engine.connect() as conn:
-        yield conn
+    async with slots:
+        conn = await anyio.to_thread.run_sync(engine.connect)
+        try:
+            yield conn
+        finally:
+            # Its own limiter, as FastAPI does for a dependency's exit: returning a connection
+            # never waits for a busy threadpool.
+            await anyio.to_thread.run_sync(conn.close, limiter=anyio.CapacityLimiter(1))
 
 
 async def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

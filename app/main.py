@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
@@ -55,6 +56,9 @@ def create_app(settings: Settings) -> FastAPI:
         if not status.ok:
             log.error(status.message)
             raise SchemaNotAtHead(status.message)
+        # The threadpool is anyio's default limiter of this event loop (40 threads unless told).
+        to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        app.state.read_slots = CapacityLimiter(settings.threadpool_size)  # app/deps.get_conn
         writer.start()
         # Everything built so far (modules, app, routes) lives as long as the process: move it
         # out of the collector's sight, so the full collections that a request's garbage

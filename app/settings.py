@@ -43,9 +43,14 @@ class Settings(BaseSettings):
     # valid token, must not queue on the database): a revoked token stops working at most this
     # many seconds later. 0 looks every request up.
     token_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
-    # Read connections per process (issue 14). None: 8 + 32 overflow on SQLite (connections are
-    # cheap: one per threadpool thread), 10 + 10 on PostgreSQL (each is a server process). Ingest
-    # on PostgreSQL has its own few connections, so readers never starve it.
+    # Threads that run the read routes' blocking work (queries, CSV rows) per process (issue 14).
+    # More requests than this wait as coroutines, taking no thread and no connection, and the
+    # event loop (authentication, ingest validation) is not crowded out of the GIL by dozens of
+    # reader threads. Ingest writes and token lookups have threads of their own.
+    threadpool_size: int = Field(default=8, ge=1, le=1000)
+    # Read connections per process. None: 12 + 12 overflow on SQLite, 12 + 8 on PostgreSQL (each
+    # is a server process): one per threadpool thread and token-lookup thread, so a reader never
+    # waits for one. Ingest on PostgreSQL has its own connections, so readers never starve it.
     db_pool_size: int | None = Field(default=None, ge=1, le=1000)
     db_max_overflow: int | None = Field(default=None, ge=0, le=1000)
     # A request that waits this long for a pooled connection answers 503 with Retry-After.
@@ -53,9 +58,11 @@ class Settings(BaseSettings):
     # /metrics wants `Authorization: Bearer <this>` when set; unset, it is open (as for a
     # Prometheus on a private network).
     metrics_token: str | None = Field(default=None, min_length=16, max_length=200)
-    # Seconds an idle keep-alive connection stays open, and the whole time a client may take
-    # to send its request head (a slow or partial header is closed after it).
+    # Seconds an idle keep-alive connection stays open between requests.
     keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # Seconds a client has to send a whole request head (line and headers) once it connects or
+    # starts a request: a silent or partial-header connection is closed after it (app/server.py).
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     def base_url(self) -> str:
         if self.public_url:

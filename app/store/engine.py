@@ -24,10 +24,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# (pool_size, max_overflow) when the settings leave them unset. 8 + 32 = 40 on SQLite: one
-# per thread of the threadpool (anyio's default), so no reader waits for a connection.
-SQLITE_POOL = (8, 32)
-POSTGRES_POOL = (10, 10)
+# (pool_size, max_overflow) when the settings leave them unset: 12 is one per request that may
+# read at once (threadpool_size 8 read slots, app/auth.LOOKUP_THREADS 4), so no reader waits
+# for a connection; the overflow covers the SQLite writer and checkpointer, CSV pages.
+SQLITE_POOL = (12, 12)
+POSTGRES_POOL = (12, 8)
 
 
 class DatabaseUrlError(ValueError):
