@@ -132,4 +132,3 @@ def test_without_a_cache_a_revoked_token_is_refused_at_once(uncached: Server, to
         finally:
             engine.dispose()
         assert_error(c.get("/api/v1/hosts"), 401, "invalid_token")
-

@@ -105,6 +105,9 @@ def test_head_requests_are_answered_like_get(client: httpx.Client) -> None:
         "/static/js/%2e%2e/%2e%2e/app/main.py",
         "/static/js/no-such-module.js",
         "/static/",
+        "/static/js/%00.js",  # issue 14: NUL in a path was a 500
+        "/static/" + "a" * 300 + ".js",  # a name longer than the filesystem allows
+        "/static/" + "a/" * 3000 + "x.js",  # a path longer than PATH_MAX
     ],
 )
 def test_a_path_outside_the_frontend_or_missing_is_404_in_the_error_shape(
