@@ -31,7 +31,7 @@ def list_guests(
 
 
 @router.get(
-    "/guests/{name}",
+    "/guests/{name:path}",
     operation_id="get_guest",
     response_model=GuestDetail,
     responses=error_responses(401, 403, 404, 422),

@@ -35,7 +35,7 @@ def list_hosts(_viewer: ViewerDep, conn: ConnDep, settings: SettingsDep, time_ra
 
 
 @router.get(
-    "/hosts/{name}",
+    "/hosts/{name:path}",
     operation_id="get_host",
     response_model=HostDetail,
     responses=error_responses(401, 403, 404, 422),
