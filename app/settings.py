@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # Seconds a client has to send a whole request head (line and headers) once it connects or
     # starts a request: a silent or partial-header connection is closed after it (app/server.py).
     head_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose's `${SPLITWATCH_METRICS_TOKEN:-}` passes "" when .env has none.
+        return None if value == "" else value
 
     def base_url(self) -> str:
         if self.public_url:
