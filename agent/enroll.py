@@ -78,7 +78,7 @@ class EnrollUnavailable:
 
 
 # Union, not |: a runtime alias, and the agent runs on Python 3.9.
-Outcome = Union[Enrolled, EnrollRefused, EnrollUnavailable]  # noqa: UP007
+Outcome = Union[Enrolled, EnrollRefused, EnrollUnavailable]
 
 
 def token_path(state_dir: Path) -> Path:
