@@ -63,7 +63,7 @@ def _enroll(conn: Connection, raw: str, body: EnrollRequest) -> TokenCreated:
     operation_id="enroll",
     status_code=201,
     response_model=TokenCreated,
-    responses=error_responses(401, 403, 409, 422),
+    responses=error_responses(400, 401, 403, 409, 422),
     summary="Trade an enrollment token for this host's own agent token",
 )
 async def enroll(

@@ -126,7 +126,7 @@ def _create(conn: Connection, body: TokenCreate, expires_at: dt.datetime | None)
     operation_id="create_token",
     status_code=201,
     response_model=TokenCreated,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(400, 401, 403, 422),
     summary="Create a token (shown once in the answer, stored hashed)",
 )
 async def create_token(body: TokenCreate, _admin: AdminDep, writer: WriterDep) -> TokenCreated:

@@ -165,3 +165,9 @@ def test_list_shows_which_agent_hosts_never_reported(admin: httpx.Client, client
     assert [t["host"] for t in never] == ["kvm-quiet"]
     seen = admin.get("/api/v1/tokens", params={"reported": "true"}).json()["items"]
     assert [t["host"] for t in seen] == ["kvm-r"] and seen[0]["host_last_seen_at"] is not None
+
+
+def test_a_wrong_method_on_a_path_of_two_routes_names_both_in_allow(admin: httpx.Client) -> None:
+    answer = admin.request("PUT", "/api/v1/hosts/kvm-1/token")
+    assert_error(answer, 405)
+    assert answer.headers["allow"] == "DELETE, POST"
