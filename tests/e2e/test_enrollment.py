@@ -223,3 +223,71 @@ def test_enrollment_waits_for_an_unreachable_backend_and_enrolls_when_it_is_back
     assert waits == [2.0, 4.0, 8.0]  # backoff while unreachable
     assert raw.startswith("sw_") and token_path(tmp_path / "state").read_text().strip() == raw
     assert os.stat(tmp_path / "state").st_mode & 0o077 == 0
+
+
+def _make_ca_and_server_cert(tmp: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 it signed (openssl, as an admin would)."""
+    import subprocess
+
+    ca_key, ca, key, csr, cert = (tmp / n for n in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem"))
+    ext = tmp / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    for cmd in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=splitwatch test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run([str(c) for c in cmd], check=True, capture_output=True)
+    return ca, cert, key
+
+
+def test_enrollment_over_https_verifies_the_servers_certificate(
+    tmp_path: Path, backend: Server, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import time
+
+    import uvicorn
+
+    from app.main import create_app
+    from tests.app.conftest import free_port
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: it makes the test's certificates")
+    ca, cert, key = _make_ca_and_server_cert(tmp_path)
+    enroll = admin_post(backend, tokens.admin(), "/api/v1/tokens", role="enroll")
+    backend.stop()  # the same database, now served over TLS
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(backend.settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "TLS uvicorn did not start"
+            time.sleep(0.01)
+        host = fake_host(tmp_path, "kvm-tls", machine=9)
+        url = f"https://127.0.0.1:{port}"
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(EnrollError, match="certificate"):
+            obtain_token(server=url, enroll_token_file=None, enroll_token=enroll["token"],
+                         state_dir=tmp_path / "state", root=host.root, once=True)  # fmt: skip
+        assert not token_path(tmp_path / "state").exists()
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the admin's CA, as docs/agent.md says
+        raw = obtain_token(server=url, enroll_token_file=None, enroll_token=enroll["token"],
+                           state_dir=tmp_path / "state", root=host.root, once=True)  # fmt: skip
+        assert raw.startswith("sw_")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
