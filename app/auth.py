@@ -1,8 +1,9 @@
 """Bearer tokens to principals: who is asking, and what they may do.
 
 `Authorization: Bearer sw_...` → sha256 hex → a live `token` row → Principal(role, host).
-No header, an unknown or a revoked token: 401 with `WWW-Authenticate: Bearer`. A role that
-may not do this, or an agent token of another host: 403.
+No header, an unknown, revoked or expired token: 401 with `WWW-Authenticate: Bearer`. A role that
+may not do this, an agent token of another host, or an enrollment token (#15: it only
+enrolls, at POST /api/v1/enroll): 403.
 
 last_used_at is written at most once per `token_touch_interval_s` per token and process, and
 through the app's writer (on SQLite the single writer thread), so reads add no write each.
@@ -62,9 +63,13 @@ def _direct_touch(engine: Engine) -> Touch:
 
 def _unknown() -> Unauthorized:
     return Unauthorized(
-        "token unknown or revoked: create a new one with `splitwatch token create`",
+        "token unknown, revoked or expired: create a new one with `splitwatch token create`",
         code="invalid_token",
     )
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite gives naive UTC
 
 
 def _check_shape(raw: str | None) -> str:
@@ -141,6 +146,11 @@ class Authenticator:
             None if info is None else Principal(token_id=info.id, role=info.role, host_name=info.host_name)
         )
         if self._ttl > 0:
+            ttl = self._ttl
+            if info is not None and info.expires_at is not None:
+                # An expiring token is not remembered past its expiry (#15).
+                left = (_aware(info.expires_at) - datetime.now(UTC)).total_seconds()
+                ttl = max(0.0, min(ttl, left))
             with self._lock:
                 if len(self._cache) >= CACHE_MAX:
                     now = time.monotonic()
@@ -148,12 +158,20 @@ class Authenticator:
                         del self._cache[key]
                     while len(self._cache) >= CACHE_MAX:  # the oldest entries go first
                         del self._cache[next(iter(self._cache))]
-                self._cache[digest] = (time.monotonic() + self._ttl, principal)
+                self._cache[digest] = (time.monotonic() + ttl, principal)
         return principal
 
     def _accept(self, principal: Principal | None) -> Principal:
         if principal is None:
             raise _unknown()
+        if principal.role == "enroll":
+            # #15: an enrollment token is traded at POST /api/v1/enroll (app/api/enroll.py, its
+            # own check) and authenticates nothing else: it reads and writes nothing.
+            raise Forbidden(
+                "an enrollment token only enrolls agents (POST /api/v1/enroll): use the agent token "
+                "it gave, or a viewer or admin token",
+                code="wrong_role",
+            )
         self._maybe_touch(principal.token_id)
         return principal
 

@@ -45,6 +45,8 @@ ROUTER_MODULES = (
     "series",
     "gaps",
     "summary",
+    "tokens",
+    "enroll",
     "docs",
     "frontend",
 )

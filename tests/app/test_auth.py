@@ -132,3 +132,14 @@ def test_without_a_cache_a_revoked_token_is_refused_at_once(uncached: Server, to
         finally:
             engine.dispose()
         assert_error(c.get("/api/v1/hosts"), 401, "invalid_token")
+
+
+def test_a_token_revoked_through_the_api_stops_at_once_despite_the_cache(
+    server: Server, tokens: Tokens
+) -> None:
+    with httpx.Client(base_url=server.url, headers=auth(tokens.admin())) as admin:
+        made = admin.post("/api/v1/tokens", json={"role": "viewer"}).json()
+        with httpx.Client(base_url=server.url, headers=auth(made["token"])) as viewer:
+            assert viewer.get("/api/v1/hosts").status_code == 200  # now remembered
+            assert admin.delete(f"/api/v1/tokens/{made['id']}").status_code == 204
+            assert_error(viewer.get("/api/v1/hosts"), 401, "invalid_token")
