@@ -9,8 +9,8 @@ bogus-token requests emptied the connection pool
 included, waited 30 s and answered 500.
 
 What a user checks: every batch is stored, the ingest p99 stays under 1 s (the issue's bar;
-the figures are printed), no request answers 500, and the server's own
-splitwatch_ingest_requests_total has no status="500".
+the figures are printed, beside the same agents' p99 with nobody reading, measured first), no
+request answers 500, and the server's own splitwatch_ingest_requests_total has no status="500".
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _load(url: str, agent_tokens: dict[str, str], viewer: str) -> dict[str, object]:
+async def _load(
+    url: str, agent_tokens: dict[str, str], viewer: str, readers: bool = True
+) -> dict[str, object]:
     now = datetime.now(UTC)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     timeout = httpx.Timeout(60.0)
@@ -123,7 +125,7 @@ async def _load(url: str, agent_tokens: dict[str, str], viewer: str) -> dict[str
         # New connections for each burst: a connection left idle past the server's keep-alive
         # timeout during a long burst may be closed just as it is reused (a client retries that).
         n = 0
-        while not done.is_set():
+        while readers and not done.is_set():
             async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
                 await asyncio.gather(
                     *(read(client, i, None, "bogus") for i in range(BOGUS)),
@@ -154,10 +156,14 @@ async def _load(url: str, agent_tokens: dict[str, str], viewer: str) -> dict[str
 def test_bogus_tokens_and_viewers_at_once_do_not_stall_ingest(migrated_db_url: str, tmp_path: Path) -> None:
     tokens = Tokens(migrated_db_url)
     agent_tokens = {f"conc-{i}": tokens.agent(f"conc-{i}") for i in range(AGENTS)}
+    # The same agents' work with nobody reading, first: printed beside the figures, so a slow
+    # machine is told apart from readers that slow ingest down (bench/ habit: same-run baseline).
+    alone_tokens = {f"alone-{i}": tokens.agent(f"alone-{i}") for i in range(AGENTS)}
     viewer = tokens.viewer()
     log = tmp_path / "server.log"
     proc, url = _serve(migrated_db_url, log)
     try:
+        alone = asyncio.run(asyncio.wait_for(_load(url, alone_tokens, viewer, readers=False), DEADLINE_S))
         result = asyncio.run(asyncio.wait_for(_load(url, agent_tokens, viewer), DEADLINE_S))
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
     finally:
@@ -169,6 +175,8 @@ def test_bogus_tokens_and_viewers_at_once_do_not_stall_ingest(migrated_db_url: s
     figures = {
         "engine": migrated_db_url.split(":", 1)[0],
         "batches": len(ingest_s),
+        "alone_ingest_p50_ms": round(_p(alone["ingest_s"], 0.50) * 1000, 1),  # type: ignore[arg-type]
+        "alone_ingest_p99_ms": round(_p(alone["ingest_s"], 0.99) * 1000, 1),  # type: ignore[arg-type]
         "ingest_p50_ms": round(_p(ingest_s, 0.50) * 1000, 1),
         "ingest_p99_ms": round(_p(ingest_s, 0.99) * 1000, 1),
         "ingest_max_ms": round(max(ingest_s) * 1000, 1),
@@ -187,6 +195,6 @@ def test_bogus_tokens_and_viewers_at_once_do_not_stall_ingest(migrated_db_url: s
     assert set(read_status) <= {("bogus", 401), ("viewer", 200)}, (figures, server_log[-3000:])
     assert read_status[("bogus", 401)] >= BOGUS and read_status[("viewer", 200)] >= VIEWERS
     assert 'splitwatch_ingest_requests_total{status="500"}' not in metrics
-    assert 'splitwatch_ingest_requests_total{status="200"} 96.0' in metrics
+    assert f'splitwatch_ingest_requests_total{{status="200"}} {2 * AGENTS * BATCHES}.0' in metrics
     assert "Traceback" not in server_log, server_log[-3000:]
     assert figures["ingest_p99_ms"] < P99_BAR_S * 1000, figures
