@@ -73,8 +73,10 @@ async def get_conn(
             yield conn
         finally:
             # Its own limiter, as FastAPI does for a dependency's exit: returning a connection
-            # never waits for a busy threadpool.
-            await anyio.to_thread.run_sync(conn.close, limiter=anyio.CapacityLimiter(1))
+            # never waits for a busy threadpool; shielded, so a cancelled request (the client
+            # hung up) still returns it to the pool.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(conn.close, limiter=anyio.CapacityLimiter(1))
 
 
 async def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
