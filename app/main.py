@@ -33,7 +33,18 @@ from app.store.schema_check import schema_status
 
 log = logging.getLogger("splitwatch")
 
-ROUTER_MODULES = ("health", "ingest", "hosts", "guests", "events", "series", "gaps", "summary", "frontend")
+ROUTER_MODULES = (
+    "health",
+    "ingest",
+    "hosts",
+    "guests",
+    "events",
+    "series",
+    "gaps",
+    "summary",
+    "insights",
+    "frontend",
+)
 
 
 class SchemaNotAtHead(RuntimeError):

@@ -45,6 +45,8 @@ GroupBy = Literal["action", "kind", "host", "guest"]
 GROUP_BY: tuple[GroupBy, ...] = ("action", "kind", "host", "guest")
 # Fields `range_totals` can group by: the dimensions shared by rollups and events.
 Dimension = Literal["host_id", "guest_id", "kind", "action", "source"]
+# What `range_totals` sums: event counts, or event rows (sightings; the rollups' `events`).
+Measure = Literal["count", "events"]
 
 MAX_BUCKETS = 10_000  # a chart wider than this is unreadable and its answer megabytes
 
@@ -209,8 +211,11 @@ def range_totals(
     since: dt.datetime,
     until: dt.datetime,
     by: Sequence[Dimension],
+    measure: Measure = "count",
 ) -> dict[tuple[object, ...], int]:
-    """Exact sum(event.count) over since <= time < until per combination of `by`.
+    """Exact sum(event.count) over since <= time < until per combination of `by`; with
+    measure="events", the number of event rows (sightings) instead: a kernel-log line may
+    carry a count of 0 (app/insights needs to know it was seen).
 
     guest_id is NO_GUEST_ID (0) for events without a guest, as in the rollups.
     """
@@ -219,17 +224,17 @@ def range_totals(
         return totals
     m0, m1 = _ceil(since, _MINUTE), bucket_start(until, 60)
     if m0 >= m1:
-        _add_events(conn, resolved, since, until, by, totals)
+        _add_events(conn, resolved, since, until, by, totals, measure)
         return dict(totals)
     h0, h1 = _ceil(m0, _HOUR), bucket_start(m1, 3600)
     if h0 < h1:
-        _add_rollup(conn, rollup_1h, resolved, h0, h1, by, totals)
-        _add_rollup(conn, rollup_1m, resolved, m0, h0, by, totals)
-        _add_rollup(conn, rollup_1m, resolved, h1, m1, by, totals)
+        _add_rollup(conn, rollup_1h, resolved, h0, h1, by, totals, measure)
+        _add_rollup(conn, rollup_1m, resolved, m0, h0, by, totals, measure)
+        _add_rollup(conn, rollup_1m, resolved, h1, m1, by, totals, measure)
     else:
-        _add_rollup(conn, rollup_1m, resolved, m0, m1, by, totals)
-    _add_events(conn, resolved, since, m0, by, totals)
-    _add_events(conn, resolved, m1, until, by, totals)
+        _add_rollup(conn, rollup_1m, resolved, m0, m1, by, totals, measure)
+    _add_events(conn, resolved, since, m0, by, totals, measure)
+    _add_events(conn, resolved, m1, until, by, totals, measure)
     return dict(totals)
 
 
@@ -241,12 +246,13 @@ def _add_rollup(
     end: dt.datetime,
     by: Sequence[Dimension],
     totals: dict[tuple[object, ...], int],
+    measure: Measure,
 ) -> None:
     if start >= end:
         return
     columns = [table.c[name] for name in by]
     query = (
-        select(*columns, func.sum(table.c.count))
+        select(*columns, func.sum(table.c[measure]))
         .where(table.c.bucket >= start, table.c.bucket < end, *_rollup_conditions(table, resolved))
         .group_by(*columns)
     )
@@ -261,6 +267,7 @@ def _add_events(
     end: dt.datetime,
     by: Sequence[Dimension],
     totals: dict[tuple[object, ...], int],
+    measure: Measure,
 ) -> None:
     if start >= end:
         return
@@ -268,7 +275,7 @@ def _add_events(
         func.coalesce(event.c.guest_id, NO_GUEST_ID) if name == "guest_id" else event.c[name] for name in by
     ]
     query = (
-        select(*columns, func.sum(event.c.count))
+        select(*columns, func.sum(event.c.count) if measure == "count" else func.count())
         .where(event.c.time >= start, event.c.time < end, *event_conditions(resolved))
         .group_by(*columns)
     )
