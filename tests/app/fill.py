@@ -38,6 +38,7 @@ from agent.payload import (
 SECOND = dt.timedelta(seconds=1)
 MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 # A fixed, whole-hour instant: bucket edges in tests are then easy to reason about.
 T0 = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 DEFAULT_KERNEL = "6.8.0-51-generic"
