@@ -131,10 +131,11 @@ def _sentence(cost: Cost) -> str:
         return f"Guests lost vCPU time to throttling in this window, but {cost.reason}."
     if not cost.counted_traps:
         return "No guest trap was counted in misery mode in this window: no throttling cost known."
+    seconds = f"{cost.vcpu_seconds:,.10g} vCPU-seconds"
+    amount = f"{cost.vcpu_seconds / 3600:,.2f} vCPU-hours ({seconds})" if cost.vcpu_seconds >= 36 else seconds
     return (
-        f"Guests lost at least {cost.vcpu_seconds / 3600:.4g} vCPU-hours "
-        f"({cost.vcpu_seconds:g} vCPU-seconds) to throttling in this window "
-        f"({cost.counted_traps} counted traps x 10 ms)."
+        f"Guests lost at least {amount} to throttling in this window "
+        f"({cost.counted_traps:,} counted traps x 10 ms)."
     )
 
 
@@ -317,6 +318,8 @@ class ErasAnswer(BaseModel):
     until: dt.datetime
     as_of: str = Field(description="`now`: eras are those of each host's latest report.")
     by_era: dict[str, int] = Field(description="Hosts per era.")
+    hosts: list[HostEra] = Field(description="Each host's era, by name.")
+    more_hosts: int
     floors: list[HostEra] = Field(description="5.7-5.18 in warn mode: per-task off makes counts floors.")
     more_floors: int
     upgrade: list[UpgradeImpact] = Field(
@@ -368,6 +371,8 @@ def get_kernel_eras(
             "until": time_range.until,
             "as_of": "now",
             "by_era": r.by_era,
+            "hosts": [_era(e) for e in r.hosts],
+            "more_hosts": r.more_hosts,
             "floors": [_era(e) for e in r.floors],
             "more_floors": r.more_floors,
             "upgrade": [

@@ -500,6 +500,8 @@ class UpgradeImpact:
 @dataclass(frozen=True, slots=True)
 class KernelEras:
     by_era: dict[str, int]
+    hosts: list[HostEra]  # every host's era, by name
+    more_hosts: int
     floors: list[HostEra]
     more_floors: int
     upgrade: list[UpgradeImpact]
@@ -543,6 +545,8 @@ def kernel_eras(
     impacts.sort(key=lambda u: (-sum(r.per_hour for r in u.offenders), u.host.host))
     return KernelEras(
         {era: by_era[era] for era in sorted(by_era)},
+        eras[:limit],
+        max(0, len(eras) - limit),
         floors[:limit],
         max(0, len(floors) - limit),
         impacts[:limit],

@@ -12,13 +12,14 @@ import {
   viewLink,
 } from "../dom.js";
 import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
+import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
 // Mode and drift marks need each host's states: one request per host, so only the busiest.
 const MARKED_HOSTS = 25;
 
 export async function render(state, range) {
   const src = state.source ? { source: state.source } : {};
-  const [summary, byAction, byKind, byHost, hostList, guestList, gapList] = await Promise.all([
+  const [summary, byAction, byKind, byHost, hostList, guestList, gapList, throttle, readiness, eras] = await Promise.all([
     api.summary(range),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
@@ -26,6 +27,9 @@ export async function render(state, range) {
     api.hosts(range),
     api.guests(range),
     api.gaps(range),
+    api.throttling({ ...range, limit: 10 }),
+    api.fatalReadiness({ ...range, limit: 10 }),
+    api.kernelEras({ ...range, limit: 10 }),
   ]);
   const hosts = [...hostList.items].sort((a, b) => b.events - a.events || a.name.localeCompare(b.name));
   const details = await Promise.all(
@@ -65,6 +69,18 @@ export async function render(state, range) {
   const kindChart = h("div", { class: "chart", id: "chart-kind" });
   const hostChart = h("div", { class: "chart", id: "chart-hosts" });
   const heat = heatmap(byHost);
+
+  // What needs action first (issue 16): who would be killed, what throttling costs, which
+  // kernels hide counts; the charts and the change/gap list come after.
+  node.append(
+    h(
+      "div",
+      { class: "two-col needs-action", id: "needs-action" },
+      readinessPanel(readiness, state),
+      throttlingPanel(throttle, state),
+    ),
+    erasPanel(eras, state),
+  );
 
   node.append(
     section(
