@@ -27,7 +27,7 @@ from tests.app.conftest import Server, Tokens
 from tests.app.fill import MINUTE, T0, Filler, ev, lost, state
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-OPERATIONS = r"^/(api/v1/(hosts|guests|events|series|gaps|summary)|metrics|healthz|readyz)"
+OPERATIONS = r"^/(api/v1/(hosts|guests|events|series|gaps|summary|insights)|metrics|healthz|readyz)"
 
 pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pytest.mark.timeout(240)]
 
@@ -78,4 +78,4 @@ def test_read_api_survives_schemathesis_with_every_check(
     )
     report = run.stdout + run.stderr
     assert run.returncode == 0, report
-    assert "Tested: 11" in report, report  # 8 read routes, /metrics, /healthz, /readyz: none skipped
+    assert "Tested: 14" in report, report  # 11 read routes, /metrics, /healthz, /readyz: none skipped
