@@ -187,7 +187,10 @@ def get_throttling(
 class Offender(BaseModel):
     host: str
     guest: str | None = Field(description="Guest name; null for a plain host process (see `comm`).")
-    comm: str = Field(description="Thread name of its last trap (a host process is named by it).")
+    comm: str | None = Field(
+        description="Thread name of its last trap (a host process is named by it); null for a guest "
+        "beyond `limit`, whose exact last trap was not looked up (its time is then the minute)."
+    )
     kind: str
     last_trap_at: dt.datetime
     count: int | None = Field(description="Traps counted by tracefs; null when seen only in the kernel log.")

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from app.insights.cost import Cost, Tally, throttling_cost
 from app.insights.eras import (
@@ -35,9 +35,10 @@ from app.insights.eras import (
     parse_release,
 )
 from app.insights.fatal import WATCHING_MODES, Readiness, host_readiness, killed_under_fatal
+from app.rollups.buckets import bucket_start
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID, Resolved
 from app.store.series import Dimension, range_totals
-from app.store.tables import event, guest, host, host_state
+from app.store.tables import event, guest, host, host_state, rollup_1h, rollup_1m
 
 # Actions of split-lock traps that went through split_lock_warn() and so paid misery's sleep
 # when it was on (sigbus, reflect, oops never reach it; ratelimit is a bus-lock action).
@@ -304,7 +305,7 @@ def _guest_names(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
 class Offender:
     host: str
     guest: str | None  # None: a plain host process, named by `comm`
-    comm: str
+    comm: str | None  # the thread of the last trap; None for a guest not looked up in `event`
     kind: str
     last_trap_at: dt.datetime
     count: int | None  # sum of tracefs counts; None: seen only in the kernel log
@@ -315,12 +316,17 @@ class Offender:
 
 @dataclass
 class _Acc:
-    last: dt.datetime
+    last: dt.datetime  # exact for host processes; the minute bucket for guests until refined
     comm: str
     count: int | None = None
     sightings: int = 0
     sources: set[str] = field(default_factory=set)
     killed: bool = False
+    exact: bool = False
+
+
+_MINUTE = dt.timedelta(minutes=1)
+_HOUR = dt.timedelta(hours=1)
 
 
 def read_offenders(
@@ -331,60 +337,74 @@ def read_offenders(
     until: dt.datetime,
     kinds: Sequence[str] = ("split_lock", "bus_lock"),
     actions: Iterable[str] | None = None,
+    exact: int = 0,
 ) -> list[Offender]:
     """Every guest and host process whose traps in the window fatal mode would have killed,
-    newest last trap first (unbounded: callers cut)."""
+    newest last trap first (unbounded: callers cut).
+
+    Guests come from the rollups: exact counts by source (range_totals) and the minute of their
+    last trap (rollup_1m, read from its covering index). The `exact` first offenders, and each
+    host's newest, then get their last trap to the microsecond from `event` (one indexed look
+    within that minute each). Host processes are named only in `event` (the rollups key them
+    as guest 0), so they are grouped from the raw rows of the hosts the rollups say have some.
+    """
     by_id = {h.id: h for h in hosts}
     if not by_id or since >= until:
         return []
-    e = event.c
-    who = case((e.guest_id.is_(None), e.comm), else_=literal(""))
-    query = (
-        select(
-            e.host_id,
-            e.guest_id,
-            who.label("who"),
-            e.kind,
-            e.source,
-            e.action,
-            func.max(e.time),
-            func.sum(e.count),
-            func.count(),
-            func.max(e.comm),
-        )
-        .where(e.time >= since, e.time < until, e.kind.in_(list(kinds)), e.action.not_in(["reflect", "oops"]))
-        .group_by(e.host_id, e.guest_id, who, e.kind, e.source, e.action)
-    )
-    if len(by_id) < 1000:
-        query = query.where(e.host_id.in_(sorted(by_id)))
     wanted = None if actions is None else set(actions)
-    acc: dict[tuple[int, int | None, str, str], _Acc] = {}
-    for host_id, guest_id, who_, kind, source, action, last, total, rows, comm in conn.execute(query):
+    host_filter = next(iter(by_id)) if len(by_id) == 1 else None
+
+    def killable(host_id: int, guest_id: int | None, kind: str, action: str) -> bool:
         h = by_id.get(host_id)
-        if h is None or (wanted is not None and action not in wanted):
-            continue
-        if not killed_under_fatal(
+        if h is None or kind not in kinds or (wanted is not None and action not in wanted):
+            return False
+        return killed_under_fatal(
             kind,
             action,
             guest=guest_id is not None,
             sld_supported=h.sld_supported,
             bld_supported=h.bld_supported,
-        ):
+        )
+
+    by: tuple[Dimension, ...] = ("host_id", "guest_id", "kind", "source", "action")
+    resolved = Resolved(host_id=host_filter)
+    counts = range_totals(conn, resolved, since=since, until=until, by=by)
+    lines = range_totals(conn, resolved, since=since, until=until, by=by, measure="events")
+    acc: dict[tuple[int, int | None, str, str], _Acc] = {}
+    process_hosts: set[int] = set()
+    for key, seen in lines.items():
+        host_id, guest_id, kind, source, action = key
+        assert isinstance(host_id, int) and isinstance(guest_id, int)
+        kind, source, action = str(kind), str(source), str(action)
+        if not seen or not killable(host_id, None if guest_id == NO_GUEST_ID else guest_id, kind, action):
             continue
-        a = acc.setdefault((host_id, guest_id, who_, kind), _Acc(last, comm))
-        a.last = max(a.last, last)
+        if guest_id == NO_GUEST_ID:
+            process_hosts.add(host_id)
+            continue
+        a = acc.setdefault((host_id, guest_id, "", kind), _Acc(since, ""))
         a.sources.add(source)
         if source == TRUE_COUNT_SOURCE:
-            a.count = (a.count or 0) + int(total or 0)
+            a.count = (a.count or 0) + counts.get(key, 0)
         else:
-            a.sightings += int(rows)
+            a.sightings += seen
         a.killed = a.killed or action == "sigbus"
+    if acc:
+        _last_minutes(conn, acc, host_filter, since, until)
+    if process_hosts:
+        _host_processes(conn, acc, sorted(process_hosts), since, until, killable)
+
+    order = sorted(acc.items(), key=lambda kv: (-kv[1].last.timestamp(), kv[0][0], kv[0][1] or 0, kv[0][2]))
+    newest_per_host: set[int] = set()
+    for rank, ((host_id, guest_id, _who, kind), a) in enumerate(order):
+        if not a.exact and (rank < exact or host_id not in newest_per_host):
+            _refine(conn, a, host_id, guest_id, kind, since, until)
+        newest_per_host.add(host_id)
     names = _guest_names(conn, (g for _, g, _, _ in acc if g is not None))
     out = [
         Offender(
             host=by_id[host_id].name,
             guest=None if guest_id is None else names.get(guest_id, f"(guest #{guest_id})"),
-            comm=who_ or a.comm,
+            comm=who or a.comm or None,
             kind=kind,
             last_trap_at=a.last,
             count=a.count,
@@ -392,10 +412,111 @@ def read_offenders(
             sources=sorted(a.sources),
             killed=a.killed,
         )
-        for (host_id, guest_id, who_, kind), a in acc.items()
+        for (host_id, guest_id, who, kind), a in acc.items()
     ]
-    out.sort(key=lambda o: (-o.last_trap_at.timestamp(), o.host, o.guest or "", o.comm))
+    out.sort(key=lambda o: (-o.last_trap_at.timestamp(), o.host, o.guest or "", o.comm or ""))
     return out
+
+
+def _last_minutes(
+    conn: Connection,
+    acc: dict[tuple[int, int | None, str, str], _Acc],
+    host_id: int | None,
+    since: dt.datetime,
+    until: dt.datetime,
+) -> None:
+    """The last minute bucket of each guest offender, in two steps so a 30-day window never
+    reads its ~700k minute rows: the last whole hour from rollup_1h, then rollup_1m only
+    inside those hours and the window's partial first and last hours."""
+    key = ("host_id", "guest_id", "kind")
+
+    def last(table: Any, *ranges: tuple[dt.datetime, dt.datetime]) -> dict[tuple[int, int, str], dt.datetime]:
+        spans = [(a, b) for a, b in ranges if a < b]
+        if not spans:
+            return {}
+        c = table.c
+        query = (
+            select(*(c[k] for k in key), func.max(c.bucket))
+            .where(or_(*(and_(c.bucket >= a, c.bucket < b) for a, b in spans)), c.guest_id != NO_GUEST_ID)
+            .group_by(*(c[k] for k in key))
+        )
+        if host_id is not None:
+            query = query.where(c.host_id == host_id)
+        found: dict[tuple[int, int, str], dt.datetime] = {}
+        for row in conn.execute(query):
+            if row[3] is not None:
+                found[(int(row[0]), int(row[1]), str(row[2]))] = row[3]
+        return found
+
+    first_minute = bucket_start(since, 60)
+    h0 = bucket_start(since, 3600)
+    h0 = h0 if h0 >= since else h0 + _HOUR
+    h1 = bucket_start(until, 3600)
+    hours = last(rollup_1h, (h0, h1)) if h0 < h1 else {}
+    ranges = [(first_minute, min(h0, until)), (max(h1, first_minute), until)]
+    ranges += [(at, at + _HOUR) for at in sorted(set(hours.values()))]
+    for (h, g, kind), at in last(rollup_1m, *ranges).items():
+        a = acc.get((h, g, "", kind))
+        if a is not None:
+            a.last = max(a.last, at, since)
+
+
+def _refine(
+    conn: Connection,
+    a: _Acc,
+    host_id: int,
+    guest_id: int | None,
+    kind: str,
+    since: dt.datetime,
+    until: dt.datetime,
+) -> None:
+    """The exact last trap within its minute, and its thread, from `event` (index on guest_id, time)."""
+    e = event.c
+    start, end = max(a.last, since), min(a.last + _MINUTE, until)
+    row = conn.execute(
+        select(e.time, e.comm)
+        .where(e.guest_id == guest_id, e.host_id == host_id, e.kind == kind, e.time >= start, e.time < end)
+        .order_by(e.time.desc(), e.id.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        a.last, a.comm = row
+    a.exact = True
+
+
+def _host_processes(
+    conn: Connection,
+    acc: dict[tuple[int, int | None, str, str], _Acc],
+    host_ids: list[int],
+    since: dt.datetime,
+    until: dt.datetime,
+    killable: Any,
+) -> None:
+    e = event.c
+    query = (
+        select(
+            e.host_id, e.comm, e.kind, e.source, e.action, func.max(e.time), func.sum(e.count), func.count()
+        )
+        .where(
+            e.host_id.in_(host_ids),
+            e.time >= since,
+            e.time < until,
+            e.guest_id.is_(None),
+            e.action.not_in(["reflect", "oops"]),
+        )
+        .group_by(e.host_id, e.comm, e.kind, e.source, e.action)
+    )
+    for host_id, comm, kind, source, action, last, total, rows in conn.execute(query):
+        if not killable(host_id, None, kind, action):
+            continue
+        a = acc.setdefault((host_id, None, comm, kind), _Acc(last, comm, exact=True))
+        a.last = max(a.last, last)
+        a.sources.add(source)
+        if source == TRUE_COUNT_SOURCE:
+            a.count = (a.count or 0) + int(total or 0)
+        else:
+            a.sightings += int(rows)
+        a.killed = a.killed or action == "sigbus"
 
 
 # --------------------------------------------------------------------------- §3 readiness
@@ -430,7 +551,7 @@ def _watching(span: Span) -> bool:
 def fatal_readiness(
     conn: Connection, hosts: Sequence[HostRow], *, since: dt.datetime, until: dt.datetime, limit: int
 ) -> FatalReadiness:
-    offenders = read_offenders(conn, hosts, since=since, until=until)
+    offenders = read_offenders(conn, hosts, since=since, until=until, exact=limit)
     spans = state_spans(conn, [h.id for h in hosts], since, until)
     per_host: dict[str, list[Offender]] = defaultdict(list)
     for o in offenders:
@@ -527,7 +648,13 @@ def kernel_eras(
     # Below 5.19 in warn mode: an upgrade brings misery mode (mitigate defaults to 1).
     candidates = [h for h, e in zip(hosts, eras, strict=True) if h.mode == "warn" and _below_misery(h.kernel)]
     offenders = read_offenders(
-        conn, candidates, since=since, until=until, kinds=("split_lock",), actions=THROTTLED_PATH_ACTIONS
+        conn,
+        candidates,
+        since=since,
+        until=until,
+        kinds=("split_lock",),
+        actions=THROTTLED_PATH_ACTIONS,
+        exact=limit,
     )
     hours = max((until - since).total_seconds() / 3600, 1 / 60)
     per_host: dict[str, list[OffenderRate]] = defaultdict(list)
@@ -540,7 +667,7 @@ def kernel_eras(
     era_of = {e.host: e for e in eras}
     impacts = []
     for name, rates in per_host.items():
-        rates.sort(key=lambda r: (-r.per_hour, r.offender.guest or "", r.offender.comm))
+        rates.sort(key=lambda r: (-r.per_hour, r.offender.guest or "", r.offender.comm or ""))
         impacts.append(UpgradeImpact(era_of[name], rates[:limit], max(0, len(rates) - limit)))
     impacts.sort(key=lambda u: (-sum(r.per_hour for r in u.offenders), u.host.host))
     return KernelEras(
