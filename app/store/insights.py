@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,30 +193,60 @@ class Throttling:
     more_guests: int
 
 
-def _misery(span: Span, action: str) -> bool | None:
-    """Did a split-lock trap with `action` in this span sleep 10 ms? Without any state
-    reported, the action the agent derived is the only evidence."""
+# Whether the traps of a stretch slept: True, False, None (era unknown), or BY_ACTION when no
+# state was reported yet, so the action the agent derived is the only evidence.
+BY_ACTION = "by_action"
+Verdict = bool | None | str
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    start: dt.datetime
+    end: dt.datetime
+    misery: Verdict
+
+
+def _verdict(span: Span) -> Verdict:
     if span.mode is None or span.kernel is None:
-        return {"throttle": True, "unknown": None}.get(action, False)
+        return BY_ACTION
     return misery_in_force(span.kernel, span.mode, span.mitigate)
+
+
+def _slept(verdict: Verdict, action: str) -> bool | None:
+    """Did a split-lock trap with `action` sleep 10 ms under this verdict?"""
+    if verdict == BY_ACTION:
+        return {"throttle": True, "unknown": None}.get(action, False)
+    return verdict if verdict is None else bool(verdict)
+
+
+def misery_stretches(spans: Sequence[Span]) -> list[Stretch]:
+    """The spans with the same answer merged: an upgrade from 6.6 to 6.8 with mitigate=1 is one
+    stretch of misery mode, so only a host whose misery mode came or went needs cutting."""
+    out: list[Stretch] = []
+    for span in spans:
+        verdict = _verdict(span)
+        if out and out[-1].misery == verdict and out[-1].end == span.start:
+            out[-1] = Stretch(out[-1].start, span.end, verdict)
+        else:
+            out.append(Stretch(span.start, span.end, verdict))
+    return out
 
 
 def _tally_rows(
     tallies: dict[tuple[int, int], Tally],
     counts: dict[tuple[object, ...], int],
     lines: dict[tuple[object, ...], int],
-    spans_of: dict[int, Span],
+    verdicts: Mapping[int, Verdict],
     host_id_of: Any,
 ) -> None:
     for key, seen in lines.items():
         host_id, guest_id, source, action = host_id_of(key)
-        span = spans_of.get(host_id)
-        if span is None or action not in THROTTLED_PATH_ACTIONS or not seen:
+        if host_id not in verdicts or action not in THROTTLED_PATH_ACTIONS or not seen:
             continue
-        misery = _misery(span, action)
-        if misery is False:
+        slept = _slept(verdicts[host_id], action)
+        if slept is False:
             continue
-        if misery is None:
+        if slept is None:
             add = Tally(uncertain=seen)
         elif source == TRUE_COUNT_SOURCE:
             add = Tally(counted=counts.get(key, 0))
@@ -234,26 +264,31 @@ def throttling(
 ) -> Throttling:
     window_s = (until - since).total_seconds()
     by_id = {h.id: h for h in hosts}
-    spans = state_spans(conn, list(by_id), since, until)
+    stretches = {h: misery_stretches(s) for h, s in state_spans(conn, list(by_id), since, until).items()}
     tallies: dict[tuple[int, int], Tally] = {}
-    steady = {h: s[0] for h, s in spans.items() if len(s) == 1}
+    # One read for every host with one answer over the whole window (no read at all for those
+    # that never throttled: mitigate 0, fatal, off, a kernel before 5.19).
+    steady = {h: s[0].misery for h, s in stretches.items() if len(s) == 1 and s[0].misery is not False}
     if steady:
-        # One read for every host whose state held over the whole window.
         resolved = Resolved(host_id=next(iter(steady)) if len(steady) == 1 else None, kind="split_lock")
         by: tuple[Dimension, ...] = ("host_id", "guest_id", "source", "action")
         counts = range_totals(conn, resolved, since=since, until=until, by=by)
         lines = range_totals(conn, resolved, since=since, until=until, by=by, measure="events")
         lines = {k: v for k, v in lines.items() if k[0] in steady}
         _tally_rows(tallies, counts, lines, steady, lambda k: k)
-    for host_id, host_spans in spans.items():
-        if len(host_spans) == 1:
+    for host_id, host_stretches in stretches.items():
+        if len(host_stretches) == 1:
             continue
-        for span in host_spans:
+        for stretch in host_stretches:
+            if stretch.misery is False:
+                continue
             resolved = Resolved(host_id=host_id, kind="split_lock")
             by2: tuple[Dimension, ...] = ("guest_id", "source", "action")
-            counts = range_totals(conn, resolved, since=span.start, until=span.end, by=by2)
-            lines = range_totals(conn, resolved, since=span.start, until=span.end, by=by2, measure="events")
-            _tally_rows(tallies, counts, lines, {host_id: span}, lambda k, h=host_id: (h, *k))
+            counts = range_totals(conn, resolved, since=stretch.start, until=stretch.end, by=by2)
+            lines = range_totals(
+                conn, resolved, since=stretch.start, until=stretch.end, by=by2, measure="events"
+            )
+            _tally_rows(tallies, counts, lines, {host_id: stretch.misery}, lambda k, h=host_id: (h, *k))
 
     guest_names = _guest_names(conn, (g for _, g in tallies if g != NO_GUEST_ID))
     guests: list[GuestCost] = []
@@ -273,7 +308,7 @@ def throttling(
         HostCost(
             by_id[host_id].name,
             throttling_cost(tally, window_s),
-            sum((s.end - s.start).total_seconds() for s in spans.get(host_id, ()) if _misery(s, "warn")),
+            sum((s.end - s.start).total_seconds() for s in stretches.get(host_id, ()) if s.misery is True),
         )
         for host_id, tally in per_host.items()
     ]

@@ -335,3 +335,27 @@ def test_insights_need_a_viewer_token_and_a_sane_limit(
         viewer_client.get(f"/api/v1/insights/{what}", params={"since": "2026-11-25", "until": "2026-11-24"}),
         422,
     )
+
+
+def test_a_host_upgraded_from_5_15_to_6_8_mid_window_pays_only_after_the_upgrade(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    fill.send(
+        "kvm-up",
+        kernel="5.15.0-91-generic",
+        state=state(T0 - HOUR, mitigate=None),
+        events=[ev(T0 + 30 * MINUTE, guest="vm", source="tracefs", action="warn", count=400)],
+    )
+    fill.send(
+        "kvm-up",
+        kernel="6.8.0-51-generic",
+        boot_id="boot-2",
+        state=state(T0 + HOUR, mitigate=1),
+        events=[ev(T0 + 2 * HOUR, guest="vm", source="tracefs", action="throttle", count=60)],
+    )
+    body = get(viewer_client, "throttling")
+    (host,) = body["hosts"]
+    assert host["counted_traps"] == 60 and host["vcpu_seconds_lower_bound"] == 0.6
+    assert host["misery_s"] == 2 * 3600  # from the upgrade to the window's end
+    eras = get(viewer_client, "kernel-eras")
+    assert eras["by_era"] == {"mitigate_on": 1}  # the kernel it runs now
