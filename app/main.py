@@ -43,6 +43,8 @@ ROUTER_MODULES = (
     "gaps",
     "summary",
     "insights",
+    "tokens",
+    "enroll",
     "frontend",
 )
 
