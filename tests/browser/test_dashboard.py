@@ -462,5 +462,6 @@ def test_host_page_shows_its_own_throttling_readiness_and_era(page: Any, fleet: 
     assert page.get_attribute("#era-host", "data-era") == "mitigate_on"
     open_logged_in(page, fleet, "#/host/kvm-d?range=24h")
     assert page.get_attribute("#era-host", "data-era") == "per_task"
+    assert page.inner_text("#throttle-total").startswith("No split-lock trap on kvm-d was counted")
     assert page.inner_text("#readiness-summary").startswith("cannot tell")
     shot(page, "host-insights")

@@ -39,11 +39,14 @@ function moreText(n, what) {
 export function throttlingPanel(answer, state, { host = null } = {}) {
   const rows = answer.guests.slice(0, SHOWN);
   const total = host ? answer.total : answer.guests_total;
-  const headline = host
-    ? (total.vcpu_seconds_lower_bound === null
-      ? `Throttled traps on ${host} were seen only in the kernel log: ${total.no_figure_reason}.`
-      : `Misery mode took ${vcpuText(total)} on ${host} in this window (${fmtNum(total.counted_traps)} counted traps × 10 ms).`)
-    : total.sentence;
+  let headline = total.sentence;
+  if (host && total.vcpu_seconds_lower_bound === null) {
+    headline = `Throttled traps on ${host} have no figure: ${total.no_figure_reason}.`;
+  } else if (host && !total.counted_traps) {
+    headline = `No split-lock trap on ${host} was counted in misery mode in this window: no throttling cost.`;
+  } else if (host) {
+    headline = `Misery mode took ${vcpuText(total)} on ${host} in this window (${fmtNum(total.counted_traps)} counted traps × 10 ms).`;
+  }
   return section(
     "Throttling cost (split-lock misery mode, a lower bound)",
     h("p", { class: "headline", id: "throttle-total" }, headline),
