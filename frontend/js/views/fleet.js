@@ -19,7 +19,9 @@ const MARKED_HOSTS = 25;
 
 export async function render(state, range) {
   const src = state.source ? { source: state.source } : {};
-  const [summary, byAction, byKind, byHost, hostList, guestList, gapList, throttle, readiness, eras] = await Promise.all([
+  // The fleet's week, whatever the range: "guests lost N vCPU-hours to throttling this week".
+  const week = { since: toIso(new Date(Date.parse(range.until) - 7 * 86400 * 1000)), until: range.until };
+  const [summary, byAction, byKind, byHost, hostList, guestList, gapList, throttle, readiness, eras, thisWeek] = await Promise.all([
     api.summary(range),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
@@ -30,6 +32,7 @@ export async function render(state, range) {
     api.throttling({ ...range, limit: 10 }),
     api.fatalReadiness({ ...range, limit: 10 }),
     api.kernelEras({ ...range, limit: 10 }),
+    api.throttling({ ...week, limit: 1 }),
   ]);
   const hosts = [...hostList.items].sort((a, b) => b.events - a.events || a.name.localeCompare(b.name));
   const details = await Promise.all(
@@ -77,7 +80,7 @@ export async function render(state, range) {
       "div",
       { class: "two-col needs-action", id: "needs-action" },
       readinessPanel(readiness, state),
-      throttlingPanel(throttle, state),
+      throttlingPanel(throttle, state, { week: thisWeek }),
     ),
     erasPanel(eras, state),
   );

@@ -36,7 +36,15 @@ function moreText(n, what) {
 
 // ------------------------------------------------------------------------------ throttling
 
-export function throttlingPanel(answer, state, { host = null } = {}) {
+function weekLine(week) {
+  const g = week.guests_total;
+  const text = g.vcpu_seconds_lower_bound === null
+    ? "This week: guests were throttled, but no count is known (kernel-log sightings only)."
+    : `This week: guests lost ${vcpuText(g)} to throttling (${fmtNum(g.counted_traps)} counted traps × 10 ms).`;
+  return h("p", { id: "throttle-week" }, text);
+}
+
+export function throttlingPanel(answer, state, { host = null, week = null } = {}) {
   const rows = answer.guests.slice(0, SHOWN);
   const total = host ? answer.total : answer.guests_total;
   let headline = total.sentence;
@@ -50,6 +58,7 @@ export function throttlingPanel(answer, state, { host = null } = {}) {
   return section(
     "Throttling cost (split-lock misery mode, a lower bound)",
     h("p", { class: "headline", id: "throttle-total" }, headline),
+    week ? weekLine(week) : null,
     rows.length
       ? table(
         [
