@@ -3,13 +3,17 @@
 - `throttling`: vCPU time lost to misery mode. The state in force at each moment comes from
   `host_state` (a row per change; `state_spans` keeps only changes of kernel, mode, mitigate
   and support, with a window function), never from the host's current row: a host that turned
-  mitigate off yesterday still paid for last week. Counts come from the rollups by source
-  (series.range_totals: whole hours from rollup_1h, minutes from rollup_1m, sub-minute edges
-  from `event`): one fleet-wide read for every host whose state did not change in the window,
-  one read per stretch for the few that did.
-- `fatal_readiness`: who would have been killed. The rollups know neither a host process's
-  name nor the exact trap time, so this one groups `event` rows of the window (index on time),
-  one aggregate query, bounded output.
+  mitigate off yesterday still paid for last week. Spans with the same answer merge
+  (`misery_stretches`). Counts come from the rollups by source (series.range_totals: whole
+  hours from rollup_1h, minutes from rollup_1m, sub-minute edges from `event`): one fleet-wide
+  read for every host with one answer over the window, one read per stretch for the few whose
+  misery mode came or went, none for hosts that never throttled.
+- `fatal_readiness`: who would have been killed (`read_offenders`). Guests from the rollups
+  (counts by source, the minute of the last trap), the exact last trap looked up in `event`
+  only for the rows shown and each host's newest; host processes, which only `event` names,
+  from the raw rows of the hosts the rollups say have some.
+  Cost: `state_spans` reads every host_state row of the window (the index holds host_id and
+  observed_at only); a covering index with kernel, mode, mitigate would make it index-only.
 - `kernel_eras`: each host's era NOW (its latest report: an upgrade plan is about the kernel it
   runs), and over the window the offenders an upgrade to 5.19+ would start throttling.
 """
