@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.models import GapList, HostFilter, RangeDep
+from app.api.models import GapList, HostFilter, RangeDep, time_position
 from app.deps import ConnDep, ViewerDep
 from app.errors import error_responses
 from app.store import gaps as store
@@ -26,7 +26,20 @@ def list_gaps(
     _viewer: ViewerDep,
     time_range: RangeDep,
     host: HostFilter = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many, newest first.")] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="At most this many per page, newest first")
+    ] = 1000,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="The `next_cursor` of the previous page, unchanged."),
+    ] = None,
 ) -> GapList:
-    views = store.list_gaps(conn, since=time_range.since, until=time_range.until, host_name=host, limit=limit)
-    return GapList.model_validate({"items": views})
+    page = store.list_gaps(
+        conn,
+        since=time_range.since,
+        until=time_range.until,
+        host_name=host,
+        limit=limit,
+        after=time_position(cursor),
+    )
+    return GapList.model_validate({"items": page.items, "next_cursor": page.next_cursor})

@@ -6,7 +6,15 @@ import dataclasses
 
 from fastapi import APIRouter
 
-from app.api.models import HostDetail, HostList, NameInPath, RangeDep
+from app.api.models import (
+    HostDetail,
+    HostList,
+    NameCursorParam,
+    NameInPath,
+    PageLimit,
+    RangeDep,
+    name_position,
+)
 from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.settings import Settings
@@ -25,13 +33,26 @@ def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
     operation_id="list_hosts",
     response_model=HostList,
     responses=error_responses(401, 403, 422),
-    summary="Every host with its status, and its events and guests in the range",
+    summary="Hosts by name with their status, and their events and guests in the range, a page at a time",
+    description="Pass `next_cursor` back as `cursor` for the next page.",
 )
-def list_hosts(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep) -> HostList:
-    views = store.list_hosts(
-        conn, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
+def list_hosts(
+    conn: ConnDep,
+    settings: SettingsDep,
+    _viewer: ViewerDep,
+    time_range: RangeDep,
+    limit: PageLimit = 100,
+    cursor: NameCursorParam = None,
+) -> HostList:
+    page = store.list_hosts(
+        conn,
+        since=time_range.since,
+        until=time_range.until,
+        rule=status_rule(settings, time_range),
+        limit=limit,
+        after=name_position(cursor),
     )
-    return HostList.model_validate({"items": views})
+    return HostList.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get(

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
+from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
 from app.store.series import range_totals
 from app.store.status import Status, host_status
@@ -156,13 +157,31 @@ def _per_host(
     return events, guests
 
 
+@dataclass(frozen=True, slots=True)
+class HostPage:
+    items: list[HostView]
+    next_cursor: str | None
+
+
 def list_hosts(
-    conn: Connection, *, since: dt.datetime, until: dt.datetime, rule: StatusRule
-) -> list[HostView]:
-    """Every host, by name."""
-    rows = conn.execute(select(host).order_by(host.c.name)).all()
-    events, guests = _per_host(conn, Resolved(), since, until)
-    return [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+    conn: Connection,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    rule: StatusRule,
+    limit: int = 100,
+    after: NameCursor | None = None,
+) -> HostPage:
+    """One page of hosts by name (keyset on the unique name), range totals for that page only."""
+    query = select(host)
+    if after is not None:
+        query = query.where(host.c.name > after.name)
+    rows = conn.execute(query.order_by(host.c.name).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events, guests = _per_host(conn, Resolved(host_ids=tuple(r.id for r in rows)), since, until)
+    views = [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+    return HostPage(views, encode_name_cursor(NameCursor(views[-1].name)) if more and views else None)
 
 
 def get_host(

@@ -38,7 +38,7 @@ def test_hosts_are_listed_by_name_with_range_figures(fill: Filler, engine: Engin
     )
     fill.send("a-host", state=state(T0))
     with engine.connect() as conn:
-        views = list_hosts(conn, since=T0, until=T0 + HOUR, rule=rule())
+        views = list_hosts(conn, since=T0, until=T0 + HOUR, rule=rule()).items
     assert [(v.name, v.events, v.guests) for v in views] == [("a-host", 0, 0), ("b-host", 5, 2)]
 
 
@@ -46,7 +46,7 @@ def test_a_rule_with_a_tiny_silence_window_marks_every_host_silent(fill: Filler,
     fill.send("h1", state=state(T0))
     late = StatusRule(now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5), silent_after_s=1, drift_streak=3)
     with engine.connect() as conn:
-        assert [v.status for v in list_hosts(conn, since=T0, until=T0 + HOUR, rule=late)] == ["silent"]
+        assert [v.status for v in list_hosts(conn, since=T0, until=T0 + HOUR, rule=late).items] == ["silent"]
 
 
 def test_state_history_is_led_by_the_latest_state_before_the_range_only(fill: Filler, engine: Engine) -> None:
