@@ -47,7 +47,8 @@ def upgrade() -> None:
     # Carry existing sightings over: per (host, guest) from the events still kept.
     op.execute(
         """
-        INSERT INTO guest_host (host_id, guest_id, uuid, vmm, first_seen_at, last_seen_at, last_action, killed_at)
+        INSERT INTO guest_host
+            (host_id, guest_id, uuid, vmm, first_seen_at, last_seen_at, last_action, killed_at)
         SELECT e.host_id, e.guest_id, g.uuid, g.vmm, min(e.time), max(e.time),
                CASE WHEN g.last_host_id = e.host_id THEN g.last_action END,
                max(CASE WHEN e.action = 'sigbus' THEN e.time END)
@@ -58,8 +59,10 @@ def upgrade() -> None:
     # A guest whose events expired still belongs to the host it was last seen on.
     op.execute(
         """
-        INSERT INTO guest_host (host_id, guest_id, uuid, vmm, first_seen_at, last_seen_at, last_action, killed_at)
-        SELECT g.last_host_id, g.id, g.uuid, g.vmm, g.first_seen_at, g.last_seen_at, g.last_action, g.killed_at
+        INSERT INTO guest_host
+            (host_id, guest_id, uuid, vmm, first_seen_at, last_seen_at, last_action, killed_at)
+        SELECT g.last_host_id, g.id, g.uuid, g.vmm, g.first_seen_at, g.last_seen_at,
+               g.last_action, g.killed_at
         FROM guest g
         WHERE g.last_host_id IS NOT NULL AND NOT EXISTS (
             SELECT 1 FROM guest_host gh WHERE gh.host_id = g.last_host_id AND gh.guest_id = g.id

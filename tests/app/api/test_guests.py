@@ -143,7 +143,8 @@ def test_sigbus_from_h1_for_a_guest_that_only_ran_on_h2_neither_kills_it_nor_mov
 
     body = guest_detail(viewer_client, "prod-db")
     assert (body["last_host"], body["killed"], body["killed_at"]) == ("h2", False, None)
-    assert (body["uuid"], body["last_action"], body["last_seen_at"]) == (PROD_DB, "warn", "2026-11-24T12:00:00Z")
+    assert (body["uuid"], body["last_action"]) == (PROD_DB, "warn")
+    assert body["last_seen_at"] == "2026-11-24T12:00:00Z"
     # What h1 said is kept as h1's own view, marked as not this guest.
     seen = {s["host"]: s for s in body["sightings"]}
     assert (seen["h1"]["same_guest"], seen["h1"]["killed_at"], seen["h1"]["uuid"]) == (
