@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.models import GapList, HostFilter, RangeDep, time_position
+from app.api.models import NEXT_CURSOR, GapList, HostFilter, RangeDep, links, time_position
 from app.deps import ConnDep, ViewerDep
 from app.errors import error_responses
 from app.store import gaps as store
@@ -18,7 +18,13 @@ router = APIRouter(prefix="/api/v1", tags=["gaps"])
     "/gaps",
     operation_id="list_gaps",
     response_model=GapList,
-    responses=error_responses(401, 403, 422),
+    responses={
+        **error_responses(401, 403, 422),
+        **links(
+            HostOfFirstGap=("get_host", {"name": "$response.body#/items/0/host"}),
+            NextPage=("list_gaps", {"cursor": NEXT_CURSOR}),
+        ),
+    },
     summary="Losses the agents counted (overrun, suppressed, spool_full, forged), received in the range",
 )
 def list_gaps(

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from app.api.models import (
+    FIRST_NAME,
+    NEXT_CURSOR,
     GuestDetail,
     GuestList,
     HostFilter,
@@ -15,6 +17,7 @@ from app.api.models import (
     NameInPath,
     PageLimit,
     RangeDep,
+    links,
     name_position,
 )
 from app.deps import ConnDep, ViewerDep
@@ -28,7 +31,13 @@ router = APIRouter(prefix="/api/v1", tags=["guests"])
     "/guests",
     operation_id="list_guests",
     response_model=GuestList,
-    responses=error_responses(401, 403, 422),
+    responses={
+        **error_responses(401, 403, 422),
+        **links(
+            FirstGuest=("get_guest", {"name": FIRST_NAME}),
+            NextPage=("list_guests", {"cursor": NEXT_CURSOR}),
+        ),
+    },
     summary="Guests, one page at a time: by name, or the busiest in the range first",
     description="`sort=name` (default): every guest, by name. `sort=events`: the guests with events in "
     "the range, most first. With `host`: only the guests that host reported. A guest's figures are its "
@@ -59,7 +68,10 @@ def list_guests(
     "/guests/{name}",
     operation_id="get_guest",
     response_model=GuestDetail,
-    responses=error_responses(401, 403, 404, 422),
+    responses={
+        **error_responses(401, 403, 404, 422),
+        **links(LastHost=("get_host", {"name": "$response.body#/last_host"})),
+    },
     summary="One guest: what the hosts did with its traps, and where in it they happen",
 )
 def get_guest(name: NameInPath, conn: ConnDep, _viewer: ViewerDep, time_range: RangeDep) -> GuestDetail:

@@ -7,12 +7,15 @@ import dataclasses
 from fastapi import APIRouter
 
 from app.api.models import (
+    FIRST_NAME,
+    NEXT_CURSOR,
     HostDetail,
     HostList,
     NameCursorParam,
     NameInPath,
     PageLimit,
     RangeDep,
+    links,
     name_position,
 )
 from app.deps import ConnDep, SettingsDep, ViewerDep
@@ -32,7 +35,14 @@ def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
     "/hosts",
     operation_id="list_hosts",
     response_model=HostList,
-    responses=error_responses(401, 403, 422),
+    responses={
+        **error_responses(401, 403, 422),
+        **links(
+            FirstHost=("get_host", {"name": FIRST_NAME}),
+            GuestsOfFirstHost=("list_guests", {"host": FIRST_NAME}),
+            NextPage=("list_hosts", {"cursor": NEXT_CURSOR}),
+        ),
+    },
     summary="Hosts by name with their status, and their events and guests in the range, a page at a time",
     description="Pass `next_cursor` back as `cursor` for the next page.",
 )
@@ -59,7 +69,10 @@ def list_hosts(
     "/hosts/{name}",
     operation_id="get_host",
     response_model=HostDetail,
-    responses=error_responses(401, 403, 404, 422),
+    responses={
+        **error_responses(401, 403, 404, 422),
+        **links(FirstGuest=("get_guest", {"name": "$response.body#/guests/0"})),
+    },
     summary="One host: its status, CPUs, state changes and guests in the range",
 )
 def get_host(

@@ -147,6 +147,27 @@ async def time_range(
 
 RangeDep = Annotated[TimeRange, Depends(time_range)]
 
+# ---------------------------------------------------------------- OpenAPI links
+
+
+def links(**targets: tuple[str, dict[str, str]]) -> dict[int | str, dict[str, Any]]:
+    """A `responses=` entry declaring OpenAPI links of the 200 answer: name -> (operationId,
+    {parameter: runtime expression}). Clients and schemathesis' stateful phase follow them
+    (a list to one of its items, a page to the next)."""
+    return {
+        200: {
+            "description": "Successful Response",
+            "links": {
+                name: {"operationId": operation, "parameters": parameters}
+                for name, (operation, parameters) in targets.items()
+            },
+        }
+    }
+
+
+FIRST_NAME = "$response.body#/items/0/name"
+NEXT_CURSOR = "$response.body#/next_cursor"
+
 # ---------------------------------------------------------------- response models
 
 
