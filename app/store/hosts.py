@@ -205,23 +205,35 @@ def get_host(
     )
 
 
+MAX_STATES = 1000  # state changes one host answer lists: the newest in the range (#14)
+
+
 def _states(conn: Connection, host_id: int, since: dt.datetime, until: dt.datetime) -> list[StateView]:
-    """host_state rows in range, oldest first, led by the one in force at `since`."""
-    before = conn.execute(
-        select(host_state)
-        .where(host_state.c.host_id == host_id, host_state.c.observed_at < since)
-        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
-        .limit(1)
-    ).all()
-    within = conn.execute(
+    """host_state rows in range, oldest first, led by the one in force at `since`.
+
+    At most MAX_STATES changes: when the range holds more (a host flapping for weeks), the
+    newest are listed, led by the one in force before the first of them.
+    """
+    newest_first = conn.execute(
         select(host_state)
         .where(
             host_state.c.host_id == host_id,
             host_state.c.observed_at >= since,
             host_state.c.observed_at < until,
         )
-        .order_by(host_state.c.observed_at, host_state.c.id)
+        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+        .limit(MAX_STATES + 1)
     ).all()
+    within = list(reversed(newest_first[:MAX_STATES]))
+    if len(newest_first) > MAX_STATES:
+        before = newest_first[MAX_STATES:]
+    else:
+        before = conn.execute(
+            select(host_state)
+            .where(host_state.c.host_id == host_id, host_state.c.observed_at < since)
+            .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+            .limit(1)
+        ).all()
     return [
         StateView(
             observed_at=r.observed_at,
