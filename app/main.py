@@ -45,6 +45,7 @@ ROUTER_MODULES = (
     "series",
     "gaps",
     "summary",
+    "insights",
     "tokens",
     "enroll",
     "docs",
