@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="splitwatch agent", description=DESCRIPTION)
     parser.add_argument("--server", default=os.environ.get("SPLITWATCH_SERVER"), help="Backend URL.")
     parser.add_argument("--token", default=os.environ.get("SPLITWATCH_AGENT_TOKEN"), help="Agent token.")
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=os.environ.get("SPLITWATCH_CA_FILE") or None,
+        help="PEM bundle of the private CA that signed an https --server's certificate.",
+    )
     parser.add_argument("--root", type=Path, default=Path("/"), help="Root of the host to watch.")
     parser.add_argument("--interval", type=float, default=10.0, help="Seconds between passes.")
     parser.add_argument("--spool", type=Path, default=None, help="Spool directory.")
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         use_tracefs=not args.no_tracefs,
         once=args.once,
         stdout=args.stdout,
+        ca_file=args.ca_file,
     )
 
 
@@ -65,6 +72,7 @@ def run_agent(
     use_tracefs: bool,
     once: bool,
     stdout: bool,
+    ca_file: Path | None = None,
 ) -> int:
     """Run the agent; returns the exit code. Expected failures end as one sentence on stderr."""
     import logging
@@ -76,8 +84,6 @@ def run_agent(
         format="splitwatch agent: %(message)s",
         stream=sys.stderr,
     )
-    # One "HTTP Request: POST ..." line per send is noise; failures are logged by the transport.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if stdout and not once:
             _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
@@ -85,7 +91,7 @@ def run_agent(
             _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
         if once and stdout:
             return _once_to_stdout(root, state_dir)
-        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once)
+        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once, ca_file)
     except SplitwatchAgentError as exc:
         sys.stderr.write(f"splitwatch agent: {exc}\n")
         return 1
@@ -136,6 +142,7 @@ def _run_loop(
     state_dir: Path | None,
     use_tracefs: bool,
     once: bool,
+    ca_file: Path | None,
 ) -> int:
     from agent.config import DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR, AgentConfig
     from agent.loop import run
@@ -160,6 +167,7 @@ def _run_loop(
         state_dir=state,
         use_tracefs=use_tracefs,
         max_passes=1 if once else None,
+        ca_file=ca_file,
     )
     code: int = run(config)
     return code

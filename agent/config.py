@@ -37,6 +37,9 @@ class AgentConfig:
     shutdown_flush_s: float = 3.0
     # None: run until SIGTERM/SIGINT. A number: stop after that many passes (bench, tests).
     max_passes: int | None = None
+    # PEM bundle of the private CA that signed an https server's certificate (--ca-file);
+    # None: the system's trust store. Verification is never off.
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         url = urlsplit(self.server)

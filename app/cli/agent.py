@@ -28,6 +28,12 @@ def agent_command(
     token: str | None = typer.Option(
         None, "--token", envvar="SPLITWATCH_AGENT_TOKEN", help="Agent token (`splitwatch token create`)."
     ),
+    ca_file: Path | None = typer.Option(
+        None,
+        "--ca-file",
+        envvar="SPLITWATCH_CA_FILE",
+        help="PEM bundle of the private CA that signed an https --server's certificate.",
+    ),
     root: Path = typer.Option(Path("/"), "--root", help="Root of the host to watch (a fake host in tests)."),
     interval: float = typer.Option(10.0, "--interval", help="Seconds between collection passes."),
     spool: Path | None = typer.Option(
@@ -54,6 +60,7 @@ def agent_command(
         use_tracefs=not no_tracefs,
         once=once,
         stdout=stdout,
+        ca_file=ca_file,
     )
     raise typer.Exit(code)
 

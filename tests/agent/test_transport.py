@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from agent.errors import ConfigError
 from agent.payload import (
     Action,
     CpuState,
@@ -34,6 +36,7 @@ from agent.payload import (
 )
 from agent.spool import Spool, encode_record
 from agent.transport import Rejected, Retry, Sender, Sent, Transport, parse_retry_after
+from tests.tls import make_certs
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 Answer = tuple[int, dict[str, str], bytes]
@@ -44,6 +47,7 @@ class Request:
     headers: dict[str, str]
     raw: bytes
     body: dict[str, Any]
+    client_port: int = 0  # one port per TCP connection: keep-alive shows as one port
 
     @property
     def seqs(self) -> list[int]:
@@ -60,10 +64,12 @@ class ScriptedServer:
     default: Callable[[Request], Answer] | None = None
     requests: list[Request] = field(default_factory=list)
     delay_s: float = 0.0
+    scheme: str = "http"
+    close_after_answer: bool = False  # drop every connection once answered, as an idle timeout does
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def answer(self, req: Request) -> Answer:
         if self.script:
@@ -84,14 +90,19 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> A
 
 
 @contextmanager
-def scripted_server() -> Iterator[ScriptedServer]:
-    state = ScriptedServer()
+def scripted_server(*, http11: bool = False, tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
+    """`http11`: HTTP/1.1 with keep-alive, as uvicorn answers (the default HTTP/1.0 closes after
+    each answer); `tls`: https with that server context."""
+    state = ScriptedServer(scheme="https" if tls is not None else "http")
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if http11 else "HTTP/1.0"
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             data = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-            req = Request({k.lower(): v for k, v in self.headers.items()}, raw, json.loads(data))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            req = Request(headers, raw, json.loads(data), self.client_address[1])
             state.requests.append(req)
             if state.delay_s:
                 time.sleep(state.delay_s)
@@ -103,12 +114,16 @@ def scripted_server() -> Iterator[ScriptedServer]:
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
+            if state.close_after_answer:
+                self.close_connection = True
 
         def log_message(self, *args: object) -> None:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -582,3 +597,85 @@ def test_a_pass_stops_sending_at_its_deadline_and_keeps_the_rest(
     report = make_sender(spool, server, clock).send_pending(deadline=clock.now)
     assert server.requests == [] and spool.depth == 1
     assert report.stopped == "deadline"
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+def test_posts_reuse_one_keep_alive_connection() -> None:
+    with scripted_server(http11=True) as server:
+        transport = Transport(server.url, "t", timeout_s=5)
+        results = [transport.post(payload([i])) for i in range(5)]
+        transport.close()
+    assert all(isinstance(r, Sent) for r in results)
+    assert transport.connections == 1
+    assert len({r.client_port for r in server.requests}) == 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_reopened_without_a_failure() -> None:
+    with scripted_server(http11=True) as server:
+        server.close_after_answer = True
+        transport = Transport(server.url, "t", timeout_s=5)
+        results = [transport.post(payload([i])) for i in range(3)]
+        transport.close()
+    assert all(isinstance(r, Sent) for r in results)
+    assert [r.seqs for r in server.requests] == [[0], [1], [2]]  # each sent once
+    assert transport.connections == 3
+
+
+def test_a_redirect_is_not_followed_with_the_token(server: ScriptedServer) -> None:
+    server.script = [(307, {"Location": "http://127.0.0.1:9/api/v1/ingest"}, b"")]
+    result = Transport(server.url, "t", timeout_s=5).post(payload([1]))
+    assert isinstance(result, Retry) and "307" in result.reason and "check --server" in result.reason
+    assert len(server.requests) == 1
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ScriptedServer, Path]]:
+    certs = make_certs(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    with scripted_server(http11=True, tls=context) as srv:
+        yield srv, certs.ca
+
+
+def test_https_to_a_server_signed_by_a_private_ca_works_with_ca_file(
+    tls_server: tuple[ScriptedServer, Path],
+) -> None:
+    server, ca = tls_server
+    transport = Transport(server.url, "agent-token-1", timeout_s=5, ca_file=ca)
+    assert isinstance(transport.post(payload([1])), Sent)
+    assert isinstance(transport.post(payload([2])), Sent)
+    transport.close()
+    assert server.requests[0].headers["authorization"] == "Bearer agent-token-1"
+    assert transport.connections == 1
+
+
+def test_https_without_the_ca_is_refused_and_says_to_pass_ca_file(
+    tls_server: tuple[ScriptedServer, Path],
+) -> None:
+    server, _ca = tls_server
+    result = Transport(server.url, "agent-token-1", timeout_s=5).post(payload([1]))
+    assert isinstance(result, Retry)
+    assert "TLS certificate is not trusted" in result.reason and "--ca-file" in result.reason
+    assert server.requests == []  # the token never left the agent
+
+
+def test_https_to_an_address_the_certificate_does_not_name_is_refused(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "tls", names="DNS:splitwatch.example")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    with scripted_server(http11=True, tls=context) as server:
+        result = Transport(server.url, "t", timeout_s=5, ca_file=certs.ca).post(payload([1]))
+    assert isinstance(result, Retry)
+    assert "not trusted" in result.reason and "mismatch" in result.reason
+    assert server.requests == []
+
+
+def test_an_unreadable_ca_file_is_a_config_error_with_the_remedy(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError, match="pass --ca-file a readable PEM file"):
+        Transport("https://127.0.0.1:1", "t", timeout_s=1, ca_file=missing)
