@@ -25,12 +25,13 @@ class _Exit(Exception):
         self.code = code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`splitwatch agent ARGS` without typer: the same options, parsed by argparse."""
+def main(argv: list[str] | None = None, *, prog: str = "splitwatch agent") -> int:
+    """`splitwatch agent ARGS` without typer: the same options, parsed by argparse. `prog`: the
+    name in --help and errors (`splitwatch-agent` when run from the zipapp)."""
     import argparse
     import os
 
-    parser = argparse.ArgumentParser(prog="splitwatch agent", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     parser.add_argument("--server", default=os.environ.get("SPLITWATCH_SERVER"), help="Backend URL.")
     parser.add_argument("--token", default=os.environ.get("SPLITWATCH_AGENT_TOKEN"), help="Agent token.")
     parser.add_argument(
