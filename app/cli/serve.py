@@ -31,6 +31,27 @@ def register(cli: typer.Typer) -> None:
             int | None,
             typer.Option("--workers", min=1, help="uvicorn worker processes (PostgreSQL for more than 1)."),
         ] = None,
+        ssl_certfile: Annotated[
+            str | None,
+            typer.Option(
+                "--ssl-certfile",
+                help="Serve HTTPS with this PEM certificate (chain) [env SPLITWATCH_SSL_CERTFILE].",
+            ),
+        ] = None,
+        ssl_keyfile: Annotated[
+            str | None,
+            typer.Option(
+                "--ssl-keyfile", help="The certificate's PEM private key [env SPLITWATCH_SSL_KEYFILE]."
+            ),
+        ] = None,
+        forwarded_allow_ips: Annotated[
+            str | None,
+            typer.Option(
+                "--forwarded-allow-ips",
+                help="Proxies whose X-Forwarded-For/-Proto are believed, comma-separated, or * "
+                "[env SPLITWATCH_FORWARDED_ALLOW_IPS; 127.0.0.1].",
+            ),
+        ] = None,
     ) -> None:
         """Run the backend: ingest, REST API, dashboard, /metrics."""
         import os
@@ -43,11 +64,16 @@ def register(cli: typer.Typer) -> None:
         from app.store.engine import DatabaseUrlError, is_sqlite, make_engine
         from app.store.schema_check import schema_status
 
-        overrides = {
-            k: v
-            for k, v in {"host": host, "port": port, "database_url": database_url, "workers": workers}.items()
-            if v is not None
+        flags = {
+            "host": host,
+            "port": port,
+            "database_url": database_url,
+            "workers": workers,
+            "ssl_certfile": ssl_certfile,
+            "ssl_keyfile": ssl_keyfile,
+            "forwarded_allow_ips": forwarded_allow_ips,
         }
+        overrides = {k: v for k, v in flags.items() if v is not None}
         try:
             settings = Settings(**overrides)  # type: ignore[arg-type]
         except ValidationError as exc:
@@ -76,13 +102,22 @@ def register(cli: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
+        tls_problem = _check_tls(settings.ssl_certfile, settings.ssl_keyfile)
+        if tls_problem:
+            typer.echo(f"splitwatch serve: {tls_problem}", err=True)
+            raise typer.Exit(2)
         configure_logging(settings.log_level)
         common = {
             "host": settings.host,
             "port": settings.port,
             "log_config": None,
             "access_log": False,
+            # X-Forwarded-For / X-Forwarded-Proto set the client address and the scheme, from
+            # these peers only (docs/settings.md, "Behind a reverse proxy").
             "proxy_headers": True,
+            "forwarded_allow_ips": settings.forwarded_allow_ips,
+            "ssl_certfile": settings.ssl_certfile,
+            "ssl_keyfile": settings.ssl_keyfile,
             "timeout_graceful_shutdown": 10,
         }
         if settings.workers == 1:
@@ -94,3 +129,27 @@ def register(cli: typer.Typer) -> None:
         for key, value in overrides.items():
             os.environ[f"SPLITWATCH_{key.upper()}"] = str(value)
         uvicorn.run("app.main:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+
+
+def _check_tls(certfile: str | None, keyfile: str | None) -> str | None:
+    """The sentence that says what is wrong with the TLS files, or None: uvicorn would only
+    trace back from deep inside its start-up."""
+    import ssl
+
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        return "--ssl-certfile and --ssl-keyfile go together: pass both (or neither, for plain HTTP)"
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:  # before OSError, of which it is a kind
+        return (
+            f"the TLS files are not a PEM certificate and its key ({exc.reason or exc}): "
+            f"check --ssl-certfile {certfile} and --ssl-keyfile {keyfile}"
+        )
+    except OSError as exc:
+        return (
+            f"cannot read the TLS files ({exc.strerror or exc}): "
+            f"check --ssl-certfile {certfile} and --ssl-keyfile {keyfile}"
+        )
+    return None
