@@ -6,6 +6,9 @@ sentence that says what to run; no traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -54,8 +57,6 @@ def register(cli: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run the backend: ingest, REST API, dashboard, /metrics."""
-        import os
-
         import uvicorn
         from pydantic import ValidationError
 
@@ -128,7 +129,8 @@ def register(cli: typer.Typer) -> None:
         # Several processes: each worker builds its app from the environment.
         for key, value in overrides.items():
             os.environ[f"SPLITWATCH_{key.upper()}"] = str(value)
-        uvicorn.run("app.main:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        with _shared_metrics_dir():
+            uvicorn.run("app.main:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
 
 
 def _check_tls(certfile: str | None, keyfile: str | None) -> str | None:
@@ -153,3 +155,30 @@ def _check_tls(certfile: str | None, keyfile: str | None) -> str | None:
             f"check --ssl-certfile {certfile} and --ssl-keyfile {keyfile}"
         )
     return None
+
+
+@contextlib.contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for the workers (app/metrics.py: one port, one set of ingest
+    counters). An operator's own directory is used but emptied first: files left by an earlier
+    run would add that run's counts to this one's. Else a fresh one, removed at exit."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    # app.metrics.MULTIPROC_ENV, without importing prometheus_client in this (non-serving) process.
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="splitwatch-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)
