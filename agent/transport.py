@@ -40,7 +40,8 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Union
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from agent.errors import ConfigError
 from agent.spool import Spool, SpoolRecord
@@ -129,6 +130,28 @@ def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
         ) from exc
 
 
+def proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
+    """The HTTP proxy the environment names for `scheme` (https_proxy, http_proxy; no_proxy
+    exempts), as (host, port, Proxy-Authorization value or None); None: connect directly.
+    The same variables the agent honoured with httpx before (issue 17)."""
+    url = getproxies().get(scheme)
+    if not url or proxy_bypass(host):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(
+            f"{scheme}_proxy={url!r} is not an http:// proxy URL: set it to http://proxy.example:3128 "
+            "(or add the backend to no_proxy)"
+        )
+    auth = None
+    if parts.username is not None:
+        import base64
+
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(pair).decode()
+    return parts.hostname, parts.port or 80, auth
+
+
 # A kept-alive connection the server closed while idle fails on the next request with one of
 # these before any answer: the request is sent again once on a new connection (ingest is
 # idempotent, so even a request the server did read is harmless to repeat).
@@ -159,6 +182,10 @@ class Transport:
         self._port = parts.port
         self._path = parts.path
         self._tls = tls_context(ca_file) if self._https else None
+        self._proxy = proxy_for(parts.scheme, parts.hostname)
+        if self._proxy is not None and not self._https:
+            # Through a proxy, plain HTTP asks for the absolute URL (RFC 9112, 3.2.2).
+            self._path = self.url
         self.gzip_bodies = gzip_bodies
         self._timeout_s = timeout_s
         self._headers = {
@@ -166,6 +193,10 @@ class Transport:
             "Content-Type": "application/json",
             "User-Agent": f"{USER_AGENT}/{agent_version}",
         }
+        # Plain HTTP through a proxy: its credentials ride on each request.
+        self._via: dict[str, str] = {}
+        if self._proxy is not None and self._proxy[2] is not None and not self._https:
+            self._via["Proxy-Authorization"] = self._proxy[2]
         self._conn: http.client.HTTPConnection | None = None
         self.connections = 0  # opened so far: keep-alive keeps this at 1 while the server lets it
 
@@ -178,10 +209,17 @@ class Transport:
             self._conn.timeout = timeout
             return self._conn, True
         conn: http.client.HTTPConnection
+        host, port = self._host, self._port
+        if self._proxy is not None:
+            host, port = self._proxy[0], self._proxy[1]
         if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+            if self._proxy is not None:
+                # CONNECT tunnel: TLS (and its certificate check) is end to end with the backend.
+                auth = {"Proxy-Authorization": self._proxy[2]} if self._proxy[2] else None
+                conn.set_tunnel(self._host, self._port, headers=auth)
         else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
         self._conn = conn
         self.connections += 1
         return conn, False
@@ -199,7 +237,7 @@ class Transport:
         for attempt in (1, 2):
             conn, reused = self._connection(timeout)
             try:
-                conn.request("POST", self._path, body=data, headers={**self._headers, **headers})
+                conn.request("POST", self._path, body=data, headers={**self._headers, **headers, **self._via})
                 response = conn.getresponse()
                 body = response.read()
             except _STALE:

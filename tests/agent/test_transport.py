@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import gzip
 import json
 import logging
 import random
+import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -17,6 +21,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -679,3 +684,121 @@ def test_an_unreadable_ca_file_is_a_config_error_with_the_remedy(tmp_path: Path)
     missing = tmp_path / "nope.pem"
     with pytest.raises(ConfigError, match="pass --ca-file a readable PEM file"):
         Transport("https://127.0.0.1:1", "t", timeout_s=1, ca_file=missing)
+
+
+# --------------------------------------------------------------------------- proxies
+
+
+@dataclass
+class Proxy:
+    """A forwarding HTTP proxy on 127.0.0.1: CONNECT tunnels and absolute-form requests, each
+    request's first line and Proxy-Authorization recorded."""
+
+    port: int = 0
+    lines: list[str] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while chunk := src.recv(65536):
+            dst.sendall(chunk)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+@contextmanager
+def forwarding_proxy() -> Iterator[Proxy]:
+    state = Proxy()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            first = self.rfile.readline().decode().rstrip("\r\n")
+            headers = []
+            while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                headers.append(line)
+            state.lines.append(first)
+            auth = [
+                h.decode().split(":", 1)[1].strip()
+                for h in headers
+                if h.lower().startswith(b"proxy-authorization:")
+            ]
+            state.auth.append(auth[0] if auth else None)
+            method, target, version = first.split(" ")
+            if method == "CONNECT":
+                host, port = target.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)))
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                parts = urlsplit(target)
+                upstream = socket.create_connection((parts.hostname, parts.port))
+                kept = [h for h in headers if not h.lower().startswith(b"proxy-authorization:")]
+                upstream.sendall(f"{method} {parts.path} {version}\r\n".encode() + b"".join(kept) + b"\r\n")
+            leftover = self.rfile.peek() if hasattr(self.rfile, "peek") else b""
+            if leftover:
+                upstream.sendall(self.rfile.read(len(leftover)))
+            back = threading.Thread(target=_pipe, args=(upstream, self.connection), daemon=True)
+            back.start()
+            _pipe(self.connection, upstream)
+            back.join(timeout=10)
+            upstream.close()
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_proxy_from_the_environment_gets_the_absolute_url_and_its_credentials(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with forwarding_proxy() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url.replace("http://", "http://ops:s%40cret@"))
+        monkeypatch.delenv("no_proxy", raising=False)
+        transport = Transport(server.url, "agent-token-1", timeout_s=5)
+        result = transport.post(payload([1]))
+        transport.close()
+    assert isinstance(result, Sent), result
+    assert proxy.lines == [f"POST {server.url}/api/v1/ingest HTTP/1.1"]
+    assert proxy.auth == ["Basic " + base64.b64encode(b"ops:s@cret").decode()]
+    assert server.requests[0].headers["authorization"] == "Bearer agent-token-1"
+
+
+def test_https_goes_through_a_connect_tunnel_and_still_checks_the_certificate(
+    tls_server: tuple[ScriptedServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca = tls_server
+    with forwarding_proxy() as proxy:
+        monkeypatch.setenv("https_proxy", proxy.url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        trusted = Transport(server.url, "agent-token-1", timeout_s=5, ca_file=ca)
+        assert isinstance(trusted.post(payload([1])), Sent)
+        trusted.close()
+        untrusted = Transport(server.url, "agent-token-1", timeout_s=5).post(payload([2]))
+    assert proxy.lines == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.0"] * 2
+    assert isinstance(untrusted, Retry) and "not trusted" in untrusted.reason
+    assert [r.seqs for r in server.requests] == [[1]]
+
+
+def test_no_proxy_sends_directly(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    with forwarding_proxy() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        assert isinstance(Transport(server.url, "t", timeout_s=5).post(payload([1])), Sent)
+    assert proxy.lines == []
+
+
+def test_a_proxy_url_that_is_not_http_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "socks5://127.0.0.1:1080")
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConfigError, match="not an http:// proxy URL"):
+        Transport("https://splitwatch.example", "t", timeout_s=1)
