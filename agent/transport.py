@@ -126,7 +126,8 @@ def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             f"cannot use {ca_file} as the CA bundle ({getattr(exc, 'strerror', None) or exc}): "
-            "pass --ca-file a readable PEM file holding the certificate of the CA that signed the server's"
+            "pass --ca-file a readable PEM file: the certificate of the CA that signed the backend's "
+            "certificate"
         ) from exc
 
 
