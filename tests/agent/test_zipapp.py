@@ -8,9 +8,6 @@ host's files, so a difference is a Python-version bug in the agent.
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,23 +18,12 @@ import pytest
 from agent.fakehost import FakeHost
 from tests.agent.test_golden import GOLDEN, SCENARIOS, normalise
 from tests.conftest import require
-
-REPO = Path(__file__).resolve().parents[2]
-PYENV_ROOT = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv"))
-
-
-def interpreter(version: str) -> str | None:
-    """This machine image's pyenv build of `version` (e.g. 3.9.18), else python3.9 on PATH."""
-    found = sorted(glob.glob(str(PYENV_ROOT / "versions" / f"{version}.*" / "bin" / "python")))
-    return found[-1] if found else shutil.which(f"python{version}")
+from tests.zipapp import REPO, build_pyz, interpreter
 
 
 @pytest.fixture(scope="module")
 def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist") / "splitwatch-agent.pyz"
-    build = [str(REPO / "scripts" / "build-agent"), str(out)]
-    subprocess.run(build, check=True, capture_output=True, timeout=120)
-    return out
+    return build_pyz(tmp_path_factory.mktemp("dist") / "splitwatch-agent.pyz")
 
 
 def test_the_zipapp_holds_the_agent_package_and_a_main_and_nothing_else(pyz: Path) -> None:
