@@ -8,13 +8,13 @@ import shlex
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.fakehost import FakeHost
 from tests.agent.test_service_unit import parse_unit
+from tests.zipapp import build_pyz
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "deploy" / "install-agent"
@@ -22,12 +22,8 @@ TOKEN = "sw_agent_5Qm2cXv0Jd8TqzW1"
 
 
 @pytest.fixture(scope="module")
-def pyz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    out = tmp_path_factory.mktemp("dist") / "splitwatch-agent.pyz"
-    subprocess.run(
-        [str(REPO / "scripts" / "build-agent"), str(out)], check=True, capture_output=True, timeout=120
-    )
-    yield out
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pyz(tmp_path_factory.mktemp("dist") / "splitwatch-agent.pyz")
 
 
 def install(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
