@@ -40,6 +40,9 @@ class AgentConfig:
     # PEM bundle of the private CA that signed an https server's certificate (--ca-file);
     # None: the system's trust store. Verification is never off.
     ca_file: Path | None = None
+    # Where `token` came from when the host enrolled (#15: STATE_DIR/agent-token), so a refused
+    # token is explained as a revoked or re-keyed enrollment.
+    token_file: Path | None = None
 
     def __post_init__(self) -> None:
         url = urlsplit(self.server)
