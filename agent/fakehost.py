@@ -188,6 +188,11 @@ class FakeHost:
             self._write("proc/sys/kernel/split_lock_mitigate", f"{value}\n")
         return self
 
+    @property
+    def sysctl_mitigate(self) -> int | None:
+        """split_lock_mitigate as written (None: the sysctl is absent)."""
+        return self._mitigate
+
     def modules(self, *names: str) -> Self:
         self._write("proc/modules", "".join(f"{n} 413696 0 - Live 0x0000000000000000\n" for n in names))
         return self
@@ -242,6 +247,11 @@ class FakeHost:
             return mode  # ratelimit:N arrived in 5.14; older kernels fall back to warn
         return "warn"  # the kernel's fallback for an invalid value
 
+    @property
+    def effective_mode(self) -> str:
+        """The split-lock mode in force now (off, warn, fatal, ratelimit:N), as this kernel decides it."""
+        return self._effective_mode()
+
     def _effective_mode(self) -> str:
         """The mode now: the runtime knob where there is one, else the boot's."""
         if self._knob is not None and self._knob in ("off", "warn", "fatal"):
@@ -256,7 +266,7 @@ class FakeHost:
         # The kernel clears DEBUGCTL bit 2 on CPUs with split-lock detection in warn or fatal mode:
         # #AC does the job there; #DB is armed only where it is the mechanism (ratelimit, or a CPU
         # with bus-lock but no split-lock detection).
-        if not self._bld_supported or self.kernel_version < (5, 13) and not self.backport:
+        if not self._bld_supported or (self.kernel_version < (5, 13) and not self.backport):
             return False
         mode = self._effective_mode()
         if mode == "off":

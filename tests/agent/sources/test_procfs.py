@@ -74,7 +74,12 @@ def test_hypervisor_modules_list_vmware_and_virtualbox(host: FakeHost) -> None:
 
 def test_empty_root_gives_defaults_and_one_error_per_missing_file(tmp_path: Path) -> None:
     result = collect(HostRoot.at(tmp_path))
-    assert (result.hostname, result.kernel, result.boot_id, result.btime) == ("unknown", "unknown", None, None)
+    assert (result.hostname, result.kernel, result.boot_id, result.btime) == (
+        "unknown",
+        "unknown",
+        None,
+        None,
+    )
     assert result.kernel_version == UNKNOWN_KERNEL
     assert (result.mode, result.mitigate, result.cpu_count) == (Mode.WARN, None, 0)
     assert result.hypervisor_modules == ()
