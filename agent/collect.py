@@ -27,7 +27,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -85,7 +85,7 @@ EVIDENCE_VMM_EXIT = "vmm_exit"
 _DRAIN_ROUNDS = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Collected:
     """The payloads of one pass and how to acknowledge them (call once they are durable)."""
 
@@ -104,7 +104,7 @@ class Collected:
         return sum(len(p.events) for p in self.payloads)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Tracefs:
     """The running kprobes and what the collector knows about them."""
 
@@ -321,7 +321,7 @@ class Collector:
         """
         killed = set(memory["killed"])
         out: list[Event] = []
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         for pid, identity in guests.exited:
             if identity.name in killed:
                 continue
@@ -423,7 +423,7 @@ class Collector:
             reason = msr.error or "MSRs not readable"
             cpus = tuple(CpuState(n, None, None, None, reason) for n in range(procfs.cpu_count))
         state = HostState(
-            observed_at=datetime.now(UTC),
+            observed_at=datetime.now(timezone.utc),
             mode=mode,
             ratelimit=ratelimit,
             mitigate=mitigate,
@@ -552,7 +552,7 @@ class Collector:
             gaps.append(Gap(Source.TRACEFS, seq, seq, result.lost, GapReason.OVERRUN))
         guest_tids = {h.tid for h in result.hits if h.probe == PROBE_HANDLE_GUEST_SPLIT_LOCK}
         events: list[Event] = []
-        boot = datetime.fromtimestamp(btime, UTC)
+        boot = datetime.fromtimestamp(btime, timezone.utc)
         trapped_cpus: set[int] = set()
         for hit in result.hits:
             if hit.probe != PROBE_HANDLE_BUS_LOCK:

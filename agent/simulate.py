@@ -137,7 +137,7 @@ class SimHost:
         return self.fake.root
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Role:
     role: str
     hostname: str
@@ -631,7 +631,7 @@ class Fleet:
                 host.killed.append(work.name)
                 self._kill(host, work, respawn_in=None)  # QEMU died of the vCPU's SIGBUS
             else:
-                fake.alignment_trap(comm, tid, address.removeprefix("0x"))
+                fake.alignment_trap(comm, tid, address[2:])
                 self._kill(host, work, respawn_in=3)  # the service manager restarts it
             return
         # warn: the line once per thread, every trap a kprobe hit, the core briefly off (5.19+).

@@ -32,7 +32,7 @@ KNOB = "sys/kernel/split_lock_detect"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProcfsResult:
     hostname: str
     kernel: str  # osrelease as written, e.g. "6.8.0-49-generic"
