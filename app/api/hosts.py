@@ -6,7 +6,7 @@ import dataclasses
 
 from fastapi import APIRouter
 
-from app.api.models import HostDetail, HostList, NameInPath, RangeDep
+from app.api.models import HostDetail, HostList, HostVerdict, NameInPath, RangeDep
 from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.settings import Settings
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["hosts"])
 
 
 def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
-    return StatusRule(time_range.now, settings.silent_after_s, settings.drift_streak)
+    return StatusRule(time_range.now, settings.silent_after_s)
 
 
 @router.get(
@@ -34,6 +34,41 @@ def list_hosts(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_ra
     return HostList.model_validate({"items": views})
 
 
+def _not_found(name: str) -> NotFound:
+    return NotFound(
+        f"host {name!r} is not known: no agent has reported under that name; "
+        "GET /api/v1/hosts lists the hosts",
+        code="host_not_found",
+    )
+
+
+@router.get(
+    "/hosts/{name}/verdict",
+    operation_id="get_host_verdict",
+    response_model=HostVerdict,
+    responses=error_responses(401, 403, 404, 422),
+    summary="One host's consistency verdict now: its name, reason, details and since when",
+)
+def get_host_verdict(
+    name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
+) -> HostVerdict:
+    view = store.get_verdict(conn, name, rule=status_rule(settings, time_range))
+    if view is None:
+        raise _not_found(name)
+    s = view.status
+    return HostVerdict(
+        host=view.host,
+        status=s.status,
+        label=s.label,
+        verdict=s.verdict,
+        reason=s.reason,
+        needs_action=s.needs_action,
+        details=s.details,
+        since=s.since,
+        observed_at=view.observed_at,
+    )
+
+
 @router.get(
     "/hosts/{name}",
     operation_id="get_host",
@@ -48,11 +83,7 @@ def get_host(
         conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
     )
     if detail is None:
-        raise NotFound(
-            f"host {name!r} is not known: no agent has reported under that name; "
-            "GET /api/v1/hosts lists the hosts",
-            code="host_not_found",
-        )
+        raise _not_found(name)
     return HostDetail.model_validate(
         {
             **{f.name: getattr(detail.host, f.name) for f in dataclasses.fields(detail.host)},

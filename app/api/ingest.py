@@ -134,7 +134,7 @@ async def ingest(
         )
     rows = build_rows(payload, datetime.now(UTC))
     try:
-        result = await writer.run(partial(write_batch, rows=rows, drift_streak=settings.drift_streak))
+        result = await writer.run(partial(write_batch, rows=rows))
     except OperationalError as exc:
         reason = (str(exc.orig).strip().splitlines() or ["no detail"])[0]
         raise NotReady(
