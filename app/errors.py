@@ -24,6 +24,7 @@ there (tests/app and schemathesis look for 500s).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -174,7 +175,7 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     try:
         phrase = HTTPStatus(exc.status_code).phrase
@@ -184,9 +185,32 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = "no such route: see /docs or /openapi.json for the API"
-    elif exc.status_code == 405:
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's words for a JSON body that is not JSON (or not UTF-8).
+        detail = "request body is not valid JSON: send a JSON object (Content-Type: application/json)"
+    if exc.status_code == 405:
         detail = "method not allowed on this route: see /openapi.json for the allowed methods"
-    return error_response(exc.status_code, code, detail, None, getattr(exc, "headers", None))
+        headers = {**(headers or {}), "Allow": _allowed_methods(request, headers)}
+    return error_response(exc.status_code, code, detail, None, headers)
+
+
+def _allowed_methods(request: Request, headers: dict[str, str] | None) -> str:
+    """Every documented method on this path. Starlette's 405 names only the first matching
+    route's methods, so a path served by two routes (POST and DELETE /hosts/{name}/token, #15)
+    would advertise half of them; the OpenAPI document knows them all."""
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"), ops)
+            for path, ops in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    for pattern, ops in table:
+        if pattern.match(path):
+            return ", ".join(sorted(m.upper() for m in ops))
+    return (headers or {}).get("Allow", "")
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -33,7 +33,19 @@ from app.store.schema_check import schema_status
 
 log = logging.getLogger("splitwatch")
 
-ROUTER_MODULES = ("health", "ingest", "hosts", "guests", "events", "series", "gaps", "summary", "frontend")
+ROUTER_MODULES = (
+    "health",
+    "ingest",
+    "hosts",
+    "guests",
+    "events",
+    "series",
+    "gaps",
+    "summary",
+    "tokens",
+    "enroll",
+    "frontend",
+)
 
 
 class SchemaNotAtHead(RuntimeError):
