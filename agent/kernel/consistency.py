@@ -314,7 +314,7 @@ def verdict(e: Evidence) -> Verdict:
     # -- detection should be on (warn or fatal) ---------------------------------------------------
     if e.foreign_modules:
         module, since = e.foreign_modules[0]
-        when = f", loaded since {since}" if since else ""
+        when = f" (since {since})" if since else ""
         return Verdict(
             FOREIGN_HYPERVISOR,
             f"out-of-tree hypervisor module {module} is loaded{when} while split-lock detection is {mode}: "
