@@ -399,3 +399,97 @@ def test_payload_shape_is_verdict_reason_details() -> None:
     body = verdict(ev("6.8.0-49-generic", mitigate=1, **WARN_BOOT)).to_dict()
     assert set(body) == {"verdict", "reason", "details"}
     assert body["details"]["mode"] == "warn"
+
+
+# -- the matrix: the same situations on every era ----------------------------------------------------
+
+ERAS: dict[str, dict[str, Any]] = {
+    "5.4": {"release": "5.4.0-216-generic", "cpuinfo_sld": False, "boot_mode": None},
+    "rhel8-knob-off": {"release": RHEL, "knob": "off", "boot_mode": None},
+    "rhel8-knob-warn": {"release": RHEL, "knob": "warn", "boot_mode": None},
+    "5.10": {"release": "5.10.0-28-amd64"},
+    "5.13": {"release": "5.13.0-52-generic"},
+    "5.15": {"release": "5.15.0-126-generic"},
+    "5.19": {"release": "5.19.0-50-generic"},
+    "6.1-no-sysctl": {"release": "6.1.0-1-amd64"},
+    "6.1-sysctl": {"release": "6.1.0-26-amd64", "mitigate": 0},
+    "6.6-mitigate-0": {"release": "6.6.58-generic", "mitigate": 0},
+    "6.6-mitigate-1": {"release": "6.6.58-generic", "mitigate": 1},
+    "6.15": {"release": "6.15.2-generic", "mitigate": 0},
+}
+TWO_CPUS = frozenset({0, 1})
+SITUATIONS: dict[str, dict[str, Any]] = {
+    "every core on": {},
+    "cpu 6 off in 3 samples, no trap this boot": {"off": (6,), "history": off_for(2, 6)},
+    "a guest trapped, its core off in 3 samples, no tracefs": {
+        "off": (6,),
+        "offenders": ("win2012-app",),
+        "trap_threads_boot": 1,
+        "history": off_for(2, 6),
+    },
+    "threads trapped on cpu 0 and 1; cpu 6 off in 3 samples and never trapping (tracefs)": {
+        "off": (6,),
+        "offenders": ("web-14", "app-14"),
+        "trap_cpus_boot": 2,
+        "trap_threads_boot": 2,
+        "trapped_cpus": TWO_CPUS,
+        "history": off_for(2, 6, trapped_cpus=TWO_CPUS),
+    },
+    "vboxdrv loaded": {"foreign_modules": (("vboxdrv", "2026-11-30T08:00:00.000000Z"),)},
+    "cmdline fatal, boot line warn": {"cmdline_mode": "fatal", "cmdline_given": True, "boot_mode": "warn"},
+    "no MSR access": {"msr_status": "absent", "core_caps_sld": None, "cpus_on": frozenset()},
+    "cpu 2 off once, right after a trap": {"off": (2,), "trapped": True},
+}
+# One column per era, in ERAS order.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "every core on": (
+        "unsupported", "inconsistent_config", "consistent", "consistent", "consistent", "consistent",
+        "consistent", "consistent", "consistent", "consistent", "consistent", "consistent",
+    ),
+    "cpu 6 off in 3 samples, no trap this boot": (
+        "unsupported", "off_by_design", "drift", "drift", "drift", "drift",
+        "drift", "drift", "drift", "drift", "drift", "drift",
+    ),
+    "a guest trapped, its core off in 3 samples, no tracefs": (
+        "unsupported", "off_by_design", "per_task_off", "per_task_off", "per_task_off", "per_task_off",
+        "transient", "transient", "transient", "transient", "transient", "transient",
+    ),
+    "threads trapped on cpu 0 and 1; cpu 6 off in 3 samples and never trapping (tracefs)": (
+        "unsupported", "off_by_design", "per_task_off", "per_task_off", "per_task_off", "per_task_off",
+        "drift", "drift", "stuck_off", "stuck_off", "drift", "drift",
+    ),
+    "vboxdrv loaded": (
+        "unsupported", "off_by_design", "foreign_hypervisor", "foreign_hypervisor", "foreign_hypervisor",
+        "foreign_hypervisor", "foreign_hypervisor", "foreign_hypervisor", "foreign_hypervisor",
+        "foreign_hypervisor", "foreign_hypervisor", "foreign_hypervisor",
+    ),
+    # On 5.4 a split-lock boot line is itself the kernel's evidence of a backport: then compared.
+    "cmdline fatal, boot line warn": (
+        "inconsistent_config", "inconsistent_config", "inconsistent_config", "inconsistent_config",
+        "inconsistent_config", "inconsistent_config", "inconsistent_config", "inconsistent_config",
+        "inconsistent_config", "inconsistent_config", "inconsistent_config", "inconsistent_config",
+    ),
+    "no MSR access": (
+        "unsupported", "off_by_design", "unsupported", "unsupported", "unsupported", "unsupported",
+        "unsupported", "unsupported", "unsupported", "unsupported", "unsupported", "unsupported",
+    ),
+    "cpu 2 off once, right after a trap": (
+        "unsupported", "off_by_design", "transient", "transient", "transient", "transient",
+        "transient", "transient", "transient", "transient", "transient", "transient",
+    ),
+}  # fmt: skip
+MATRIX = [(situation, era, EXPECTED[situation][i]) for situation in SITUATIONS for i, era in enumerate(ERAS)]
+
+
+@pytest.mark.parametrize(("situation", "era", "expected"), MATRIX, ids=[f"{e} | {s}" for s, e, _ in MATRIX])
+def test_each_situation_on_each_era(situation: str, era: str, expected: str) -> None:
+    facts: dict[str, Any] = {**WARN_BOOT, **ERAS[era], **SITUATIONS[situation]}
+    if facts.get("boot_mode") is None:
+        facts.update(boot_sld=None, boot_line=None)
+    if ERAS[era].get("knob") == "off" and situation != "every core on":
+        # The knob turned detection off: every core reads off (the first row shows one reading on).
+        facts.pop("off", None)
+        facts.update(cpus_on=frozenset(), cpus_off=frozenset(range(CPUS)))
+    release = facts.pop("release")
+    result = verdict(ev(release, **facts))
+    assert result.name == expected, result.reason
