@@ -229,6 +229,10 @@ class Collector:
         events: list[Event] = []
         sld_era = kernel >= (5, 7) or procfs.sld_flag or procfs.knob is not None
         for trap in kmsg.traps:
+            if trap.trap.verb in ("fatal", "bogus"):
+                # handle_guest_split_lock() prints either with one pr_warn_once: it is spent now,
+                # so later guest kills of this boot leave no line (issue 16).
+                memory["fatal_line"] = True
             event = self._kmsg_event(trap, guests, tracefs, mode, mitigate, kernel, sld_era=sld_era)
             if event is None:
                 memory["alignment"] += 1  # not a split lock we can vouch for: counted, not an event
@@ -305,8 +309,6 @@ class Collector:
         who = event.guest.name if event.guest is not None else event.comm
         if event.action is Action.SIGBUS and event.guest is not None:
             evidence.note_killed(memory, event.guest.name)
-        if event.source is Source.KMSG and event.evidence == EVIDENCE_KERNEL_LINE and mode is Mode.FATAL:
-            memory["fatal_line"] = memory["fatal_line"] or event.guest is not None
         if mode is Mode.WARN and event.count >= 0:
             cpus = self._event_cpus.get((event.source, event.seq), ())
             evidence.note_trap(memory, who, event.tid, cpus)

@@ -147,7 +147,7 @@ def diagnose(
         else "the kernel's default: no split_lock_detect= on the command line"
     )
     if given is not None and given != mode_text:
-        # Invalid values, and ratelimit:N before 5.13, fall back to warn (sld_state_setup).
+        # Invalid values, and ratelimit:N before 5.14, fall back to warn (sld_state_setup).
         origin += f", which this kernel reads as {mode_text}"
     mode_lines = [f"mode {mode_text} ({origin}), split_lock_mitigate {mitigate_text}"]
     if state.sld_supported or state.bld_supported:
@@ -327,6 +327,8 @@ def kernel_notes(kernel: tuple[int, int]) -> list[str]:
     notes: list[str] = []
     if kernel < (5, 13):
         notes.append("5.7-5.12: no bus-lock detection (#DB) and no ratelimit mode")
+    elif kernel < (5, 14):
+        notes.append("5.13: bus-lock detection (#DB) but no ratelimit:N yet (5.14+): it falls back to warn")
     if kernel < (5, 19):
         notes.append("before 5.19: no misery mode; after its first trap a thread runs with detection off")
     else:

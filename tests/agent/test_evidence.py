@@ -336,3 +336,25 @@ def test_the_fatal_hosts_second_kill_of_the_boot_has_no_kernel_line_but_is_repor
     assert fatal.killed == ["ci-build-07", "ci-build-08"]
     assert killed == [("ci-build-07", "tracefs"), ("ci-build-08", "tracefs")]
     shutil.rmtree(tmp_path / "fleet")
+
+
+def test_a_garbled_memory_in_the_state_file_is_dropped_key_by_key_not_fatal(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path / "h").kernel("6.8.0-49-generic").mitigate(1).cpus(2).boot_messages()
+    state_dir = tmp_path / "state"
+    with Collector(host.root, state_dir) as collector:
+        collector.collect().commit()
+    saved = json.loads((state_dir / STATE_FILE).read_text())
+    saved["consistency"] = {
+        "history": [{"off": ["x", -1, 99999999]}, "junk"],
+        "offenders": [1, None, "web-1"],
+        "modules": {"vboxdrv": 7},
+        "btime": "soon",
+        "inferred": True,
+    }
+    (state_dir / STATE_FILE).write_text(json.dumps(saved))
+    with Collector(host.root, state_dir) as collector:
+        judged = verdict(collector)
+    assert judged["verdict"] == "consistent"
+    again = json.loads((state_dir / STATE_FILE).read_text())["consistency"]
+    assert again["offenders"] == ["web-1"] and again["modules"] == {} and again["inferred"] == 0
+    assert again["history"][0]["off"] == [] and len(again["history"]) == 2
