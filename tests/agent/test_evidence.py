@@ -17,8 +17,6 @@ from agent.payload import Action, Event, Payload
 from agent.simulate import DRIFT_TICK, FATAL_KILL_TICK, SECOND_KILL_TICK, Fleet
 from agent.state import STATE_FILE
 
-PREFIX = "x86/split lock detection: "
-
 
 def events(payloads: list[Payload]) -> list[Event]:
     return [e for p in payloads for e in p.events]
