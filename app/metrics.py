@@ -13,12 +13,18 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
     splitwatch_host_consistency{host,verdict}                 gauge, 1 for the agent's newest verdict
     splitwatch_host_needs_action{host}                        gauge, 1 when the status needs action
     splitwatch_hosts, splitwatch_guests                       gauges
+    splitwatch_throttled_vcpu_seconds_lower_bound{host}      gauge, vCPU-seconds misery mode took at
+                                                              least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
 
-The ingest path's own figures are the exception (issue 3): in-process prometheus_client
-metrics on the same registry, counted where the batches arrive (IngestMetrics). They are PER
-PROCESS: with several workers each process reports its own share, so sum them across
-instances in PromQL (`sum without(instance) (...)`); they restart at 0 with the process.
+The ingest path's own figures are the exception (issue 3): prometheus_client metrics counted
+where the batches arrive (IngestMetrics). Behind one port with `serve --workers N`, a scrape
+reaches whichever worker accepts it, so per-process counters would jump between the workers'
+shares and look like resets to Prometheus (issue 17). `serve` therefore sets
+PROMETHEUS_MULTIPROC_DIR for its workers (prometheus_client's multiprocess mode): each process
+writes its counts to its own files there and every scrape sums all of them, the files of
+workers that have exited included, so the totals never go back. One process (workers=1, tests)
+keeps them in memory on the app's registry; they start at 0 when the server starts.
 
     splitwatch_ingest_requests_total{status}                  counter, POST /api/v1/ingest by HTTP status
     splitwatch_ingest_events_total{result}                    counter, accepted | duplicate events
@@ -34,8 +40,10 @@ looks like a counter reset to Prometheus, which rate() tolerates.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -43,7 +51,7 @@ from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
 from prometheus_client import Counter as PromCounter  # collections.Counter is used above
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -54,6 +62,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
+from app.store.insights import read_hosts, throttling
 from app.store.status import host_status
 from app.store.tables import gap, guest, host, rollup_1h
 
@@ -68,6 +77,12 @@ OTHER_GUEST = "(other)"
 # are kept per process for this long: a counter a few seconds old is still a counter
 # (rate() is unaffected), while the other families, cheap, stay live on every scrape.
 EVENTS_CACHE_S = 5.0
+# The throttling gauge is a fixed trailing window, not a counter: it comes from the same rule as
+# GET /api/v1/insights/throttling (the state in force from host_state history decides which
+# traps slept), and a late host_state row may re-classify old traps, which a counter could
+# not take back. Computing it reads a week of rollups and state changes: kept for a minute.
+THROTTLE_WINDOW = dt.timedelta(days=7)
+THROTTLE_CACHE_S = 60.0
 
 
 class DatabaseCollector(Collector):
@@ -80,6 +95,8 @@ class DatabaseCollector(Collector):
         # concurrent scrapes after expiry run the aggregate once, not once each.
         self._events_cache: tuple[float, CounterMetricFamily] | None = None
         self._events_lock = threading.Lock()
+        self._throttle_cache: tuple[float, GaugeMetricFamily] | None = None
+        self._throttle_lock = threading.Lock()
 
     def describe(self) -> Iterable[object]:
         # Names only, without touching the database at registration.
@@ -106,6 +123,7 @@ class DatabaseCollector(Collector):
                 host.c.id,
                 host.c.name,
                 host.c.last_seen_at,
+                host.c.agent_reported,
                 host.c.verdict,
                 host.c.cpus_on,
                 host.c.cpus_off,
@@ -158,12 +176,13 @@ class DatabaseCollector(Collector):
         )
         now = dt.datetime.now(dt.UTC)
         for row in hosts:
-            if row.last_seen_at is not None:  # null: no agent ever reported (an imported host)
-                last_seen.add_metric([row.name], row.last_seen_at.timestamp())
+            last_seen_at = row.last_seen_at if row.agent_reported else None
+            if last_seen_at is not None:  # none: no agent ever reported (an imported host)
+                last_seen.add_metric([row.name], last_seen_at.timestamp())
             for state, n in (("on", row.cpus_on), ("off", row.cpus_off), ("error", row.cpus_error)):
                 cpus.add_metric([row.name, state], float(n))
             verdict = host_status(
-                last_seen_at=row.last_seen_at,
+                last_seen_at=last_seen_at,
                 verdict=row.verdict,
                 reason=None,
                 details=None,
@@ -182,6 +201,34 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily("splitwatch_hosts", "Hosts known.", value=float(len(hosts)))
         guests = conn.execute(select(func.count()).select_from(guest)).scalar()
         yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
+        yield self._cached_throttling(conn)
+
+    def _cached_throttling(self, conn: Connection) -> GaugeMetricFamily:
+        with self._throttle_lock:
+            cached = self._throttle_cache
+            if cached is not None and time.monotonic() - cached[0] < THROTTLE_CACHE_S:
+                return cached[1]
+            family = self._throttling(conn)
+            self._throttle_cache = (time.monotonic(), family)
+            return family
+
+    def _throttling(self, conn: Connection) -> GaugeMetricFamily:
+        until = dt.datetime.now(dt.UTC)
+        rows, _ = read_hosts(conn, None)
+        result = throttling(conn, rows, since=until - THROTTLE_WINDOW, until=until, limit=len(rows) or 1)
+        family = GaugeMetricFamily(
+            "splitwatch_throttled_vcpu_seconds_lower_bound",
+            "vCPU-seconds split-lock misery mode took at least over the last 7 days: tracefs-counted "
+            "traps while it was on x 10 ms. Absent for a host whose traps were only seen in the kernel "
+            "log (no count known).",
+            labels=["host"],
+        )
+        figures = {h.host: h.cost.vcpu_seconds for h in result.hosts}
+        for row in rows:
+            value = figures.get(row.name, 0.0)
+            if value is not None:
+                family.add_metric([row.name], value)
+        return family
 
     def _cached_events(self, conn: Connection, host_names: dict[int, str]) -> CounterMetricFamily:
         with self._events_lock:
@@ -235,12 +282,16 @@ class DatabaseCollector(Collector):
 
 
 INGEST_PATH = "/api/v1/ingest"
+# prometheus_client's multiprocess mode: set (by `serve --workers N`) before any worker imports
+# prometheus_client, which picks its value storage at import time.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class IngestMetrics:
-    """What this process's ingest route did (per process: see the module docstring)."""
+    """What the ingest route did. `registry`: where they are read from in one process; None in
+    multiprocess mode, where they are read from the files (see the module docstring)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = PromCounter(
             "splitwatch_ingest_requests",
             "Ingest requests answered by this process, by HTTP status.",
@@ -317,7 +368,14 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, settings))
     app.state.metrics_registry = registry
-    ingest = IngestMetrics(registry)
+    shared_dir = os.environ.get(MULTIPROC_ENV)
+    if shared_dir:
+        # Several workers (serve --workers N): count into the shared files, read all of them.
+        multiprocess.MultiProcessCollector(registry, path=shared_dir)  # type: ignore[no-untyped-call]
+        ingest = IngestMetrics(None)
+        atexit.register(multiprocess.mark_process_dead, os.getpid(), shared_dir)
+    else:
+        ingest = IngestMetrics(registry)
     app.state.ingest_metrics = ingest
     app.add_middleware(_IngestTimer, metrics=ingest)
 
@@ -343,4 +401,4 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     return registry
 
 
-__all__ = ["DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]
+__all__ = ["MULTIPROC_ENV", "DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    # HTTPS served by uvicorn itself (issue 17): a PEM certificate (chain) and its key. Unset:
+    # plain HTTP, for 127.0.0.1 or behind a TLS-terminating reverse proxy.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # The proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # forwarded_allow_ips): comma-separated addresses or networks, "*" for any.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Applies to the body as received AND after gzip decompression: a gzip bomb gets 413.
     max_body_bytes: int = Field(default=8 * MiB, ge=1024)
     # A host that has sent nothing for this long is "silent".
@@ -34,10 +41,16 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Base URL the dashboard is reached at, for links in alerts; None = derived from host/port.
     public_url: str | None = None
+    # Guest names one host may bring (#14: one agent token created 40,000): in total, past
+    # which its events are stored without their guest and counted as a `guest_cap` gap, and
+    # new ones per batch, past which the batch gets 413 and the agent sends it in parts.
+    max_guests_per_host: int = Field(default=1000, ge=1)
+    max_new_guests_per_batch: int = Field(default=256, ge=1)
     # token.last_used_at is written at most this often per token: no write per read request.
     token_touch_interval_s: int = Field(default=60, ge=1)
 
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}"

@@ -44,14 +44,14 @@ def fleet_summary(conn: Connection, *, since: dt.datetime, until: dt.datetime, r
     ).scalar()
     by_mode: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
-    rows = conn.execute(select(host.c.mode, host.c.last_seen_at, host.c.verdict))
+    rows = conn.execute(select(host.c.mode, host.c.last_seen_at, host.c.agent_reported, host.c.verdict))
     hosts_total = 0
     need_action = 0
-    for mode, last_seen_at, verdict in rows:
+    for mode, last_seen_at, agent_reported, verdict in rows:
         hosts_total += 1
         by_mode[mode or NO_MODE] += 1
         status = host_status(
-            last_seen_at=last_seen_at,
+            last_seen_at=last_seen_at if agent_reported else None,
             verdict=verdict,
             reason=None,
             details=None,

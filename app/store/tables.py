@@ -7,8 +7,10 @@ with executemany / COPY (DESIGN.md §4), and the read paths select columns.
 Shape, by who asks:
 - hosts and their detection state over time: `host` (current facts, one row per host),
   `host_state` (a row whenever mode, mitigate, support or per-CPU detection changed).
-- guests: `guest` (one row per guest name; a guest can move between hosts, so the host it
-  was last seen on is a column, and `event.host_id` keeps where each trap happened).
+- guests: `guest` (one row per guest name, the API's handle; its identity is the name plus
+  the uuid of its first sighting, and only sightings of that identity move its last host,
+  last action and kill: app/ingest/write.py), `guest_host` (what each host saw of each guest
+  name, written only by that host's batches: issue #14, one host cannot speak for another).
 - the history: `event` (one row per observation, idempotent on host, boot_id, source, seq),
   `gap` (counted losses, idempotent on host, boot_id, source, first_seq, reason).
 - charts: `rollup_1m` and `rollup_1h`, sums per bucket and (host, guest, kind, action, source),
@@ -97,9 +99,10 @@ host = Table(
     Column("cpu_model", String(255), nullable=False),
     Column("agent_version", String(64), nullable=False),
     Column("first_seen_at", UtcDateTime, nullable=False),
-    # The agent's last report; null for a host only `splitwatch import` has written (no agent
-    # has ever reported it, so it is not alive, #16).
-    Column("last_seen_at", UtcDateTime),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    # False for a host only `splitwatch import` has written: no agent has ever reported it, so
+    # its last_seen_at (when the import arrived) says nothing of an agent being alive (#16).
+    Column("agent_reported", Boolean, nullable=False, server_default="1"),
     # Latest state (null until the agent sent one).
     Column("state_observed_at", UtcDateTime),
     Column("mode", String(16)),
@@ -156,6 +159,22 @@ guest = Table(
     Column("killed_at", UtcDateTime),  # last sigbus that killed it (host in fatal mode)
     # How that kill was known: kernel_line | tracefs | vmm_exit (events[].evidence, #16).
     Column("killed_by", String(16)),
+)
+
+# One row per (host, guest name) that host ever reported: its own view, written only by its
+# own batches (#14). Also what SPLITWATCH_MAX_GUESTS_PER_HOST counts (primary key host first).
+guest_host = Table(
+    "guest_host",
+    metadata,
+    Column("host_id", Integer, ForeignKey("host.id", ondelete="CASCADE"), primary_key=True),
+    Column("guest_id", Integer, ForeignKey("guest.id", ondelete="CASCADE"), primary_key=True),
+    Column("uuid", String(64)),
+    Column("vmm", String(32), nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("last_action", String(16)),
+    Column("killed_at", UtcDateTime),
+    Index("ix_guest_host_guest_id", "guest_id"),
 )
 
 event = Table(
