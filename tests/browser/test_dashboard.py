@@ -101,9 +101,11 @@ def test_fleet_totals_and_charts_show_exactly_what_was_ingested(page: Any, fleet
     assert card(page, "hosts") == 4
     assert card(page, "action") == 1
     # The hosts that need action lead the page, with the agent's reason.
-    leading = page.eval_on_selector_all("#needs-action tbody tr", "rs => rs.map(r => r.dataset.host)")
+    leading = page.eval_on_selector_all("#hosts-need-action tbody tr", "rs => rs.map(r => r.dataset.host)")
     assert leading == ["kvm-c"]
-    assert "drift" in page.inner_text("#needs-action") and "cpu 2" in page.inner_text("#needs-action")
+    assert "drift" in page.inner_text("#hosts-need-action") and "cpu 2" in page.inner_text(
+        "#hosts-need-action"
+    )
     assert card(page, "gaps") >= 1
 
     expected_by_action = by_action(day)

@@ -254,7 +254,7 @@ function rank(x) {
 // The hosts an operator must act on, with the agent's reason, ahead of every chart.
 function needsAction(hosts, state) {
   const rows = hosts.filter((x) => x.needs_action).sort((a, b) => a.name.localeCompare(b.name));
-  if (!rows.length) return h("p", { class: "hint", id: "needs-action" }, "No host needs action: every verdict is one the kernel explains.");
+  if (!rows.length) return h("p", { class: "hint", id: "hosts-need-action" }, "No host needs action: every verdict is one the kernel explains.");
   return section(
     `Hosts that need action (${rows.length})`,
     table(
@@ -265,7 +265,7 @@ function needsAction(hosts, state) {
         { label: "since", value: (x) => (x.verdict_since ? ago(x.verdict_since) : "") },
       ],
       rows,
-      { id: "needs-action", rowData: (x) => ({ host: x.name }) },
+      { id: "hosts-need-action", rowData: (x) => ({ host: x.name }) },
     ),
   );
 }
