@@ -102,7 +102,7 @@ def get_host_verdict(
 
 
 @router.get(
-    "/hosts/{name}",
+    "/hosts/{name:path}",
     operation_id="get_host",
     response_model=HostDetail,
     responses={
@@ -112,7 +112,7 @@ def get_host_verdict(
     summary="One host: its status, CPUs, state changes and guests in the range",
 )
 def get_host(
-    name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
+    _viewer: ViewerDep, name: NameInPath, conn: ConnDep, settings: SettingsDep, time_range: RangeDep
 ) -> HostDetail:
     detail = store.get_host(
         conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
