@@ -34,9 +34,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * MiB, ge=1024)
     # A host that has sent nothing for this long is "silent".
     silent_after_s: int = Field(default=300, ge=1)
-    # Consecutive samples a core must read off (mode on) before it counts as drift
-    # (DESIGN.md §1: one read can catch warn mode's ~2 ticks off).
-    drift_streak: int = Field(default=3, ge=1)
     # Seconds between alert rule evaluations.
     alert_interval: float = Field(default=30.0, gt=0)
     # Webhook URLs on loopback/private addresses are refused unless this is set.

@@ -4,8 +4,9 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE) and updated — identity (not
    from a batch of `splitwatch import` events only: old logs), last_seen_at, health, and the
    current state when the batch's state is newer than the one held (an older or the same
-   sample changes no state: resends and out-of-order batches are harmless); drift streaks
-   advance once per new sample.
+   sample changes no state: resends and out-of-order batches are harmless), with the
+   agent's consistency verdict (`verdict_since` moves only when the verdict changes). A
+   host created by an import-only batch is `agent_reported` false until an agent reports (#16).
 2. host_state: a row only when the state differs from the one in force at its time.
 3. guest: upserted by name with min/max times, so a resend changes nothing; only sightings
    of the same guest (name and uuid, `_guest_upsert`) move its last host, action and kill.
@@ -43,8 +44,6 @@ from app.ingest.rows import (
     Rows,
     cpu_counts,
     cpu_dicts,
-    drifting,
-    next_streaks,
     rollups,
     state_signature,
 )
@@ -70,11 +69,9 @@ def _insert_for(conn: Connection) -> Callable[[Table], Any]:
     raise RuntimeError(f"ingest supports sqlite and postgresql, not {conn.dialect.name}")
 
 
-def write_batch(
-    conn: Connection, rows: Rows, drift_streak: int = 3, limits: GuestLimits | None = None
-) -> WriteResult:
+def write_batch(conn: Connection, rows: Rows, limits: GuestLimits | None = None) -> WriteResult:
     insert = _insert_for(conn)
-    host_id = _write_host(conn, insert, rows, drift_streak)
+    host_id = _write_host(conn, insert, rows)
     guest_ids = _write_guests(conn, insert, rows, host_id, limits or GuestLimits())
     accepted = _write_events(conn, insert, rows, host_id, guest_ids)
     if rows.gaps:
@@ -85,21 +82,28 @@ def write_batch(
     return WriteResult(accepted=accepted, duplicates=rows.received - accepted, host_id=host_id)
 
 
-def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, drift_streak: int) -> int:
+def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows) -> int:
     h = rows.host
     received_at = rows.received_at
-    query = select(host.c.id, host.c.state_observed_at, host.c.cpu_off_streak, host.c.last_seen_at).where(
-        host.c.name == h["name"]
-    )
+    query = select(
+        host.c.id, host.c.state_observed_at, host.c.last_seen_at, host.c.verdict, host.c.verdict_since
+    ).where(host.c.name == h["name"])
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     current = conn.execute(query).first()
     if current is None:
         # A new host (an import creates it too, with the identity it has). Two first batches
         # racing on PostgreSQL: the second insert waits for the first and does nothing.
+        # An import-only batch creates the host as not reported by any agent (#16).
         conn.execute(
             insert(host)
-            .values(**h, first_seen_at=received_at, last_seen_at=received_at, cpu_off_streak={}, cpus=[])
+            .values(
+                **h,
+                first_seen_at=received_at,
+                last_seen_at=received_at,
+                agent_reported=not rows.import_only,
+                cpus=[],
+            )
             .on_conflict_do_nothing(index_elements=["name"])
         )
         current = conn.execute(query).one()
@@ -109,6 +113,7 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
         # last_seen_at is the agent's liveness (status silent): old logs replayed by
         # `splitwatch import` must not make a silent host look alive.
         values["last_seen_at"] = max(current.last_seen_at, received_at)
+        values["agent_reported"] = True
     if rows.health is not None:
         values["health"] = rows.health
 
@@ -119,10 +124,17 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
         # An import's is not: it replays old logs (maybe another boot's) through the CLI.
         values.update(h)
     if state is not None and (held_at is None or state.observed_at > held_at):
-        streaks = next_streaks(current.cpu_off_streak or {}, state)
         counts = cpu_counts(state.cpus)
         cpus = cpu_dicts(state.cpus)
-        drift = bool(drifting(streaks, drift_streak))
+        judged = state.consistency
+        verdict = judged.verdict if judged is not None else None
+        since = current.verdict_since if verdict == current.verdict and verdict is not None else None
+        values.update(
+            verdict=verdict,
+            verdict_reason=judged.reason if judged is not None else None,
+            verdict_details=dict(judged.details) if judged is not None else None,
+            verdict_since=since or (state.observed_at if verdict is not None else None),
+        )
         values.update(
             state_observed_at=state.observed_at,
             mode=state.mode,
@@ -134,24 +146,22 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
             cpus_on=counts.on,
             cpus_off=counts.off,
             cpus_error=counts.error,
-            cpu_off_streak=streaks,
             cpus=cpus,
         )
-        _record_state(conn, rows, host_id, cpus, drift)
+        _record_state(conn, rows, host_id, cpus)
     elif state is not None and state.observed_at < held_at:  # type: ignore[operator]
-        # Out of order: history only, with no drift claim (streaks follow the newest samples).
-        _record_state(conn, rows, host_id, cpu_dicts(state.cpus), False)
+        # Out of order: history only; the host's current verdict follows the newest sample.
+        _record_state(conn, rows, host_id, cpu_dicts(state.cpus))
     if values:
         conn.execute(update(host).where(host.c.id == host_id).values(**values))
     return host_id
 
 
-def _record_state(
-    conn: Connection, rows: Rows, host_id: int, cpus: list[dict[str, Any]], drift: bool
-) -> None:
+def _record_state(conn: Connection, rows: Rows, host_id: int, cpus: list[dict[str, Any]]) -> None:
     state = rows.state
     assert state is not None
     h = rows.host
+    verdict = state.consistency.verdict if state.consistency is not None else None
     in_force = conn.execute(
         select(
             host_state.c.boot_id,
@@ -162,7 +172,7 @@ def _record_state(
             host_state.c.sld_supported,
             host_state.c.bld_supported,
             host_state.c.cpus,
-            host_state.c.drift,
+            host_state.c.verdict,
         )
         .where(host_state.c.host_id == host_id, host_state.c.observed_at <= state.observed_at)
         .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
@@ -170,7 +180,7 @@ def _record_state(
     ).first()
     new = state_signature(
         h["boot_id"], h["kernel"], state.mode, state.ratelimit, state.mitigate,
-        state.sld_supported, state.bld_supported, cpus, drift,
+        state.sld_supported, state.bld_supported, cpus, verdict,
     )  # fmt: skip
     if in_force is not None and state_signature(*in_force) == new:
         return
@@ -189,7 +199,7 @@ def _record_state(
             cpus_on=counts.on,
             cpus_off=counts.off,
             cpus_error=counts.error,
-            drift=drift,
+            verdict=verdict,
             cpus=cpus,
         )
     )
@@ -311,6 +321,14 @@ def _guest_upsert(dialect: str) -> Any:
                 (ex.killed_at.is_(None), guest.c.killed_at),
                 (guest.c.killed_at.is_(None), ex.killed_at),
                 else_=greatest(guest.c.killed_at, ex.killed_at),
+            ),
+            # How the kill in killed_at was known: it follows the newer kill.
+            "killed_by": case(
+                (not_(same), guest.c.killed_by),
+                (ex.killed_at.is_(None), guest.c.killed_by),
+                (guest.c.killed_at.is_(None), ex.killed_by),
+                (ex.killed_at > guest.c.killed_at, ex.killed_by),
+                else_=guest.c.killed_by,
             ),
         },
     ).returning(guest.c.id, guest.c.name)

@@ -100,6 +100,9 @@ host = Table(
     Column("agent_version", String(64), nullable=False),
     Column("first_seen_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime, nullable=False),
+    # False for a host only `splitwatch import` has written: no agent has ever reported it, so
+    # its last_seen_at (when the import arrived) says nothing of an agent being alive (#16).
+    Column("agent_reported", Boolean, nullable=False, server_default="1"),
     # Latest state (null until the agent sent one).
     Column("state_observed_at", UtcDateTime),
     Column("mode", String(16)),
@@ -111,9 +114,12 @@ host = Table(
     Column("cpus_on", Integer, nullable=False, server_default="0"),
     Column("cpus_off", Integer, nullable=False, server_default="0"),
     Column("cpus_error", Integer, nullable=False, server_default="0"),
-    # {"<cpu>": consecutive samples read off}: drift is a core off in several samples in a
-    # row while the mode says on (DESIGN.md §1: one read can catch warn mode's ~2 ticks off).
-    Column("cpu_off_streak", JSON, nullable=False, default=dict),
+    # The agent's consistency verdict on its newest sample (agent/kernel/consistency.py, #16):
+    # null when its agent sends none (an older agent: status "unknown").
+    Column("verdict", String(32)),
+    Column("verdict_reason", Text),
+    Column("verdict_details", JSON),
+    Column("verdict_since", UtcDateTime),  # the sample that first gave this verdict
     Column("cpus", JSON, nullable=False, default=list),  # latest per-CPU list as sent
     Column("health", JSON),  # agent's own figures from the newest batch (#4)
 )
@@ -134,7 +140,7 @@ host_state = Table(
     Column("cpus_on", Integer, nullable=False),
     Column("cpus_off", Integer, nullable=False),
     Column("cpus_error", Integer, nullable=False),
-    Column("drift", Boolean, nullable=False, server_default="0"),
+    Column("verdict", String(32)),  # the consistency verdict of that sample (null: none sent)
     Column("cpus", JSON, nullable=False),  # [{"cpu", "test_ctrl", "sld_on", "bld_on", "error"}]
     Index("ix_host_state_host_id_observed_at", "host_id", "observed_at"),
 )
@@ -151,6 +157,8 @@ guest = Table(
     Column("last_host_id", Integer, ForeignKey("host.id", ondelete="SET NULL")),
     Column("last_action", String(16)),
     Column("killed_at", UtcDateTime),  # last sigbus that killed it (host in fatal mode)
+    # How that kill was known: kernel_line | tracefs | vmm_exit (events[].evidence, #16).
+    Column("killed_by", String(16)),
 )
 
 # One row per (host, guest name) that host ever reported: its own view, written only by its
