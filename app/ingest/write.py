@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func, select, update
+from sqlalchemy import Connection, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.ingest.rows import (
@@ -79,12 +79,9 @@ def write_batch(conn: Connection, rows: Rows, drift_streak: int = 3) -> WriteRes
 def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, drift_streak: int) -> int:
     h = rows.host
     received_at = rows.received_at
-    query = select(host.c.id, host.c.state_observed_at, host.c.cpu_off_streak, host.c.last_seen_at).where(
-        host.c.name == h["name"]
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    current = conn.execute(query).first()
+    query = _host_select(conn.dialect.name)
+    by_name = {"host_name_": h["name"]}
+    current = conn.execute(query, by_name).first()
     if current is None:
         # A new host (an import creates it too, with the identity it has). Two first batches
         # racing on PostgreSQL: the second insert waits for the first and does nothing.
@@ -93,7 +90,7 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
             .values(**h, first_seen_at=received_at, last_seen_at=received_at, cpu_off_streak={}, cpus=[])
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        current = conn.execute(query).one()
+        current = conn.execute(query, by_name).one()
     host_id = int(current.id)
     values: dict[str, Any] = {}
     if not rows.import_only:
@@ -132,9 +129,25 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
     elif state is not None and state.observed_at < held_at:  # type: ignore[operator]
         # Out of order: history only, with no drift claim (streaks follow the newest samples).
         _record_state(conn, rows, host_id, cpu_dicts(state.cpus), False)
+    # Only what changed is written (#13): in steady state an agent's sample repeats the held
+    # state, so the update is last_seen_at and state_observed_at, not the per-CPU JSON again.
+    held = current._mapping
+    values = {k: v for k, v in values.items() if held[k] != v}
     if values:
-        conn.execute(update(host).where(host.c.id == host_id).values(**values))
+        conn.execute(_HOST_UPDATE, {**values, "host_id_": host_id})
     return host_id
+
+
+@functools.cache
+def _host_select(dialect: str) -> Any:
+    """The host row by name (PostgreSQL: locked), built once: statement construction and its
+    cache key cost more CPU than SQLite's lookup (#13, docs/benchmarks.md)."""
+    query = select(host).where(host.c.name == bindparam("host_name_"))
+    return query.with_for_update() if dialect == "postgresql" else query
+
+
+# The SET clause follows the parameters' keys (SQLAlchemy compiles and caches one per key set).
+_HOST_UPDATE = update(host).where(host.c.id == bindparam("host_id_"))
 
 
 def _record_state(
@@ -143,22 +156,7 @@ def _record_state(
     state = rows.state
     assert state is not None
     h = rows.host
-    in_force = conn.execute(
-        select(
-            host_state.c.boot_id,
-            host_state.c.kernel,
-            host_state.c.mode,
-            host_state.c.ratelimit,
-            host_state.c.mitigate,
-            host_state.c.sld_supported,
-            host_state.c.bld_supported,
-            host_state.c.cpus,
-            host_state.c.drift,
-        )
-        .where(host_state.c.host_id == host_id, host_state.c.observed_at <= state.observed_at)
-        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
-        .limit(1)
-    ).first()
+    in_force = conn.execute(_IN_FORCE, {"host_id_": host_id, "at_": state.observed_at}).first()
     new = state_signature(
         h["boot_id"], h["kernel"], state.mode, state.ratelimit, state.mitigate,
         state.sld_supported, state.bld_supported, cpus, drift,
@@ -167,7 +165,8 @@ def _record_state(
         return
     counts = cpu_counts(state.cpus)
     conn.execute(
-        host_state.insert().values(
+        _STATE_INSERT,
+        dict(
             host_id=host_id,
             observed_at=state.observed_at,
             boot_id=h["boot_id"],
@@ -182,8 +181,28 @@ def _record_state(
             cpus_error=counts.error,
             drift=drift,
             cpus=cpus,
-        )
+        ),
     )
+
+
+# The state sample in force at a time (the newest at or before it); built once (see _host_select).
+_IN_FORCE = (
+    select(
+        host_state.c.boot_id,
+        host_state.c.kernel,
+        host_state.c.mode,
+        host_state.c.ratelimit,
+        host_state.c.mitigate,
+        host_state.c.sld_supported,
+        host_state.c.bld_supported,
+        host_state.c.cpus,
+        host_state.c.drift,
+    )
+    .where(host_state.c.host_id == bindparam("host_id_"), host_state.c.observed_at <= bindparam("at_"))
+    .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+    .limit(1)
+)
+_STATE_INSERT = host_state.insert()
 
 
 def _write_guests(
