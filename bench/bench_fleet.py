@@ -4,8 +4,9 @@ The payload is what a real agent sends every 10 s in steady state: `splitwatch a
 --stdout` on a fake 32-CPU KVM host with tracefs and a guest causing a few split locks (4 events,
 32 CPU states, ~3.9 KB; printed below). 16 concurrent senders (keep-alive HTTP/1.1 connections
 from one asyncio client, so the client costs little CPU) cycle over 400 hosts, each host with its
-own agent token and its own advancing SEQs, times and state sample, so every request stores new
-events and a new state sample, as in production.
+own agent token, its own guest (the payload's guest renamed per host) and its own advancing
+SEQs, times and state sample, so every request stores new events and a new state sample, as in
+production.
 
 Rows, all measured in this one run:
   bare      a Starlette app on the same uvicorn that only json-decodes the body and answers
@@ -115,9 +116,13 @@ class Bodies:
             self.offsets.append((at - first).total_seconds())
             e["seq"] = 987_650_000 + i
             e["time"] = f"@@e{i}@@"
+            if e["guest"] is not None:
+                # Each host runs its own guests: one guest row shared by the whole fleet would be
+                # a lock every PostgreSQL transaction waits for, which no real fleet has.
+                e["guest"]["name"] = "@@guest@@"
         text = json.dumps(p, separators=(",", ":"))
         text = text.replace('"@@name@@"', '"%(name)s"').replace('"@@boot@@"', '"%(boot)s"')
-        text = text.replace('"@@t@@"', '"%(t)s"')
+        text = text.replace('"@@t@@"', '"%(t)s"').replace('"@@guest@@"', '"%(name)s-vm-1"')
         for i in range(self.n_events):
             text = text.replace(f'"@@e{i}@@"', f'"%(e{i})s"').replace(str(987_650_000 + i), f"%(s{i})d")
         self.template = text
