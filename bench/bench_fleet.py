@@ -42,6 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,12 +100,13 @@ class Bodies:
     json.dumps (the client shares the server's two cores).
     """
 
-    def __init__(self, payload: dict[str, object], base: datetime) -> None:
+    def __init__(self, payload: dict[str, object], base: datetime, state_every: int = 1) -> None:
         events = payload["events"]
         state = payload["state"]
         assert isinstance(events, list) and isinstance(state, dict), payload
         self.n_events = len(events)
         self.base = base
+        self.state_every = state_every
         p = json.loads(json.dumps(payload).replace("%", "%%"))
         p["host"]["name"] = "@@name@@"
         p["host"]["boot_id"] = "@@boot@@"
@@ -120,12 +122,17 @@ class Bodies:
                 # Each host runs its own guests: one guest row shared by the whole fleet would be
                 # a lock every PostgreSQL transaction waits for, which no real fleet has.
                 e["guest"]["name"] = "@@guest@@"
+        self.template = self._render(p)
+        # What the agent sends while its state is unchanged (agent/state_refresh.py).
+        self.stateless = self._render({**p, "state": None})
+
+    def _render(self, p: dict[str, Any]) -> str:
         text = json.dumps(p, separators=(",", ":"))
         text = text.replace('"@@name@@"', '"%(name)s"').replace('"@@boot@@"', '"%(boot)s"')
         text = text.replace('"@@t@@"', '"%(t)s"').replace('"@@guest@@"', '"%(name)s-vm-1"')
         for i in range(self.n_events):
             text = text.replace(f'"@@e{i}@@"', f'"%(e{i})s"').replace(str(987_650_000 + i), f"%(s{i})d")
-        self.template = text
+        return text
 
     def body(self, host: str, boot: str, k: int) -> bytes:
         """The k-th pass of `host`: 10 s after the (k-1)-th, with the next SEQs."""
@@ -134,7 +141,8 @@ class Bodies:
         for i, off in enumerate(self.offsets):
             values[f"e{i}"] = _iso(at + timedelta(seconds=off))
             values[f"s{i}"] = k * self.n_events + i
-        return (self.template % values).encode()
+        template = self.template if k % self.state_every == 0 else self.stateless
+        return (template % values).encode()
 
 
 def _iso(at: datetime) -> str:
@@ -359,6 +367,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="load per backend per round")
     parser.add_argument("--pg-workers", type=int, default=2)
+    parser.add_argument(
+        "--state-every",
+        type=int,
+        default=1,
+        help="full state in every Nth request of a host, state null in the others (1: every request, "
+        "the issue's payload; 12: the agent's 120 s refresh at a 10 s interval)",
+    )
     parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
@@ -372,14 +387,21 @@ def main() -> None:
         tmp = Path(tmp_)
         payload = agent_payload(splitwatch, tmp / "agent")
         # Two days back: the bench's passes come faster than every 10 s, their times do not.
-        bodies = Bodies(payload, datetime.now(UTC).replace(microsecond=0) - timedelta(days=2))
+        base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+        bodies = Bodies(payload, base, args.state_every)
         sample = bodies.body(hosts[0], "boot", 0)
+        stateless = len(bodies.body(hosts[0], "boot", 1)) if args.state_every > 1 else None
         state = payload["state"]
         assert isinstance(state, dict)
         print(
             f"payload: `splitwatch agent --once --stdout`, 32-CPU fake host with tracefs: "
             f"{bodies.n_events} events, {len(state['cpus'])} CPU states, {len(sample)} bytes"
         )
+        if stateless is not None:
+            print(
+                f"state in every {args.state_every}th request of a host, the others state null: "
+                f"{stateless} bytes"
+            )
         fleets: dict[str, Fleet] = {}
         base_env = {**os.environ, "SPLITWATCH_LOG_LEVEL": "warning"}
         port = free_port()
