@@ -42,6 +42,7 @@ ROUTER_MODULES = (
     "series",
     "gaps",
     "summary",
+    "insights",
     "tokens",
     "enroll",
     "frontend",
