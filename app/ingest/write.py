@@ -233,6 +233,16 @@ GUEST_CAP_REASON = "guest_cap"
 _IN_CHUNK = 1000  # names per IN (...): SQLite binds at most 32766 parameters per statement
 
 
+# Which of these guests the host reported before; built once (see _host_select).
+_KNOWN_GUESTS = (
+    select(guest.c.name)
+    .select_from(guest_host.join(guest, guest.c.id == guest_host.c.guest_id))
+    .where(
+        guest_host.c.host_id == bindparam("host_id_"), guest.c.name.in_(bindparam("names_", expanding=True))
+    )
+)
+
+
 def _write_guests(
     conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, limits: GuestLimits
 ) -> dict[str, int]:
@@ -242,13 +252,8 @@ def _write_guests(
     names = [g["name"] for g in rows.guests]
     known: set[str] = set()
     for start in range(0, len(names), _IN_CHUNK):
-        known.update(
-            conn.execute(
-                select(guest.c.name)
-                .select_from(guest_host.join(guest, guest.c.id == guest_host.c.guest_id))
-                .where(guest_host.c.host_id == host_id, guest.c.name.in_(names[start : start + _IN_CHUNK]))
-            ).scalars()
-        )
+        chunk = names[start : start + _IN_CHUNK]
+        known.update(conn.execute(_KNOWN_GUESTS, {"host_id_": host_id, "names_": chunk}).scalars())
     new = [n for n in names if n not in known]
     if len(new) > limits.new_per_batch:
         raise PayloadTooLarge(
