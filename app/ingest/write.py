@@ -469,7 +469,8 @@ def _postgresql_event_sql() -> str:
     """
     dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
     arrays = ", ".join(
-        f"%({name})s::{event.c[name].type.compile(dialect=dialect)}[]"
+        # %b: binary arrays (the text format quotes every element through a regular expression).
+        f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]"
         for name in (*_PG_ARRAY_COLUMNS, "guest_id", "vcpu", "vmm")
     )
     columns = ", ".join(EVENT_COLUMNS)
