@@ -245,6 +245,45 @@ def test_health_figures_of_the_newest_batch_are_kept(
     assert scalar(engine, select(host.c.health)) == {"spool_bytes": 4096}
 
 
+def _host_view(client: httpx.Client, tokens: Tokens) -> dict[str, Any]:
+    r = client.get("/api/v1/hosts/host-1", headers=auth(tokens.viewer()))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("sld_on", "verdict"),
+    [((True, True, True, True), "consistent"), ((True, False, True, True), "drift")],
+    ids=["consistent", "drift"],
+)
+def test_batches_without_state_keep_the_host_alive_and_its_state_and_status_as_they_were(
+    client: httpx.Client, tokens: Tokens, engine: Engine, sld_on: tuple[bool, ...], verdict: str
+) -> None:
+    # #13: the agent sends `state: null` while its state has not changed; #16: the status is the
+    # verdict of the last state the agent sent, and a state-less batch leaves it as it was.
+    tok = tokens.agent()
+    for i in range(3):
+        at = T0 + timedelta(seconds=10 * i)
+        send(client, tok, payload(events(10 * i, 2, at), state(at, sld_on=sld_on, verdict=verdict)))
+    before = _host_view(client, tokens)
+    seen_before = scalar(engine, select(host.c.last_seen_at))
+    states_before = scalar(engine, select(func.count()).select_from(host_state))
+    with engine.connect() as conn:
+        held = conn.execute(select(host.c.state_observed_at, host.c.cpus, host.c.mode)).one()
+    for i in range(3, 6):
+        r = send(client, tok, payload(events(10 * i, 2, T0 + timedelta(seconds=10 * i)), None))
+        assert r.json() == {"accepted": 2, "duplicates": 0}
+    after = _host_view(client, tokens)
+    assert before["status"] == verdict
+    assert after["status"] == before["status"]
+    assert scalar(engine, select(host.c.last_seen_at)) > seen_before
+    assert scalar(engine, select(func.count()).select_from(host_state)) == states_before
+    with engine.connect() as conn:
+        assert conn.execute(select(host.c.state_observed_at, host.c.cpus, host.c.mode)).one() == held
+    assert scalar(engine, select(func.count()).select_from(event)) == 12
+
+
 def test_gaps_are_stored_once(client: httpx.Client, tokens: Tokens, engine: Engine) -> None:
     tok = tokens.agent()
     gaps = [mkgap(10, 19), mkgap(10, 19, GapReason.SUPPRESSED), mkgap(30, 30)]
