@@ -234,21 +234,15 @@ def silenced_by(labels: Mapping[str, str], silences: Iterable[tuple[int, Mapping
 # ------------------------------------------------------------------------------ findings
 
 
-def dashboard_link(host: str | None = None, guest: str | None = None, range_: str = "1h") -> str:
+def dashboard_link(host: str | None = None, guest: str | None = None, range_: str = "24h") -> str:
     """A dashboard hash route (frontend/js/state.js): the guest's page, else the host's, else
-    the fleet."""
+    the fleet. The API and the notices build it from the labels alone, so it is the same link
+    wherever the alert is shown."""
     if guest:
         return f"#/guest/{quote(guest, safe='')}?range={range_}"
     if host:
         return f"#/host/{quote(host, safe='')}?range={range_}"
     return f"#/fleet?range={range_}"
-
-
-def _range_for(window_s: int) -> str:
-    for name, size in (("1h", 3600), ("6h", 6 * 3600), ("24h", 86400), ("7d", 7 * 86400)):
-        if window_s <= size:
-            return name
-    return "30d"
 
 
 def threshold_findings(rule: Rule, counts: Iterable[tuple[str | None, str | None, int]]) -> list[Finding]:
@@ -284,11 +278,7 @@ def threshold_findings(rule: Rule, counts: Iterable[tuple[str | None, str | None
                 f"Rule {rule.name}: the sum of {what}{doing} event counts on {scope} over the last "
                 f"{window} is {count}, at or above the threshold {rule.threshold}."
             )
-        out.append(
-            Finding(
-                labels, count, summary, description, dashboard_link(host, guest, _range_for(rule.window_s))
-            )
-        )
+        out.append(Finding(labels, count, summary, description, dashboard_link(host, guest)))
     return out
 
 
@@ -333,9 +323,7 @@ def gap_finding(rule: Rule, host: str, count: int, reasons: str) -> Finding | No
             "overrun = the kernel log buffer wrapped (raise log_buf_len or lower the interval), "
             "suppressed = printk rate limit, spool_full = backend unreachable for too long."
         )
-    return Finding(
-        {"host": host}, count, summary, description, dashboard_link(host, range_=_range_for(rule.window_s))
-    )
+    return Finding({"host": host}, count, summary, description, dashboard_link(host))
 
 
 def new_offender_finding(rule: Rule, guest: str, host: str | None, first_seen: str) -> Finding:
