@@ -7,13 +7,15 @@ with executemany / COPY (DESIGN.md §4), and the read paths select columns.
 Shape, by who asks:
 - hosts and their detection state over time: `host` (current facts, one row per host),
   `host_state` (a row whenever mode, mitigate, support or per-CPU detection changed).
-- guests: `guest` (one row per guest name; a guest can move between hosts, so the host it
-  was last seen on is a column, and `event.host_id` keeps where each trap happened).
+- guests: `guest` (one row per guest name, the API's handle; its identity is the name plus
+  the uuid of its first sighting, and only sightings of that identity move its last host,
+  last action and kill: app/ingest/write.py), `guest_host` (what each host saw of each guest
+  name, written only by that host's batches: issue #14, one host cannot speak for another).
 - the history: `event` (one row per observation, idempotent on host, boot_id, source, seq),
   `gap` (counted losses, idempotent on host, boot_id, source, first_seq, reason).
 - charts: `rollup_1m` and `rollup_1h`, sums per bucket and (host, guest, kind, action, source),
   maintained in the ingest transaction so a 30-day chart reads ~720 rows per series.
-- access: `token` (sha256 of the token, never the token).
+- access: `token` (sha256 of the token, never the token; enrollment tokens too, role `enroll`).
 - alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
   `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table),
   `alert_lease` (which process evaluates and sends).
@@ -152,6 +154,22 @@ guest = Table(
     Column("killed_at", UtcDateTime),  # last sigbus that killed it (host in fatal mode)
 )
 
+# One row per (host, guest name) that host ever reported: its own view, written only by its
+# own batches (#14). Also what SPLITWATCH_MAX_GUESTS_PER_HOST counts (primary key host first).
+guest_host = Table(
+    "guest_host",
+    metadata,
+    Column("host_id", Integer, ForeignKey("host.id", ondelete="CASCADE"), primary_key=True),
+    Column("guest_id", Integer, ForeignKey("guest.id", ondelete="CASCADE"), primary_key=True),
+    Column("uuid", String(64)),
+    Column("vmm", String(32), nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("last_action", String(16)),
+    Column("killed_at", UtcDateTime),
+    Index("ix_guest_host_guest_id", "guest_id"),
+)
+
 event = Table(
     "event",
     metadata,
@@ -243,6 +261,18 @@ token = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_used_at", UtcDateTime),
     Column("revoked_at", UtcDateTime),
+    # Any role: past this instant the token no longer authenticates (#15).
+    Column("expires_at", UtcDateTime),
+    # Enrollment tokens (role "enroll", #15): which host names may enroll with it, how often.
+    Column("host_glob", String(255)),
+    Column("max_uses", Integer),
+    Column("uses", Integer, nullable=False, server_default="0"),
+    # Agent tokens issued by enrollment: the host's /etc/machine-id (a reinstall of the same
+    # machine may enroll again) and the enrollment token it came through.
+    Column("machine_id", String(64)),
+    Column("enrolled_by", Integer),
+    # Enrollment, rekey and the admin page look agent tokens up by host name.
+    Index("ix_token_host_name", "host_name"),
 )
 
 alert_rule = Table(
