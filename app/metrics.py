@@ -69,7 +69,7 @@ from app.errors import Unauthorized, error_responses
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
 from app.store.insights import read_hosts, throttling
-from app.store.status import STATUSES, host_status
+from app.store.status import host_status
 from app.store.tables import alert, alert_rule, gap, guest, host, rollup_1h, webhook_delivery
 
 log = logging.getLogger("splitwatch.metrics")
