@@ -30,12 +30,12 @@ RULES_TEST = RULES_DIR / "splitwatch-rules.test.yml"
 
 # The alerts docs/alerting.md promises to Prometheus users, named like the built-in rules.
 ALERTS = {
-    "SplitwatchGuestKilled",
-    "SplitwatchHostInconsistent",
-    "SplitwatchAgentSilent",
-    "SplitwatchGapsOverThreshold",
-    "SplitwatchForgedRecords",
-    "SplitwatchNewOffender",
+    "GuestKilled",
+    "HostInconsistent",
+    "AgentSilent",
+    "GapsOverThreshold",
+    "ForgedRecords",
+    "NewOffender",
     "SplitwatchIngestErrors",
     "SplitwatchDatabaseDown",
 }
@@ -89,7 +89,7 @@ def test_every_alert_has_a_severity_summary_description_and_a_unit_test() -> Non
 def test_host_inconsistent_reads_one_recording_rule_that_is_the_one_place_to_switch() -> None:
     # Issue 16 replaces the drift status by a consistency verdict: one expression changes.
     by_name = {str(r.get("alert") or r.get("record")): r for r in rules()}
-    assert by_name["SplitwatchHostInconsistent"]["expr"] == "splitwatch:host_inconsistent == 1"
+    assert by_name["HostInconsistent"]["expr"] == "splitwatch:host_inconsistent == 1"
     drift = 'splitwatch_host_status{status="drift"}'
     readers = [name for name, r in by_name.items() if drift in str(r["expr"])]
     assert readers == ["splitwatch:host_inconsistent"]
