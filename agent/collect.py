@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -69,7 +69,7 @@ MAX_EVENTS_PER_PAYLOAD = 1000  # the backend's batch size (AgentConfig.batch_max
 _DRAIN_ROUNDS = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Collected:
     """The payloads of one pass and how to acknowledge them (call once they are durable)."""
 
@@ -88,7 +88,7 @@ class Collected:
         return sum(len(p.events) for p in self.payloads)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Tracefs:
     """The running kprobes and what the collector knows about them."""
 
@@ -263,7 +263,7 @@ class Collector:
             reason = msr.error or "MSRs not readable"
             cpus = tuple(CpuState(n, None, None, None, reason) for n in range(procfs.cpu_count))
         return HostState(
-            observed_at=datetime.now(UTC),
+            observed_at=datetime.now(timezone.utc),
             mode=mode,
             ratelimit=ratelimit,
             mitigate=mitigate,
@@ -378,7 +378,7 @@ class Collector:
             gaps.append(Gap(Source.TRACEFS, seq, seq, result.lost, GapReason.OVERRUN))
         guest_tids = {h.tid for h in result.hits if h.probe == PROBE_HANDLE_GUEST_SPLIT_LOCK}
         events: list[Event] = []
-        boot = datetime.fromtimestamp(btime, UTC)
+        boot = datetime.fromtimestamp(btime, timezone.utc)
         for hit in result.hits:
             if hit.probe == PROBE_SPLIT_LOCK_WARN and hit.tid in guest_tids:
                 # 5.19+ handle_guest_split_lock() calls split_lock_warn() in warn mode: the same

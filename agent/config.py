@@ -16,7 +16,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/splitwatch")
 DEFAULT_SPOOL_DIR = DEFAULT_STATE_DIR / "spool"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AgentConfig:
     server: str
     token: str

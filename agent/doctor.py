@@ -29,19 +29,19 @@ PROBES = ("split_lock_warn", "handle_guest_split_lock", "handle_bus_lock")
 TRACEFS = "sys/kernel/tracing"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Problem:
     what: str  # the thing and the cause
     remedy: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Section:
     title: str
     lines: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Report:
     host: str
     sections: tuple[Section, ...]

@@ -26,7 +26,7 @@ import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal
 
 from agent.kernel.msr import (
     CORE_CAPS_SPLIT_LOCK_DETECT,
@@ -37,6 +37,9 @@ from agent.kernel.msr import (
     TEST_CTRL_SPLIT_LOCK_DETECT,
 )
 from agent.kernel.splitlock import PREFIX
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11; the agent runs on 3.9 (issue 17)
 
 DEFAULT_CPU_MODEL = "Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz"
 FIXED_BTIME = 1764000000  # 2025-11-24T16:00:00Z: deterministic tests and golden files
@@ -260,7 +263,7 @@ class FakeHost:
         self._write(f"{base}/cmdline", "\0".join(cmdline) + "\0")
         self._write(f"{base}/comm", comm[:15] + "\n")
         self._write(f"{base}/cgroup", f"0::{cgroup}\n")
-        for tid, tcomm in zip([pid, *tids], [comm, *thread_comms], strict=True):
+        for tid, tcomm in zip([pid, *tids], [comm, *thread_comms]):
             status = (
                 f"Name:\t{tcomm[:15]}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{pid}\nNgid:\t0\n"
                 f"Pid:\t{tid}\nPPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"

@@ -32,7 +32,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 from agent import __version__
@@ -53,7 +53,7 @@ _VCPU_COMM = re.compile(r"CPU [0-9]+/KVM|fc_vcpu [0-9]+|vcpu[0-9]+|crosvm_vcpu[0
 _IMPLIED = ("fatal", "bogus", "alignment_check")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ImportOptions:
     host: str | None = None
     boot_id: str | None = None
@@ -62,7 +62,7 @@ class ImportOptions:
     kernel: str | None = None  # release as uname -r prints it, or just `6.8`
     year: int | None = None
     btime: int | None = None  # boot time, seconds since the epoch
-    tz: tzinfo = UTC
+    tz: tzinfo = timezone.utc
 
 
 @dataclass
@@ -116,7 +116,7 @@ class ImportResult:
         return "\n".join(text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Candidate:
     where: str
     line: LogLine
@@ -195,7 +195,7 @@ def import_lines(lines: Iterable[tuple[str, str]], options: ImportOptions, *, no
         candidates.append(_Candidate(where, line, at, message))
 
     btime = (
-        datetime.fromtimestamp(options.btime, UTC)
+        datetime.fromtimestamp(options.btime, timezone.utc)
         if options.btime is not None
         else btime_seen.replace(microsecond=0)
         if btime_seen is not None
@@ -292,7 +292,7 @@ def stable_seq(host: str, message: str, at: datetime | None, occurrence: int = 0
     imported twice gets the same seq, so the backend stores it once. `occurrence` numbers the
     repeats of one text at one time within a file (0 for the first, which then hashes alone)."""
     normalised = " ".join(message.split())
-    when = at.astimezone(UTC).isoformat() if at is not None else ""
+    when = at.astimezone(timezone.utc).isoformat() if at is not None else ""
     text = f"{host}\n{normalised}\n{when}" + (f"\n{occurrence}" if occurrence else "")
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & SEQ_MASK

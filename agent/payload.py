@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime, timezone
+from enum import Enum
 from typing import Any, Literal
 
 SCHEMA = 1
+
+
+class StrEnum(str, Enum):
+    """`enum.StrEnum` (Python 3.11) for the agent's Python 3.9 (issue 17): a member is a `str` equal
+    to its value, and `str()`/`format()` give the value, not `Mode.OFF`."""
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 class Mode(StrEnum):
@@ -61,10 +69,10 @@ def format_time(at: datetime) -> str:
     """ISO 8601 UTC with a `Z`, microseconds kept: the payload's one time format."""
     if at.tzinfo is None:
         raise ValueError("payload times must be timezone-aware")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostInfo:
     name: str
     boot_id: str
@@ -73,7 +81,7 @@ class HostInfo:
     agent_version: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CpuState:
     cpu: int
     test_ctrl: int | None
@@ -82,7 +90,7 @@ class CpuState:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostState:
     observed_at: datetime
     mode: Mode
@@ -93,7 +101,7 @@ class HostState:
     cpus: tuple[CpuState, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Guest:
     name: str
     uuid: str | None
@@ -101,7 +109,7 @@ class Guest:
     vcpu: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     source: Source
     seq: int
@@ -116,7 +124,7 @@ class Event:
     guest: Guest | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Gap:
     source: Source
     first_seq: int
@@ -125,7 +133,7 @@ class Gap:
     reason: GapReason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Payload:
     host: HostInfo
     state: HostState | None

@@ -120,7 +120,7 @@ class SimHost:
         return self.fake.root
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Role:
     role: str
     hostname: str

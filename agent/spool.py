@@ -53,7 +53,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,14 @@ SEGMENT_SUFFIX = ".seg"
 LEDGER_ENTRY_MAX_GAPS = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SpoolRecord:
     id: int
     body: bytes
     appended_at: float
 
 
-@dataclass(slots=True)
+@dataclass
 class _Entry:
     id: int
     segment: str
@@ -88,7 +88,7 @@ class _Entry:
     appended_at: float
 
 
-@dataclass(slots=True)
+@dataclass
 class _Segment:
     name: str
     size: int
@@ -353,7 +353,7 @@ class Spool:
         chunks: list[bytes] = []
         entries: list[_Entry] = []
         offset = 0
-        for rid, body in zip(ids, records, strict=True):
+        for rid, body in zip(ids, records):
             frame = encode_record(rid, body, now)
             entries.append(_Entry(rid, name, offset + HEADER_SIZE, len(body), now))
             chunks.append(frame)
@@ -525,7 +525,7 @@ class Spool:
                     bodies.append(json.loads(rec.body))
                 except ValueError:
                     bodies.append(rec.body.decode("utf-8", "replace"))
-        at = datetime.fromtimestamp(self._clock(), UTC)
+        at = datetime.fromtimestamp(self._clock(), timezone.utc)
         path = self.directory / "rejected" / f"{at.strftime('%Y%m%dT%H%M%S.%fZ')}-{min(wanted)}.json"
         doc = {"rejected_at": at.isoformat(), "reason": reason, "ids": sorted(wanted), "payloads": bodies}
         try:

@@ -26,7 +26,7 @@ STATE_VERSION = 1
 STATE_FILE = "state.json"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AgentState:
     boot_id: str | None = None  # the boot the positions below belong to
     kmsg_next_seq: int | None = None  # None: read the log from its beginning

@@ -34,9 +34,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Union
 
 if "httpx" not in sys.modules:
     # httpx's __init__ imports its command-line tool when rich and click are installed (typer
@@ -54,25 +54,25 @@ MAX_BATCH_BYTES = 1024 * 1024  # uncompressed; 1000 events are ~300 KB, and a ba
 MAX_RETRY_AFTER_S = 3600.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Sent:
     accepted: int
     duplicates: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Retry:
     after_s: float | None  # None: the sender's backoff decides
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rejected:
     status: int
     reason: str
 
 
-Result = Sent | Retry | Rejected
+Result = Union[Sent, Retry, Rejected]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -89,8 +89,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         except (TypeError, ValueError):
             return None
         if at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
-        seconds = (at - (now or datetime.now(UTC))).total_seconds()
+            at = at.replace(tzinfo=timezone.utc)
+        seconds = (at - (now or datetime.now(timezone.utc))).total_seconds()
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
@@ -399,7 +399,7 @@ class Sender:
 
     def _acked(self, records: list[SpoolRecord], sent: Sent, report: FlushReport) -> None:
         self.spool.ack([r.id for r in records])
-        self.last_ack_at = datetime.now(UTC)
+        self.last_ack_at = datetime.now(timezone.utc)
         report.records += len(records)
         report.accepted += sent.accepted
         report.duplicates += sent.duplicates

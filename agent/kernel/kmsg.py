@@ -36,7 +36,7 @@ _HEADER = re.compile(rb"([0-9]{1,10}),([0-9]{1,20}),([0-9]{1,20}),([^,;]+)(?:,[^
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class KmsgRecord:
     prio: int
     facility: int

@@ -15,7 +15,7 @@ from agent.errors import ParseError
 HYPERVISOR_MODULES = ("kvm_intel", "kvm_amd", "vmmon", "vboxdrv")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CpuInfo:
     model: str  # first `model name`, "" when the file has none (some VMs, non-x86)
     count: int  # `processor` entries: logical CPUs online

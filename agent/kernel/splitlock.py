@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Union
 
 from agent.errors import ParseError
 from agent.payload import Kind, Mode
@@ -54,7 +54,7 @@ MAX_COMM_CHARS = 64
 Verb = Literal["took", "fatal", "bogus", "alignment_check"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Trap:
     kind: Kind
     verb: Verb
@@ -63,14 +63,14 @@ class Trap:
     address: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Suppressed:
     kind: Kind
     site: str
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BootMode:
     mode: Mode
     ratelimit: int | None
@@ -79,7 +79,7 @@ class BootMode:
     text: str
 
 
-Message = Trap | Suppressed | BootMode
+Message = Union[Trap, Suppressed, BootMode]
 
 _TRAP = re.compile(
     r"#(?P<vec>AC|DB): (?P<who>.*) (?P<verb>took a|fatal|bogus) (?P<what>split_lock|bus_lock) "

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Literal
 
 from agent.errors import ParseError
@@ -114,7 +114,7 @@ _RFC5424 = re.compile(
 _HOST_TAG = re.compile(r"(?P<host>\S+) (?P<tag>[^\s:\[]+)(?:\[[0-9]+\])?: ")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LogLine:
     style: Style
     message: str
@@ -127,7 +127,7 @@ class LogLine:
     kmsg_seq: int | None = None
 
 
-def parse_line(line: str, *, year: int, tz: tzinfo = UTC) -> LogLine:
+def parse_line(line: str, *, year: int, tz: tzinfo = timezone.utc) -> LogLine:
     """One line of a kernel log, its trailing newline allowed."""
     line = line[:MAX_LINE_CHARS].rstrip("\r\n")
     if _KMSG.match(line):
@@ -191,7 +191,7 @@ def parse_line(line: str, *, year: int, tz: tzinfo = UTC) -> LogLine:
         host, kernel, rest = _host_tag(line[m.end() :], required=True)
         if host is not None:
             usec = _usec(m["s"], m["f"])
-            at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=usec)
+            at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=usec)
             return _with_kernel_stamp(LogLine("unix", rest, at=at, host=host, from_kernel=kernel))
     return LogLine("bare", line, from_kernel=from_kernel)
 
@@ -251,7 +251,7 @@ def _local(
     year: int, month: int, day: int, hour: int, minute: int, second: int, micro: int, tz: tzinfo
 ) -> datetime | None:
     try:
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(timezone.utc)
     except (ValueError, OverflowError):
         return None  # Feb 30, hour 25: not a time
 
@@ -263,7 +263,7 @@ def _iso_time(text: str, tz: tzinfo) -> datetime | None:
     offset = m["tz"]
     zone: tzinfo = tz
     if offset == "Z":
-        zone = UTC
+        zone = timezone.utc
     elif offset:
         sign = -1 if offset[0] == "-" else 1
         digits = offset[1:].replace(":", "")

@@ -52,7 +52,7 @@ _SYSTEMD_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _UNIT = re.compile(r"/([^/]+)\.(?:service|scope)(?:/|$)")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VmmIdentity:
     vmm: str  # qemu | firecracker | cloud-hypervisor | crosvm (payload Guest.vmm)
     name: str

@@ -30,7 +30,7 @@ DEAD_VMMS_KEPT = 256
 _UNKNOWN_COMM = "<...>"  # trace_pipe's name for a pid whose comm it no longer has
 
 
-@dataclass(slots=True)
+@dataclass
 class _Vmm:
     identity: vmm.VmmIdentity
     alive: bool = True

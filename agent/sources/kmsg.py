@@ -29,7 +29,7 @@ import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from agent.errors import ParseError
@@ -48,20 +48,20 @@ _MAX_PARTIAL_LINE = 1 << 20  # an unfinished line longer than this is not a reco
 Status = Literal["ok", "absent", "denied", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class KmsgCursor:
     boot_id: str
     next_seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class KmsgTrap:
     seq: int
     time: datetime
     trap: Trap
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class KmsgResult:
     status: Status
     error: str | None
@@ -73,7 +73,7 @@ class KmsgResult:
     forged: int
 
 
-@dataclass(slots=True)
+@dataclass
 class _Pass:
     """What one collect() pass has seen so far."""
 
@@ -90,7 +90,7 @@ class _Pass:
 
     def __post_init__(self) -> None:
         # Record time = btime (proc/stat, whole seconds) + USEC since boot.
-        self.boot_at = datetime.fromtimestamp(self.btime, UTC)
+        self.boot_at = datetime.fromtimestamp(self.btime, timezone.utc)
 
     def take(self, record: KmsgRecord) -> None:
         if record.seq < self.skip_below:

@@ -31,7 +31,7 @@ REMEDY_ABSENT = "msr module not loaded: modprobe msr"
 REMEDY_DENIED = "run as root or grant CAP_SYS_RAWIO"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MsrResult:
     status: Status
     error: str | None
@@ -159,7 +159,7 @@ def collect(host: HostRoot, *, sld_flag: bool | None = None) -> MsrResult:
     if "ok" in outcomes:
         return MsrResult("ok", None, tuple(states), supported)
     status: Status = "denied" if "denied" in outcomes else "failed"
-    first = next(s.error for s, o in zip(states, outcomes, strict=True) if o == status)
+    first = next(s.error for s, o in zip(states, outcomes) if o == status)
     others = len(states) - 1
     error = f"{first} (and {others} more CPUs)" if others else first
     return MsrResult(status, error, tuple(states), supported)

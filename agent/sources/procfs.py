@@ -26,7 +26,7 @@ UNKNOWN = "unknown"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProcfsResult:
     hostname: str
     kernel: str  # osrelease as written, e.g. "6.8.0-49-generic"

@@ -47,7 +47,7 @@ _LINE = re.compile(
 _LOST = re.compile(r"^CPU:\d+ \[LOST (\d+) EVENTS\]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TraceHit:
     probe: str  # split_lock_warn | handle_guest_split_lock | handle_bus_lock
     comm: str  # `<...>` when the trace's comm cache no longer has the name
@@ -56,7 +56,7 @@ class TraceHit:
     first_usec: int  # trace clock (time since boot) of the first of them, in microseconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TracefsResult:
     status: Status
     error: str | None
@@ -64,7 +64,7 @@ class TracefsResult:
     lost: int = 0  # `[LOST N EVENTS]`: the ring buffer overflowed between two reads
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Parsed:
     probe: str
     comm: str
