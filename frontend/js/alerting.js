@@ -143,7 +143,9 @@ export function ruleCondition(rule) {
     forged_records: "forged kernel-log records on a host",
     new_offender: "a guest split-locking for the first time",
   };
-  return `${words[rule.type] || rule.type}${rule.type === "agent_silent" && rule.window ? ` for ${rule.window}` : window}${lasting}`;
+  const windowed = rule.window && !/^0+[a-z]*$/.test(String(rule.window));
+  const when = !windowed ? "" : rule.type === "agent_silent" ? ` for ${rule.window}` : ` in ${rule.window}`;
+  return `${words[rule.type] || rule.type}${when}${lasting}`;
 }
 
 export function deliveryOf(raw) {

@@ -240,6 +240,8 @@ def test_alert_marks_band_each_alert_from_start_to_end_or_the_window_end_while_f
     ]
     assert bands[0]["fillcolor"] != bands[1]["fillcolor"]  # critical and warning differ
     assert [a["text"] for a in marks["annotations"]] == ["GuestKilled kvm-b / db-7", "HostInconsistent kvm-c"]
+    # Near the right edge a label reads leftwards, clear of the legend.
+    assert [a["xanchor"] for a in marks["annotations"]] == ["left", "right"]
     merged = js(
         "return charts.mergeMarks(charts.changeMarks([], arg.gaps, arg.range), arg.marks);",
         {"gaps": [{"host": "kvm-a", "received_at": "2026-11-25T10:00:00Z", "count": 1, "reason": "overrun",
@@ -266,3 +268,18 @@ def test_a_silence_from_an_alert_matches_its_identity_not_its_severity_and_expir
         {"m": {"host": "kvm-c"}, "alerts": ALERTS},
     )
     assert matches == [True, False, True, False, False]
+
+
+def test_alerts_fired_together_share_one_label_that_names_each_on_hover(js: Any) -> None:
+    together = [
+        {**ALERTS[0], "fingerprint": f"f{i}", "starts_at": f"2026-11-25T10:00:{i:02d}Z", "ends_at": None,
+         "status": "firing", "labels": {**ALERTS[0]["labels"], "guest": f"vm-{i}"}}
+        for i in range(3)
+    ]  # fmt: skip
+    marks = js(
+        "return charts.alertMarks(arg.a.map(alerting.alertOf), arg.range);", {"a": together, "range": RANGE}
+    )
+    (label,) = marks["annotations"]
+    assert label["text"] == "3 alerts"
+    assert label["hovertext"].split("<br>") == [f"GuestKilled kvm-b / vm-{i}" for i in range(3)]
+    assert len(marks["items"]) == 3  # each is still listed

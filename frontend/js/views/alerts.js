@@ -9,7 +9,7 @@ import {
   deliveryOf, silenceMatchers, silenceMatches, silenceOf, sortAlerts, webhookOf,
 } from "../alerting.js";
 import * as api from "../api.js";
-import { ago, card, code, fmtNum, fmtTime, h, section, table, viewLink } from "../dom.js";
+import { ago, card, code, emptyState, fmtNum, fmtTime, h, section, table, viewLink } from "../dom.js";
 import { rangeLabel } from "../state.js";
 
 // Webhooks whose last delivery is fetched one by one when the list does not carry it: a
@@ -23,20 +23,26 @@ export async function render(state, range) {
     api.alerts({ since: range.since, limit: 1000 }),
     api.silences({ active: true }),
     api.alertRules(),
-    api.webhooks(),
+    // Webhooks are an admin's to read (their URLs and targets are configuration, not telemetry):
+    // a viewer gets the rest of the page and a sentence here.
+    api.webhooks().catch((err) => {
+      if (err.status === 403) return { items: [], forbidden: err };
+      throw err;
+    }),
   ]);
   const firing = sortAlerts(firingList.items.map(alertOf).filter(isFiring));
   const history = sortAlerts(alertsInRange(historyList.items.map(alertOf), range).filter((a) => a.status === "resolved"));
   const silences = silenceList.items.map((s) => silenceOf(s)).filter((s) => s.active);
   const rules = ruleList.items.map(ruleOf);
   const hooks = hookList.items.map(webhookOf);
+  const hooksHidden = Boolean(hookList.forbidden);
   await lastDeliveries(hooks);
   // A silence the API did not mark on the alert still mutes it: say so either way.
   for (const alert of firing) alert.silenced = alert.silenced || silences.some((s) => silenceMatches(s, alert));
 
   const node = h("div", { class: "view view-alerts" }, h("div", { class: "title-row" }, h("h1", {}, "Alerts")));
   node.append(
-    cards(firing, silences, rules, hooks),
+    cards(firing, silences, rules, hooksHidden ? null : hooks),
     section(
       "Firing now",
       table(firingColumns(state), firing, {
@@ -74,11 +80,14 @@ export async function render(state, range) {
       ),
       section(
         "Webhooks",
-        table(webhookColumns(), hooks, {
-          id: "webhooks",
-          rowData: (w) => ({ id: String(w.id) }),
-          empty: "No webhook: alerts show here but go nowhere else.",
-        }),
+        hooksHidden
+          ? emptyState("Webhooks and their deliveries are shown to admin tokens only.",
+            h("p", {}, "Log in with a token from ", code("splitwatch token create --role admin"), " to see where alerts go."))
+          : table(webhookColumns(), hooks, {
+            id: "webhooks",
+            rowData: (w) => ({ id: String(w.id) }),
+            empty: "No webhook: alerts show here but go nowhere else.",
+          }),
         h("p", { class: "hint" }, "Add one with ", code("POST /api/v1/webhooks"), " (admin token); test it with ", code("splitwatch webhook test ID"), "."),
       ),
     ),
@@ -102,7 +111,7 @@ async function lastDeliveries(hooks) {
 function cards(firing, silences, rules, hooks) {
   const critical = firing.filter((a) => a.severity === "critical" && !a.silenced).length;
   const silenced = firing.filter((a) => a.silenced).length;
-  const failing = hooks.filter((w) => !w.enabled || (w.last && ["failed", "gone"].includes(w.last.status))).length;
+  const failing = hooks ? hooks.filter((w) => !w.enabled || (w.last && ["failed", "gone"].includes(w.last.status))).length : 0;
   const enabled = rules.filter((r) => r.enabled).length;
   return h(
     "div",
@@ -113,7 +122,7 @@ function cards(firing, silences, rules, hooks) {
     }),
     card("Silences", fmtNum(silences.length), "in force now", { id: "card-silences" }),
     card("Rules", fmtNum(enabled), `enabled of ${rules.length}`, { id: "card-rules" }),
-    card("Webhooks", fmtNum(hooks.length), failing ? `${failing} failing or disabled` : "all delivering", {
+    card("Webhooks", hooks ? fmtNum(hooks.length) : "–", !hooks ? "admin tokens only" : failing ? `${failing} failing or disabled` : "all delivering", {
       tone: failing ? "warn" : null,
       id: "card-webhooks",
     }),
@@ -142,9 +151,9 @@ function firingColumns(state) {
   return [
     { label: "severity", value: (a) => severityBadge(a.severity) },
     { label: "alert", value: (a) => h("strong", { class: "alertname" }, a.name) },
-    { label: "where", value: (a) => who(state, a) },
+    { label: "where", class: "nowrap", value: (a) => who(state, a) },
     { label: "what", value: summaryCell },
-    { label: "since (UTC)", value: (a) => h("span", { title: ago(a.startsAt) }, fmtTime(a.startsAt)) },
+    { label: "since (UTC)", class: "nowrap", value: (a) => h("span", { title: ago(a.startsAt) }, fmtTime(a.startsAt)) },
     { label: "", class: "actions", value: (a) => silenceControl(a) },
   ];
 }
@@ -160,10 +169,10 @@ function historyColumns(state) {
   return [
     { label: "severity", value: (a) => severityBadge(a.severity) },
     { label: "alert", value: (a) => a.name },
-    { label: "where", value: (a) => who(state, a) },
+    { label: "where", class: "nowrap", value: (a) => who(state, a) },
     { label: "what", value: (a) => a.summary },
-    { label: "fired (UTC)", value: (a) => fmtTime(a.startsAt) },
-    { label: "resolved (UTC)", value: (a) => fmtTime(a.endsAt) },
+    { label: "fired (UTC)", class: "nowrap", value: (a) => fmtTime(a.startsAt) },
+    { label: "resolved (UTC)", class: "nowrap", value: (a) => fmtTime(a.endsAt) },
     { label: "lasted", class: "num", value: duration },
   ];
 }
@@ -171,7 +180,7 @@ function historyColumns(state) {
 function silenceColumns() {
   return [
     { label: "matches", value: (s) => code(labelText(s.matchers)) },
-    { label: "until (UTC)", value: (s) => h("span", { title: `ends ${ago(s.endsAt).replace(" ago", "")}` }, fmtTime(s.endsAt)) },
+    { label: "until (UTC)", class: "nowrap", value: (s) => h("span", { title: `ends ${ago(s.endsAt).replace(" ago", "")}` }, fmtTime(s.endsAt)) },
     { label: "comment", value: (s) => s.comment },
     { label: "by", value: (s) => s.createdBy || "–" },
     { label: "", class: "actions", value: (s) => endSilenceButton(s) },
@@ -180,7 +189,7 @@ function silenceColumns() {
 
 function ruleColumns() {
   return [
-    { label: "rule", value: (r) => h("strong", {}, r.name) },
+    { label: "rule", class: "nowrap", value: (r) => h("strong", {}, r.name) },
     { label: "fires on", value: (r) => ruleCondition(r) },
     { label: "severity", value: (r) => severityBadge(r.severity) },
     { label: "", value: (r) => [r.builtin ? h("span", { class: "badge" }, "built-in") : null, " ",

@@ -159,8 +159,8 @@ function changesList(items, state) {
     h("summary", {}, `${items.length} change(s), drift(s), gap(s) and alert(s) in this window`),
     table(
       [
-        { label: "time (UTC)", value: (i) => fmtTime(i.at) },
-        { label: "host", value: (i) => (i.host ? viewLink(state, { page: "host", name: i.host }, i.host) : "–") },
+        { label: "time (UTC)", class: "nowrap", value: (i) => fmtTime(i.at) },
+        { label: "host", class: "nowrap", value: (i) => (i.host ? viewLink(state, { page: "host", name: i.host }, i.host) : "–") },
         {
           label: "what",
           value: (i) =>
