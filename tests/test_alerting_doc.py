@@ -19,16 +19,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from app.alerts.bodies import Notice, render
+from app.alerts.rules import fingerprint
+from app.api.alert_models import Alert
 from tests.app.conftest import free_port
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "alerting.md"
 # What the receiver prints for the doc's example alert, in either format.
-KILLED_LINE = "firing GuestKilled critical host=kvm-b guest=db-7 - Guest db-7 was killed by SIGBUS on kvm-b"
+KILLED_LINE = (
+    "firing GuestKilled critical host=kvm-b guest=db-7 - "
+    "guest db-7 on host kvm-b was killed by SIGBUS (1 fatal split lock(s) in 10m)"
+)
 SECRET = "whsec_" + base64.b64encode(b"splitwatch receiver test key!!!!").decode()
 
 
@@ -42,13 +49,13 @@ def receiver_code() -> str:
     return match.group(1) + "\n"
 
 
-def json_block(after_heading: str) -> dict[str, object]:
+def json_block(after_heading: str) -> dict[str, Any]:
     """The first ```json block under the heading `after_heading`."""
     text = doc_text()
     start = text.index(after_heading)
     match = re.search(r"```json\n(.*?)\n```", text[start:], re.S)
     assert match, f"no JSON example under {after_heading!r}"
-    body: dict[str, object] = json.loads(match.group(1))
+    body: dict[str, Any] = json.loads(match.group(1))
     return body
 
 
@@ -109,10 +116,7 @@ def test_receiver_accepts_a_signed_alertmanager_notice_and_prints_each_alert(rec
     body = json.dumps(json_block("### Alertmanager format (v4)")).encode()
     answer = receiver.post(body, signed(body, "msg_1"))
     assert answer.status_code == 204, answer.text
-    lines = receiver.output()
-    assert lines == [
-        "firing GuestKilled critical host=kvm-b guest=db-7 - Guest db-7 was killed by SIGBUS on kvm-b"
-    ]
+    assert receiver.output() == [KILLED_LINE]
 
 
 def test_receiver_reads_the_native_format_too(receiver: Receiver) -> None:
@@ -163,3 +167,36 @@ def test_signature_header_is_v1_base64_hmac_sha256_of_id_timestamp_body() -> Non
         hmac.new(key, b"msg_8.%d.%s" % (int(at.timestamp()), body), hashlib.sha256).digest()
     )
     assert Webhook(secret.group(1)).sign("msg_8", at, body.decode()) == "v1," + by_hand.decode()
+
+
+def _doc_notice() -> Notice:
+    """The notice behind the doc's examples, read back from its Alertmanager body."""
+    body = json_block("### Alertmanager format (v4)")
+    (alert,) = body["alerts"]
+    native = json_block("### Native format")["alert"]
+    return Notice(
+        alert_id=native["id"],
+        rule=native["rule"],
+        status=alert["status"],
+        labels=alert["labels"],
+        annotations=alert["annotations"],
+        starts_at=dt.datetime.fromisoformat(alert["startsAt"].replace("Z", "+00:00")),
+        ends_at=None,
+        generator_url=alert["generatorURL"],
+        fingerprint=alert["fingerprint"],
+        value=native["value"],
+    )
+
+
+def test_the_docs_example_bodies_are_what_the_backend_sends() -> None:
+    # Rendered by the backend's own code from the same alert: any field it adds, drops or
+    # renames shows here. The fingerprint is the labels' own (Alertmanager's hash).
+    notice = _doc_notice()
+    assert fingerprint(notice.labels) == notice.fingerprint
+    am = json_block("### Alertmanager format (v4)")
+    assert am == json.loads(render("alertmanager", notice, str(am["receiver"]), str(am["externalURL"])))
+    native = json_block("### Native format")
+    assert native == json.loads(render("native", notice, "", str(native["external_url"])))
+    listed = json_block("`GET /api/v1/alerts` lists alerts")["items"][0]
+    assert listed["fingerprint"] == notice.fingerprint and listed["labels"] == notice.labels
+    assert set(listed) == set(Alert.model_fields), "the GET /alerts example lacks or invents fields"

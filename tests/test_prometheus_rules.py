@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.settings import Settings
-from tests.app.conftest import Server, Tokens, upgrade
+from tests.app.conftest import Server, Tokens, auth, upgrade
 from tests.app.fill import Filler, ev, lost, state
 from tests.conftest import require_promtool
 
@@ -38,6 +40,8 @@ ALERTS = {
     "NewOffender",
     "SplitwatchIngestErrors",
     "SplitwatchDatabaseDown",
+    "SplitwatchWebhookFailing",
+    "SplitwatchOutboxStuck",
 }
 
 
@@ -95,15 +99,38 @@ def test_host_inconsistent_reads_one_recording_rule_that_is_the_one_place_to_swi
     assert readers == ["splitwatch:host_inconsistent"]
 
 
+class _Ok(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def exposition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
-    """Family sample names -> label names, scraped from a real backend with one host's data."""
+    """Family sample names -> label names, scraped from a real backend with one host's data and
+    one webhook that was sent a test notice (so the delivery counters have their labels)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('rules') / 'splitwatch.db'}"
     upgrade(url)
-    server = Server(Settings(database_url=url))
+    server = Server(Settings(database_url=url, webhook_allow_private=True))
     server.start()
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    tokens = Tokens(url)
     try:
-        fill = Filler(server.url, Tokens(url))
+        admin = auth(tokens.admin())
+        hook = httpx.post(
+            f"{server.url}/api/v1/webhooks",
+            json={"url": f"http://127.0.0.1:{receiver.server_address[1]}/", "format": "native"},
+            headers=admin,
+        )
+        assert hook.status_code == 201, hook.text
+        sent = httpx.post(f"{server.url}/api/v1/webhooks/{hook.json()['id']}/test", headers=admin, timeout=30)
+        assert sent.status_code == 200, sent.text
+        fill = Filler(server.url, tokens)
         now = dt.datetime.now(dt.UTC)
         try:
             fill.send(
@@ -117,6 +144,7 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
         text = httpx.get(f"{server.url}/metrics", timeout=30).text
     finally:
         server.stop()
+        receiver.shutdown()
     found: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -137,6 +165,6 @@ def test_every_series_and_label_the_rules_read_is_exported_by_metrics(
             assert label in exposition[name], f"{name} has no label {label!r}"
     # By-clauses name labels the series carry (instance and job come from Prometheus).
     for clause in re.findall(r"\b(?:by|on|without)\s*\(([^)]*)\)", exprs):
-        for label in (x.strip() for x in clause.split(",")):
+        for label in (x.strip() for x in clause.split(",") if x.strip()):
             known = any(label in labels for labels in exposition.values())
             assert label in {"instance", "job"} or known, f"no series has a label {label!r}"
