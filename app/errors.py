@@ -174,7 +174,22 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the app serves on this path. Starlette's 405 names only the methods of the
+    first route whose path matched, but a path can have several routes (GET and POST
+    /api/v1/alert-rules are two), and Allow must list them all (RFC 9110 §15.5.6)."""
+    from starlette.routing import Match
+
+    routes = request.app.routes
+    methods = [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return ", ".join(methods) or None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     try:
         phrase = HTTPStatus(exc.status_code).phrase
@@ -184,9 +199,13 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = "no such route: see /docs or /openapi.json for the API"
-    elif exc.status_code == 405:
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
         detail = "method not allowed on this route: see /openapi.json for the allowed methods"
-    return error_response(exc.status_code, code, detail, None, getattr(exc, "headers", None))
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
+    return error_response(exc.status_code, code, detail, None, headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -66,7 +66,7 @@ def get_alert_rule(rule_id: RuleId, conn: ConnDep, _viewer: ViewerDep) -> AlertR
     operation_id="create_alert_rule",
     response_model=AlertRule,
     status_code=201,
-    responses=error_responses(401, 403, 409, 422),
+    responses=error_responses(400, 401, 403, 409, 422),
     summary="Create a threshold rule (admin)",
 )
 async def create_alert_rule(body: AlertRuleCreate, writer: WriterDep, _admin: AdminDep) -> AlertRule:
@@ -114,7 +114,7 @@ async def _answer(writer: Any, rule_id: int) -> AlertRule:
     "/alert-rules/{rule_id}",
     operation_id="update_alert_rule",
     response_model=AlertRule,
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 422),
     summary="Change, retune, disable or enable a rule, built-in ones too (admin)",
 )
 async def update_alert_rule(

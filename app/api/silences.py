@@ -69,7 +69,7 @@ def get_silence(silence_id: SilenceId, conn: ConnDep, _viewer: ViewerDep) -> Sil
     operation_id="create_silence",
     response_model=Silence,
     status_code=201,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(400, 401, 403, 422),
     summary="Silence the alerts whose labels match, until ends_at (admin)",
 )
 async def create_silence(body: SilenceCreate, writer: WriterDep, admin: AdminDep) -> Silence:

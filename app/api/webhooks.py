@@ -87,7 +87,7 @@ def get_webhook(webhook_id: WebhookId, conn: ConnDep, _admin: AdminDep) -> Webho
     operation_id="create_webhook",
     response_model=WebhookCreated,
     status_code=201,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(400, 401, 403, 422),
     summary="Add a webhook; the answer holds its secret, shown only this once (admin)",
 )
 async def create_webhook(
@@ -130,7 +130,7 @@ async def create_webhook(
     "/webhooks/{webhook_id}",
     operation_id="update_webhook",
     response_model=Webhook,
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(400, 401, 403, 404, 422),
     summary="Change a webhook's URL, format, match or enabled (admin)",
 )
 async def update_webhook(

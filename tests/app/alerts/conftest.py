@@ -92,8 +92,13 @@ class Receiver:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def answer(self, status: int = 200, headers: dict[str, str] | None = None, body: bytes = b"ok",
-               delay_s: float = 0.0) -> None:  # fmt: skip
+    def answer(
+        self,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"ok",
+        delay_s: float = 0.0,
+    ) -> None:
         self._default = Answer(status, headers or {}, body, delay_s)
 
     def script(self, answers: Sequence[Answer]) -> None:
@@ -113,7 +118,9 @@ class Receiver:
                 body = self.rfile.read(length)
                 with receiver._lock:
                     receiver.requests.append(
-                        Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+                        Request(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
+                        )
                     )
                     receiver.in_flight += 1
                     receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
@@ -193,9 +200,19 @@ class Alerting:
     def agent(self, host: str) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, timeout=30, headers=auth(self.tokens.agent(host)))
 
-    def ingest(self, host: str, *, guest: str | None = "vm-1", n: int = 1, action: Action = Action.WARN,
-               kind: Kind = Kind.SPLIT_LOCK, at: datetime | None = None, mode: str | None = None,
-               sld_on: Sequence[bool] | None = None, gaps: Sequence[Any] = ()) -> None:  # fmt: skip
+    def ingest(
+        self,
+        host: str,
+        *,
+        guest: str | None = "vm-1",
+        n: int = 1,
+        action: Action = Action.WARN,
+        kind: Kind = Kind.SPLIT_LOCK,
+        at: datetime | None = None,
+        mode: str | None = None,
+        sld_on: Sequence[bool] | None = None,
+        gaps: Sequence[Any] = (),
+    ) -> None:
         """Send n events (and optionally a state sample and gaps) for `host` through POST /ingest."""
         at = at or datetime.now(UTC)
         evs = []
@@ -209,7 +226,9 @@ class Alerting:
             st = state(at=at, mode=Mode(mode or "warn"), sld_on=tuple(sld_on or (True, True, True, True)))
         body = payload(evs, st, gaps, host=host_info(name=host))
         with self.agent(host) as client:
-            r = client.post("/api/v1/ingest", content=body.to_json(), headers={"Content-Type": "application/json"})
+            r = client.post(
+                "/api/v1/ingest", content=body.to_json(), headers={"Content-Type": "application/json"}
+            )
         assert r.status_code == 200, r.text
 
     def webhook(self, url: str, **fields: Any) -> dict[str, Any]:
@@ -315,10 +334,16 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
     port = free_port()
     log = tmp_path / "alertmanager.log"
     proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am-data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL, stderr=open(log, "wb"),  # noqa: SIM115 (the child owns it)
-    )  # fmt: skip
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 (the child owns it)
+    )
     am = Alertmanager(f"http://127.0.0.1:{port}", hook, proc, log)
 
     def ready() -> bool:

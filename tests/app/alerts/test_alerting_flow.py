@@ -15,9 +15,17 @@ from tests.app.alerts.conftest import Alerting, Alertmanager, Receiver, poll
 # Every field of an Alertmanager v4 webhook body, and of each of its alerts, as Alertmanager 0.25
 # sends them (tests/samples/alertmanager/0.25-webhook-firing.json was captured from it).
 AM_FIELDS = {
-    "receiver", "status", "alerts", "groupLabels", "commonLabels", "commonAnnotations", "externalURL",
-    "version", "groupKey", "truncatedAlerts",
-}  # fmt: skip
+    "receiver",
+    "status",
+    "alerts",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+    "externalURL",
+    "version",
+    "groupKey",
+    "truncatedAlerts",
+}
 AM_ALERT_FIELDS = {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}
 
 
@@ -36,8 +44,15 @@ def verify(secret: str, request: Any) -> Any:
 def test_threshold_rule_fires_an_alertmanager_v4_body_that_verifies_then_resolves(
     alerting: Alerting, receiver: Receiver
 ) -> None:
-    rule = alerting.rule(name="busy-guest", type="threshold", kind="split_lock", group_by="guest",
-                         window="60s", threshold=3, **{"for": "0s"})  # fmt: skip
+    rule = alerting.rule(
+        name="busy-guest",
+        type="threshold",
+        kind="split_lock",
+        group_by="guest",
+        window="60s",
+        threshold=3,
+        **{"for": "0s"},
+    )
     hook = alerting.webhook(receiver.url, format="alertmanager", match={"alertname": "busy-guest"})
     secret = hook["secret"]
     assert secret.startswith("whsec_")
@@ -58,7 +73,12 @@ def test_threshold_rule_fires_an_alertmanager_v4_body_that_verifies_then_resolve
     assert body["truncatedAlerts"] == 0
     [alert] = body["alerts"]
     assert set(alert) == AM_ALERT_FIELDS
-    assert alert["labels"] == {"alertname": "busy-guest", "severity": "warning", "host": "kvm-1", "guest": "vm-busy"}
+    assert alert["labels"] == {
+        "alertname": "busy-guest",
+        "severity": "warning",
+        "host": "kvm-1",
+        "guest": "vm-busy",
+    }
     assert alert["status"] == "firing"
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert "3 split_lock" in alert["annotations"]["summary"]
@@ -67,7 +87,9 @@ def test_threshold_rule_fires_an_alertmanager_v4_body_that_verifies_then_resolve
     assert len(alert["fingerprint"]) == 16
     assert body["commonLabels"] == alert["labels"]
     assert body["groupLabels"] == alert["labels"]
-    assert body["groupKey"] == '{}:{alertname="busy-guest", guest="vm-busy", host="kvm-1", severity="warning"}'
+    assert (
+        body["groupKey"] == '{}:{alertname="busy-guest", guest="vm-busy", host="kvm-1", severity="warning"}'
+    )
     assert len(firing) == 1  # vm-quiet (1) stays under the threshold
 
     [listed] = alerting.alerts(status="firing", rule="busy-guest")
@@ -111,9 +133,10 @@ def test_real_alertmanager_lists_the_pushed_alert_then_sees_it_resolved(
 
     def resolved_by_am() -> list[Any]:
         return [
-            b for b in alertmanager.receiver.bodies("resolved")
+            b
+            for b in alertmanager.receiver.bodies("resolved")
             if any(a["labels"].get("alertname") == "am-busy" for a in b["alerts"])
-        ]  # fmt: skip
+        ]
 
     poll(resolved_by_am, "Alertmanager to send its own resolved notice", 150)
     assert listed() == []  # resolved alerts leave Alertmanager's active list
@@ -122,7 +145,9 @@ def test_real_alertmanager_lists_the_pushed_alert_then_sees_it_resolved(
 
 
 @pytest.mark.slow
-def test_guest_killed_in_fatal_mode_alerts_with_no_rule_configured(alerting: Alerting, receiver: Receiver) -> None:
+def test_guest_killed_in_fatal_mode_alerts_with_no_rule_configured(
+    alerting: Alerting, receiver: Receiver
+) -> None:
     hook = alerting.webhook(receiver.url, format="native")  # no match: every alert
     alerting.ingest("kvm-fatal", guest="vm-doomed", action=Action.SIGBUS, mode="fatal")
 
@@ -134,13 +159,19 @@ def test_guest_killed_in_fatal_mode_alerts_with_no_rule_configured(alerting: Ale
     standardwebhooks.Webhook(hook["secret"]).verify(request.body, request.headers)
     assert body["version"] == "splitwatch/1"
     alert = body["alert"]
-    assert alert["labels"] == {"alertname": "GuestKilled", "severity": "critical", "host": "kvm-fatal",
-                               "guest": "vm-doomed"}  # fmt: skip
+    assert alert["labels"] == {
+        "alertname": "GuestKilled",
+        "severity": "critical",
+        "host": "kvm-fatal",
+        "guest": "vm-doomed",
+    }
     assert "SIGBUS" in alert["annotations"]["summary"]
     assert "fatal" in alert["annotations"]["description"]
     assert alert["url"] == "https://splitwatch.example.com/#/guest/vm-doomed?range=24h"
     assert alert["value"] == 1
-    [rule] = [r for r in alerting.viewer.get("/api/v1/alert-rules").json()["items"] if r["name"] == "GuestKilled"]
+    [rule] = [
+        r for r in alerting.viewer.get("/api/v1/alert-rules").json()["items"] if r["name"] == "GuestKilled"
+    ]
     assert rule["builtin"] is True and rule["firing"] == 1
 
 
@@ -150,8 +181,10 @@ def test_silence_suppresses_the_notice_until_it_expires(alerting: Alerting, rece
     alerting.disable_builtins()
     alerting.rule(name="hushed", type="threshold", group_by="guest", window="60s", threshold=1)
     alerting.webhook(receiver.url)
-    r = alerting.admin.post("/api/v1/silences", json={"matchers": {"guest": "vm-hush"}, "duration": "1h",
-                                                       "comment": "maintenance"})  # fmt: skip
+    r = alerting.admin.post(
+        "/api/v1/silences",
+        json={"matchers": {"guest": "vm-hush"}, "duration": "1h", "comment": "maintenance"},
+    )
     assert r.status_code == 201, r.text
     silence = r.json()
     assert silence["active"] is True
@@ -164,7 +197,10 @@ def test_silence_suppresses_the_notice_until_it_expires(alerting: Alerting, rece
     assert hushed["notified"] is False
     # Several evaluations later, still nothing for vm-hush.
     seen = hushed["last_evaluated_at"]
-    poll(lambda: alerting.alerts(status="firing", guest="vm-hush")[0]["last_evaluated_at"] > seen, "re-evaluation")
+    poll(
+        lambda: alerting.alerts(status="firing", guest="vm-hush")[0]["last_evaluated_at"] > seen,
+        "re-evaluation",
+    )
     assert [b["alerts"][0]["labels"]["guest"] for b in receiver.bodies()] == ["vm-loud"]
 
     r = alerting.admin.delete(f"/api/v1/silences/{silence['id']}")
