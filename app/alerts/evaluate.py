@@ -79,19 +79,23 @@ def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float) ->
     """Renew or take the lease in the caller's transaction; False when another holds it."""
     expires = now + dt.timedelta(seconds=ttl_s)
     values = {"holder": holder, "expires_at": expires, "renewed_at": now}
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
     done = conn.execute(
         update(alert_lease)
         .where(alert_lease.c.name == LEASE_NAME)
         .where(or_(alert_lease.c.holder == holder, alert_lease.c.expires_at < now))
         .values(**values)
-    ).rowcount
-    if done == 1:
+        .returning(alert_lease.c.name)
+    ).first()
+    if done is not None:
         return True
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(alert_lease)
     created = conn.execute(
-        ins.values(name=LEASE_NAME, **values).on_conflict_do_nothing(index_elements=["name"])
-    ).rowcount
-    return created == 1
+        ins.values(name=LEASE_NAME, **values)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(alert_lease.c.name)
+    ).first()
+    return created is not None
 
 
 def release_lease(conn: Connection, holder: str) -> None:

@@ -93,9 +93,11 @@ def address_problem(ip: IpAddress, allow_private: bool) -> str | None:
         kind = "unspecified"
     elif isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
         kind = "shared (carrier-grade NAT)"
+    elif ip.is_reserved:
+        kind = "reserved"
     elif ip.is_private:
         kind = "private"
-    elif ip.is_reserved or not ip.is_global:
+    elif not ip.is_global:
         kind = "reserved"
     else:
         return None
