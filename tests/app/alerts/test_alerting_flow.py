@@ -3,6 +3,7 @@ HTTP receivers on 127.0.0.1 and to a real Alertmanager (issue 12, "Done means").
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,8 +32,12 @@ AM_ALERT_FIELDS = {"status", "labels", "annotations", "startsAt", "endsAt", "gen
 
 def previous_minute() -> datetime:
     """A time in the minute bucket before the current one: counted by a 60 s window now, out of
-    it at the next minute boundary (so a test waits at most a minute for the resolve)."""
+    it at the next minute boundary (so a test waits at most a minute for the resolve). Close to
+    a boundary it waits for the next minute, so the first evaluation still counts the events."""
     now = datetime.now(UTC)
+    if now.second >= 50:
+        time.sleep(61 - now.second)
+        now = datetime.now(UTC)
     return now.replace(second=0, microsecond=0) - timedelta(seconds=30)
 
 
