@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="splitwatch agent", description=DESCRIPTION)
     parser.add_argument("--server", default=os.environ.get("SPLITWATCH_SERVER"), help="Backend URL.")
     parser.add_argument("--token", default=os.environ.get("SPLITWATCH_AGENT_TOKEN"), help="Agent token.")
+    parser.add_argument(
+        "--enroll-token", type=Path, default=None, metavar="FILE", help="Enrollment token file (first run)."
+    )
     parser.add_argument("--root", type=Path, default=Path("/"), help="Root of the host to watch.")
     parser.add_argument("--interval", type=float, default=10.0, help="Seconds between passes.")
     parser.add_argument("--spool", type=Path, default=None, help="Spool directory.")
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         use_tracefs=not args.no_tracefs,
         once=args.once,
         stdout=args.stdout,
+        enroll_token=args.enroll_token,
     )
 
 
@@ -65,6 +69,7 @@ def run_agent(
     use_tracefs: bool,
     once: bool,
     stdout: bool,
+    enroll_token: Path | None = None,
 ) -> int:
     """Run the agent; returns the exit code. Expected failures end as one sentence on stderr."""
     import logging
@@ -85,7 +90,7 @@ def run_agent(
             _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
         if once and stdout:
             return _once_to_stdout(root, state_dir)
-        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once)
+        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once, enroll_token)
     except SplitwatchAgentError as exc:
         sys.stderr.write(f"splitwatch agent: {exc}\n")
         return 1
@@ -136,19 +141,41 @@ def _run_loop(
     state_dir: Path | None,
     use_tracefs: bool,
     once: bool,
+    enroll_token: Path | None = None,
 ) -> int:
+    import os
+
     from agent.config import DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR, AgentConfig
+    from agent.enroll import obtain_token, token_path
     from agent.loop import run
 
     if not server:
         _fail("no backend to send to: pass --server URL (or --once --stdout to print instead)", 2)
+    state = state_dir if state_dir is not None else DEFAULT_STATE_DIR
+    token_file = None
+    enroll_env = os.environ.get("SPLITWATCH_ENROLL_TOKEN") or None
+    # #15: --token wins; else the token this host got at enrollment; else enroll now.
+    if not token and (enroll_token is not None or enroll_env or token_path(state).exists()):
+        try:
+            token = obtain_token(
+                server=server,
+                enroll_token_file=enroll_token,
+                enroll_token=enroll_env,
+                state_dir=state,
+                root=root,
+                once=once,
+            )
+        except KeyboardInterrupt:
+            return 130  # nothing collected yet, nothing to flush
+        token_file = token_path(state)
     if not token:
         _fail(
-            "no agent token: create one with `splitwatch token create --role agent --host NAME` "
-            "and pass it with --token (or SPLITWATCH_AGENT_TOKEN)",
+            "no agent token: pass --enroll-token FILE (or SPLITWATCH_ENROLL_TOKEN) with an enrollment "
+            "token (`splitwatch token create --role enroll`), or create an agent token with "
+            "`splitwatch token create --role agent --host NAME` and pass it with --token "
+            "(or SPLITWATCH_AGENT_TOKEN)",
             2,
         )
-    state = state_dir if state_dir is not None else DEFAULT_STATE_DIR
     if spool is None:
         spool = state_dir / "spool" if state_dir is not None else DEFAULT_SPOOL_DIR
     config = AgentConfig(
@@ -160,6 +187,7 @@ def _run_loop(
         state_dir=state,
         use_tracefs=use_tracefs,
         max_passes=1 if once else None,
+        token_file=token_file,
     )
     code: int = run(config)
     return code

@@ -96,6 +96,7 @@ class Agent:
         self.config = config
         self.health = Health(interval_s=config.interval_s)
         self.passes = 0
+        self._explained: str | None = None
 
     def _open_collector(self) -> _Collector:
         from agent.collect import Collector
@@ -177,6 +178,22 @@ class Agent:
             sender.send_pending(deadline=time.monotonic() + max(self.config.interval_s, 1.0), stop=stop)
         except SpoolError as exc:
             log.error("sending stopped for this pass: %s", exc)
+        self._explain_enrolled_token(sender)
+
+    def _explain_enrolled_token(self, sender: Sender) -> None:
+        """#15: an enrolled host's token refused = an admin revoked or re-keyed it; say what to do,
+        once per refusal (the sender keeps everything and asks once per pass)."""
+        rejected = sender.token_rejected
+        if rejected and self.config.token_file is not None and rejected != self._explained:
+            log.error(
+                "this host's enrolled agent token (%s) was refused: an admin revoked or re-keyed it. "
+                "Sending has stopped; the spool keeps everything. To enroll again, delete %s and restart "
+                "the agent with a valid enrollment token; or put the re-keyed token in that file and "
+                "restart",
+                self.config.token_file,
+                self.config.token_file,
+            )
+        self._explained = rejected
 
     def _last_flush(self, sender: Sender, spool: Spool) -> None:
         if spool.depth == 0:

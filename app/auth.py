@@ -1,8 +1,9 @@
 """Bearer tokens to principals: who is asking, and what they may do.
 
 `Authorization: Bearer sw_...` → sha256 hex → a live `token` row → Principal(role, host).
-No header, an unknown or a revoked token: 401 with `WWW-Authenticate: Bearer`. A role that
-may not do this, or an agent token of another host: 403.
+No header, an unknown, revoked or expired token: 401 with `WWW-Authenticate: Bearer`. A role that
+may not do this, an agent token of another host, or an enrollment token (#15: it only
+enrolls, at POST /api/v1/enroll): 403.
 
 last_used_at is written at most once per `token_touch_interval_s` per token and process, and
 through the app's writer (on SQLite the single writer thread), so reads add no write each.
@@ -64,8 +65,16 @@ class Authenticator:
             info = find_token(conn, raw)
         if info is None:
             raise Unauthorized(
-                "token unknown or revoked: create a new one with `splitwatch token create`",
+                "token unknown, revoked or expired: create a new one with `splitwatch token create`",
                 code="invalid_token",
+            )
+        if info.role == "enroll":
+            # #15: an enrollment token is traded at POST /api/v1/enroll (app/api/enroll.py, its
+            # own check) and authenticates nothing else: it reads and writes nothing.
+            raise Forbidden(
+                "an enrollment token only enrolls agents (POST /api/v1/enroll): use the agent token "
+                "it gave, or a viewer or admin token",
+                code="wrong_role",
             )
         self._maybe_touch(info.id)
         return Principal(token_id=info.id, role=info.role, host_name=info.host_name)

@@ -24,6 +24,7 @@ there (tests/app and schemathesis look for 500s).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -174,21 +175,6 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
-def _allowed_methods(request: Request) -> str | None:
-    """Every method the app serves on this path. Starlette's 405 names only the methods of the
-    first route whose path matched, but a path can have several routes (GET and POST
-    /api/v1/alert-rules are two), and Allow must list them all (RFC 9110 §15.5.6)."""
-    from starlette.routing import Match
-
-    routes = request.app.routes
-    methods = [
-        method
-        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
-    ]
-    return ", ".join(methods) or None
-
-
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     try:
@@ -200,12 +186,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and detail == "Not Found":
         detail = "no such route: see /docs or /openapi.json for the API"
     headers = getattr(exc, "headers", None)
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's words for a JSON body that is not JSON (or not UTF-8).
+        detail = "request body is not valid JSON: send a JSON object (Content-Type: application/json)"
     if exc.status_code == 405:
         detail = "method not allowed on this route: see /openapi.json for the allowed methods"
-        allowed = _allowed_methods(request)
-        if allowed:
-            headers = {**(headers or {}), "Allow": allowed}
+        headers = {**(headers or {}), "Allow": _allowed_methods(request, headers)}
     return error_response(exc.status_code, code, detail, None, headers)
+
+
+def _allowed_methods(request: Request, headers: dict[str, str] | None) -> str:
+    """Every documented method on this path. Starlette's 405 names only the first matching
+    route's methods, so a path served by two routes (POST and DELETE /hosts/{name}/token, #15)
+    would advertise half of them; the OpenAPI document knows them all."""
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"), ops)
+            for path, ops in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    for pattern, ops in table:
+        if pattern.match(path):
+            return ", ".join(sorted(m.upper() for m in ops))
+    return (headers or {}).get("Allow", "")
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -36,7 +36,7 @@ from app.store.schema_check import schema_status
 log = logging.getLogger("splitwatch")
 
 ROUTER_MODULES = (
-    "health", "ingest", "hosts", "guests", "events", "series", "gaps", "summary",
+    "health", "ingest", "hosts", "guests", "events", "series", "gaps", "summary", "tokens", "enroll",
     "alert_rules", "alerts", "silences", "webhooks", "frontend",
 )  # fmt: skip
 

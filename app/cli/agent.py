@@ -28,6 +28,14 @@ def agent_command(
     token: str | None = typer.Option(
         None, "--token", envvar="SPLITWATCH_AGENT_TOKEN", help="Agent token (`splitwatch token create`)."
     ),
+    enroll_token: Path | None = typer.Option(
+        None,
+        "--enroll-token",
+        metavar="FILE",
+        help="File holding an enrollment token (`splitwatch token create --role enroll`; or the token "
+        "itself in SPLITWATCH_ENROLL_TOKEN): on first run the agent trades it for this host's own agent "
+        "token, kept 0600 in STATE_DIR/agent-token and used from then on.",
+    ),
     root: Path = typer.Option(Path("/"), "--root", help="Root of the host to watch (a fake host in tests)."),
     interval: float = typer.Option(10.0, "--interval", help="Seconds between collection passes."),
     spool: Path | None = typer.Option(
@@ -54,6 +62,7 @@ def agent_command(
         use_tracefs=not no_tracefs,
         once=once,
         stdout=stdout,
+        enroll_token=enroll_token,
     )
     raise typer.Exit(code)
 

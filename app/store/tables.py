@@ -13,7 +13,7 @@ Shape, by who asks:
   `gap` (counted losses, idempotent on host, boot_id, source, first_seq, reason).
 - charts: `rollup_1m` and `rollup_1h`, sums per bucket and (host, guest, kind, action, source),
   maintained in the ingest transaction so a 30-day chart reads ~720 rows per series.
-- access: `token` (sha256 of the token, never the token).
+- access: `token` (sha256 of the token, never the token; enrollment tokens too, role `enroll`).
 - alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
   `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table),
   `alert_lease` (which process evaluates and sends).
@@ -243,6 +243,18 @@ token = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_used_at", UtcDateTime),
     Column("revoked_at", UtcDateTime),
+    # Any role: past this instant the token no longer authenticates (#15).
+    Column("expires_at", UtcDateTime),
+    # Enrollment tokens (role "enroll", #15): which host names may enroll with it, how often.
+    Column("host_glob", String(255)),
+    Column("max_uses", Integer),
+    Column("uses", Integer, nullable=False, server_default="0"),
+    # Agent tokens issued by enrollment: the host's /etc/machine-id (a reinstall of the same
+    # machine may enroll again) and the enrollment token it came through.
+    Column("machine_id", String(64)),
+    Column("enrolled_by", Integer),
+    # Enrollment, rekey and the admin page look agent tokens up by host name.
+    Index("ix_token_host_name", "host_name"),
 )
 
 alert_rule = Table(

@@ -14,6 +14,9 @@ export class ApiError extends Error {
   }
 }
 
+// The logged-in token's {token_id, role, host}, asked once per token (GET /whoami, #15).
+let me = null;
+
 // sessionStorage unless the user asked to be remembered: a viewer token is a credential.
 export function getToken() {
   return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY);
@@ -21,10 +24,12 @@ export function getToken() {
 
 export function setToken(token, remember) {
   clearToken();
+  me = null;
   (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, token);
 }
 
 export function clearToken() {
+  me = null;
   sessionStorage.removeItem(TOKEN_KEY);
   localStorage.removeItem(TOKEN_KEY);
 }
@@ -113,6 +118,16 @@ export const events = (params) => get("/events", params);
 export const series = (params) => get("/series", params);
 export const gaps = (params) => get("/gaps", params);
 export const summary = (params) => get("/summary", params);
+export const tokens = (params) => get("/tokens", params);
+
+// Who the stored token is: the admin page and its nav link show only for role "admin".
+export async function whoami() {
+  const token = getToken();
+  if (me && me.token === token) return me.answer;
+  const answer = await get("/whoami");
+  me = { token, answer };
+  return answer;
+}
 
 // Alerting (#12): reads need a viewer token, writes an admin token (403 otherwise).
 export const alerts = (params) => get("/alerts", params);

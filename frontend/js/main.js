@@ -2,19 +2,20 @@
 // Views fetch through api.js and build their DOM; this file attaches it and draws charts once
 // it is in the page (Plotly sizes a chart from its container).
 
+import { alertOf, isFiring } from "./alerting.js";
 import * as api from "./api.js";
 import { errorBox, h, loadPlotly, loading } from "./dom.js";
 import {
   AUTO_REFRESH_S, RANGE_PRESETS, current, formatHash, rangeLabel, resolveRange, toIso, withChanges,
 } from "./state.js";
-import { alertOf, isFiring } from "./alerting.js";
+import * as admin from "./views/admin.js";
 import * as alerts from "./views/alerts.js";
 import * as events from "./views/events.js";
 import * as fleet from "./views/fleet.js";
 import * as guest from "./views/guest.js";
 import * as host from "./views/host.js";
 
-const VIEWS = { fleet, host, guest, events, alerts };
+const VIEWS = { fleet, host, guest, events, alerts, admin };
 const $ = (sel) => document.querySelector(sel);
 
 let generation = 0;
@@ -79,6 +80,18 @@ function syncControls(state) {
   $("#range-label").textContent = rangeLabel(state);
 }
 
+// The Admin link shows only for an admin token; the admin view itself checks again (#15).
+function showAdminLink() {
+  api.whoami().then(
+    (me) => {
+      $("#nav-admin").hidden = me.role !== "admin";
+    },
+    () => {
+      $("#nav-admin").hidden = true;
+    },
+  );
+}
+
 function setRefresh(state) {
   clearInterval(refreshTimer);
   refreshTimer = state.auto ? setInterval(() => route({ refresh: true }), AUTO_REFRESH_S * 1000) : null;
@@ -110,6 +123,7 @@ export async function route({ refresh = false } = {}) {
     return;
   }
   showApp();
+  showAdminLink();
   const state = current();
   const focused = document.activeElement;
   if (refresh && focused && $("#view").contains(focused) && focused.matches("input, select")) {

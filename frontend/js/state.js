@@ -9,7 +9,7 @@
 //
 // Pure apart from `current()`, which reads window.location.
 
-export const PAGES = ["fleet", "host", "guest", "events", "alerts"];
+export const PAGES = ["fleet", "host", "guest", "events", "alerts", "admin"];
 export const RANGE_PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 export const DEFAULT_RANGE = "24h";
 export const EVENT_FILTERS = ["host", "guest", "kind", "action", "source"];

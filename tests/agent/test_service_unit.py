@@ -128,3 +128,14 @@ def test_every_option_on_the_command_line_is_one_the_agent_accepts() -> None:
     service = parse_unit(UNIT.read_text())["Service"]
     for option in (a for a in argv(service) if a.startswith("--")):
         assert option in result.output, f"{option} is not an option of `splitwatch agent`"
+
+
+def test_enrollment_comes_from_the_environment_file_or_a_file_path_never_the_command_line(
+    service: dict[str, list[str]],
+) -> None:
+    args = argv(service)
+    assert not any(a.startswith("sw_") for a in args)
+    if "--enroll-token" in args:
+        assert flag(args, "--enroll-token").startswith("/etc/")
+    # The unit's header tells the admin which variable carries it (#15).
+    assert "SPLITWATCH_ENROLL_TOKEN=" in UNIT.read_text()
