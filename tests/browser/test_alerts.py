@@ -251,7 +251,18 @@ def test_webhooks_show_their_last_delivery_and_a_receiver_that_said_gone_is_disa
 def test_a_viewer_sees_that_webhooks_are_for_admins_and_the_rest_of_the_page(
     page: Any, alerting: AlertFleet
 ) -> None:
-    open_as(page, alerting, alerting.viewer, "#/alerts?range=24h")
+    asked: list[str] = []
+
+    def note(request: Any) -> None:
+        if "/api/v1/webhooks" in request.url:
+            asked.append(request.url)
+
+    page.on("request", note)
+    try:
+        open_as(page, alerting, alerting.viewer, "#/alerts?range=24h")
+    finally:
+        page.remove_listener("request", note)
+    assert asked == []  # not even asked for: it would be a 403
     assert "shown to admin tokens only" in page.inner_text("#view")
     assert page.query_selector("#webhooks") is None
     assert rows(page, "firing")  # the rest of the page is there
