@@ -36,9 +36,23 @@ from app.store.schema_check import schema_status
 log = logging.getLogger("splitwatch")
 
 ROUTER_MODULES = (
-    "health", "ingest", "hosts", "guests", "events", "series", "gaps", "summary", "tokens", "enroll",
-    "alert_rules", "alerts", "silences", "webhooks", "frontend",
-)  # fmt: skip
+    "health",
+    "ingest",
+    "hosts",
+    "guests",
+    "events",
+    "series",
+    "gaps",
+    "summary",
+    "insights",
+    "tokens",
+    "enroll",
+    "alert_rules",
+    "alerts",
+    "silences",
+    "webhooks",
+    "frontend",
+)
 
 
 class SchemaNotAtHead(RuntimeError):

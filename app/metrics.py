@@ -15,6 +15,8 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
     splitwatch_notifications_total{webhook,result}            counter, deliveries delivered | failed | gone
     splitwatch_outbox_depth                                   gauge, deliveries waiting to be sent
     splitwatch_outbox_oldest_age_seconds                      gauge, age of the oldest of them (0: none)
+    splitwatch_throttled_vcpu_seconds_lower_bound{host}      gauge, vCPU-seconds misery mode took at
+                                                              least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
 
 The ingest path's own figures are the exception (issue 3): in-process prometheus_client
@@ -56,6 +58,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
+from app.store.insights import read_hosts, throttling
 from app.store.status import STATUSES, host_status
 from app.store.tables import alert, alert_rule, gap, guest, host, rollup_1h, webhook_delivery
 
@@ -70,6 +73,12 @@ OTHER_GUEST = "(other)"
 # are kept per process for this long: a counter a few seconds old is still a counter
 # (rate() is unaffected), while the other families, cheap, stay live on every scrape.
 EVENTS_CACHE_S = 5.0
+# The throttling gauge is a fixed trailing window, not a counter: it comes from the same rule as
+# GET /api/v1/insights/throttling (the state in force from host_state history decides which
+# traps slept), and a late host_state row may re-classify old traps, which a counter could
+# not take back. Computing it reads a week of rollups and state changes: kept for a minute.
+THROTTLE_WINDOW = dt.timedelta(days=7)
+THROTTLE_CACHE_S = 60.0
 
 
 class DatabaseCollector(Collector):
@@ -82,6 +91,8 @@ class DatabaseCollector(Collector):
         # concurrent scrapes after expiry run the aggregate once, not once each.
         self._events_cache: tuple[float, CounterMetricFamily] | None = None
         self._events_lock = threading.Lock()
+        self._throttle_cache: tuple[float, GaugeMetricFamily] | None = None
+        self._throttle_lock = threading.Lock()
 
     def describe(self) -> Iterable[object]:
         # Names only, without touching the database at registration.
@@ -167,6 +178,7 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily("splitwatch_hosts", "Hosts known.", value=float(len(hosts)))
         guests = conn.execute(select(func.count()).select_from(guest)).scalar()
         yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
+        yield self._cached_throttling(conn)
         yield from self._alerting(conn, now)
 
     def _alerting(
@@ -215,6 +227,33 @@ class DatabaseCollector(Collector):
             "Age of the oldest pending webhook delivery; 0 when none waits.",
             value=age,
         )
+
+    def _cached_throttling(self, conn: Connection) -> GaugeMetricFamily:
+        with self._throttle_lock:
+            cached = self._throttle_cache
+            if cached is not None and time.monotonic() - cached[0] < THROTTLE_CACHE_S:
+                return cached[1]
+            family = self._throttling(conn)
+            self._throttle_cache = (time.monotonic(), family)
+            return family
+
+    def _throttling(self, conn: Connection) -> GaugeMetricFamily:
+        until = dt.datetime.now(dt.UTC)
+        rows, _ = read_hosts(conn, None)
+        result = throttling(conn, rows, since=until - THROTTLE_WINDOW, until=until, limit=len(rows) or 1)
+        family = GaugeMetricFamily(
+            "splitwatch_throttled_vcpu_seconds_lower_bound",
+            "vCPU-seconds split-lock misery mode took at least over the last 7 days: tracefs-counted "
+            "traps while it was on x 10 ms. Absent for a host whose traps were only seen in the kernel "
+            "log (no count known).",
+            labels=["host"],
+        )
+        figures = {h.host: h.cost.vcpu_seconds for h in result.hosts}
+        for row in rows:
+            value = figures.get(row.name, 0.0)
+            if value is not None:
+                family.add_metric([row.name], value)
+        return family
 
     def _cached_events(self, conn: Connection, host_names: dict[int, str]) -> CounterMetricFamily:
         with self._events_lock:

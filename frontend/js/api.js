@@ -37,7 +37,8 @@ export function clearToken() {
 export function query(params = {}) {
   const q = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
-    if (value !== null && value !== undefined && value !== "") q.set(key, String(value));
+    if (Array.isArray(value)) value.forEach((v) => q.append(key, String(v)));
+    else if (value !== null && value !== undefined && value !== "") q.set(key, String(value));
   }
   const s = q.toString();
   return s ? `?${s}` : "";
@@ -128,6 +129,10 @@ export async function whoami() {
   me = { token, answer };
   return answer;
 }
+// Issue 16 §2-§4: `host` may be an array (a pool); URLSearchParams repeats it.
+export const throttling = (params) => get("/insights/throttling", params);
+export const fatalReadiness = (params) => get("/insights/fatal-readiness", params);
+export const kernelEras = (params) => get("/insights/kernel-eras", params);
 
 // Alerting (#12): reads need a viewer token, writes an admin token (403 otherwise).
 export const alerts = (params) => get("/alerts", params);

@@ -38,8 +38,10 @@ from agent.payload import (
 SECOND = dt.timedelta(seconds=1)
 MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 # A fixed, whole-hour instant: bucket edges in tests are then easy to reason about.
 T0 = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+DEFAULT_KERNEL = "6.8.0-51-generic"
 
 _NO_SEQ = -1
 
@@ -134,8 +136,17 @@ def lost(
 class Filler:
     """Sends payloads for any number of hosts through POST /api/v1/ingest."""
 
-    def __init__(self, base_url: str, tokens: TokenMaker, *, boot_id: str = "boot-1") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenMaker,
+        *,
+        boot_id: str = "boot-1",
+        kernels: dict[str, str] | None = None,
+    ) -> None:
         self._client = httpx.Client(base_url=base_url, timeout=60)
+        # Kernel release per host name (default DEFAULT_KERNEL); send(kernel=) overrides it.
+        self.kernels = dict(kernels or {})
         self._tokens = tokens
         self._agent_tokens: dict[str, str] = {}
         self._next_seq: dict[tuple[str, str, str], int] = defaultdict(lambda: 1)
@@ -144,13 +155,11 @@ class Filler:
     def close(self) -> None:
         self._client.close()
 
-    def host_info(
-        self, name: str, *, boot_id: str | None = None, kernel: str = "6.8.0-51-generic"
-    ) -> HostInfo:
+    def host_info(self, name: str, *, boot_id: str | None = None, kernel: str | None = None) -> HostInfo:
         return HostInfo(
             name=name,
             boot_id=boot_id or self.boot_id,
-            kernel=kernel,
+            kernel=kernel or self.kernels.get(name, DEFAULT_KERNEL),
             cpu_model="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
             agent_version="0.1.0",
         )
@@ -164,8 +173,9 @@ class Filler:
         gaps: Sequence[Gap] = (),
         boot_id: str | None = None,
         health: dict[str, Any] | None = None,
+        kernel: str | None = None,
     ) -> Payload:
-        info = self.host_info(host, boot_id=boot_id)
+        info = self.host_info(host, boot_id=boot_id, kernel=kernel)
         numbered = []
         for event in events:
             if event.seq == _NO_SEQ:
@@ -197,10 +207,13 @@ class Filler:
         gaps: Sequence[Gap] = (),
         boot_id: str | None = None,
         health: dict[str, Any] | None = None,
+        kernel: str | None = None,
     ) -> dict[str, Any]:
         """One batch for `host`; the ingest answer ({"accepted", "duplicates"})."""
         response = self.post(
-            self.payload(host, state=state, events=events, gaps=gaps, boot_id=boot_id, health=health)
+            self.payload(
+                host, state=state, events=events, gaps=gaps, boot_id=boot_id, health=health, kernel=kernel
+            )
         )
         assert response.status_code < 300, (
             f"ingest refused the arranged batch: {response.status_code} {response.text}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 
 import httpx
@@ -211,3 +212,43 @@ def test_ingest_figures_count_this_process_requests_events_and_batch_sizes(
     assert got[key("splitwatch_ingest_batch_events_count")] == 2  # stored batches only
     assert got[key("splitwatch_ingest_batch_events_sum")] == 20
     assert got[key("splitwatch_ingest_batch_events_bucket", le="10.0")] == 2
+
+
+def test_throttled_vcpu_seconds_is_the_weeks_tracefs_count_times_10_ms_per_host(
+    server: Server, tokens: Tokens, client: httpx.Client
+) -> None:
+    promtool = require_promtool()
+    fill = Filler(server.url, tokens)
+    recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    fill.send(
+        "kvm-busy",
+        state=state(recent - dt.timedelta(hours=1), mitigate=1),
+        events=[
+            ev(recent, guest="web", source="tracefs", action="throttle", count=200),
+            ev(recent, guest="db", source="tracefs", action="throttle", count=50),
+            ev(recent - dt.timedelta(days=8), guest="web", source="tracefs", action="throttle", count=7),
+        ],
+    )
+    fill.send(
+        "kvm-off",
+        state=state(recent - dt.timedelta(hours=1), mitigate=0),
+        events=[ev(recent, guest="web2", source="tracefs", action="warn", count=900)],
+    )
+    fill.send(
+        "kvm-log",
+        state=state(recent - dt.timedelta(hours=1), mitigate=1),
+        events=[ev(recent, guest="vm", source="kmsg", action="throttle")],
+    )
+    got = samples(client)
+    name = "splitwatch_throttled_vcpu_seconds_lower_bound"
+    assert got[key(name, host="kvm-busy")] == 2.5  # 250 traps in the last 7 days x 10 ms
+    assert got[key(name, host="kvm-off")] == 0.0  # mitigate 0: warnings, no sleep
+    assert key(name, host="kvm-log") not in got  # kernel-log sightings only: no count known
+    check = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=client.get("/metrics").text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0 and check.stdout.strip() == "", check.stdout + check.stderr

@@ -68,6 +68,7 @@ FLEET: tuple[Fact, ...] = (
     Fact("kvm-d", 15, "ratelimit", count=7, kind="bus_lock", source="tracefs", address=None),
     Fact("kvm-d", 20, "ratelimit", count=7, kind="bus_lock", source="tracefs", address=None),
 )
+KERNELS = {"kvm-d": "5.15.0-91-generic"}  # the others: tests/app/fill.py's 6.8 default
 HEALTH_A = {"batches_sent": 42, "send_errors": 0, "spool_bytes": 0, "rss_bytes": 21_000_000}
 GAP_C = 12
 
@@ -103,7 +104,8 @@ def _event(f: Fact, now: dt.datetime) -> Event:
 
 
 def fill_fleet(url: str, tokens: Tokens, now: dt.datetime) -> None:
-    fill = Filler(url, tokens)
+    # kvm-d runs 5.15 (ratelimit:N is 5.14+): the kernel-era panel has two eras to show.
+    fill = Filler(url, tokens, kernels=KERNELS)
     ago = lambda minutes: now - dt.timedelta(minutes=minutes)  # noqa: E731
     events = {h: [_event(f, now) for f in FLEET if f.host == h] for h in ("kvm-a", "kvm-b", "kvm-c", "kvm-d")}
     try:

@@ -14,16 +14,21 @@ import {
 } from "../dom.js";
 import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
+import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
 export async function render(state, range) {
   const name = state.name;
   const src = state.source ? { source: state.source } : {};
-  const [host, byAction, guestList, gapList, recent, alertList] = await Promise.all([
+  const [host, byAction, guestList, gapList, recent, throttle, readiness, eras, alertList] = await Promise.all([
     api.host(name, range),
     api.series({ ...range, ...src, step: chooseStep(range), host: name, group_by: "action" }),
-    api.guests({ ...range, host: name }),
+    // A host has at most SPLITWATCH_MAX_GUESTS_PER_HOST guests (1000 by default): one page.
+    api.guests({ ...range, host: name, limit: 1000 }),
     api.gaps({ ...range, host: name }),
     api.events({ ...range, ...src, host: name, limit: 20 }),
+    api.throttling({ ...range, host: name, limit: 10 }),
+    api.fatalReadiness({ ...range, host: name, limit: 10 }),
+    api.kernelEras({ ...range, host: name, limit: 10 }),
     api.alerts({ since: range.since, host: name, limit: 1000 }).catch((err) => ({ items: [], error: err })),
   ]);
   const alerts = alertsInRange(alertList.items.map(alertOf).filter((a) => a.host === name), range);
@@ -58,6 +63,13 @@ export async function render(state, range) {
       section("Host", facts(host)),
       section("Agent health", health(host)),
     ),
+    h(
+      "div",
+      { class: "two-col", id: "host-insights" },
+      throttlingPanel(throttle, state, { host: name }),
+      readinessPanel(readiness, state, { host: name }),
+    ),
+    erasPanel(eras, state, { host: name }),
     section(
       `Events by action (per ${stepLabel(byAction.step)}, UTC, ${sourceLabel(state)})`,
       total ? actionChart : emptyState(`No split-lock or bus-lock trap on ${name} in this window.`),

@@ -16,6 +16,9 @@ READ_OPERATIONS = {
     ("/api/v1/series", "get_series"),
     ("/api/v1/gaps", "list_gaps"),
     ("/api/v1/summary", "get_summary"),
+    ("/api/v1/insights/throttling", "get_throttling_cost"),
+    ("/api/v1/insights/fatal-readiness", "get_fatal_readiness"),
+    ("/api/v1/insights/kernel-eras", "get_kernel_eras"),
 }
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
