@@ -1,13 +1,31 @@
-# splitwatch: one image for the backend and the agent (docker-compose.yml runs both).
+# splitwatch: two images from one file (docker-compose.yml runs both).
 #
-#   docker build -t splitwatch .
+#   docker build -t splitwatch .                                  the backend (the last stage)
 #   docker run -p 8000:8000 -e SPLITWATCH_DATABASE_URL=postgresql://... splitwatch
+#   docker build --target agent -t splitwatch-agent .             the agent alone
 #
-# The backend runs as the unprivileged user `splitwatch`. The agent service in
-# docker-compose.yml overrides the user with root (uid 0) but drops every capability except
-# CAP_SYS_RAWIO and CAP_SYSLOG: /dev/cpu/*/msr and /dev/kmsg are root-owned 0600/0644 nodes,
-# and without CAP_DAC_OVERRIDE only their owner may open them.
-FROM python:3.11-slim
+# The agent image is a slim Python and the one-file agent (scripts/build-agent): no server
+# code, no third-party package. docker-compose.yml runs it as root (uid 0) with every
+# capability dropped except CAP_SYS_RAWIO and CAP_SYSLOG: /dev/cpu/*/msr and /dev/kmsg are
+# root-owned 0600/0644 nodes, and without CAP_DAC_OVERRIDE only their owner may open them.
+# The backend runs as the unprivileged user `splitwatch`.
+
+# -- the agent: the zipapp on the standard library, built by the repository's own script ------
+FROM python:3.12-slim AS agent-build
+WORKDIR /src
+COPY agent ./agent
+COPY scripts/build-agent ./scripts/build-agent
+RUN scripts/build-agent /splitwatch-agent.pyz && chmod 0755 /splitwatch-agent.pyz
+
+FROM python:3.12-slim AS agent
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# An executable zipapp (#!/usr/bin/env python3): the same command as on a host.
+COPY --from=agent-build /splitwatch-agent.pyz /usr/local/bin/splitwatch-agent
+ENTRYPOINT ["splitwatch-agent"]
+
+# -- the backend --------------------------------------------------------------------------------
+FROM python:3.11-slim AS server
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

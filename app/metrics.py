@@ -19,10 +19,14 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
                                                               least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
 
-The ingest path's own figures are the exception (issue 3): in-process prometheus_client
-metrics on the same registry, counted where the batches arrive (IngestMetrics). They are PER
-PROCESS: with several workers each process reports its own share, so sum them across
-instances in PromQL (`sum without(instance) (...)`); they restart at 0 with the process.
+The ingest path's own figures are the exception (issue 3): prometheus_client metrics counted
+where the batches arrive (IngestMetrics). Behind one port with `serve --workers N`, a scrape
+reaches whichever worker accepts it, so per-process counters would jump between the workers'
+shares and look like resets to Prometheus (issue 17). `serve` therefore sets
+PROMETHEUS_MULTIPROC_DIR for its workers (prometheus_client's multiprocess mode): each process
+writes its counts to its own files there and every scrape sums all of them, the files of
+workers that have exited included, so the totals never go back. One process (workers=1, tests)
+keeps them in memory on the app's registry; they start at 0 when the server starts.
 
     splitwatch_ingest_requests_total{status}                  counter, POST /api/v1/ingest by HTTP status
     splitwatch_ingest_events_total{result}                    counter, accepted | duplicate events
@@ -38,8 +42,10 @@ looks like a counter reset to Prometheus, which rate() tolerates.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -47,7 +53,7 @@ from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
 from prometheus_client import Counter as PromCounter  # collections.Counter is used above
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -307,12 +313,16 @@ class DatabaseCollector(Collector):
 
 
 INGEST_PATH = "/api/v1/ingest"
+# prometheus_client's multiprocess mode: set (by `serve --workers N`) before any worker imports
+# prometheus_client, which picks its value storage at import time.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class IngestMetrics:
-    """What this process's ingest route did (per process: see the module docstring)."""
+    """What the ingest route did. `registry`: where they are read from in one process; None in
+    multiprocess mode, where they are read from the files (see the module docstring)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = PromCounter(
             "splitwatch_ingest_requests",
             "Ingest requests answered by this process, by HTTP status.",
@@ -389,7 +399,14 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, settings))
     app.state.metrics_registry = registry
-    ingest = IngestMetrics(registry)
+    shared_dir = os.environ.get(MULTIPROC_ENV)
+    if shared_dir:
+        # Several workers (serve --workers N): count into the shared files, read all of them.
+        multiprocess.MultiProcessCollector(registry, path=shared_dir)  # type: ignore[no-untyped-call]
+        ingest = IngestMetrics(None)
+        atexit.register(multiprocess.mark_process_dead, os.getpid(), shared_dir)
+    else:
+        ingest = IngestMetrics(registry)
     app.state.ingest_metrics = ingest
     app.add_middleware(_IngestTimer, metrics=ingest)
 
@@ -415,4 +432,4 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     return registry
 
 
-__all__ = ["DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]
+__all__ = ["MULTIPROC_ENV", "DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    # HTTPS served by uvicorn itself (issue 17): a PEM certificate (chain) and its key. Unset:
+    # plain HTTP, for 127.0.0.1 or behind a TLS-terminating reverse proxy.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # The proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # forwarded_allow_ips): comma-separated addresses or networks, "*" for any.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Applies to the body as received AND after gzip decompression: a gzip bomb gets 413.
     max_body_bytes: int = Field(default=8 * MiB, ge=1024)
     # A host that has sent nothing for this long is "silent".
@@ -55,4 +62,5 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}"
