@@ -44,12 +44,16 @@ export function query(params = {}) {
   return s ? `?${s}` : "";
 }
 
-async function request(path, params, { token = getToken(), accept = "application/json" } = {}) {
+async function request(path, params, { token = getToken(), accept = "application/json", method = "GET", json = undefined } = {}) {
   const url = `${API}${path}${query(params)}`;
+  const headers = { Authorization: `Bearer ${token || ""}`, Accept: accept };
+  if (json !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(url, {
-      headers: { Authorization: `Bearer ${token || ""}`, Accept: accept },
+      method,
+      headers,
+      body: json === undefined ? undefined : JSON.stringify(json),
       cache: "no-store",
     });
   } catch (err) {
@@ -76,6 +80,14 @@ async function request(path, params, { token = getToken(), accept = "application
 export async function get(path, params = {}, options = {}) {
   const response = await request(path, params, options);
   return response.json();
+}
+
+// Writes (admin token): JSON in, the JSON answer out (null for 204 No Content).
+async function send(method, path, body) {
+  const response = await request(path, {}, { method, json: body });
+  if (response.status === 204) return null;
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
 }
 
 // Checks a token before it is stored: any viewer read will do; /summary is the cheapest.
@@ -121,3 +133,12 @@ export async function whoami() {
 export const throttling = (params) => get("/insights/throttling", params);
 export const fatalReadiness = (params) => get("/insights/fatal-readiness", params);
 export const kernelEras = (params) => get("/insights/kernel-eras", params);
+
+// Alerting (#12): reads need a viewer token, writes an admin token (403 otherwise).
+export const alerts = (params) => get("/alerts", params);
+export const alertRules = (params) => get("/alert-rules", params);
+export const silences = (params) => get("/silences", params);
+export const createSilence = (body) => send("POST", "/silences", body);
+export const deleteSilence = (id) => send("DELETE", `/silences/${encodeURIComponent(id)}`);
+export const webhooks = (params) => get("/webhooks", params);
+export const deliveries = (id, params) => get(`/webhooks/${encodeURIComponent(id)}/deliveries`, params);

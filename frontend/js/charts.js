@@ -376,6 +376,73 @@ function markLabel(item, fleet) {
   return what;
 }
 
+export const SEVERITY_COLORS = { critical: "#d62728", warning: "#e08a00", info: "#4e79a7" };
+
+// Marks for alerts (alerting.js alertOf objects) on a fleet or host chart: a band along the
+// top of the plot from when each alert fired to when it resolved (or the window's end while
+// it fires), a line where it fired, in its severity's colour; also listed, like changeMarks.
+// Alerts that fire close together (within `clusterShare` of the window: one evaluation often
+// fires several) share one label, "N alerts", whose hover lists them.
+export function alertMarks(alerts, range, { maxLabels = 8, fleet = true, clusterShare = 0.03 } = {}) {
+  const since = new Date(range.since).getTime();
+  const until = new Date(range.until).getTime();
+  const span = Math.max(until - since, 1);
+  const shapes = [];
+  const items = [];
+  const clusters = [];
+  const worst = (a, b) => (SEVERITY_RANK[a] ?? 9) <= (SEVERITY_RANK[b] ?? 9) ? a : b;
+  const sorted = [...alerts].filter((a) => a.startsAt).sort((a, b) => new Date(a.startsAt) - new Date(b.startsAt));
+  for (const a of sorted) {
+    const startMs = new Date(a.startsAt).getTime();
+    const endMs = a.endsAt ? new Date(a.endsAt).getTime() : until;
+    if (startMs > until || endMs < since) continue;
+    const start = Math.max(startMs, since);
+    const end = Math.min(Math.max(endMs, start), until);
+    const color = SEVERITY_COLORS[a.severity] || SEVERITY_COLORS.warning;
+    const who = [a.host, a.guest].filter(Boolean).join(" / ");
+    const label = fleet && who ? `${a.name} ${who}` : a.name;
+    items.push({
+      type: "alert", host: a.host, at: new Date(start).toISOString(), end: new Date(end).toISOString(),
+      severity: a.severity, name: a.name, fingerprint: a.fingerprint,
+      text: `${a.name}${a.endsAt ? "" : " (firing)"}: ${a.summary}`,
+    });
+    shapes.push({ type: "rect", xref: "x", yref: "paper", x0: plotTime(new Date(start)), x1: plotTime(new Date(end)),
+      y0: 0.94, y1: 1, fillcolor: color, opacity: 0.35, line: { width: 0 }, layer: "above" });
+    if (startMs >= since) {
+      shapes.push({ type: "line", xref: "x", yref: "paper", x0: plotTime(new Date(start)), x1: plotTime(new Date(start)),
+        y0: 0, y1: 1, line: { color, width: 1.5 } });
+    }
+    const last = clusters[clusters.length - 1];
+    if (last && (start - last.start) / span <= clusterShare) {
+      last.labels.push(label);
+      last.severity = worst(last.severity, a.severity);
+    } else {
+      clusters.push({ start, labels: [label], severity: a.severity });
+    }
+  }
+  const annotations = clusters.slice(0, maxLabels).map((c) => ({
+    x: plotTime(new Date(c.start)), xref: "x", y: 0.97, yref: "paper", showarrow: false,
+    // Near the right edge the label reads leftwards, inside the plot, clear of the legend.
+    xanchor: (c.start - since) / span > 0.7 ? "right" : "left",
+    text: plotText(c.labels.length === 1 ? c.labels[0] : `${c.labels.length} alerts`),
+    hovertext: c.labels.map(plotText).join("<br>"),
+    font: { size: 10, color: SEVERITY_COLORS[c.severity] || SEVERITY_COLORS.warning },
+  }));
+  return { shapes, annotations, items };
+}
+
+const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
+
+// Several mark sets drawn on one chart (changes, gaps, alerts).
+export function mergeMarks(...sets) {
+  const present = sets.filter(Boolean);
+  return {
+    shapes: present.flatMap((m) => m.shapes),
+    annotations: present.flatMap((m) => m.annotations),
+    items: present.flatMap((m) => m.items).sort((a, b) => new Date(a.at) - new Date(b.at)),
+  };
+}
+
 export function timeAxis(range) {
   return { type: "date", title: { text: "time (UTC)" }, range: [plotTime(range.since), plotTime(range.until)] };
 }

@@ -2,18 +2,20 @@
 // Views fetch through api.js and build their DOM; this file attaches it and draws charts once
 // it is in the page (Plotly sizes a chart from its container).
 
+import { alertOf, isFiring } from "./alerting.js";
 import * as api from "./api.js";
 import { errorBox, h, loadPlotly, loading } from "./dom.js";
 import {
   AUTO_REFRESH_S, RANGE_PRESETS, current, formatHash, rangeLabel, resolveRange, toIso, withChanges,
 } from "./state.js";
 import * as admin from "./views/admin.js";
+import * as alerts from "./views/alerts.js";
 import * as events from "./views/events.js";
 import * as fleet from "./views/fleet.js";
 import * as guest from "./views/guest.js";
 import * as host from "./views/host.js";
 
-const VIEWS = { fleet, host, guest, events, admin };
+const VIEWS = { fleet, host, guest, events, alerts, admin };
 const $ = (sel) => document.querySelector(sel);
 
 let generation = 0;
@@ -95,6 +97,26 @@ function setRefresh(state) {
   refreshTimer = state.auto ? setInterval(() => route({ refresh: true }), AUTO_REFRESH_S * 1000) : null;
 }
 
+// The header's count of firing alerts (not silenced), on every page and every refresh. Its own
+// request: a view that failed still shows it, and it failing leaves the view alone.
+async function updateFiring() {
+  const badge = $("#firing-count");
+  try {
+    const list = (await api.alerts({ status: "firing", limit: 1000 })).items.map(alertOf).filter(isFiring);
+    const loud = list.filter((a) => !a.silenced);
+    badge.textContent = String(loud.length);
+    badge.title = `${loud.length} alert(s) firing${list.length > loud.length ? `, ${list.length - loud.length} more silenced` : ""}`;
+    badge.classList.toggle("critical", loud.some((a) => a.severity === "critical"));
+    badge.classList.toggle("none", loud.length === 0);
+    badge.hidden = false;
+  } catch (err) {
+    badge.textContent = "?";
+    badge.title = `Cannot read alerts: ${err.message}`;
+    badge.classList.remove("critical", "none");
+    badge.hidden = false;
+  }
+}
+
 export async function route({ refresh = false } = {}) {
   if (!api.getToken()) {
     showLogin();
@@ -109,6 +131,7 @@ export async function route({ refresh = false } = {}) {
   }
   syncControls(state);
   if (!refresh) setRefresh(state);
+  updateFiring();
   const mine = ++generation;
   const hash = window.location.hash;
   const view = $("#view");
@@ -182,6 +205,8 @@ function setup() {
     setRefresh(current());
   });
   window.addEventListener("hashchange", () => route());
+  // A view changed something (a silence made or ended): show the new state in place.
+  window.addEventListener("splitwatch:reload", () => route({ refresh: true }));
   route();
 }
 

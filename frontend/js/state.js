@@ -5,10 +5,11 @@
 //   #/host/<name>?range=7d&auto=1
 //   #/guest/<name>?since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z
 //   #/events?range=6h&host=h1&action=sigbus&limit=100&cursors=<c1>,<c2>
+//   #/alerts?range=7d                  (the range is the history's; firing is always "now")
 //
 // Pure apart from `current()`, which reads window.location.
 
-export const PAGES = ["fleet", "host", "guest", "events", "admin"];
+export const PAGES = ["fleet", "host", "guest", "events", "alerts", "admin"];
 export const RANGE_PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 export const DEFAULT_RANGE = "24h";
 export const EVENT_FILTERS = ["host", "guest", "kind", "action", "source"];

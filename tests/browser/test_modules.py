@@ -1,5 +1,6 @@
-"""The pure modules (state.js: URL <-> view state; charts.js: API JSON -> Plotly traces), run
-in Chromium as the dashboard loads them, on inputs shaped like the API's answers (#5)."""
+"""The pure modules (state.js: URL <-> view state; charts.js: API JSON -> Plotly traces;
+alerting.js: the alerting API's shapes), run in Chromium as the dashboard loads them, on inputs
+shaped like the API's answers (#5, #12)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def js(context: Any, fleet: Fleet) -> Iterator[Any]:
             f"""async (arg) => {{
                 const state = await import('/static/js/state.js');
                 const charts = await import('/static/js/charts.js');
+                const alerting = await import('/static/js/alerting.js');
                 {body}
             }}""",
             arg,
@@ -61,7 +63,7 @@ def test_every_view_state_survives_a_round_trip_through_the_url(js: Any) -> None
 
 
 def test_an_unknown_page_or_preset_falls_back_to_the_fleet_over_24h(js: Any) -> None:
-    back = js("return state.parseHash('#/alerts?range=2y&limit=7');")
+    back = js("return state.parseHash('#/nowhere?range=2y&limit=7');")
     assert back["page"] == "fleet" and back["range"] == "24h" and back["limit"] == 100
     assert js("return state.parseHash('#/host').page;") == "fleet"  # a host page needs a name
 
@@ -197,3 +199,108 @@ def test_names_reach_plotly_as_text_never_as_markup_or_template(js: Any) -> None
     cell = js("return charts.heatmap(arg);", series)
     assert cell["y"] == ['&lt;a href="https://x.example"&gt;&#37;{y}&lt;/a&gt;']
     assert cell["meta"] == [series["series"][0]["key"]]
+
+
+# ------------------------------------------------------------------ alerting (#12)
+
+# Shaped like GET /api/v1/alerts items.
+ALERTS = [
+    {"fingerprint": "aaaa000000000001", "status": "resolved", "rule": "GuestKilled",
+     "labels": {"alertname": "GuestKilled", "severity": "critical", "host": "kvm-b", "guest": "db-7"},
+     "annotations": {"summary": "guest db-7 was killed by SIGBUS"},
+     "starts_at": "2026-11-25T09:30:00Z", "ends_at": "2026-11-25T09:40:00Z", "silenced": False},
+    {"fingerprint": "aaaa000000000002", "status": "firing", "rule": "HostInconsistent",
+     "labels": {"alertname": "HostInconsistent", "severity": "warning", "host": "kvm-c"},
+     "annotations": {"summary": "host kvm-c: detection inconsistent"},
+     "starts_at": "2026-11-25T11:15:00Z", "ends_at": None, "silenced": True, "silenced_by": [3]},
+    {"fingerprint": "aaaa000000000003", "status": "resolved", "rule": "NewOffender",
+     "labels": {"alertname": "NewOffender", "severity": "info", "guest": "old"},
+     "annotations": {"summary": "long ago"},
+     "starts_at": "2026-11-24T01:00:00Z", "ends_at": "2026-11-24T02:00:00Z"},
+    {"fingerprint": "aaaa000000000004", "status": "pending", "rule": "AgentSilent",
+     "labels": {"alertname": "AgentSilent", "severity": "warning", "host": "kvm-d"},
+     "annotations": {}, "starts_at": None, "ends_at": None},
+]  # fmt: skip
+
+
+def test_alerts_are_read_in_either_spelling_and_a_firing_alert_has_no_end(js: Any) -> None:
+    ours = js("return alerting.alertOf(arg);", ALERTS[1])
+    alertmanager = js(
+        "return alerting.alertOf(arg);",
+        {
+            "fingerprint": "f",
+            "status": "firing",
+            "labels": {"alertname": "X", "severity": "info"},
+            "annotations": {},
+            "startsAt": "2026-11-25T11:15:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://x/#/fleet",
+        },
+    )
+    assert (ours["name"], ours["host"], ours["guest"]) == ("HostInconsistent", "kvm-c", None)
+    assert ours["silenced"] is True
+    assert ours["startsAt"] == alertmanager["startsAt"] == "2026-11-25T11:15:00Z"
+    assert ours["endsAt"] is None and alertmanager["endsAt"] is None
+    assert alertmanager["url"] == "http://x/#/fleet"
+
+
+def test_alert_marks_band_each_alert_from_start_to_end_or_the_window_end_while_firing(js: Any) -> None:
+    marks = js(
+        "return charts.alertMarks(arg.alerts.map(alerting.alertOf), arg.range);",
+        {"alerts": ALERTS, "range": RANGE},
+    )
+    # The alert of the day before and the pending one (never fired) are not drawn.
+    assert [(i["name"], i["at"][:16], i["end"][:16]) for i in marks["items"]] == [
+        ("GuestKilled", "2026-11-25T09:30", "2026-11-25T09:40"),
+        ("HostInconsistent", "2026-11-25T11:15", RANGE["until"][:16]),
+    ]
+    bands = [s for s in marks["shapes"] if s["type"] == "rect"]
+    assert [(b["x0"], b["x1"]) for b in bands] == [
+        ("2026-11-25 09:30:00", "2026-11-25 09:40:00"),
+        ("2026-11-25 11:15:00", RANGE["until"][:19].replace("T", " ")),
+    ]
+    assert bands[0]["fillcolor"] != bands[1]["fillcolor"]  # critical and warning differ
+    assert [a["text"] for a in marks["annotations"]] == ["GuestKilled kvm-b / db-7", "HostInconsistent kvm-c"]
+    # Near the right edge a label reads leftwards, clear of the legend.
+    assert [a["xanchor"] for a in marks["annotations"]] == ["left", "right"]
+    merged = js(
+        "return charts.mergeMarks(charts.changeMarks([], arg.gaps, arg.range), arg.marks);",
+        {"gaps": [{"host": "kvm-a", "received_at": "2026-11-25T10:00:00Z", "count": 1, "reason": "overrun",
+                   "source": "kmsg", "first_seq": 1, "last_seq": 1}], "range": RANGE, "marks": marks},
+    )  # fmt: skip
+    assert [i["type"] for i in merged["items"]] == ["alert", "gap", "alert"]
+
+
+def test_a_silence_from_an_alert_matches_its_identity_not_its_severity_and_expires(js: Any) -> None:
+    body = js(
+        "const now = new Date('2026-11-25T12:00:00Z');"
+        "return alerting.silenceBody(alerting.alertOf(arg), 4 * 3600, 'known', now);",
+        ALERTS[0],
+    )
+    assert body == {
+        "matchers": {"alertname": "GuestKilled", "host": "kvm-b", "guest": "db-7"},
+        "ends_at": "2026-11-25T16:00:00Z",
+        "comment": "known",
+    }
+    matches = js(
+        """const s = alerting.silenceOf({id: 1, matchers: arg.m, starts_at: '2026-11-25T00:00:00Z',
+                                         ends_at: '2026-11-26T00:00:00Z'}, new Date('2026-11-25T12:00:00Z'));
+           return [s.active, ...arg.alerts.map((a) => alerting.silenceMatches(s, alerting.alertOf(a)))];""",
+        {"m": {"host": "kvm-c"}, "alerts": ALERTS},
+    )
+    assert matches == [True, False, True, False, False]
+
+
+def test_alerts_fired_together_share_one_label_that_names_each_on_hover(js: Any) -> None:
+    together = [
+        {**ALERTS[0], "fingerprint": f"f{i}", "starts_at": f"2026-11-25T10:00:{i:02d}Z", "ends_at": None,
+         "status": "firing", "labels": {**ALERTS[0]["labels"], "guest": f"vm-{i}"}}
+        for i in range(3)
+    ]  # fmt: skip
+    marks = js(
+        "return charts.alertMarks(arg.a.map(alerting.alertOf), arg.range);", {"a": together, "range": RANGE}
+    )
+    (label,) = marks["annotations"]
+    assert label["text"] == "3 alerts"
+    assert label["hovertext"].split("<br>") == [f"GuestKilled kvm-b / vm-{i}" for i in range(3)]
+    assert len(marks["items"]) == 3  # each is still listed

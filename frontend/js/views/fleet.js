@@ -1,12 +1,14 @@
 // Fleet overview: what an SRE opens first. The hosts that need action lead (their consistency
 // verdict and its reason, #16); then totals for the window, split locks over time by action and
 // by kind, which hosts and guests, a host × time heatmap, and what changed (mode changes,
-// verdicts needing action, gaps) drawn on the chart and listed below it (#5).
+// verdicts needing action, gaps) drawn on the chart and listed below it (#5), with the alerts
+// that fired in the window (#12).
 
+import { alertOf, alertsInRange } from "../alerting.js";
 import * as api from "../api.js";
 import {
-  ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, barLayout, changeMarks, chooseStep, grandTotal, heatmap,
-  heatmapLayout, stackedBars, stepLabel,
+  ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, alertMarks, barLayout, changeMarks, chooseStep, grandTotal,
+  heatmap, heatmapLayout, mergeMarks, seriesTotals, stackedBars, stepLabel,
 } from "../charts.js";
 import {
   actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, sourcePicker, statusBadge, table,
@@ -26,7 +28,7 @@ export async function render(state, range) {
   const src = state.source ? { source: state.source } : {};
   // The fleet's week, whatever the range: "guests lost N vCPU-hours to throttling this week".
   const week = { since: toIso(new Date(Date.parse(range.until) - 7 * 86400 * 1000)), until: range.until };
-  const [summary, byAction, byKind, byHost, hostList, guestList, gapList, throttle, readiness, eras, thisWeek] = await Promise.all([
+  const [summary, byAction, byKind, byHost, hostList, guestList, gapList, throttle, readiness, eras, thisWeek, alertList] = await Promise.all([
     api.summary(range),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
@@ -38,12 +40,15 @@ export async function render(state, range) {
     api.fatalReadiness({ ...range, limit: 10 }),
     api.kernelEras({ ...range, limit: 10 }),
     api.throttling({ ...week, limit: 1 }),
+    // Marks only: the overview still draws when alerts cannot be read.
+    api.alerts({ since: range.since, limit: 1000 }).catch((err) => ({ items: [], error: err })),
   ]);
   const hosts = [...hostList.items].sort((a, b) => b.events - a.events || a.name.localeCompare(b.name));
   const details = await Promise.all(
     hosts.slice(0, MARKED_HOSTS).map((x) => api.host(x.name, range).catch(() => null)),
   );
-  const marks = changeMarks(details.filter(Boolean), gapList.items, range);
+  const alerts = alertsInRange(alertList.items.map(alertOf), range);
+  const marks = mergeMarks(changeMarks(details.filter(Boolean), gapList.items, range), alertMarks(alerts, range));
 
   const node = h(
     "div",
@@ -97,6 +102,7 @@ export async function render(state, range) {
       total ? actionChart : noEvents,
       total ? h("p", { class: "hint" }, "Click a bar to list its events.") : null,
       changesList(marks.items, state),
+      alertList.error ? h("p", { class: "hint" }, `Alerts not marked: ${alertList.error.message}`) : null,
     ),
     h(
       "div",
@@ -172,20 +178,26 @@ function cards(s, state) {
 }
 
 function changesList(items, state) {
-  if (!items.length) return h("p", { class: "hint" }, "No mode change, verdict needing action or gap in this window.");
+  if (!items.length) return h("p", { class: "hint" }, "No mode change, verdict needing action, gap or alert in this window.");
   return h(
     "details",
     { class: "changes", open: items.length <= 8 },
-    h("summary", {}, `${items.length} change(s), verdict(s) and gap(s) in this window`),
+    h("summary", {}, `${items.length} change(s), verdict(s), gap(s) and alert(s) in this window`),
     table(
       [
-        { label: "time (UTC)", value: (i) => fmtTime(i.at) },
-        { label: "host", value: (i) => viewLink(state, { page: "host", name: i.host }, i.host) },
-        { label: "what", value: (i) => h("span", { class: `mark mark-${i.type}` }, i.type === "action" ? i.text.split(" (")[0] : i.type) },
+        { label: "time (UTC)", class: "nowrap", value: (i) => fmtTime(i.at) },
+        { label: "host", class: "nowrap", value: (i) => (i.host ? viewLink(state, { page: "host", name: i.host }, i.host) : "–") },
+        {
+          label: "what",
+          value: (i) =>
+            i.type === "alert"
+              ? viewLink(state, { page: "alerts" }, i.name, { class: `mark mark-alert severity-${i.severity}` })
+              : h("span", { class: `mark mark-${i.type}` }, i.type === "action" ? i.text.split(" (")[0] : i.type),
+        },
         { label: "detail", value: (i) => i.text },
       ],
       items,
-      { id: "changes" },
+      { id: "changes", rowData: (i) => ({ type: i.type }) },
     ),
   );
 }

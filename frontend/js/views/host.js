@@ -2,10 +2,11 @@
 // timeline, per-CPU detection (drift shows as red cells while the mode says on), its events
 // by action, the guests seen on it, its gaps, and the agent's own health figures (#5).
 
+import { alertOf, alertsInRange } from "../alerting.js";
 import * as api from "../api.js";
 import {
-  ACTION_COLORS, ACTION_ORDER, barLayout, changeMarks, chooseStep, cpuHeatmap, grandTotal, heatmapLayout, modeTimeline,
-  stackedBars, stepLabel, timelineLayout,
+  ACTION_COLORS, ACTION_ORDER, alertMarks, barLayout, changeMarks, chooseStep, cpuHeatmap, grandTotal, heatmapLayout,
+  mergeMarks, modeTimeline, stackedBars, stepLabel, timelineLayout,
 } from "../charts.js";
 import {
   actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, modeBadge, plot, section, sourcePicker, statusBadge,
@@ -19,7 +20,7 @@ import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 export async function render(state, range) {
   const name = state.name;
   const src = state.source ? { source: state.source } : {};
-  const [host, byAction, guestList, gapList, recent, throttle, readiness, eras] = await Promise.all([
+  const [host, byAction, guestList, gapList, recent, throttle, readiness, eras, alertList] = await Promise.all([
     api.host(name, range),
     api.series({ ...range, ...src, step: chooseStep(range), host: name, group_by: "action" }),
     // A host has at most SPLITWATCH_MAX_GUESTS_PER_HOST guests (1000 by default): one page.
@@ -29,8 +30,13 @@ export async function render(state, range) {
     api.throttling({ ...range, host: name, limit: 10 }),
     api.fatalReadiness({ ...range, host: name, limit: 10 }),
     api.kernelEras({ ...range, host: name, limit: 10 }),
+    api.alerts({ since: range.since, host: name, limit: 1000 }).catch((err) => ({ items: [], error: err })),
   ]);
-  const marks = changeMarks([host], gapList.items, range, { fleet: false });
+  const alerts = alertsInRange(alertList.items.map(alertOf).filter((a) => a.host === name), range);
+  const marks = mergeMarks(
+    changeMarks([host], gapList.items, range, { fleet: false }),
+    alertMarks(alerts, range, { fleet: false }),
+  );
   const total = grandTotal(byAction);
   const actionChart = h("div", { class: "chart", id: "chart-host-action" });
   const modeChart = h("div", { class: "chart", id: "chart-mode" });
@@ -64,8 +70,9 @@ export async function render(state, range) {
       `Events by action (per ${stepLabel(byAction.step)}, UTC, ${sourceLabel(state)})`,
       total ? actionChart : emptyState(`No split-lock or bus-lock trap on ${name} in this window.`),
       marks.items.length
-        ? h("p", { class: "hint" }, `${marks.items.length} change(s), verdict(s) needing action or gap(s) marked on the chart.`)
+        ? h("p", { class: "hint", id: "host-marks" }, `${marks.items.length} change(s), verdict(s) needing action, gap(s) or alert(s) marked on the chart.`)
         : null,
+      alertList.error ? h("p", { class: "hint" }, `Alerts not marked: ${alertList.error.message}`) : null,
     ),
     section(
       "Mode, split_lock_mitigate and consistency verdict over time",
