@@ -109,7 +109,7 @@ export async function render(state, range) {
     h(
       "div",
       { class: "two-col" },
-      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
+      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0 || g.killed), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
       section("Top hosts", hostTable(hosts, state, 15, "top-hosts"), more(hosts, 15, hostList.next_cursor ? "first hosts by name" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts"), !!hostList.next_cursor)),
     ),
   );
@@ -196,7 +196,12 @@ function more(rows, shown, what, build, partial = false) {
 }
 
 function guestTable(guests, state, limit, id) {
-  const rows = guests.filter((g) => g.events > 0).sort((a, b) => b.events - a.events || a.name.localeCompare(b.name)).slice(0, limit);
+  // Killed guests first (#17): a SIGBUS kill is the worst outcome and usually comes with few
+  // events, so ranking by events alone hid it at the bottom of the list.
+  const rows = guests
+    .filter((g) => g.events > 0 || g.killed)
+    .sort((a, b) => Number(b.killed) - Number(a.killed) || b.events - a.events || a.name.localeCompare(b.name))
+    .slice(0, limit);
   return table(
     [
       { label: "guest", value: (g) => viewLink(state, { page: "guest", name: g.name }, g.name) },
