@@ -56,13 +56,15 @@ export function actionBadge(action) {
   return h("span", { class: `badge action action-${action}`, style: `--c:${ACTION_COLORS[action] || "#999"}` }, action);
 }
 
-export function statusBadge(status) {
+export function statusBadge(status, { now = false } = {}) {
   const title = {
     ok: "reporting, detection as the mode says",
     drift: "a core reads detection off in several samples in a row while the mode says on",
     silent: "no report from the agent recently",
   }[status];
-  return h("span", { class: `badge status status-${status}`, title }, status || "–");
+  // `now`: shown beside a past window (#17), so it must not read as that window's status.
+  const text = now ? `now: ${status || "–"}` : status || "–";
+  return h("span", { class: `badge status status-${status}`, title: now ? `${title} (as of now, not the window)` : title }, text);
 }
 
 export function modeBadge(host) {

@@ -80,6 +80,15 @@ export function resolveRange(state, now = new Date()) {
   return { since: toIso(new Date(now.getTime() - seconds * 1000)), until: toIso(now) };
 }
 
+// A window that ended this long before now is "past" (#17): the hosts' status, mode, drift and
+// last report the API gives are today's, so a past window labels them "now" instead of showing
+// them as if they were the window's.
+export const PAST_AFTER_S = 300;
+
+export function isPast(range, now = new Date()) {
+  return now.getTime() - new Date(range.until).getTime() > PAST_AFTER_S * 1000;
+}
+
 export const SOURCES = {
   kmsg: "kernel log lines: first sightings, rate-limited",
   tracefs: "kprobe hits: every trap counted",

@@ -5,6 +5,8 @@ stay readable. Real uvicorn, FLEET ingested (tests/browser/conftest.py), real Ch
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -24,3 +26,37 @@ def test_the_killed_guest_is_first_in_top_guests_though_it_has_the_fewest_events
     assert guests[0] == killed
     assert "killed" in page.inner_text("#top-guests tbody tr:first-child")
     shot(page, "fleet-killed-first")
+
+
+def _yesterday_window(fleet: Fleet) -> str:
+    """02:00-03:00 UTC of the day before the fleet's `now`: a window wholly in the past."""
+    day = (fleet.now - dt.timedelta(days=1)).date()
+    since = dt.datetime.combine(day, dt.time(2), dt.UTC)
+    return f"since={since:%Y-%m-%dT%H:%M:%SZ}&until={since + dt.timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_a_window_yesterday_labels_current_state_now_and_shows_no_relative_last_report(
+    page: Any, fleet: Fleet
+) -> None:
+    open_logged_in(page, fleet, f"#/fleet?{_yesterday_window(fleet)}")
+    assert page.text_content("#card-drifting .card-label") == "Drifting now"
+    assert page.text_content("#card-hosts .card-label") == "Hosts now"
+    assert "as of now, not of the window" in page.inner_text("#counted")
+    hosts = page.inner_text("#top-hosts")
+    assert "status now" in hosts and "last report (now)" in hosts
+    assert not re.search(r"\d+ (s|min|h) ago", hosts)  # no "1 s ago" beside yesterday's window
+    assert "now: drift" in page.inner_text("#top-hosts tr[data-host='kvm-c']")
+    shot(page, "fleet-yesterday")
+
+    open_logged_in(page, fleet, f"#/host/kvm-c?{_yesterday_window(fleet)}")
+    title = page.inner_text("#view h1")
+    assert "now: drift" in title and not re.search(r"\bdrift\b", title.replace("now: drift", ""))
+    assert page.inner_text("#drift-banner").startswith("Now, not in this window")
+    assert not re.search(r"\d+ (s|min|h) ago", page.inner_text(".view-host .kv"))
+    shot(page, "host-yesterday")
+
+
+def test_the_current_window_keeps_plain_labels_and_relative_last_reports(page: Any, fleet: Fleet) -> None:
+    open_logged_in(page, fleet, "#/fleet?range=24h")
+    assert page.text_content("#card-drifting .card-label") == "Drifting"
+    assert re.search(r"\d+ (s|min|h) ago", page.inner_text("#top-hosts"))

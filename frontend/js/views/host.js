@@ -11,7 +11,7 @@ import {
   actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, modeBadge, plot, section, sourcePicker, statusBadge,
   table, viewLink,
 } from "../dom.js";
-import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
+import { formatHash, isPast, sourceLabel, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
 import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
@@ -37,24 +37,27 @@ export async function render(state, range) {
   const states = host.states || [];
   const cpuTrace = cpuHeatmap(states, range);
   const timeline = modeTimeline(states, range);
+  // Status, drift and last report are the host's now; beside a past window they say so (#17).
+  const past = isPast(range);
+  const nowNote = past ? " (now, not in this window)" : "";
 
   const node = h(
     "div",
     { class: "view view-host" },
     h("div", { class: "title-row" },
       h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / host "), name, " ",
-        statusBadge(host.status), " ", modeBadge(host)),
+        statusBadge(host.status, { now: past }), " ", modeBadge(host)),
       sourcePicker(state)),
     host.status === "drift"
-      ? h("div", { class: "banner warn" }, `Detection is off on CPU(s) ${host.drifting_cpus.join(", ")} in several samples in a row, while the mode is ${host.mode}: split locks there go unseen.`)
+      ? h("div", { class: "banner warn", id: "drift-banner" }, `${past ? "Now, not in this window: d" : "D"}etection is off on CPU(s) ${host.drifting_cpus.join(", ")} in several samples in a row, while the mode is ${host.mode}: split locks there go unseen.`)
       : null,
     host.status === "silent"
-      ? h("div", { class: "banner warn" }, `The agent has not reported since ${fmtTime(host.last_seen_at)} UTC (${ago(host.last_seen_at)}): check \`splitwatch agent\` on ${name}.`)
+      ? h("div", { class: "banner warn", id: "silent-banner" }, `${past ? "Now: t" : "T"}he agent has not reported since ${fmtTime(host.last_seen_at)} UTC (${ago(host.last_seen_at)}): check \`splitwatch agent\` on ${name}.`)
       : null,
     h(
       "div",
       { class: "two-col" },
-      section("Host", facts(host)),
+      section("Host", facts(host, past, nowNote)),
       section("Agent health", health(host)),
     ),
     h(
@@ -118,22 +121,22 @@ export async function render(state, range) {
   };
 }
 
-function facts(x) {
+function facts(x, past = false, nowNote = "") {
   const yesNo = (v) => (v === null || v === undefined ? "unknown" : v ? "yes" : "no");
   return keyValues([
     ["kernel", x.kernel],
     ["CPU model", x.cpu_model],
     ["boot id", code(x.boot_id)],
-    ["mode", x.mode ? (x.mode === "ratelimit" ? `ratelimit:${x.ratelimit}` : x.mode) : "no state yet"],
+    [`mode${nowNote}`, x.mode ? (x.mode === "ratelimit" ? `ratelimit:${x.ratelimit}` : x.mode) : "no state yet"],
     ["split_lock_mitigate", x.mitigate === null || x.mitigate === undefined ? "n/a (kernel < 5.19 or unreadable)" : String(x.mitigate)],
     ["split-lock detect supported", yesNo(x.sld_supported)],
     ["bus-lock detect supported", yesNo(x.bld_supported)],
-    ["CPUs", `${x.cpus_total} total · ${x.cpus_on} on · ${x.cpus_off} off · ${x.cpus_error} error`],
-    ["drifting CPUs", x.drifting_cpus && x.drifting_cpus.length ? x.drifting_cpus.join(", ") : "none"],
+    [`CPUs${nowNote}`, `${x.cpus_total} total · ${x.cpus_on} on · ${x.cpus_off} off · ${x.cpus_error} error`],
+    [`drifting CPUs${nowNote}`, x.drifting_cpus && x.drifting_cpus.length ? x.drifting_cpus.join(", ") : "none"],
     ["events in window", fmtNum(x.events)],
     ["agent version", x.agent_version],
     ["first seen", `${fmtTime(x.first_seen_at)} UTC`],
-    ["last report", `${fmtTime(x.last_seen_at)} UTC (${ago(x.last_seen_at)})`],
+    [`last report${nowNote}`, past ? `${fmtTime(x.last_seen_at)} UTC` : `${fmtTime(x.last_seen_at)} UTC (${ago(x.last_seen_at)})`],
   ]);
 }
 
