@@ -249,48 +249,88 @@ function cpuText(cpu) {
   return `#AC ${sld} · #DB ${bld}`;
 }
 
-// Per-CPU split-lock detection (TEST_CTRL bit 29) over time: rows are CPUs, columns the
-// state rows' time spans. on green, off red, error or unknown grey.
+// Per-CPU split-lock detection (TEST_CTRL bit 29) over time: rows are CPUs. While the state
+// rows' spans fit (MAX_CPU_COLUMNS), a column per span: on green, off red, error or unknown
+// grey. Beyond that (6 h or 24 h of an agent reporting every minute) the columns were under a
+// pixel and the grid read empty (#17), so the window is cut into chooseStep buckets and a cell
+// is the share of the bucket's read time the CPU was on: 1 green, any off reddens it, 0 red;
+// grey when it was only unreadable, blank where no state covers the bucket.
+export const MAX_CPU_COLUMNS = 120;
+
+const CPU_COLORSCALE = [
+  [0, "#c8c8c8"],
+  [0.4999, "#c8c8c8"],
+  [0.5, "#d62728"],
+  [0.995, "#f4a582"],
+  [1, "#2ca02c"],
+];
+
 export function cpuHeatmap(states, range) {
   const segments = stateSegments(states, range);
   const cpuIds = [...new Set(segments.flatMap((s) => (s.state.cpus || []).map((c) => c.cpu)))].sort((a, b) => a - b);
   if (!segments.length || !cpuIds.length) return null;
-  const edges = segments.map((s) => plotTime(new Date(s.start)));
-  edges.push(plotTime(new Date(segments[segments.length - 1].end)));
-  const z = [];
-  const text = [];
-  for (const id of cpuIds) {
-    const zr = [];
-    const tr = [];
-    for (const seg of segments) {
-      const cpu = (seg.state.cpus || []).find((c) => c.cpu === id);
-      zr.push(cpuValue(cpu));
-      tr.push(plotText(cpuText(cpu)));
-    }
-    z.push(zr);
-    text.push(tr);
-  }
+  const trace = segments.length > MAX_CPU_COLUMNS ? cpuBuckets(segments, cpuIds, range) : cpuSpans(segments, cpuIds);
   return {
     type: "heatmap",
-    x: edges,
     y: cpuIds.map((c) => `cpu ${c}`),
-    z,
-    text,
+    ...trace,
     zmin: -1,
     zmax: 1,
-    colorscale: [
-      [0, "#c8c8c8"],
-      [0.333, "#c8c8c8"],
-      [0.334, "#d62728"],
-      [0.666, "#d62728"],
-      [0.667, "#2ca02c"],
-      [1, "#2ca02c"],
-    ],
+    colorscale: CPU_COLORSCALE,
     showscale: false,
     xgap: 1,
     ygap: 1,
     hovertemplate: "<b>%{y}</b>: %{text}<br>from %{x} UTC<extra></extra>",
   };
+}
+
+function cpuSpans(segments, cpuIds) {
+  const x = segments.map((s) => plotTime(new Date(s.start)));
+  x.push(plotTime(new Date(segments[segments.length - 1].end)));
+  const z = [];
+  const text = [];
+  for (const id of cpuIds) {
+    const cpus = segments.map((seg) => (seg.state.cpus || []).find((c) => c.cpu === id));
+    z.push(cpus.map(cpuValue));
+    text.push(cpus.map((cpu) => plotText(cpuText(cpu))));
+  }
+  return { x, z, text };
+}
+
+function cpuBuckets(segments, cpuIds, range) {
+  const stepMs = chooseStep(range) * 1000;
+  const first = Math.floor(segments[0].start / stepMs) * stepMs;
+  const count = Math.ceil((segments[segments.length - 1].end - first) / stepMs);
+  const row = cpuIds.map(() => Array.from({ length: count }, () => ({ on: 0, off: 0, other: 0 })));
+  const at = new Map(cpuIds.map((id, i) => [id, i]));
+  for (const seg of segments) {
+    const byCpu = new Map((seg.state.cpus || []).map((c) => [c.cpu, c]));
+    for (let b = Math.floor((seg.start - first) / stepMs); b < count && first + b * stepMs < seg.end; b += 1) {
+      const overlap = Math.min(seg.end, first + (b + 1) * stepMs) - Math.max(seg.start, first + b * stepMs);
+      if (overlap <= 0) continue;
+      for (const id of cpuIds) {
+        const value = cpuValue(byCpu.get(id));
+        const cell = row[at.get(id)][b];
+        if (value === 1) cell.on += overlap;
+        else if (value === 0) cell.off += overlap;
+        else cell.other += overlap;
+      }
+    }
+  }
+  const x = Array.from({ length: count + 1 }, (_, b) => plotTime(new Date(first + b * stepMs)));
+  const z = row.map((cells) => cells.map((c) => {
+    if (c.on + c.off > 0) return c.on / (c.on + c.off);
+    return c.other > 0 ? -1 : null;
+  }));
+  const text = row.map((cells) => cells.map((c) => {
+    const read = c.on + c.off;
+    if (read > 0) {
+      const off = Math.round((100 * c.off) / read);
+      return off ? `#AC off ${off}% of the time read` : "#AC on all the time read";
+    }
+    return c.other > 0 ? "error or unknown" : "no state";
+  }));
+  return { x, z, text };
 }
 
 // Marks on a fleet or host chart for what changed: mode or mitigate changes and reboots

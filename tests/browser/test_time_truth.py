@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.app.conftest import Tokens
+from tests.app.fill import Filler, state
 from tests.browser.conftest import FLEET, Fleet
 from tests.browser.test_dashboard import open_logged_in, shot
 
@@ -60,3 +62,52 @@ def test_the_current_window_keeps_plain_labels_and_relative_last_reports(page: A
     open_logged_in(page, fleet, "#/fleet?range=24h")
     assert page.text_content("#card-drifting .card-label") == "Drifting"
     assert re.search(r"\d+ (s|min|h) ago", page.inner_text("#top-hosts"))
+
+
+FLAPPING = "kvm-flap"  # not in FLEET: a host whose agent sent many states (core 3 flapping)
+FLAP_STATES = 150  # more than the chart's column cap (charts.js MAX_CPU_COLUMNS = 120)
+FLAP_EVERY_MIN = 8  # 150 x 8 min = 20 h: inside the 24 h window, beyond 6 h
+
+
+@pytest.fixture(scope="module")
+def flapping(fleet: Fleet) -> str:
+    """kvm-flap reports a state every 8 minutes for 20 h; core 3 reads off in every other one."""
+    fill = Filler(fleet.url, Tokens(fleet.server.settings.database_url))
+    try:
+        for i in range(FLAP_STATES):
+            at = fleet.now - dt.timedelta(minutes=FLAP_EVERY_MIN * (FLAP_STATES - i))
+            fill.send(FLAPPING, state=state(at, mode="warn", cpus=4, off=[3] if i % 2 else []))
+    finally:
+        fill.close()
+    return FLAPPING
+
+
+def visible_cells(page: Any) -> dict[str, Any]:
+    """The per-CPU chart's drawn cells: how many columns, how wide on screen, what they hold."""
+    got: dict[str, Any] = page.evaluate(
+        """() => {
+            const el = document.querySelector('#chart-cpus');
+            const t = el.data[0];
+            const width = el._fullLayout.xaxis._length;  // the plot area in px
+            const columns = t.z[0].length;
+            return {columns, px: width / columns, z: t.z};
+        }"""
+    )
+    return got
+
+
+@pytest.mark.parametrize("range_", ["24h", "6h", "1h"])
+def test_the_per_cpu_chart_has_visible_cells_at_every_range(
+    page: Any, fleet: Fleet, flapping: str, range_: str
+) -> None:
+    open_logged_in(page, fleet, f"#/host/{flapping}?range={range_}")
+    cells = visible_cells(page)
+    assert 2 <= cells["columns"] <= 120 and cells["px"] >= 5  # each cell wider than its 1 px gap
+    z = cells["z"]
+    assert len(z) == 4
+    read = [v for v in z[0] if v is not None]
+    assert read and all(v == 1 for v in read)  # core 0: on all along
+    flapped = [v for v in z[3] if v is not None]
+    assert flapped and any(v < 1 for v in flapped)  # core 3 reads off part of the time
+    assert all(0 <= v <= 1 for v in flapped)  # a share of the time read, never more
+    shot(page, f"host-cpus-{range_}")

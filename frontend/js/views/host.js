@@ -79,7 +79,7 @@ export async function render(state, range) {
       timeline.length ? modeChart : emptyState("The agent has sent no state for this host in this window."),
     ),
     section(
-      "Split-lock detection per CPU (MSR_TEST_CTRL bit 29: green on, red off, grey error/unknown)",
+      "Split-lock detection per CPU (MSR_TEST_CTRL bit 29: green on, red off, light red off part of the cell's time, grey error/unknown)",
       cpuTrace ? cpuChart : emptyState("No per-CPU state reported: the agent could not read /dev/cpu/*/msr, or sent no state yet."),
       latestCpus(host),
     ),
