@@ -163,7 +163,8 @@ function cards(s, range, past) {
   const cardsRow = h(
     "div",
     { class: "cards", id: "summary" },
-    card("Events", fmtNum(s.events), "split + bus lock traps, all sources", { id: "card-events" }),
+    // Traps, not records (#17): the Events explorer lists records, one of which may count many.
+    card("Traps counted", fmtNum(s.events), "split + bus lock traps, all sources", { id: "card-events" }),
     card("Guests affected", fmtNum(s.guests_affected), "took at least one", { id: "card-guests" }),
     card("Guests killed", fmtNum(s.guests_killed), "SIGBUS in fatal mode", { tone: s.guests_killed ? "bad" : null, id: "card-killed" }),
     card(past ? "Hosts now" : "Hosts", fmtNum(s.hosts_total), modes || "no mode reported", { id: "card-hosts" }),
@@ -175,8 +176,8 @@ function cards(s, range, past) {
     "p",
     { class: `hint counted${past ? " past" : ""}`, id: "counted" },
     past
-      ? `Events, guests, kills and gaps counted ${counted}. This window is in the past: hosts, modes, drift, silence and last reports are as of now, not of the window.`
-      : `Events, guests, kills and gaps counted ${counted}; hosts, drift and silence as of now.`,
+      ? `Traps, guests, kills and gaps counted ${counted}. This window is in the past: hosts, modes, drift, silence and last reports are as of now, not of the window.`
+      : `Traps, guests, kills and gaps counted ${counted}; hosts, drift and silence as of now.`,
   );
   return h("div", {}, cardsRow, note);
 }
