@@ -371,14 +371,14 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
       }
     });
   }
-  for (const g of gapItems || []) {
-    const at = new Date(g.received_at).getTime();
-    if (at >= since && at <= until) {
-      items.push({ type: "gap", host: g.host, at: g.received_at, text: `${g.count} lost (${g.reason}, ${g.source} seq ${g.first_seq}–${g.last_seq})` });
-    }
-  }
+  items.push(...groupGaps(gapItems, since, until));
   items.sort((a, b) => new Date(a.at) - new Date(b.at));
   const annotations = [];
+  // Labels flat and apart (#17): rotated labels stood over the toolbar, and a pile of them at
+  // the newest bars read as one red column. A mark closer than LABEL_SPACING of the window to
+  // the last labelled one keeps its line; the list under the chart names every one.
+  const spacing = (until - since) / LABEL_SPACING;
+  let lastLabelled = -Infinity;
   for (const item of items) {
     if (item.type === "drift") {
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.end), y0: 0, y1: 1,
@@ -388,16 +388,58 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.at), y0: 0, y1: 1,
         line: { color: gap ? "#d62728" : "#333333", width: 1, dash: gap ? "dash" : "dot" } });
     }
-    if (annotations.length < maxLabels) {
+    const at = new Date(item.at).getTime();
+    if (annotations.length < maxLabels && at - lastLabelled >= spacing) {
+      lastLabelled = at;
       annotations.push({
         x: plotTime(item.at), xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
         text: plotText(markLabel(item, fleet)),
         hovertext: plotText(`${item.host}: ${item.text}`), font: { size: 10, color: item.type === "change" ? "#333" : "#d62728" },
-        textangle: -30,
       });
     }
   }
   return { shapes, annotations, items };
+}
+
+const LABEL_SPACING = 10; // at most ~10 labels across the chart, whatever the window
+
+// Gaps of one host close together are one mark (#17): an agent that drops records keeps
+// reporting gaps (122 entries in 10 minutes, mostly one host's `suppressed`). Gaps of a host
+// within GAP_GROUP of the window of the previous one join its group; the group says how many,
+// how many records were lost in all, and why.
+const GAP_GROUP = 40;
+
+export function groupGaps(gapItems, since, until) {
+  const window = (until - since) / GAP_GROUP;
+  const byHost = new Map();
+  const sorted = [...(gapItems || [])]
+    .filter((g) => {
+      const at = new Date(g.received_at).getTime();
+      return at >= since && at <= until;
+    })
+    .sort((a, b) => new Date(a.received_at) - new Date(b.received_at));
+  const groups = [];
+  for (const g of sorted) {
+    const at = new Date(g.received_at).getTime();
+    const open = byHost.get(g.host);
+    if (open && at - open.last <= window) {
+      open.gaps.push(g);
+      open.last = at;
+    } else {
+      const group = { host: g.host, first: at, last: at, gaps: [g] };
+      byHost.set(g.host, group);
+      groups.push(group);
+    }
+  }
+  return groups.map(({ host, first, last, gaps }) => {
+    const lost = gaps.reduce((sum, g) => sum + g.count, 0);
+    const reasons = [...new Set(gaps.map((g) => g.reason))].sort().join(", ");
+    const g = gaps[0];
+    const text = gaps.length === 1
+      ? `${g.count} lost (${g.reason}, ${g.source} seq ${g.first_seq}–${g.last_seq})`
+      : `${lost} lost in ${gaps.length} gaps (${reasons}) until ${plotTime(new Date(last))} UTC`;
+    return { type: "gap", host, at: new Date(first).toISOString(), text, gaps: gaps.length };
+  });
 }
 
 // On the fleet chart a mark names its host; on a host's own chart it says what changed.
