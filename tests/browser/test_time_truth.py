@@ -13,7 +13,7 @@ import pytest
 
 from tests.app.conftest import Tokens
 from tests.app.fill import Filler, ev, lost, state
-from tests.browser.conftest import FLEET, Fleet
+from tests.browser.conftest import FLEET, SCREENSHOTS, Fleet
 from tests.browser.test_dashboard import open_logged_in, shot
 
 pytestmark = pytest.mark.browser
@@ -205,3 +205,54 @@ def test_repeated_gaps_of_one_host_are_one_mark_and_labels_stay_flat_and_apart(
     for a, b in zip(boxes, boxes[1:]):
         assert a["right"] <= b["left"] + 1 or a["bottom"] <= b["top"] or b["bottom"] <= a["top"], (a, b)
     shot(page, "fleet-marks")
+
+
+def test_agent_health_reads_as_words_not_json(page: Any, fleet: Fleet) -> None:
+    fill = Filler(fleet.url, Tokens(fleet.server.settings.database_url))
+    try:
+        fill.send(
+            "kvm-health",
+            state=state(fleet.now - dt.timedelta(minutes=5)),
+            health={"batches_sent": 7, "token_rejected": None, "statuses": {"kmsg": "ok", "tracefs": "absent"}},
+        )
+    finally:
+        fill.close()
+    open_logged_in(page, fleet, "#/host/kvm-health?range=1h")
+    health = page.inner_text("#health")
+    assert "{" not in health and "null" not in health
+    assert "kmsg ok · tracefs absent" in health and "none" in health
+
+
+@pytest.mark.parametrize("width", [1280, 1366, 1440])
+def test_log_out_stays_on_one_line_inside_the_bar(page: Any, fleet: Fleet, width: int) -> None:
+    page.set_viewport_size({"width": width, "height": 900})
+    try:
+        open_logged_in(page, fleet, "#/fleet?range=6h")
+        box = page.evaluate(
+            """() => {
+                const r = document.querySelector('#logout').getBoundingClientRect();
+                const brand = document.querySelector('.brand').getBoundingClientRect();
+                return {right: r.right, height: r.height, mid: r.top + r.height / 2,
+                        brandTop: brand.top, brandBottom: brand.bottom, width: innerWidth};
+            }"""
+        )
+        assert box["right"] <= box["width"], box  # inside the bar
+        assert box["brandTop"] <= box["mid"] <= box["brandBottom"], box  # on the bar's first line
+        assert box["height"] < 2 * (box["brandBottom"] - box["brandTop"]), box  # "log out" unbroken
+        page.screenshot(path=str(SCREENSHOTS / f"topbar-{width}.png"), clip={"x": 0, "y": 0, "width": width, "height": 90})
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_custom_range_fields_speak_iso_utc_24_h(page: Any, fleet: Fleet) -> None:
+    open_logged_in(page, fleet, "#/fleet?since=2026-11-29T14:05:00Z&until=2026-11-29T15:00:00Z")
+    assert page.input_value("#custom-since") == "2026-11-29 14:05"  # not 11/29/2026, 02:05 PM
+    assert page.input_value("#custom-until") == "2026-11-29 15:00"
+    page.fill("#custom-since", "2026-11-29 22:30")
+    page.fill("#custom-until", "")
+    page.click("#range-custom button[type=submit]")
+    page.wait_for_function("location.hash.includes('since=2026-11-29T22%3A30%3A00Z') || location.hash.includes('since=2026-11-29T22:30:00Z')")
+    page.fill("#custom-since", "11/29/2026 10:30 PM")
+    page.click("#range-custom button[type=submit]")
+    assert "YYYY-MM-DD HH:MM" in page.inner_text("#range-error")
+    shot(page, "custom-range-iso")

@@ -144,8 +144,21 @@ function health(x) {
   if (!x.health || typeof x.health !== "object" || !Object.keys(x.health).length) {
     return emptyState("The agent sent no health figures (agents before #4, or an import).");
   }
-  const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
-  return h("div", { id: "health" }, keyValues(Object.entries(x.health).map(([k, v]) => [k.replaceAll("_", " "), show(v)])));
+  return h("div", { id: "health" }, keyValues(Object.entries(x.health).map(([k, v]) => [k.replaceAll("_", " "), healthValue(v)])));
+}
+
+// Health figures as a person reads them (#17: `statuses {...}` and `token rejected null` were
+// raw JSON): null is "none", a nested object is its "key value" pairs, a list its items.
+function healthValue(v) {
+  if (v === null || v === undefined) return "none";
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "number") return fmtNum(v);
+  if (Array.isArray(v)) return v.length ? v.map(healthValue).join(", ") : "none";
+  if (typeof v === "object") {
+    const pairs = Object.entries(v);
+    return pairs.length ? pairs.map(([k, x]) => `${k.replaceAll("_", " ")} ${healthValue(x)}`).join(" · ") : "none";
+  }
+  return String(v);
 }
 
 function latestCpus(x) {
