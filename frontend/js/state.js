@@ -10,7 +10,9 @@
 
 export const PAGES = ["fleet", "host", "guest", "events", "admin"];
 export const RANGE_PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
-export const DEFAULT_RANGE = "24h";
+// 6 h (#17): `splitwatch demo` backfills 6 hours, so the first view a new user sees is full;
+// a production fleet's recent trouble reads there too, and 24 h is one click away.
+export const DEFAULT_RANGE = "6h";
 export const EVENT_FILTERS = ["host", "guest", "kind", "action", "source"];
 export const PAGE_SIZES = [25, 50, 100, 500];
 export const AUTO_REFRESH_S = 30;

@@ -358,7 +358,7 @@ def test_an_empty_fleet_says_no_agent_has_reported_and_how_to_start_one(
     shot(fresh_page, "empty")
     fresh_page.click("#nav a[data-page='events']")
     ready(fresh_page)
-    assert re.search(r"No event in last 24h", fresh_page.inner_text("#view"))
+    assert re.search(r"No event in last 6h", fresh_page.inner_text("#view"))
 
 
 def test_auto_refresh_refetches_every_30_s_and_is_kept_in_the_url(fresh_page: Any, fleet: Fleet) -> None:
