@@ -214,7 +214,9 @@ def test_every_page_says_the_traps_counted_and_the_records_of_the_whole_filter(
     first = viewer_client.get("/api/v1/events", params={**RANGE, "limit": 1}).json()
     assert len(first["items"]) == 1
     assert (first["traps_total"], first["records_total"]) == (9, 4)
-    second = viewer_client.get("/api/v1/events", params={**RANGE, "limit": 1, "cursor": first["next_cursor"]}).json()
+    second = viewer_client.get(
+        "/api/v1/events", params={**RANGE, "limit": 1, "cursor": first["next_cursor"]}
+    ).json()
     assert (second["traps_total"], second["records_total"]) == (9, 4)  # the filter's, not the page's
     kmsg = viewer_client.get("/api/v1/events", params={**RANGE, "source": "kmsg"}).json()
     assert (kmsg["traps_total"], kmsg["records_total"]) == (1, 2)
