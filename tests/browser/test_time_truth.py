@@ -183,7 +183,10 @@ def noisy(fleet: Fleet) -> str:
 def test_repeated_gaps_of_one_host_are_one_mark_and_labels_stay_flat_and_apart(
     page: Any, fleet: Fleet, noisy: str
 ) -> None:
-    open_logged_in(page, fleet, "#/fleet?range=6h")
+    # An end after now: a preset's end is the page's now, floored to the second, and the
+    # gaps arrived within the last second.
+    since, until = fleet.now - dt.timedelta(hours=6), fleet.now + dt.timedelta(hours=1)
+    open_logged_in(page, fleet, f"#/fleet?since={since:%Y-%m-%dT%H:%M:%SZ}&until={until:%Y-%m-%dT%H:%M:%SZ}")
     rows = page.eval_on_selector_all(
         "#changes tbody tr", "rs => rs.map(r => Array.from(r.cells).map(c => c.innerText))"
     )
