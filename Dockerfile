@@ -34,15 +34,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/splitwatch
 
-# The source tree as the repository lays it out: app/api/frontend.py serves frontend/ from
-# next to app/, so the package is installed in place (editable) rather than copied into
-# site-packages without the dashboard.
+# A regular (not editable) install: the dashboard is package data of app (frontend/, linked
+# as app/frontend, is copied into the wheel), so site-packages holds everything the server
+# serves and the source tree is only needed to build it.
 COPY pyproject.toml README.md ./
 COPY agent ./agent
 COPY app ./app
 COPY migrations ./migrations
 COPY frontend ./frontend
-RUN pip install -e ".[server]" \
+RUN pip install ".[server]" \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/splitwatch --create-home splitwatch
 
 # SQLite default (sqlite:///./splitwatch.db) lands in the writable home, not in the source tree.

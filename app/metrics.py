@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import hmac
 import logging
 import os
 import threading
@@ -58,6 +59,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import Unauthorized, error_responses
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
 from app.store.insights import read_hosts, throttling
@@ -341,9 +343,24 @@ def ingest_metrics(app: FastAPI) -> IngestMetrics | None:
     return metrics if isinstance(metrics, IngestMetrics) else None
 
 
+def check_metrics_token(expected: str | None, authorization: str | None) -> None:
+    """With SPLITWATCH_METRICS_TOKEN set, /metrics wants `Authorization: Bearer <it>` (issue 14:
+    the metrics name every host and guest); unset, /metrics stays open. Checked before any query."""
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise Unauthorized(
+            "/metrics needs the metrics token: set Prometheus' `authorization: {credentials: ...}` "
+            "(or `bearer_token`) to the value of SPLITWATCH_METRICS_TOKEN",
+            code="invalid_metrics_token",
+        )
+
+
 def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> CollectorRegistry:
-    """Mount GET /metrics (no token) on `app`, served from a registry of its own, and count the
-    ingest route's requests and events on it (app.state.ingest_metrics)."""
+    """Mount GET /metrics (no token unless settings.metrics_token) on `app`, served from a
+    registry of its own, and count the ingest route's requests and events on it
+    (app.state.ingest_metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, settings))
     app.state.metrics_registry = registry
@@ -362,6 +379,7 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
         # Sync: FastAPI runs it in the threadpool, so the queries never block the event loop.
         # The Accept header picks the format: OpenMetrics when asked for, else the classic
         # text format 0.0.4 that every Prometheus version reads.
+        check_metrics_token(settings.metrics_token, request.headers.get("authorization"))
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry), headers={"Content-Type": content_type})
 
@@ -370,11 +388,12 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
         metrics,
         methods=["GET"],
         operation_id="metrics",
-        summary="Prometheus metrics (text exposition format), no token",
+        summary="Prometheus metrics (text exposition format); the metrics token when one is set",
         tags=["health"],
         response_class=Response,
         responses={
-            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."}
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."},
+            **error_responses(401),
         },
     )
     return registry

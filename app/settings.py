@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -51,6 +51,36 @@ class Settings(BaseSettings):
     max_new_guests_per_batch: int = Field(default=256, ge=1)
     # token.last_used_at is written at most this often per token: no write per read request.
     token_touch_interval_s: int = Field(default=60, ge=1)
+    # A token's lookup is remembered this long (issue 14: a flood of requests, with or without a
+    # valid token, must not queue on the database): a revoked token stops working at most this
+    # many seconds later. 0 looks every request up.
+    token_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
+    # Threads that run the read routes' blocking work (queries, CSV rows) per process (issue 14).
+    # More requests than this wait as coroutines, taking no thread and no connection, and the
+    # event loop (authentication, ingest validation) is not crowded out of the GIL by dozens of
+    # reader threads. Ingest writes and token lookups have threads of their own.
+    threadpool_size: int = Field(default=8, ge=1, le=1000)
+    # Read connections per process. None: 12 + 12 overflow on SQLite, 12 + 8 on PostgreSQL (each
+    # is a server process): one per threadpool thread and token-lookup thread, so a reader never
+    # waits for one. Ingest on PostgreSQL has its own connections, so readers never starve it.
+    db_pool_size: int | None = Field(default=None, ge=1, le=1000)
+    db_max_overflow: int | None = Field(default=None, ge=0, le=1000)
+    # A request that waits this long for a pooled connection answers 503 with Retry-After.
+    db_pool_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # /metrics wants `Authorization: Bearer <this>` when set; unset, it is open (as for a
+    # Prometheus on a private network).
+    metrics_token: str | None = Field(default=None, min_length=16, max_length=200)
+    # Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # Seconds a client has to send a whole request head (line and headers) once it connects or
+    # starts a request: a silent or partial-header connection is closed after it (app/server.py).
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose's `${SPLITWATCH_METRICS_TOKEN:-}` passes "" when .env has none.
+        return None if value == "" else value
 
     def base_url(self) -> str:
         if self.public_url:

@@ -235,7 +235,7 @@ def test_backend_port_mapping_serve_port_and_healthcheck_agree() -> None:
     serve = splitwatch_commands(service("backend")["command"])[1]
     port = option_value(serve, "--port")
     assert port is not None
-    assert service("backend")["ports"] == [f"{port}:{port}"]
+    assert [_interpolate(p) for p in service("backend")["ports"]] == [f"127.0.0.1:{port}:{port}"]
     health = " ".join(service("backend")["healthcheck"]["test"])
     match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)['\"]", health)
     assert match, health
@@ -243,6 +243,15 @@ def test_backend_port_mapping_serve_port_and_healthcheck_agree() -> None:
     # The Dockerfile's own default agrees too.
     assert option_value(dockerfile_cmd(), "--port") == port
     assert f"EXPOSE {port}" in DOCKERFILE.read_text()
+
+
+def test_no_service_publishes_a_port_on_every_interface_by_default() -> None:
+    # issue 14: /metrics (every host and guest name) and the API were published on 0.0.0.0.
+    for name, svc in compose()["services"].items():
+        for mapping in svc.get("ports") or []:
+            published = _interpolate(str(mapping))
+            assert published.count(":") == 2, f"{name}: {mapping} binds every interface"
+            assert published.split(":")[0] == "127.0.0.1", f"{name}: {mapping}"
 
 
 def test_agent_sends_to_the_backend_service_on_its_port() -> None:
@@ -402,14 +411,16 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image() -> None:
         assert private in patterns, f".dockerignore must exclude {private}"
 
 
-def test_dashboard_files_are_found_where_the_dockerfile_puts_them() -> None:
-    # app/api/frontend.py serves frontend/ from next to app/; the image keeps that layout
-    # by copying both into one directory and installing in place.
+def test_dashboard_files_are_built_into_the_package_the_dockerfile_installs() -> None:
+    # The dashboard is package data of app (app/frontend links to frontend/ in the repository,
+    # pyproject.toml lists it), so the image copies both for the build and installs normally;
+    # tests/test_packaging.py builds the wheel and serves the dashboard from it.
     from app.api import frontend
 
-    assert frontend.FRONTEND_DIR == ROOT / "frontend"
+    assert (ROOT / "frontend").resolve() == frontend.FRONTEND_DIR
+    assert (ROOT / "app" / "frontend").resolve() == frontend.FRONTEND_DIR
     copies = [rest.split() for keyword, rest in dockerfile_instructions() if keyword == "COPY"]
     targets = {words[0]: words[-1] for words in copies if len(words) == 2}
     assert targets["app"] == "./app" and targets["frontend"] == "./frontend", targets
     runs = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
-    assert "pip install -e" in runs, "a non-editable install would leave frontend/ behind"
+    assert 'pip install ".[server]"' in runs, runs

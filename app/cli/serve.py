@@ -108,7 +108,10 @@ def register(cli: typer.Typer) -> None:
             typer.echo(f"splitwatch serve: {tls_problem}", err=True)
             raise typer.Exit(2)
         configure_logging(settings.log_level)
+        from app.server import uvicorn_options
+
         common = {
+            **uvicorn_options(settings),
             "host": settings.host,
             "port": settings.port,
             "log_config": None,
@@ -124,13 +127,13 @@ def register(cli: typer.Typer) -> None:
         if settings.workers == 1:
             from app.main import create_app
 
-            uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+            uvicorn.run(create_app(settings), **common)
             return
         # Several processes: each worker builds its app from the environment.
         for key, value in overrides.items():
             os.environ[f"SPLITWATCH_{key.upper()}"] = str(value)
         with _shared_metrics_dir():
-            uvicorn.run("app.main:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+            uvicorn.run("app.main:create_app_from_env", factory=True, workers=settings.workers, **common)
 
 
 def _check_tls(certfile: str | None, keyfile: str | None) -> str | None:
