@@ -249,7 +249,7 @@ def test_a_custom_range_since_two_hours_ago_is_kept_in_the_url_and_counted(page:
 def test_events_explorer_pages_with_a_cursor_stack_and_a_copied_url_reopens_the_page(
     page: Any, fleet: Fleet, browser: Any
 ) -> None:
-    open_logged_in(page, fleet, "#/events?host=kvm-a&limit=25")
+    open_logged_in(page, fleet, "#/events?range=24h&host=kvm-a&limit=25")
     first = table_ids(page, "#events")
     assert len(first) == 25
     page.click("#page-older")
