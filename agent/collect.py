@@ -23,40 +23,47 @@ Guarantees:
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import agent
+from agent import evidence
 from agent.errors import ConfigError, ParseError
 from agent.host import HostRoot
+from agent.kernel import consistency
 from agent.kernel.modes import (
     PROBE_HANDLE_BUS_LOCK,
     PROBE_HANDLE_GUEST_SPLIT_LOCK,
     PROBE_SPLIT_LOCK_WARN,
     UNKNOWN_KERNEL,
+    VERB_ALIGNMENT_CHECK,
     derive_action,
     parse_kernel_release,
 )
 from agent.payload import (
+    Action,
     CpuState,
     Event,
     Gap,
     GapReason,
+    Guest,
     HostInfo,
     HostState,
     Kind,
     Mode,
     Payload,
     Source,
+    format_time,
 )
 from agent.sources import msr as msr_source
 from agent.sources import procfs as procfs_source
 from agent.sources.guests import GuestResolver
-from agent.sources.kmsg import KmsgCursor, KmsgSource, KmsgTrap
+from agent.sources.kmsg import KmsgCursor, KmsgResult, KmsgSource, KmsgTrap
 from agent.sources.procfs import ProcfsResult
 from agent.state import AgentState, load_state, save_state
 
@@ -66,6 +73,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("splitwatch.agent")
 
 MAX_EVENTS_PER_PAYLOAD = 1000  # the backend's batch size (AgentConfig.batch_max_events)
+# The boot_id sent while proc/sys/kernel/random/boot_id has never been readable (issue 16).
+UNKNOWN_BOOT = "unknown"
+# Kills the agent infers from a VMM's exit are numbered from here under source kmsg: the kernel's
+# SEQs (one per record since boot) never come near 2**62, so the two never collide (docs/agent.md).
+INFERRED_SEQ_BASE = 1 << 62
+# How a sigbus event's kill was known (events[].evidence, docs/api.md).
+EVIDENCE_KERNEL_LINE = "kernel_line"
+EVIDENCE_TRACEFS = "tracefs"
+EVIDENCE_VMM_EXIT = "vmm_exit"
 _DRAIN_ROUNDS = 64
 
 
@@ -135,6 +151,9 @@ class Collector:
         self._tracefs_pending: list[Event] = []
         self._tracefs_pending_gaps: list[Gap] = []
         self._tracefs_next_seq = self._state.tracefs_next_seq
+        # Kills inferred from a VMM's exit (fatal mode, no kernel line left), not yet committed.
+        self._inferred_pending: list[Event] = []
+        self._event_cpus: dict[tuple[Source, int], tuple[int, ...]] = {}  # tracefs event -> its CPUs
         self._reported: set[str] = set()  # problems already logged, so a broken host is not a log flood
 
     # -- one pass -------------------------------------------------------------------------------
@@ -148,23 +167,48 @@ class Collector:
         kernel = _kernel(procfs.kernel)
         mode, ratelimit = procfs.mode, procfs.ratelimit
         mitigate: Literal[0, 1] | None = 1 if procfs.mitigate == 1 else 0 if procfs.mitigate == 0 else None
-        boot_id = procfs.boot_id
         state = self._state
-        if self._boot_id != boot_id:
+        # An unreadable boot_id is the boot we were in, not a new one (issue 16): a new key would
+        # make the whole kernel log be read and stored again under it.
+        boot_id = procfs.boot_id or self._boot_id
+        if self._boot_id != boot_id and boot_id is not None:
             self._new_boot(boot_id)
+        memory = self._memory_for(boot_id)
+        # An unreadable btime is this boot's remembered one, never 0 (events dated 1970).
+        btime = procfs.btime if procfs.btime is not None else memory.get("btime")
+        if procfs.btime is not None:
+            memory["btime"] = procfs.btime
+        readable_log = boot_id is not None and btime is not None
+        if boot_id is None:
+            boot_id = UNKNOWN_BOOT
         if self._guests is None:
             cache = state.guest_cache if state.boot_id == boot_id else None
             self._guests = GuestResolver(self._host, cache=cache, boot_id=boot_id)
         guests = self._guests
 
-        host_state = self._host_state(procfs, mode, ratelimit, mitigate, errors, statuses)
+        host_state, msr = self._host_state(procfs, mode, ratelimit, mitigate, errors, statuses)
 
         cursor = (
             KmsgCursor(state.boot_id, state.kmsg_next_seq)
             if state.boot_id is not None and state.kmsg_next_seq is not None
             else None
         )
-        kmsg = self._kmsg.collect(cursor, boot_id=boot_id, btime=procfs.btime)
+        if readable_log:
+            assert btime is not None
+            kmsg = self._kmsg.collect(cursor, boot_id=boot_id, btime=btime)
+        else:
+            # Without boot_id or btime a record has no key or no date: read it next pass instead.
+            kmsg = KmsgResult(
+                "failed",
+                "kernel log not read this pass: boot_id or btime unreadable (see above); "
+                "reading it later loses nothing",
+                (),
+                (),
+                (),
+                KmsgCursor(boot_id, cursor.next_seq if cursor is not None else 0),
+                0,
+                0,
+            )
         statuses["kmsg"] = kmsg.status
         if kmsg.error:
             errors.append(kmsg.error)
@@ -175,27 +219,48 @@ class Collector:
                 kmsg.forged,
                 self._host.path("dev/kmsg"),
             )
+        evidence.note_boot_lines(memory, kmsg.boot_modes)
 
         # Refresh before resolving: a guest alive at the previous pass is in the cache even if
         # its QEMU died of this pass's SIGBUS.
         guests.refresh()
 
-        tracefs = self._tracefs_pass(kmsg.cursor.next_seq, errors, statuses)
+        tracefs = self._tracefs_pass(kmsg.cursor.next_seq, errors, statuses) if readable_log else None
         events: list[Event] = []
+        sld_era = kernel >= (5, 7) or procfs.sld_flag or procfs.knob is not None
         for trap in kmsg.traps:
-            events.append(self._kmsg_event(trap, guests, tracefs, mode, mitigate, kernel))
+            if trap.trap.verb in ("fatal", "bogus"):
+                # handle_guest_split_lock() prints either with one pr_warn_once: it is spent now,
+                # so later guest kills of this boot leave no line (issue 16).
+                memory["fatal_line"] = True
+            event = self._kmsg_event(trap, guests, tracefs, mode, mitigate, kernel, sld_era=sld_era)
+            if event is None:
+                memory["alignment"] += 1  # not a split lock we can vouch for: counted, not an event
+                continue
+            events.append(event)
+        trapped_cpus: frozenset[int] | None = None
+        fresh_tracefs: list[Event] = []
         if tracefs is not None:
-            new_events, new_gaps = self._tracefs_events(
-                tracefs, guests, procfs.btime, mode, mitigate, kernel, errors, statuses
+            assert btime is not None
+            fresh_tracefs, new_gaps, trapped_cpus = self._tracefs_events(
+                tracefs, guests, btime, mode, mitigate, kernel, errors, statuses
             )
-            self._tracefs_pending.extend(new_events)
+            self._tracefs_pending.extend(fresh_tracefs)
             self._tracefs_pending_gaps.extend(new_gaps)
-        # Uncommitted tracefs events and gaps of earlier passes go again, with their SEQs.
+        for event in (*events, *fresh_tracefs):
+            self._remember_event(memory, event, mode)
+        if mode is Mode.FATAL and memory["fatal_line"] and tracefs is None:
+            self._inferred_pending.extend(self._vmm_exit_kills(memory, guests))
+        # Uncommitted tracefs and inferred events and gaps of earlier passes go again, same SEQs.
         tracefs_events = list(self._tracefs_pending)
+        inferred_events = list(self._inferred_pending)
         tracefs_gaps = list(self._tracefs_pending_gaps)
+        events.extend(inferred_events)
         events.extend(tracefs_events)
         if tracefs is None:
             statuses["tracefs"] = self._tracefs_status
+
+        host_state = self._judge(memory, procfs, msr, host_state, events, trapped_cpus)
 
         for problem in errors:
             if problem not in self._reported:
@@ -210,23 +275,119 @@ class Collector:
             agent_version=agent.__version__,
         )
         payloads = self._split(host, host_state, events, (*kmsg.gaps, *tracefs_gaps))
-        sent = (len(tracefs_events), len(tracefs_gaps))
+        sent = (len(tracefs_events), len(tracefs_gaps), len(inferred_events))
         if kmsg.status == "ok" or kmsg.records_read:
             next_seq: int | None = kmsg.cursor.next_seq
         else:
             # Nothing read (denied, absent): keep the position we had; a first run stays a first run.
             next_seq = state.kmsg_next_seq if state.boot_id == boot_id else None
         new_state = AgentState(
-            boot_id=boot_id,
-            kmsg_next_seq=next_seq,
+            boot_id=boot_id if boot_id != UNKNOWN_BOOT else state.boot_id,
+            kmsg_next_seq=next_seq if boot_id != UNKNOWN_BOOT else state.kmsg_next_seq,
             tracefs_next_seq=self._tracefs_next_seq,
             guest_cache=guests.cache_snapshot(),
+            consistency=memory,
         )
 
         def commit() -> None:
             self._commit(new_state, *sent)
 
         return Collected(payloads, commit, statuses, tuple(errors))
+
+    # -- consistency ------------------------------------------------------------------------------
+
+    def _memory_for(self, boot_id: str | None) -> dict[str, Any]:
+        """This boot's consistency memory (a copy: it is persisted only by commit())."""
+        state = self._state
+        if boot_id is not None and state.boot_id not in (None, boot_id):
+            return evidence.fresh()
+        return copy.deepcopy(evidence.load(state.consistency))
+
+    def _remember_event(self, memory: dict[str, Any], event: Event, mode: Mode) -> None:
+        if event.kind is not Kind.SPLIT_LOCK:
+            return
+        who = event.guest.name if event.guest is not None else event.comm
+        if event.action is Action.SIGBUS and event.guest is not None:
+            evidence.note_killed(memory, event.guest.name)
+        if mode is Mode.WARN and event.count >= 0:
+            cpus = self._event_cpus.get((event.source, event.seq), ())
+            evidence.note_trap(memory, who, event.tid, cpus)
+
+    def _vmm_exit_kills(self, memory: dict[str, Any], guests: GuestResolver) -> list[Event]:
+        """Guests whose VMM exited in fatal mode after this boot's one kernel kill line was spent.
+
+        handle_guest_split_lock() prints `fatal split_lock trap` with pr_warn_once (shared with the
+        bogus line): from the second kill of a boot on there is no line, and without tracefs the
+        VMM's exit is all there is to see. Labelled `evidence: vmm_exit` — an inference: a guest
+        shut down on purpose at that moment would be counted too (docs/agent.md).
+        """
+        killed = set(memory["killed"])
+        out: list[Event] = []
+        now = datetime.now(timezone.utc)
+        for pid, identity in guests.exited:
+            if identity.name in killed:
+                continue
+            seq = INFERRED_SEQ_BASE + memory["inferred"]
+            memory["inferred"] += 1
+            evidence.note_killed(memory, identity.name)
+            out.append(
+                Event(
+                    source=Source.KMSG,
+                    seq=seq,
+                    time=now,
+                    kind=Kind.SPLIT_LOCK,
+                    comm="",
+                    tid=pid,
+                    tgid=pid,
+                    address=None,
+                    count=1,
+                    action=Action.SIGBUS,
+                    guest=Guest(identity.name, identity.uuid, identity.vmm, None),
+                    evidence=EVIDENCE_VMM_EXIT,
+                )
+            )
+        return out
+
+    def _judge(
+        self,
+        memory: dict[str, Any],
+        procfs: ProcfsResult,
+        msr: msr_source.MsrResult,
+        host_state: HostState,
+        events: list[Event],
+        trapped_cpus: frozenset[int] | None,
+    ) -> HostState:
+        """The consistency verdict of this sample (agent/kernel/consistency.py), then remembered."""
+        now_iso = format_time(host_state.observed_at)
+        evidence.note_modules(memory, procfs.hypervisor_modules, now_iso)
+        readable = [c for c in host_state.cpus if c.sld_on is not None]
+        cpus_off = frozenset(c.cpu for c in readable if c.sld_on is False)
+        trapped = any(e.kind is Kind.SPLIT_LOCK for e in events)
+        facts = evidence.evidence(
+            memory,
+            release=procfs.kernel,
+            cmdline_mode=str(procfs.mode),
+            cmdline_given=procfs.cmdline_given,
+            ratelimit=procfs.ratelimit,
+            cpuinfo_sld=procfs.sld_flag,
+            hypervisor_flag=procfs.hypervisor_flag,
+            core_caps_sld=msr.core_caps,
+            msr_status=msr.status if readable else ("failed" if msr.status == "ok" else msr.status),
+            msr_error=msr.error,
+            cpus_on=frozenset(c.cpu for c in readable if c.sld_on),
+            cpus_off=cpus_off,
+            mitigate=procfs.mitigate,
+            knob=procfs.knob,
+            trapped=trapped,
+            trapped_cpus=trapped_cpus,
+        )
+        judged = consistency.verdict(facts)
+        evidence.remember_sample(memory, cpus_off, trapped, trapped_cpus)
+        details = dict(judged.details)
+        if memory["alignment"]:
+            details["alignment_checks"] = memory["alignment"]
+        body = {"verdict": judged.name, "reason": judged.reason, "details": details}
+        return replace(host_state, consistency=body)
 
     def _new_boot(self, boot_id: str) -> None:
         if self._boot_id is not None:
@@ -235,6 +396,7 @@ class Collector:
             self._guests = None
             self._tracefs_next_seq = 0
             self._tracefs_pending, self._tracefs_pending_gaps = [], []
+            self._inferred_pending = []
             if self._tracefs is not None:
                 self._tracefs.from_seq = 0
         # The persisted kmsg cursor stays: KmsgSource sees its other boot_id and starts at 0,
@@ -249,7 +411,7 @@ class Collector:
         mitigate: Literal[0, 1] | None,
         errors: list[str],
         statuses: dict[str, str],
-    ) -> HostState:
+    ) -> tuple[HostState, msr_source.MsrResult]:
         msr = msr_source.collect(self._host, sld_flag=procfs.sld_flag)
         statuses["msr"] = msr.status
         cpus = tuple(msr.cpus)
@@ -262,7 +424,7 @@ class Collector:
             # backend shows "unknown" per core rather than a host without cores.
             reason = msr.error or "MSRs not readable"
             cpus = tuple(CpuState(n, None, None, None, reason) for n in range(procfs.cpu_count))
-        return HostState(
+        state = HostState(
             observed_at=datetime.now(timezone.utc),
             mode=mode,
             ratelimit=ratelimit,
@@ -271,6 +433,7 @@ class Collector:
             bld_supported=bool(procfs.bld_flag),
             cpus=cpus,
         )
+        return state, msr
 
     def _kmsg_event(
         self,
@@ -280,8 +443,19 @@ class Collector:
         mode: Mode,
         mitigate: Literal[0, 1] | None,
         kernel: tuple[int, int],
-    ) -> Event:
+        *,
+        sld_era: bool,
+    ) -> Event | None:
+        """The event of one kernel line; None for an alignment-check line that is not a split lock.
+
+        `traps: ... trap alignment check` is printed for any unhandled SIGBUS from #AC, a task that
+        set EFLAGS.AC itself included: it is a split lock with action sigbus only in fatal mode on a
+        kernel with split-lock detection (issue 16). Otherwise it is counted (consistency details
+        `alignment_checks`), never sent as a split lock.
+        """
         t = trap.trap
+        if t.verb == VERB_ALIGNMENT_CHECK and not (mode is Mode.FATAL and sld_era):
+            return None
         tgid, guest = guests.resolve(t.tid, t.comm)
         action = derive_action(
             t.kind, t.verb, mode=mode, mitigate=mitigate, kernel=kernel, guest=guest is not None
@@ -303,6 +477,7 @@ class Collector:
             count=count,
             action=action,
             guest=guest,
+            evidence=EVIDENCE_KERNEL_LINE if action is Action.SIGBUS else None,
         )
 
     # -- tracefs --------------------------------------------------------------------------------
@@ -359,7 +534,8 @@ class Collector:
         kernel: tuple[int, int],
         errors: list[str],
         statuses: dict[str, str],
-    ) -> tuple[list[Event], list[Gap]]:
+    ) -> tuple[list[Event], list[Gap], frozenset[int] | None]:
+        """This pass's tracefs events and gaps, and the CPUs split-lock hits ran on."""
         result = tracefs.source.collect()
         statuses["tracefs"] = result.status
         if result.status != "ok":
@@ -368,7 +544,7 @@ class Collector:
             tracefs.source.close()
             self._tracefs = None
             self._tracefs_status = result.status
-            return [], []
+            return [], [], None
         gaps: list[Gap] = []
         if result.lost:
             # `[LOST N EVENTS]`: the trace ring overflowed between two reads. The gap takes a SEQ
@@ -379,7 +555,10 @@ class Collector:
         guest_tids = {h.tid for h in result.hits if h.probe == PROBE_HANDLE_GUEST_SPLIT_LOCK}
         events: list[Event] = []
         boot = datetime.fromtimestamp(btime, timezone.utc)
+        trapped_cpus: set[int] = set()
         for hit in result.hits:
+            if hit.probe != PROBE_HANDLE_BUS_LOCK:
+                trapped_cpus.update(hit.cpus)
             if hit.probe == PROBE_SPLIT_LOCK_WARN and hit.tid in guest_tids:
                 # 5.19+ handle_guest_split_lock() calls split_lock_warn() in warn mode: the same
                 # guest traps hit both probes; the guest probe's hits are their count.
@@ -402,10 +581,14 @@ class Collector:
                     count=hit.count,
                     action=action,
                     guest=guest,
+                    evidence=EVIDENCE_TRACEFS if action is Action.SIGBUS else None,
                 )
             )
+            self._event_cpus[(Source.TRACEFS, self._tracefs_next_seq)] = hit.cpus
             self._tracefs_next_seq += 1
-        return events, gaps
+        if len(self._event_cpus) > 4 * MAX_EVENTS_PER_PAYLOAD:
+            self._event_cpus.clear()  # only this pass's events are looked up
+        return events, gaps, frozenset(trapped_cpus)
 
     # -- payloads and commit ----------------------------------------------------------------------
 
@@ -417,13 +600,14 @@ class Collector:
         payloads.extend(Payload(host=host, state=None, events=tuple(c)) for c in chunks[1:])
         return payloads
 
-    def _commit(self, new_state: AgentState, events_sent: int, gaps_sent: int) -> None:
+    def _commit(self, new_state: AgentState, events_sent: int, gaps_sent: int, inferred_sent: int) -> None:
         if self._state_dir is not None:
             save_state(self._state_dir, new_state)
         self._state = new_state
         # The tracefs events and gaps this pass carried are acknowledged; later ones stay pending.
         self._tracefs_pending = self._tracefs_pending[events_sent:]
         self._tracefs_pending_gaps = self._tracefs_pending_gaps[gaps_sent:]
+        self._inferred_pending = self._inferred_pending[inferred_sent:]
 
     def close(self) -> None:
         """Remove the kprobes (only ours) and close the kernel log."""

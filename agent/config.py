@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
+from agent.state_refresh import DEFAULT_REFRESH_S
 
 DEFAULT_STATE_DIR = Path("/var/lib/splitwatch")
 DEFAULT_SPOOL_DIR = DEFAULT_STATE_DIR / "spool"
@@ -35,6 +36,9 @@ class AgentConfig:
     backoff_cap_s: float = 300.0
     # SIGTERM: one last flush attempt, bounded so systemd's stop timeout is never reached.
     shutdown_flush_s: float = 3.0
+    # The full host state goes at least this often, else only when it changed (#13,
+    # agent/state_refresh.py); 0 sends it every pass.
+    state_refresh_s: float = DEFAULT_REFRESH_S
     # None: run until SIGTERM/SIGINT. A number: stop after that many passes (bench, tests).
     max_passes: int | None = None
     # PEM bundle of the private CA that signed an https server's certificate (--ca-file);
@@ -69,6 +73,7 @@ class AgentConfig:
         for name, value in (
             ("batch_max_age_s", self.batch_max_age_s),
             ("shutdown_flush_s", self.shutdown_flush_s),
+            ("state_refresh_s", self.state_refresh_s),
         ):
             if value < 0:
                 raise ConfigError(f"{name} must not be negative, got {value!r}: pass 0 or more")

@@ -1,10 +1,11 @@
 """`splitwatch doctor`: one host's split-lock set-up in words, and what is wrong with it.
 
-Reads the host under a root the way the agent does (one Collector pass, nothing persisted, no
-kprobes registered), samples the MSRs a few times more to tell drift from warn mode's transient
-"off", and answers in sections a person reads top to bottom: detection, CPUs, mode and what it
-means, kernel era, recent events, hypervisor modules, tracefs; then the problems, each with its
-remedy. Pure stdlib; the CLI (app/cli/doctor.py) decides colour.
+Reads the host under a root the way the agent does (a few Collector passes, nothing persisted,
+no kprobes registered: the passes are the consecutive samples the consistency verdict needs) and
+answers in sections a person reads top to bottom: the consistency verdict in the agent's own
+words (agent/kernel/consistency.py, the one rule, #16), detection, CPUs, mode and what it means,
+kernel era, recent events, hypervisor modules, tracefs; then the problems, each with its remedy.
+Pure stdlib; the CLI (app/cli/doctor.py) decides colour.
 """
 
 from __future__ import annotations
@@ -21,11 +22,29 @@ from agent.collect import Collector
 from agent.errors import ParseError
 from agent.host import HostRoot
 from agent.kernel import procfs as procfs_parse
+from agent.kernel.consistency import LABELS, NEEDS_ACTION
 from agent.kernel.modes import UNKNOWN_KERNEL, parse_kernel_release
 from agent.payload import Action, CpuState, Event, GapReason, Mode, Payload
-from agent.sources import msr as msr_source
 
 PROBES = ("split_lock_warn", "handle_guest_split_lock", "handle_bus_lock")
+# What to do about each verdict that needs action (agent/kernel/consistency.py NEEDS_ACTION).
+VERDICT_REMEDIES = {
+    "drift": (
+        "look for a tool writing MSR_TEST_CTRL (wrmsr 0x33), a firmware or microcode setting; "
+        "a reboot restores the kernel's setting"
+    ),
+    "stuck_off": (
+        'set kernel.split_lock_mitigate=1, or take a kernel with "x86/split_lock: Fix the delayed '
+        'detection logic" (6.15+, some stable trees); a reboot re-enables the cores'
+    ),
+    "inconsistent_config": (
+        "make the named pair agree: boot with the split_lock_detect= you mean, and find what wrote "
+        "MSR_TEST_CTRL (0x33) if the MSR disagrees"
+    ),
+    "foreign_hypervisor": (
+        "unload the module (rmmod vboxdrv / vmmon), or boot hosts that must run it with split_lock_detect=off"
+    ),
+}
 TRACEFS = "sys/kernel/tracing"
 
 
@@ -66,15 +85,25 @@ def diagnose(
     # The collector logs each problem as a warning; here they are the report, said once.
     agent_log = logging.getLogger("splitwatch.agent")
     was_disabled, agent_log.disabled = agent_log.disabled, True
+    events: list[Event] = []
+    payloads: list[Payload] = []
     try:
-        collected = collector.collect()
+        # `samples` passes in a row: the verdict's consecutive samples (a drifted core reads off
+        # in all of them; warn mode's 2-jiffy pause after a trap does not).
+        for n in range(max(1, samples)):
+            if n and sample_pause_s > 0:
+                time.sleep(sample_pause_s)
+            collected = collector.collect()
+            collected.commit()  # no state dir: only this collector's memory moves on
+            payloads.extend(collected.payloads)
+            events.extend(e for p in collected.payloads for e in p.events)
     finally:
         collector.close()
         agent_log.disabled = was_disabled
     payload = collected.payload
-    events = [e for p in collected.payloads for e in p.events]
     assert payload.state is not None  # the first payload of a pass always carries the state
     state = payload.state
+    judged = state.consistency or {}
     host = HostRoot.at(root)
     flags = _cpu_flags(host)
     kernel = _kernel(payload.host.kernel)
@@ -98,25 +127,15 @@ def diagnose(
             else "not supported by this CPU"
         ),
     ]
-    off_in_every_sample = _sample_off(
-        host, state.cpus, samples, sample_pause_s, sld_flag="split_lock_detect" in flags
-    )
     cpu_lines = describe_cpus(state.cpus)
-    transient = sorted({c.cpu for c in state.cpus if c.sld_on is False} - off_in_every_sample)
-    if transient:
-        cpu_lines.append(
-            f"cpu {cpu_ranges(transient)} read off only once: the ~2-tick pause after a trap in warn mode"
-        )
-    detection_on = state.mode in (Mode.WARN, Mode.FATAL)
-    if detection_on and state.sld_supported and off_in_every_sample:
-        problems.append(
-            Problem(
-                f"detection is off on cpu {cpu_ranges(off_in_every_sample)} in {samples} consecutive reads "
-                f"although the mode is {state.mode} (drift): split locks there go unseen",
-                "look for a tool writing MSR_TEST_CTRL (wrmsr 0x33), a firmware or microcode setting; "
-                "a reboot restores the kernel's setting",
-            )
-        )
+    verdict_name = str(judged.get("verdict", "unknown"))
+    label = LABELS.get(verdict_name, verdict_name)
+    verdict_lines = [f"{label}: {judged.get('reason', 'no verdict')}"]
+    details = judged.get("details") or {}
+    if isinstance(details, dict) and details.get("era"):
+        verdict_lines.append(f"kernel era (from the kernel's own evidence): {details['era']}")
+    if verdict_name in NEEDS_ACTION:
+        problems.append(Problem(f"{label}: {judged.get('reason')}", VERDICT_REMEDIES[verdict_name]))
 
     # -- mode -------------------------------------------------------------------------------------
     mode_text = f"{state.mode}" + (f":{state.ratelimit}" if state.ratelimit is not None else "")
@@ -128,7 +147,7 @@ def diagnose(
         else "the kernel's default: no split_lock_detect= on the command line"
     )
     if given is not None and given != mode_text:
-        # Invalid values, and ratelimit:N before 5.13, fall back to warn (sld_state_setup).
+        # Invalid values, and ratelimit:N before 5.14, fall back to warn (sld_state_setup).
         origin += f", which this kernel reads as {mode_text}"
     mode_lines = [f"mode {mode_text} ({origin}), split_lock_mitigate {mitigate_text}"]
     if state.sld_supported or state.bld_supported:
@@ -153,10 +172,11 @@ def diagnose(
 
     # -- kernel -----------------------------------------------------------------------------------
     kernel_lines = [f"kernel {payload.host.kernel}", *kernel_notes(kernel)]
-    if kernel != UNKNOWN_KERNEL and kernel < (5, 7):
+    if verdict_name == "unsupported" and isinstance(details, dict) and details.get("why") == "kernel":
+        # Only when the kernel itself shows no split-lock code: RHEL 8's 4.18 backport has it.
         problems.append(
             Problem(
-                f"kernel {payload.host.kernel} predates split-lock detection (5.7)",
+                f"kernel {payload.host.kernel} predates split-lock detection (5.7) and shows no backport",
                 "upgrade the kernel to 5.7 or later (5.19+ for the misery mode)",
             )
         )
@@ -207,7 +227,7 @@ def diagnose(
         )
 
     # -- events -----------------------------------------------------------------------------------
-    event_lines = describe_events(events, collected.payloads, recent)
+    event_lines = describe_events(events, payloads, recent)
 
     # -- hypervisor modules, tracefs --------------------------------------------------------------
     modules = _hypervisor_modules(host)
@@ -217,6 +237,7 @@ def diagnose(
     tracefs_lines = describe_tracefs(host)
 
     sections = (
+        Section("Consistency verdict", tuple(verdict_lines)),
         Section("Detection", tuple(detection)),
         Section("CPUs (MSR_TEST_CTRL bit 29, IA32_DEBUGCTL bit 2)", tuple(cpu_lines)),
         Section("Mode", tuple(mode_lines)),
@@ -309,6 +330,8 @@ def kernel_notes(kernel: tuple[int, int]) -> list[str]:
     notes: list[str] = []
     if kernel < (5, 13):
         notes.append("5.7-5.12: no bus-lock detection (#DB) and no ratelimit mode")
+    elif kernel < (5, 14):
+        notes.append("5.13: bus-lock detection (#DB) but no ratelimit:N yet (5.14+): it falls back to warn")
     if kernel < (5, 19):
         notes.append("before 5.19: no misery mode; after its first trap a thread runs with detection off")
     else:
@@ -391,21 +414,6 @@ def _msr_remedy(status: str) -> str:
     if status == "denied":
         return "run as root or grant CAP_SYS_RAWIO"
     return "on a guest or a CPU without these MSRs nothing can be read; on a host, check the msr driver"
-
-
-def _sample_off(
-    host: HostRoot, first: Sequence[CpuState], samples: int, pause_s: float, *, sld_flag: bool
-) -> set[int]:
-    """CPUs reading detection off in the first read and `samples - 1` more: drift, not a pause."""
-    off = {c.cpu for c in first if c.sld_on is False}
-    for _ in range(max(0, samples - 1)):
-        if not off:
-            break
-        if pause_s > 0:
-            time.sleep(pause_s)
-        again = msr_source.collect(host, sld_flag=sld_flag)
-        off &= {c.cpu for c in again.cpus if c.sld_on is False}
-    return off
 
 
 def _cmdline_option(host: HostRoot) -> str | None:

@@ -28,15 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from agent.kernel.msr import (
-    CORE_CAPS_SPLIT_LOCK_DETECT,
-    DEBUGCTL_BUS_LOCK_DETECT,
-    MSR_IA32_CORE_CAPS,
-    MSR_IA32_DEBUGCTL,
-    MSR_TEST_CTRL,
-    TEST_CTRL_SPLIT_LOCK_DETECT,
-)
-from agent.kernel.splitlock import PREFIX
+# Kernel constants stated here on their own, not imported from agent.kernel: the fake host is what
+# tests compare the agent against, so it must not share the agent's mistakes (issue 16).
+MSR_TEST_CTRL = 0x33
+MSR_IA32_CORE_CAPS = 0xCF
+MSR_IA32_DEBUGCTL = 0x1D9
+TEST_CTRL_SPLIT_LOCK_DETECT = 1 << 29
+CORE_CAPS_SPLIT_LOCK_DETECT = 1 << 5
+DEBUGCTL_BUS_LOCK_DETECT = 1 << 2
+PREFIX = "x86/split lock detection: "
+KNOB = "sys/kernel/split_lock_detect"  # RHEL 8's runtime knob
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is 3.11; the agent runs on 3.9 (issue 17)
@@ -93,6 +94,8 @@ class FakeHost:
     boot_id: str = ""
     _kernel: str = "6.8.0-49-generic"
     _cmdline_mode: str | None = None  # value of split_lock_detect=, None = absent
+    _default_mode: str = "warn"  # the mode without split_lock_detect=: mainline warn, RHEL 8 off
+    _knob: str | None = None  # RHEL 8's runtime knob, None = absent (mainline)
     _mitigate: int | None = 1
     _cpus: int = 0
     _cpu_model: str = DEFAULT_CPU_MODEL
@@ -151,6 +154,26 @@ class FakeHost:
         self._write_cmdline()
         return self
 
+    def default_mode(self, value: str) -> Self:
+        """The mode this kernel picks without split_lock_detect= (RHEL 8's backport: off)."""
+        self._default_mode = value
+        return self
+
+    def knob(self, value: str | None) -> Self:
+        """RHEL 8's runtime `sys/kernel/split_lock_detect` knob (None: absent, as on mainline)."""
+        self._knob = value
+        path = self.root / KNOB
+        if value is None:
+            path.unlink(missing_ok=True)
+        else:
+            self._write(KNOB, f"{value}\n")
+        return self
+
+    @property
+    def backport(self) -> bool:
+        """A distribution kernel older than 5.7 with split-lock detection backported."""
+        return self.kernel_version < (5, 7) and (self._knob is not None or self._default_mode != "warn")
+
     def _write_cmdline(self) -> None:
         sld = f" split_lock_detect={self._cmdline_mode}" if self._cmdline_mode is not None else ""
         self._write(
@@ -167,6 +190,11 @@ class FakeHost:
         else:
             self._write("proc/sys/kernel/split_lock_mitigate", f"{value}\n")
         return self
+
+    @property
+    def sysctl_mitigate(self) -> int | None:
+        """split_lock_mitigate as written (None: the sysctl is absent)."""
+        return self._mitigate
 
     def modules(self, *names: str) -> Self:
         self._write("proc/modules", "".join(f"{n} 413696 0 - Live 0x0000000000000000\n" for n in names))
@@ -188,7 +216,11 @@ class FakeHost:
         flags = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush dts"
         flags += " acpi mmx fxsr sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm constant_tsc"
         flags += " vmx flexpriority ept vpid"
-        if sld_supported:
+        # The kernel sets `split_lock_detect` after probing: from 5.7 (5.7-5.12 only when the mode is
+        # not off; 5.13+ even when off), and on a backport; a kernel without the code never does.
+        knows = self.kernel_version >= (5, 7) or self.backport
+        hidden = self.kernel_version < (5, 13) and not self.backport and self._boot_mode() == "off"
+        if sld_supported and knows and not hidden:
             flags += " split_lock_detect"
         if bld_supported:
             flags += " bus_lock_detect"
@@ -207,20 +239,42 @@ class FakeHost:
             self.cpu_state(n, sld_on=default_sld, bld_on=default_bld)
         return self
 
-    def _effective_mode(self) -> str:
-        mode = self._cmdline_mode or "warn"
+    def _boot_mode(self) -> str:
+        """The mode the kernel booted in: the command line as this kernel parses it."""
+        if self.kernel_version < (5, 7) and not self.backport:
+            return "off"  # no split-lock detection in this kernel at all
+        mode = self._cmdline_mode or self._default_mode
         if mode in ("off", "warn", "fatal"):
             return mode
-        if mode.startswith("ratelimit:") and self.kernel_version >= (5, 13):
-            return mode  # ratelimit:N arrived in 5.13; older kernels fall back to warn
+        if mode.startswith("ratelimit:") and (self.kernel_version >= (5, 14) or self.backport):
+            return mode  # ratelimit:N arrived in 5.14; older kernels fall back to warn
         return "warn"  # the kernel's fallback for an invalid value
 
+    @property
+    def effective_mode(self) -> str:
+        """The split-lock mode in force now (off, warn, fatal, ratelimit:N), as this kernel decides it."""
+        return self._effective_mode()
+
+    def _effective_mode(self) -> str:
+        """The mode now: the runtime knob where there is one, else the boot's."""
+        if self._knob is not None and self._knob in ("off", "warn", "fatal"):
+            return self._knob
+        return self._boot_mode()
+
     def _implied_sld_on(self) -> bool:
-        # ratelimit:N turns #AC off (DESIGN.md §1); off is off.
+        # ratelimit:N turns #AC off (DESIGN.md §1); off is off; before 5.7 firmware left it clear.
         return self._sld_supported and self._effective_mode() in ("warn", "fatal")
 
     def _implied_bld_on(self) -> bool:
-        return self._bld_supported and self._effective_mode() != "off" and self.kernel_version >= (5, 13)
+        # The kernel clears DEBUGCTL bit 2 on CPUs with split-lock detection in warn or fatal mode:
+        # #AC does the job there; #DB is armed only where it is the mechanism (ratelimit, or a CPU
+        # with bus-lock but no split-lock detection).
+        if not self._bld_supported or (self.kernel_version < (5, 13) and not self.backport):
+            return False
+        mode = self._effective_mode()
+        if mode == "off":
+            return False
+        return mode.startswith("ratelimit:") or not self._sld_supported
 
     def cpu_state(self, cpu: int, *, sld_on: bool, bld_on: bool | None = None) -> Self:
         """Write CPU `cpu`'s MSRs: TEST_CTRL bit 29, CORE_CAPS bit 5, DEBUGCTL bit 2."""
@@ -453,9 +507,11 @@ class FakeHost:
 
     def boot_messages(self) -> Self:
         """The boot mode line(s) this kernel prints for the configured mode (DESIGN.md §1)."""
-        mode = self._effective_mode()
+        mode = self._boot_mode()
         self.kmsg("Linux version " + self._kernel + " (buildd@lcy02) #1 SMP", level=5)
-        if self.kernel_version < (5, 13):
+        if self.kernel_version < (5, 7) and not self.backport:
+            return self  # no split-lock detection: nothing printed
+        if self.kernel_version < (5, 13) and not self.backport:
             text = {
                 "off": "disabled",
                 "warn": "warning about user-space split_locks",

@@ -30,6 +30,7 @@ from agent.errors import ConfigError, SplitwatchAgentError, SpoolError
 from agent.health import Health
 from agent.payload import Payload
 from agent.spool import Spool
+from agent.state_refresh import StateRefresh
 from agent.transport import Sender, Transport
 
 log = logging.getLogger("splitwatch.agent.loop")
@@ -96,6 +97,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.health = Health(interval_s=config.interval_s)
+        self.state_refresh = StateRefresh(config.state_refresh_s)
         self.passes = 0
         self._explained: str | None = None
 
@@ -172,7 +174,8 @@ class Agent:
         collected: _Collected = collector.collect()
         payloads = list(collected.payloads)
         try:
-            spool.append([p.to_json().encode() for p in payloads])
+            # The state only when it says something new (agent/state_refresh.py, #13).
+            spool.append([p.to_json().encode() for p in self.state_refresh.filter(payloads)])
         except SpoolError as exc:
             # Not committed: the kmsg cursor stays, the next pass reads these records again.
             log.error("this pass was not saved: %s", exc)

@@ -5,8 +5,11 @@ payload becomes JSON, so `agent --once --stdout`, the spool and the transport al
 same bytes for the same facts. The backend validates the same shape with pydantic
 (app/ingest/schema.py); tests/test_contract.py feeds one into the other.
 
-`health` is the one optional extension: the agent loop's own figures (#4), sent with each
-batch and absent from `--once --stdout` output.
+Optional extensions (absent keys keep older payloads valid, docs/api.md):
+- `health`: the agent loop's own figures (#4), sent with each batch, absent from `--once --stdout`;
+- `state.consistency`: the consistency verdict of this sample (agent/kernel/consistency.py, #16);
+- `events[].evidence`: on a `sigbus` event, how the kill was known — `kernel_line`, `tracefs` or
+  `vmm_exit` (a fatal-mode guest kill after the boot's one kernel line was spent, #16).
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class HostState:
     sld_supported: bool
     bld_supported: bool
     cpus: tuple[CpuState, ...]
+    consistency: dict[str, Any] | None = None  # {"verdict", "reason", "details"} (#16)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class Event:
     count: int
     action: Action
     guest: Guest | None = None
+    evidence: str | None = None  # sigbus only: kernel_line | tracefs | vmm_exit (#16)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,7 @@ def _state_dict(state: HostState) -> dict[str, Any]:
         "sld_supported": state.sld_supported,
         "bld_supported": state.bld_supported,
         "cpus": [asdict(c) for c in state.cpus],
+        **({"consistency": state.consistency} if state.consistency is not None else {}),
     }
 
 
@@ -187,4 +193,5 @@ def _event_dict(event: Event) -> dict[str, Any]:
         "count": event.count,
         "action": str(event.action),
         "guest": asdict(event.guest) if event.guest is not None else None,
+        **({"evidence": event.evidence} if event.evidence is not None else {}),
     }

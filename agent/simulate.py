@@ -19,9 +19,20 @@ them as now. The kernel behaviour imitated, by kernel version (DESIGN.md §1):
   DEFAULT_RATELIMIT_BURST/INTERVAL); the dropped ones reappear as one `SITE: N callbacks
   suppressed` line at the next call after the window, as lib/ratelimit.c prints it.
 - warn mode, 5.19+: the trapping core reads TEST_CTRL bit 29 off until the next tick (the kernel
-  re-enables it ~2 ticks later), the transient "off" a single MSR read can catch.
-- fatal mode: a vCPU's `fatal split_lock trap` line is printed once per boot (pr_warn_once) and
-  QEMU dies of its SIGBUS; a user task prints `traps: ... trap alignment check` and dies.
+  re-enables it ~2 ticks later), the transient "off" a single MSR read can catch. With misery
+  (mitigate 1, or 5.19-6.1.1 without the sysctl) one core at a time: the others wait on the
+  semaphore. With split_lock_mitigate=0 before 6.15 there is one global re-enable work item: a
+  second core trapping before it runs stays off (the stuck-off bug). A core that reads off does
+  not trap (detection is off there).
+- warn mode, 5.7-5.18 (and RHEL 8's backport): after its first trap a thread runs with detection
+  off for life (TIF_SLD): its (pinned) core reads off from then on.
+- fatal mode: a vCPU's `fatal split_lock trap` line is printed once per boot (pr_warn_once, shared
+  with the bogus line): the second guest killed in a boot leaves no kernel line, only its tracefs
+  hit and its QEMU's exit. A user task prints `traps: ... trap alignment check` and dies.
+- before 5.7 (no backport) nothing traps: the kernel has no split-lock detection.
+- what is not the kernel: the drift host's cores go off (something writes MSR_TEST_CTRL), the
+  inconsistent host's cores go on while it booted with detection off, and the foreign host loads
+  VirtualBox's vboxdrv (issue 16's verdicts).
 - ratelimit:N: #AC is off; host tasks' bus locks print `#DB: ... took a bus_lock trap` lines
   (rate limited per call site, like every printed trap line).
 """
@@ -40,7 +51,13 @@ from agent.fakehost import FakeHost, FakeVmm, VmmKind
 RATELIMIT_INTERVAL_S = 5.0  # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), include/linux/ratelimit_types.h
 RATELIMIT_BURST = 10  # DEFAULT_RATELIMIT_BURST
 FATAL_KILL_TICK = 3  # the fatal host's doomed guest traps on this tick: early, so a short demo shows it
+SECOND_KILL_TICK = 8  # ... and its second doomed guest on this one: no kernel line left (pr_warn_once)
 DRIFT_TICK = 4  # the drift host's cores read off from this tick on
+FOREIGN_TICK = 5  # the foreign host loads vboxdrv on this tick
+WRMSR_TICK = 4  # a tool turns detection on on the inconsistent host's first cores on this tick
+# Two traps of one tick (a second) land within the 2 jiffies before the re-enable work runs only
+# now and then: the chance that a second trapping core is left stuck off (mitigate 0, < 6.15).
+STUCK_CHANCE = 0.03
 
 
 class FleetError(ValueError):
@@ -57,7 +74,8 @@ class Workload:
     burst_p: float  # chance per tick that a burst starts
     vcpus: int = 2
     bus_locks: bool = False  # a plain process whose locked accesses are bus locks (#DB)
-    doomed: bool = False  # the fatal host's guest that traps at FATAL_KILL_TICK
+    doomed: bool = False  # the fatal host's guests that trap at FATAL_KILL_TICK and SECOND_KILL_TICK
+    doom_tick: int = 0
     uuid: str | None = None
     pid: int = 0
     tids: list[int] = field(default_factory=list)
@@ -111,6 +129,8 @@ class SimHost:
     fatal_printed: bool = False  # pr_warn_once of the KVM fatal line, per boot
     transient_off: set[int] = field(default_factory=set)
     drifted: set[int] = field(default_factory=set)
+    stuck: set[int] = field(default_factory=set)  # split_lock_mitigate=0 before 6.15: never re-enabled
+    tif_sld: set[int] = field(default_factory=set)  # 5.7-5.18: cores of offenders running with TIF_SLD
     limits: dict[str, _RateLimit] = field(default_factory=dict)
     killed: list[str] = field(default_factory=list)  # guests killed by SIGBUS, in order
     reboots: int = 0  # guests rebooted (a new QEMU process, new vCPU threads)
@@ -125,10 +145,11 @@ class _Role:
     role: str
     hostname: str
     kernel: str
-    mode: str | None  # split_lock_detect= value, None: absent (warn)
+    mode: str | None  # split_lock_detect= value, None: absent (the kernel's default)
     mitigate: int | None
     cpus: int
     workloads: tuple[tuple[str, VmmKind | None, float, float], ...]  # name, vmm, rate, burst_p
+    knob: str | None = None  # RHEL 8's runtime knob (its backport defaults to off)
 
 
 # The fleet, in order: a fleet of N hosts is the first N (then generic hosts). The fatal host is
@@ -157,6 +178,7 @@ _ROLES: tuple[_Role, ...] = (
         32,
         (
             ("ci-build-07", "libvirt", 5.0, 0.0),
+            ("ci-build-08", "libvirt", 5.0, 0.0),
             ("web-02", "libvirt", 0.0, 0.0),
             ("db-02", "libvirt", 0.0, 0.0),
         ),
@@ -228,11 +250,11 @@ _ROLES: tuple[_Role, ...] = (
         ),
     ),
     _Role(
-        "rust-vmms",
+        "unsupported",
         "ch-01",
-        "6.6.58-generic",
+        "5.4.0-216-generic",  # Ubuntu 20.04: no split-lock detection in the kernel
         None,
-        1,
+        None,
         16,
         (
             ("ch-vm-01", "cloud-hypervisor", 2.0, 0.04),
@@ -257,7 +279,7 @@ _ROLES: tuple[_Role, ...] = (
     _Role(
         "processes",
         "build-01",
-        "6.8.0-49-generic",
+        "6.15.2-generic",  # the stuck-off fix is in: mitigate 0 is safe here
         None,
         0,
         16,
@@ -268,7 +290,7 @@ _ROLES: tuple[_Role, ...] = (
         ),
     ),
     _Role(
-        "libvirt",
+        "foreign",
         "kvm-par-01",
         "6.8.0-49-generic",
         None,
@@ -281,10 +303,10 @@ _ROLES: tuple[_Role, ...] = (
         ),
     ),
     _Role(
-        "libvirt",
+        "inconsistent",
         "kvm-par-02",
         "6.6.58-generic",
-        None,
+        "off",
         1,
         32,
         (
@@ -292,6 +314,81 @@ _ROLES: tuple[_Role, ...] = (
             ("vdi-01", "libvirt", 2.0, 0.04),
             ("vdi-02", "qemu", 0.0, 0.0),
         ),
+    ),
+    # Past the default dozen: one host per kernel era the verdict knows (issue 16).
+    _Role(
+        "rhel-knob-off",
+        "rhel-01",
+        "4.18.0-394.el8.x86_64",
+        None,
+        None,
+        16,
+        (("erp-01", "libvirt", 2.0, 0.05), ("web-08", "libvirt", 0.0, 0.0)),
+        knob="off",
+    ),
+    _Role(
+        "rhel-knob-warn",
+        "rhel-02",
+        "4.18.0-394.el8.x86_64",
+        None,
+        None,
+        16,
+        (("erp-02", "libvirt", 2.0, 0.05), ("web-09", "libvirt", 1.0, 0.02)),
+        knob="warn",
+    ),
+    _Role(
+        "ratelimit-fallback",
+        "kvm-old-02",
+        "5.13.0-52-generic",
+        "ratelimit:5",  # 5.14+ only: this kernel falls back to warn
+        None,
+        16,
+        (("web-10", "libvirt", 1.0, 0.03), ("db-10", "libvirt", 0.0, 0.0)),
+    ),
+    _Role(
+        "per-task",
+        "kvm-old-03",
+        "5.15.0-126-generic",
+        None,
+        None,
+        16,
+        (("win2016-app", "libvirt", 3.0, 0.05), ("web-11", "libvirt", 0.0, 0.0)),
+    ),
+    _Role(
+        "misery-no-sysctl",
+        "kvm-new-01",
+        "5.19.0-50-generic",
+        None,
+        None,
+        16,
+        (("web-12", "libvirt", 2.0, 0.05), ("db-12", "libvirt", 0.0, 0.0)),
+    ),
+    _Role(
+        "misery-no-sysctl",
+        "kvm-new-02",
+        "6.1.0-1-amd64",  # 6.1.0-6.1.1: misery mode but not yet the sysctl
+        None,
+        None,
+        16,
+        (("web-13", "libvirt", 2.0, 0.05), ("db-13", "libvirt", 0.0, 0.0)),
+    ),
+    _Role(
+        "stuck-era",
+        "kvm-new-03",
+        "6.6.58-generic",
+        None,
+        0,
+        16,
+        (("web-14", "libvirt", 3.0, 0.1), ("app-14", "libvirt", 3.0, 0.1)),
+    ),
+    _Role(
+        "fixed",
+        "kvm-new-04",
+        "6.15.2-generic",
+        None,
+        0,
+        16,
+        (("web-15", "libvirt", 3.0, 0.1), ("app-15", "libvirt", 3.0, 0.1)),
     ),
 )
 
@@ -374,7 +471,10 @@ class Fleet:
             # host, same SEQs) does not take the new ones for duplicates. Not live: from the seed.
             boot_id=str(uuidlib.uuid4()) if self.live else "",
         )
-        fake.kernel(role.kernel).mode(role.mode).mitigate(role.mitigate).cpus(role.cpus)
+        fake.kernel(role.kernel).mode(role.mode).mitigate(role.mitigate)
+        if role.knob is not None:
+            fake.default_mode("off").knob(role.knob)  # RHEL 8's backport: default off, runtime knob
+        fake.cpus(role.cpus)
         if self.tracefs:
             fake.tracefs()
             # Only the handlers this kernel has can be probed: split_lock_warn is 5.19+,
@@ -388,7 +488,8 @@ class Fleet:
                 "".join(f"{f}\n" for f in sorted(functions))
             )
         fake.boot_messages()
-        host = SimHost(role.hostname, role.role, role.kernel, role.mode or "warn", fake, [], role.cpus)
+        host = SimHost(role.hostname, role.role, role.kernel, fake.effective_mode, fake, [], role.cpus)
+        doomed = 0
         for name, vmm_kind, rate, burst_p in role.workloads:
             work = Workload(
                 name,
@@ -400,6 +501,9 @@ class Fleet:
                 doomed=role.role == "fatal" and rate > 0,
                 uuid=str(uuidlib.UUID(int=self._rng.getrandbits(128), version=4)) if vmm_kind else None,
             )
+            if work.doomed:
+                work.doom_tick = (FATAL_KILL_TICK, SECOND_KILL_TICK)[min(doomed, 1)]
+                doomed += 1
             host.workloads.append(work)
             self._spawn(host, work)
         return host
@@ -432,10 +536,18 @@ class Fleet:
 
     def _tick_host(self, host: SimHost) -> None:
         rng = self._rng
-        # The kernel re-enabled detection on cores that trapped last tick (5.19+ warn mode).
-        for cpu in sorted(host.transient_off - host.drifted):
+        # The kernel re-enabled detection on cores that trapped last tick (5.19+ warn mode), except
+        # where the stuck-off bug left them off.
+        for cpu in sorted(host.transient_off - host.drifted - host.stuck):
             host.fake.cpu_state(cpu, sld_on=True)
         host.transient_off.clear()
+        if host.role == "foreign" and self.ticks == FOREIGN_TICK:
+            # Someone installs VirtualBox on the KVM host: vboxdrv knows nothing of split-lock #AC.
+            host.fake.modules("kvm_intel", "kvm", "vboxdrv", "vboxnetflt")
+        if host.role == "inconsistent" and self.ticks == WRMSR_TICK:
+            # Booted with split_lock_detect=off, yet a tuning tool sets bit 29 on two cores.
+            for cpu in (0, 1):
+                host.fake.cpu_state(cpu, sld_on=True)
         if host.role == "drift" and self.ticks == DRIFT_TICK:
             # Detection silently goes off on a quarter of the cores while the mode says warn.
             first = host.cpu_count // 2
@@ -467,7 +579,7 @@ class Fleet:
     def _tick_workload(self, host: SimHost, work: Workload) -> None:
         rng = self._rng
         if work.doomed:
-            if self.ticks == FATAL_KILL_TICK:
+            if self.ticks == work.doom_tick:
                 self._trap(host, work, 0)
             return
         if work.burst_left == 0 and work.burst_p > 0 and rng.random() < work.burst_p:
@@ -498,7 +610,10 @@ class Fleet:
             else f"0x{rng.randrange(0x400000, 0x7FFFFFFF):x}"
         )
         mode = host.mode
-        cpu = rng.randrange(host.cpu_count)
+        # A core reading off does not trap: detection is off there.
+        quiet = host.drifted | host.transient_off | host.stuck | host.tif_sld
+        on = [c for c in range(host.cpu_count) if c not in quiet] or list(range(host.cpu_count))
+        cpu = on[rng.randrange(len(on))]
         if mode == "off":
             return
         if mode.startswith("ratelimit:"):
@@ -519,25 +634,37 @@ class Fleet:
                 host.killed.append(work.name)
                 self._kill(host, work, respawn_in=None)  # QEMU died of the vCPU's SIGBUS
             else:
-                fake.alignment_trap(comm, tid, address.removeprefix("0x"))
+                fake.alignment_trap(comm, tid, address[2:])
                 self._kill(host, work, respawn_in=3)  # the service manager restarts it
             return
         # warn: the line once per thread, every trap a kprobe hit, the core briefly off (5.19+).
+        misery = fake.kernel_version >= (5, 19)
         if tid in host.reported_tids:
-            if fake.kernel_version < (5, 19):
+            if not misery:
                 return  # TIF_SLD: detection stays off while this thread runs; it never traps again
         else:
             # reported_split_lock is set whether or not the rate limit let the line through.
             host.reported_tids.add(tid)
             if self._print(host, "split_lock_warn"):
                 fake.split_lock(comm, tid, address)
-        if self.tracefs and (work.is_guest or fake.kernel_version >= (5, 19)):
+        if self.tracefs and (work.is_guest or misery):
             # Before 5.19 a user task's trap goes through handle_user_split_lock: no probe of ours.
             probe = "handle_guest_split_lock" if work.is_guest else "split_lock_warn"
             fake.trace_hit(probe, comm, tid, cpu)
-        if fake.kernel_version >= (5, 19) and cpu not in host.drifted | host.transient_off:
-            host.transient_off.add(cpu)
+        if not misery:
+            # 5.7-5.18: the thread runs on with TIF_SLD; its (pinned) vCPU's core reads off.
+            host.tif_sld.add(cpu)
             fake.cpu_state(cpu, sld_on=False)
+            return
+        semaphore = fake.sysctl_mitigate != 0  # misery: one core off at a time (mitigate 1, or no sysctl)
+        stuck_bug = fake.sysctl_mitigate == 0 and fake.kernel_version < (6, 15)
+        if semaphore and host.transient_off:
+            return  # waits on buslock_sem; the core that holds it is the one off
+        if stuck_bug and host.transient_off and rng.random() < STUCK_CHANCE:
+            # The one global re-enable work is already pending: this core is never turned back on.
+            host.stuck.add(cpu)
+        host.transient_off.add(cpu)
+        fake.cpu_state(cpu, sld_on=False)
 
     def summary(self) -> list[str]:
         """One line per host: root, role, kernel, mode, guests."""

@@ -2,7 +2,8 @@
 
 What it holds, per boot (`boot_id`): the kmsg cursor (the SEQ of the next record to read), the
 tracefs event counter (tracefs hits have no SEQ of their own, so the agent numbers them; ingest
-dedups on `(host, boot_id, source, seq)`), and the guest cache (VMM processes seen alive, so a
+dedups on `(host, boot_id, source, seq)`), the consistency memory (agent/evidence.py: the boot
+line, recent samples, offenders, issue 16), and the guest cache (VMM processes seen alive, so a
 guest killed by its SIGBUS is still attributed after an agent restart).
 
 Guarantees:
@@ -32,6 +33,7 @@ class AgentState:
     kmsg_next_seq: int | None = None  # None: read the log from its beginning
     tracefs_next_seq: int = 0
     guest_cache: dict[str, Any] = field(default_factory=dict)
+    consistency: dict[str, Any] = field(default_factory=dict)  # agent/evidence.py, this boot's
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class AgentState:
             "kmsg_next_seq": self.kmsg_next_seq,
             "tracefs_next_seq": self.tracefs_next_seq,
             "guest_cache": self.guest_cache,
+            "consistency": self.consistency,
         }
 
 
@@ -68,7 +71,9 @@ def parse_state(text: str) -> AgentState:
         raise StateFormatError("tracefs_next_seq is not a non-negative integer")
     if not isinstance(cache, dict):
         raise StateFormatError("guest_cache is not an object")
-    return AgentState(boot_id, next_seq, tracefs_seq, cache)
+    memory = data.get("consistency", {})
+    # Optional (older agents wrote none) and advisory: a bad one is dropped, not the whole state.
+    return AgentState(boot_id, next_seq, tracefs_seq, cache, memory if isinstance(memory, dict) else {})
 
 
 def load_state(state_dir: Path) -> tuple[AgentState, str | None]:

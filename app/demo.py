@@ -598,9 +598,11 @@ class Demo:
                 noisy = max(h.workloads, key=lambda w: w.rate)
                 notes.append(f"noisy guest {noisy.name} on {h.name}")
             elif h.role == "fatal":
-                notes.append(f"{h.name} in fatal mode kills a guest")
+                notes.append(f"{h.name} in fatal mode kills two guests")
             elif h.role == "drift":
                 notes.append(f"detection drifts off on {h.name}")
+            elif h.role in ("foreign", "inconsistent", "unsupported"):
+                notes.append(f"{h.name} {h.role}")
             elif h.kernel.startswith("5."):
                 notes.append(f"{h.name} on {h.kernel}")
         return "; ".join(notes) or "generic libvirt hosts"

@@ -5,8 +5,9 @@ Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module
 
 app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
 (app/auth.py). Startup (lifespan) checks that the database is at the migration head and
-refuses to start otherwise; it then starts the writer. Shutdown stops the writer (queued
-batches are finished first) and disposes of the engine.
+refuses to start otherwise; it then starts the writer and alerting (app/alerts/evaluate.py:
+the rule evaluator and the webhook sender). Shutdown stops alerting, then the writer (queued
+batches are finished first), and disposes of the engine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
+from app.alerts.evaluate import Alerting
 from app.auth import Authenticator
 from app.errors import NotReady, install_error_handlers
 from app.headers import SecurityHeadersMiddleware
@@ -48,6 +50,10 @@ ROUTER_MODULES = (
     "insights",
     "tokens",
     "enroll",
+    "alert_rules",
+    "alerts",
+    "silences",
+    "webhooks",
     "docs",
     "frontend",
 )
@@ -76,6 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         app.state.read_slots = CapacityLimiter(settings.threadpool_size)  # app/deps.get_conn
         writer.start()
+        # The rule evaluator and the webhook sender (issue 12); with several workers every
+        # process runs them, and the alerting lease lets exactly one of them act.
+        alerting = Alerting(engine, writer, settings)
+        alerting.start()
+        app.state.alerting = alerting
         # Everything built so far (modules, app, routes) lives as long as the process: move it
         # out of the collector's sight, so the full collections that a request's garbage
         # triggers scan only request-sized heaps (a full scan of the startup heap was the
@@ -85,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await alerting.stop()
             writer.stop()
             engine.dispose()
 

@@ -9,8 +9,14 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
     splitwatch_gaps_total{host,reason}                        counter, events lost (gap.count)
     splitwatch_host_last_seen_timestamp_seconds{host}         gauge
     splitwatch_host_cpus{host,state}                          gauge, state on|off|error
-    splitwatch_host_status{host,status}                       gauge, 1 for the current status
+    splitwatch_host_status{host,status}                       gauge, 1 for the current status (one per host)
+    splitwatch_host_consistency{host,verdict}                 gauge, 1 for the agent's newest verdict
+    splitwatch_host_needs_action{host}                        gauge, 1 when the status needs action
     splitwatch_hosts, splitwatch_guests                       gauges
+    splitwatch_alerts_firing{alertname,severity}              gauge, alerts firing now (issue 12)
+    splitwatch_notifications_total{webhook,result}            counter, deliveries delivered | failed | gone
+    splitwatch_outbox_depth                                   gauge, deliveries waiting to be sent
+    splitwatch_outbox_oldest_age_seconds                      gauge, age of the oldest of them (0: none)
     splitwatch_throttled_vcpu_seconds_lower_bound{host}      gauge, vCPU-seconds misery mode took at
                                                               least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
@@ -63,8 +69,8 @@ from app.errors import Unauthorized, error_responses
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
 from app.store.insights import read_hosts, throttling
-from app.store.status import STATUSES, host_status
-from app.store.tables import gap, guest, host, rollup_1h
+from app.store.status import host_status
+from app.store.tables import alert, alert_rule, gap, guest, host, rollup_1h, webhook_delivery
 
 log = logging.getLogger("splitwatch.metrics")
 
@@ -123,9 +129,8 @@ class DatabaseCollector(Collector):
                 host.c.id,
                 host.c.name,
                 host.c.last_seen_at,
-                host.c.mode,
-                host.c.sld_supported,
-                host.c.cpu_off_streak,
+                host.c.agent_reported,
+                host.c.verdict,
                 host.c.cpus_on,
                 host.c.cpus_off,
                 host.c.cpus_error,
@@ -155,34 +160,102 @@ class DatabaseCollector(Collector):
             "CPUs by split-lock detection state in the latest sample.",
             labels=["host", "state"],
         )
+        # One series per host for status and verdict (the current one, value 1), not one per
+        # possible word: 11 statuses x 10,000 hosts would be 110,000 series of zeros.
         status = GaugeMetricFamily(
             "splitwatch_host_status",
-            "1 for the host's current status (ok, drift, silent), else 0.",
+            "1 for the host's current status: silent, else its consistency verdict, else unknown "
+            "(only the current status is exported).",
             labels=["host", "status"],
+        )
+        consistency = GaugeMetricFamily(
+            "splitwatch_host_consistency",
+            "1 for the agent's newest consistency verdict on the host (kept while it is silent; "
+            "unknown when none was sent).",
+            labels=["host", "verdict"],
+        )
+        needs_action = GaugeMetricFamily(
+            "splitwatch_host_needs_action",
+            "1 when the host's status needs action (drift, stuck_off, inconsistent_config, "
+            "foreign_hypervisor), else 0.",
+            labels=["host"],
         )
         now = dt.datetime.now(dt.UTC)
         for row in hosts:
-            last_seen.add_metric([row.name], row.last_seen_at.timestamp())
+            last_seen_at = row.last_seen_at if row.agent_reported else None
+            if last_seen_at is not None:  # none: no agent ever reported (an imported host)
+                last_seen.add_metric([row.name], last_seen_at.timestamp())
             for state, n in (("on", row.cpus_on), ("off", row.cpus_off), ("error", row.cpus_error)):
                 cpus.add_metric([row.name, state], float(n))
             verdict = host_status(
-                last_seen_at=row.last_seen_at,
-                mode=row.mode,
-                sld_supported=row.sld_supported,
-                cpu_off_streak=row.cpu_off_streak if isinstance(row.cpu_off_streak, dict) else None,
+                last_seen_at=last_seen_at,
+                verdict=row.verdict,
+                reason=None,
+                details=None,
+                since=None,
                 now=now,
                 silent_after_s=self._settings.silent_after_s,
-                drift_streak=self._settings.drift_streak,
             )
-            for name in STATUSES:
-                status.add_metric([row.name, name], 1.0 if verdict.status == name else 0.0)
+            status.add_metric([row.name, verdict.status], 1.0)
+            consistency.add_metric([row.name, verdict.verdict], 1.0)
+            needs_action.add_metric([row.name], 1.0 if verdict.needs_action else 0.0)
         yield last_seen
         yield cpus
         yield status
+        yield consistency
+        yield needs_action
         yield GaugeMetricFamily("splitwatch_hosts", "Hosts known.", value=float(len(hosts)))
         guests = conn.execute(select(func.count()).select_from(guest)).scalar()
         yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
         yield self._cached_throttling(conn)
+        yield from self._alerting(conn, now)
+
+    def _alerting(
+        self, conn: Connection, now: dt.datetime
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Alerts and the webhook outbox (issue 12), from the database: every worker agrees."""
+        firing = GaugeMetricFamily(
+            "splitwatch_alerts_firing", "Alerts firing now, by rule (alertname) and severity.",
+            labels=["alertname", "severity"],
+        )  # fmt: skip
+        for name, severity, n in conn.execute(
+            select(alert_rule.c.name, alert_rule.c.severity, func.count(alert.c.id))
+            .join(alert, alert.c.rule_id == alert_rule.c.id)
+            .where(alert.c.status == "firing")
+            .group_by(alert_rule.c.name, alert_rule.c.severity)
+        ):
+            firing.add_metric([name, severity], float(n))
+        yield firing
+        d = webhook_delivery
+        sent = CounterMetricFamily(
+            "splitwatch_notifications",
+            "Webhook deliveries finished, by webhook id and result: delivered (2xx), failed (refused, "
+            "or retries exhausted), gone (410).",
+            labels=["webhook", "result"],
+        )
+        for webhook_id, status, n in conn.execute(
+            select(d.c.webhook_id, d.c.status, func.count())
+            .where(d.c.status.in_(("delivered", "failed", "gone")))
+            .group_by(d.c.webhook_id, d.c.status)
+        ):
+            sent.add_metric([str(webhook_id), status], float(n))
+        yield sent
+        depth, oldest = conn.execute(
+            select(func.count(), func.min(d.c.created_at)).where(d.c.status == "pending")
+        ).one()
+        yield GaugeMetricFamily(
+            "splitwatch_outbox_depth",
+            "Webhook deliveries waiting to be sent (pending).",
+            value=float(depth or 0),
+        )
+        if isinstance(oldest, str):  # SQLite hands an aggregate back as text, untyped
+            oldest = dt.datetime.fromisoformat(oldest).replace(tzinfo=dt.UTC)
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "splitwatch_outbox_oldest_age_seconds",
+            "Age of the oldest pending webhook delivery; 0 when none waits.",
+            value=age,
+        )
 
     def _cached_throttling(self, conn: Connection) -> GaugeMetricFamily:
         with self._throttle_lock:

@@ -1,12 +1,16 @@
-"""Ingest throughput and latency through the whole HTTP path (DESIGN.md §4).
+"""Ingest throughput and latency through the whole HTTP path (DESIGN.md §4, #13), on SQLite and
+PostgreSQL.
 
 1. Throughput: 1000-event batches POSTed one after another to a real `splitwatch serve`
-   (uvicorn, SQLite file, its own process), in events/s; against the same-run baseline: a
-   bare `sqlite3.executemany` of the same rows into an equivalent `event` table (the same
-   DDL, indexes and pragmas), one transaction per 1000 rows. Bar: ratio >= 0.5.
+   (uvicorn, its own process), in events/s; against the same-run baseline: a bare
+   executemany of the same rows into an equivalent `event` table (the same DDL and indexes;
+   SQLite: `sqlite3.executemany` with the writer's pragmas; PostgreSQL: psycopg's
+   `executemany`, pipeline mode, into a database of its own), one transaction per 1000 rows.
+   Bar: ratio >= 0.5, as the median of the rounds' ratios and as best HTTP / best bare.
 2. Latency: 8 concurrent senders (8 hosts), 1000-event batches; p50 and p99. Bar: p99 < 250 ms.
+PASS/FAIL is printed per bar and backend; the exit status is 1 when a bar is missed.
 
-Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N]
+Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N] [--backends sqlite,postgresql]
 The request bodies and baseline rows are built before timing starts. On a shared machine,
 HTTP and bare runs alternate in rounds (--rounds); the ratio is the median of the rounds'
 ratios (a round compares equal table sizes under the same load), best-of-each is shown too.
@@ -25,10 +29,12 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import Dialect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,9 +54,15 @@ from agent.payload import (  # noqa: E402
 from app.ingest.writer import WRITER_CACHE_KIB  # noqa: E402
 
 BATCH = 1000
+EVENT_COLUMNS = (
+    "host_id, boot_id, source, seq, time, received_at, kind, comm, tid, tgid, address, count, "
+    "action, guest_id, vcpu, vmm"
+)
 
 
-def make_events(start_seq: int, n: int, at: datetime) -> tuple[Event, ...]:
+def make_events(start_seq: int, n: int, at: datetime, host: str = "bench") -> tuple[Event, ...]:
+    """n events; the host's own 16 guests (a guest row shared by every sender would be one
+    PostgreSQL row lock all their transactions queue on, which no real fleet has)."""
     return tuple(
         Event(
             source=Source.KMSG,
@@ -63,7 +75,7 @@ def make_events(start_seq: int, n: int, at: datetime) -> tuple[Event, ...]:
             address=f"0x{0x7F0000001000 + i * 64:x}",
             count=1 + i % 4,
             action=Action.WARN if i % 5 else Action.THROTTLE,
-            guest=Guest(name=f"vm-{i % 16}", uuid=None, vmm="qemu", vcpu=i % 8) if i % 2 else None,
+            guest=Guest(name=f"{host}-vm-{i % 16}", uuid=None, vmm="qemu", vcpu=i % 8) if i % 2 else None,
         )
         for i in range(n)
     )
@@ -82,17 +94,23 @@ def make_body(host: str, batch: int, at: datetime) -> bytes:
     payload = Payload(
         host=HostInfo(host, "boot-1", "6.8.0-45-generic", "Intel Xeon Gold 6338", "0.1.0"),
         state=state,
-        events=make_events(batch * BATCH, BATCH, at + timedelta(seconds=batch)),
+        events=make_events(batch * BATCH, BATCH, at + timedelta(seconds=batch), host),
     )
     return payload.to_json().encode()
 
 
-def baseline_rows(batch: int, at: datetime) -> list[tuple[object, ...]]:
+def baseline_rows(batch: int, at: datetime, text_times: bool = True) -> list[tuple[object, ...]]:
+    """The rows as the bare insert takes them: SQLite text times, or datetimes for PostgreSQL."""
     fmt = "%Y-%m-%d %H:%M:%S.%f"
-    now = datetime.now(UTC).strftime(fmt)
+    received = datetime.now(UTC)
+    now: object = received.strftime(fmt) if text_times else received
+
+    def when(t: datetime) -> object:
+        return t.strftime(fmt) if text_times else t
+
     return [
         (
-            1, "boot-1", str(e.source), e.seq, e.time.strftime(fmt), now, str(e.kind), e.comm, e.tid,
+            1, "boot-1", str(e.source), e.seq, when(e.time), now, str(e.kind), e.comm, e.tid,
             e.tgid, e.address, e.count, str(e.action), (i % 16 + 1) if e.guest else None,
             e.guest.vcpu if e.guest else None, e.guest.vmm if e.guest else None,
         )
@@ -105,28 +123,15 @@ class BareSqlite:
 
     def __init__(self, path: Path) -> None:
         from sqlalchemy.dialects import sqlite as sqlite_dialect
-        from sqlalchemy.schema import CreateIndex, CreateTable
-
-        from app.store.tables import event
 
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         # The server's writer connection runs with the same page cache (app/ingest/writer.py).
         self.conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-        dialect = sqlite_dialect.dialect()
-        ddl = str(CreateTable(event).compile(dialect=dialect))
-        # No foreign keys: the bare table stands alone (host and guest tables do not exist).
-        ddl = "\n".join(line for line in ddl.splitlines() if "FOREIGN KEY" not in line)
-        ddl = re.sub(r",\s*\)\s*$", "\n)", ddl.strip())
-        self.conn.execute(ddl)
-        for index in event.indexes:
-            self.conn.execute(str(CreateIndex(index).compile(dialect=dialect)))
-        cols = (
-            "host_id, boot_id, source, seq, time, received_at, kind, comm, tid, tgid, address, count, "
-            "action, guest_id, vcpu, vmm"
-        )
-        self.sql = f"INSERT INTO event ({cols}) VALUES ({', '.join('?' * 16)})"
+        for statement in _event_ddl(sqlite_dialect.dialect()):
+            self.conn.execute(statement)
+        self.sql = f"INSERT INTO event ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 16)})"
 
     def rate(self, batches: list[list[tuple[object, ...]]]) -> float:
         start = time.perf_counter()
@@ -135,6 +140,54 @@ class BareSqlite:
             self.conn.executemany(self.sql, rows)
             self.conn.execute("COMMIT")
         return len(batches) * BATCH / (time.perf_counter() - start)
+
+
+def _event_ddl(dialect: Dialect) -> list[str]:
+    """CREATE TABLE event (no foreign keys: the bare table stands alone) and its indexes."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from app.store.tables import event
+
+    ddl = str(CreateTable(event).compile(dialect=dialect))
+    ddl = "\n".join(line for line in ddl.splitlines() if "FOREIGN KEY" not in line)
+    ddl = re.sub(r",\s*\)\s*$", "\n)", ddl.strip())
+    return [ddl] + [str(CreateIndex(index).compile(dialect=dialect)) for index in event.indexes]
+
+
+class BarePostgres:
+    """psycopg executemany (pipeline mode) into the same event table, one transaction per batch."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from sqlalchemy.dialects import postgresql
+
+        self.conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+        for statement in _event_ddl(postgresql.psycopg.dialect()):  # type: ignore[no-untyped-call]
+            self.conn.execute(statement)
+        self.sql = f"INSERT INTO event ({EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"
+
+    def rate(self, batches: list[list[tuple[object, ...]]]) -> float:
+        start = time.perf_counter()
+        for rows in batches:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.executemany(self.sql, rows)
+        return len(batches) * BATCH / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def pg_database(admin_url: str, name: str, create: bool) -> str:
+    """Drop (and create) database `name`; its URL."""
+    import psycopg
+
+    with psycopg.connect(
+        admin_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -162,6 +215,137 @@ def run(cmd: list[str], env: dict[str, str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def run_backend(
+    kind: str, url: str, bare: BareSqlite | BarePostgres, args: argparse.Namespace, tmp: Path, at: datetime
+) -> None:
+    """Both measurements against one `splitwatch serve` on `url`; prints the figures and verdicts."""
+    splitwatch = str(Path(sys.executable).with_name("splitwatch"))
+    env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+    run([splitwatch, "db", "upgrade"], env)
+    hosts = ["bench-seq"] + [f"bench-{i}" for i in range(args.senders)]
+    tokens = {h: run([splitwatch, "token", "create", "--role", "agent", "--host", h], env) for h in hosts}
+
+    seq_bodies = [make_body("bench-seq", b, at) for b in range(args.batches + 2)]
+    conc_bodies = {h: [make_body(h, b, at) for b in range(args.per_sender)] for h in hosts[1:]}
+    base_batches = [baseline_rows(b, at, text_times=kind == "sqlite") for b in range(args.batches)]
+
+    port = free_port()
+    server = subprocess.Popen(
+        [splitwatch, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base_url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise SystemExit("server did not become ready")
+
+        # 1. Throughput, one sender; two warm-up batches first. The machine is shared, so
+        # HTTP and bare runs alternate in rounds and each keeps its best round.
+        http_rates: list[float] = []
+        bare_rates: list[float] = []
+        cpu_used = 0.0
+        loop_cpu_used = 0.0
+        per_round = max(1, args.batches // args.rounds)
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            headers = {
+                "Authorization": f"Bearer {tokens['bench-seq']}",
+                "Content-Type": "application/json",
+            }
+            for body in seq_bodies[-2:]:
+                client.post("/api/v1/ingest", content=body, headers=headers).raise_for_status()
+            for r_ in range(args.rounds):
+                chunk = seq_bodies[r_ * per_round : (r_ + 1) * per_round]
+                cpu0 = cpu_seconds(server.pid)
+                loop0 = main_thread_cpu_seconds(server.pid)
+                start = time.perf_counter()
+                for body in chunk:
+                    r = client.post("/api/v1/ingest", content=body, headers=headers)
+                    r.raise_for_status()
+                    assert r.json()["accepted"] == BATCH, r.text
+                http_rates.append(len(chunk) * BATCH / (time.perf_counter() - start))
+                cpu_used += cpu_seconds(server.pid) - cpu0
+                loop_cpu_used += main_thread_cpu_seconds(server.pid) - loop0
+                bare_rates.append(bare.rate(base_batches[r_ * per_round : (r_ + 1) * per_round]))
+        http_rate, bare_rate = max(http_rates), max(bare_rates)
+        server_cpu_ms = cpu_used / (per_round * args.rounds) * 1000
+        loop_cpu_ms = loop_cpu_used / (per_round * args.rounds) * 1000
+
+        # 2. Latency with concurrent senders.
+        latencies: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(args.senders)
+
+        def sender(host: str) -> None:
+            headers = {"Authorization": f"Bearer {tokens[host]}", "Content-Type": "application/json"}
+            with httpx.Client(base_url=base_url, timeout=60) as client:
+                barrier.wait()
+                for body in conc_bodies[host]:
+                    t0 = time.perf_counter()
+                    r = client.post("/api/v1/ingest", content=body, headers=headers)
+                    dt = time.perf_counter() - t0
+                    with lock:
+                        latencies.append(dt)
+                        if r.status_code != 200:
+                            errors.append(f"{r.status_code} {r.text[:200]}")
+
+        threads = [threading.Thread(target=sender, args=(h,)) for h in hosts[1:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+        if server.returncode not in (0, -15):
+            print(err, file=sys.stderr)
+
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    # Same round = same table size and the same moment of a shared machine's load: the
+    # median of per-round ratios is the headline; best-of-each must pass the bar too.
+    ratio = statistics.median(h / b for h, b in zip(http_rates, bare_rates, strict=True))
+    best = http_rate / bare_rate
+    bare_name = "sqlite3.executemany" if kind == "sqlite" else "psycopg executemany"
+    print(f"== {kind}")
+    print(f"HTTP ingest, 1000-event batches, 1 sender : {http_rate:10.0f} events/s (best of {args.rounds})")
+    print(f"{'bare ' + bare_name + ', same rows':43}: {bare_rate:10.0f} events/s (best of {args.rounds})")
+    print(
+        "  per round (HTTP/bare events/s): "
+        + ", ".join(f"{h:.0f}/{b:.0f} = {h / b:.2f}" for h, b in zip(http_rates, bare_rates, strict=True))
+    )
+    print(f"best HTTP / best bare                      : {best:10.2f}   (bar >= 0.5) {verdict(best >= 0.5)}")
+    print(
+        f"ratio, median of rounds                    : {ratio:10.2f}   (bar >= 0.5) {verdict(ratio >= 0.5)}"
+    )
+    print(
+        f"server CPU per 1000-event batch            : {server_cpu_ms:10.1f} ms"
+        f"   (event loop {loop_cpu_ms:.1f}, writer and other threads {server_cpu_ms - loop_cpu_ms:.1f})"
+    )
+    print(f"machine load average (1 min)               : {os.getloadavg()[0]:10.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"{args.senders} concurrent senders, {len(latencies)} batches: p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        f"   (bar p99 < 250 ms) {verdict(p99 < 250)}"
+    )
+    if errors:
+        print(f"{len(errors)} errors, first: {errors[0]}")
+        raise SystemExit(1)
+    RESULTS.append(ratio >= 0.5 and best >= 0.5 and p99 < 250)
+
+
+RESULTS: list[bool] = []
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,125 +354,33 @@ def main() -> None:
     parser.add_argument("--per-sender", type=int, default=12, help="batches per sender for latency")
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="alternating HTTP/bare rounds (best kept)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma list: sqlite, postgresql")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
 
-    splitwatch = str(Path(sys.executable).with_name("splitwatch"))
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
-        db = Path(tmp) / "splitwatch.db"
-        url = f"sqlite:///{db}"
-        env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
-        run([splitwatch, "db", "upgrade"], env)
-        hosts = ["bench-seq"] + [f"bench-{i}" for i in range(args.senders)]
-        tokens = {h: run([splitwatch, "token", "create", "--role", "agent", "--host", h], env) for h in hosts}
-
-        seq_bodies = [make_body("bench-seq", b, at) for b in range(args.batches + 2)]
-        conc_bodies = {h: [make_body(h, b, at) for b in range(args.per_sender)] for h in hosts[1:]}
-        base_batches = [baseline_rows(b, at) for b in range(args.batches)]
-
-        port = free_port()
-        server = subprocess.Popen(
-            [splitwatch, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{base_url}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            else:
-                raise SystemExit("server did not become ready")
-
-            # 1. Throughput, one sender; two warm-up batches first. The machine is shared, so
-            # HTTP and bare runs alternate in rounds and each keeps its best round.
-            bare = BareSqlite(Path(tmp) / "bare.db")
-            http_rates: list[float] = []
-            bare_rates: list[float] = []
-            cpu_used = 0.0
-            loop_cpu_used = 0.0
-            per_round = max(1, args.batches // args.rounds)
-            with httpx.Client(base_url=base_url, timeout=60) as client:
-                headers = {
-                    "Authorization": f"Bearer {tokens['bench-seq']}",
-                    "Content-Type": "application/json",
-                }
-                for body in seq_bodies[-2:]:
-                    client.post("/api/v1/ingest", content=body, headers=headers).raise_for_status()
-                for r_ in range(args.rounds):
-                    chunk = seq_bodies[r_ * per_round : (r_ + 1) * per_round]
-                    cpu0 = cpu_seconds(server.pid)
-                    loop0 = main_thread_cpu_seconds(server.pid)
-                    start = time.perf_counter()
-                    for body in chunk:
-                        r = client.post("/api/v1/ingest", content=body, headers=headers)
-                        r.raise_for_status()
-                        assert r.json()["accepted"] == BATCH, r.text
-                    http_rates.append(len(chunk) * BATCH / (time.perf_counter() - start))
-                    cpu_used += cpu_seconds(server.pid) - cpu0
-                    loop_cpu_used += main_thread_cpu_seconds(server.pid) - loop0
-                    bare_rates.append(bare.rate(base_batches[r_ * per_round : (r_ + 1) * per_round]))
-            http_rate, bare_rate = max(http_rates), max(bare_rates)
-            server_cpu_ms = cpu_used / (per_round * args.rounds) * 1000
-            loop_cpu_ms = loop_cpu_used / (per_round * args.rounds) * 1000
-
-            # 2. Latency with concurrent senders.
-            latencies: list[float] = []
-            errors: list[str] = []
-            lock = threading.Lock()
-            barrier = threading.Barrier(args.senders)
-
-            def sender(host: str) -> None:
-                headers = {"Authorization": f"Bearer {tokens[host]}", "Content-Type": "application/json"}
-                with httpx.Client(base_url=base_url, timeout=60) as client:
-                    barrier.wait()
-                    for body in conc_bodies[host]:
-                        t0 = time.perf_counter()
-                        r = client.post("/api/v1/ingest", content=body, headers=headers)
-                        dt = time.perf_counter() - t0
-                        with lock:
-                            latencies.append(dt)
-                            if r.status_code != 200:
-                                errors.append(f"{r.status_code} {r.text[:200]}")
-
-            threads = [threading.Thread(target=sender, args=(h,)) for h in hosts[1:]]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        finally:
-            server.terminate()
-            _, err = server.communicate(timeout=30)
-            if server.returncode not in (0, -15):
-                print(err, file=sys.stderr)
-
-    latencies.sort()
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    # Same round = same table size and the same moment of a shared machine's load: the
-    # median of per-round ratios is the headline; best-of-each is printed too.
-    ratio = statistics.median(h / b for h, b in zip(http_rates, bare_rates, strict=True))
-    print(f"HTTP ingest, 1000-event batches, 1 sender : {http_rate:10.0f} events/s (best of {args.rounds})")
-    print(f"bare sqlite3.executemany, same rows        : {bare_rate:10.0f} events/s (best of {args.rounds})")
-    print(
-        "  per round (HTTP/bare events/s): "
-        + ", ".join(f"{h:.0f}/{b:.0f} = {h / b:.2f}" for h, b in zip(http_rates, bare_rates, strict=True))
-    )
-    print(f"best HTTP / best bare                      : {http_rate / bare_rate:10.2f}")
-    verdict = "OK" if ratio >= 0.5 else "FAIL"
-    print(f"ratio, median of rounds                    : {ratio:10.2f}   (bar >= 0.5) {verdict}")
-    print(
-        f"server CPU per 1000-event batch            : {server_cpu_ms:10.1f} ms"
-        f"   (event loop {loop_cpu_ms:.1f}, writer and other threads {server_cpu_ms - loop_cpu_ms:.1f})"
-    )
-    print(f"machine load average (1 min)               : {os.getloadavg()[0]:10.2f} on {os.cpu_count()} CPUs")
-    print(
-        f"{args.senders} concurrent senders, {len(latencies)} batches: p50 {p50:.0f} ms, p99 {p99:.0f} ms"
-        f"   (bar p99 < 250 ms) {'OK' if p99 < 250 else 'FAIL'}"
-    )
-    if errors:
-        print(f"{len(errors)} errors, first: {errors[0]}")
+    for kind in args.backends.split(","):
+        with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp_:
+            tmp = Path(tmp_)
+            if kind == "sqlite":
+                run_backend(
+                    kind, f"sqlite:///{tmp / 'splitwatch.db'}", BareSqlite(tmp / "bare.db"), args, tmp, at
+                )
+                continue
+            if kind != "postgresql":
+                raise SystemExit(f"unknown backend {kind!r}: sqlite or postgresql")
+            suffix = uuid.uuid4().hex[:8]
+            url = pg_database(args.pg_url, f"bench_ingest_{suffix}", create=True)
+            bare_url = pg_database(args.pg_url, f"bench_ingest_bare_{suffix}", create=True)
+            bare = BarePostgres(bare_url)
+            try:
+                run_backend(kind, url, bare, args, tmp, at)
+            finally:
+                bare.close()
+                for name in (f"bench_ingest_{suffix}", f"bench_ingest_bare_{suffix}"):
+                    pg_database(args.pg_url, name, create=False)
+    print(f"overall: {verdict(all(RESULTS))} ({sum(RESULTS)} of {len(RESULTS)} backends meet every bar)")
+    if not all(RESULTS):
         raise SystemExit(1)
 
 

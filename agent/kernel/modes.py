@@ -4,7 +4,7 @@ Pure: text and facts in, values out. Three questions:
 
 - `parse_cmdline_mode`: which mode did `split_lock_detect=` on /proc/cmdline select? Mirrors the
   kernel's early parsing (arch/x86/lib/cmdline.c `cmdline_find_option` + `sld_state_setup` /
-  `match_option` in arch/x86/kernel/cpu/intel.c, bus_lock.c since 6.9).
+  `match_option` in arch/x86/kernel/cpu/intel.c; arch/x86/kernel/cpu/bus_lock.c since 6.13).
 - `parse_kernel_release`: `6.8.0-49-generic` -> (6, 8), the era that decides the rules.
 - `derive_action`: the `action` of one event from the trap's verb (or tracefs probe), the mode,
   `split_lock_mitigate` and the kernel era. What the kernel text proves wins over what we
@@ -47,7 +47,10 @@ VERBS = frozenset(
 
 RATELIMIT_MIN, RATELIMIT_MAX = 1, 1000
 # Kernel eras that change the rules.
-RATELIMIT_SINCE = (5, 13)  # `ratelimit:N` and #DB bus-lock detection
+# `ratelimit:N` is 5.14+ (commit ef4ae6e44170 "x86/bus_lock: Set rate limit for bus lock"): on
+# 5.13, which has #DB bus-lock detection but not the option, it is an invalid value, so warn.
+RATELIMIT_SINCE = (5, 14)
+BUS_LOCK_SINCE = (5, 13)  # #DB bus-lock detection (handle_bus_lock)
 MISERY_SINCE = (5, 19)  # split_lock_warn's 10 ms sleep + one-core-at-a-time (commit b041b525dab9)
 UNKNOWN_KERNEL = (0, 0)  # what a caller passes when osrelease could not be read or parsed
 
@@ -74,12 +77,20 @@ def _find_option(cmdline: str, option: str) -> str | None:
     return value
 
 
+def cmdline_has_option(cmdline: str) -> bool:
+    """`split_lock_detect=` is on the command line (whatever its value)."""
+    return _find_option(cmdline, _OPTION) is not None
+
+
 def parse_cmdline_mode(cmdline: str, *, kernel: tuple[int, int] | None = None) -> tuple[Mode, int | None]:
     """(mode, ratelimit N or None) selected by /proc/cmdline, exactly as the kernel reads it.
 
     Absent or invalid values give `warn`, the kernel's default (`state = sld_warn` before the
-    match loop). `kernel` is the release (see parse_kernel_release); before 5.13 `ratelimit:N`
-    does not exist, so it is an invalid value there: warn. None means "assume 5.13+".
+    match loop). `kernel` is the release (see parse_kernel_release); before 5.14 `ratelimit:N`
+    does not exist, so it is an invalid value there: warn. None means "assume 5.14+".
+
+    Distribution kernels that backport detection may default to off (RHEL 8); that default is
+    not on the command line, so it is agent.kernel.consistency.effective_mode's business.
     """
     value = _find_option(cmdline, _OPTION)
     if value is None:
@@ -91,7 +102,7 @@ def parse_cmdline_mode(cmdline: str, *, kernel: tuple[int, int] | None = None) -
         if arglen == len(option) and arg == option:
             return mode, None
     if ratelimit_era and arg.startswith("ratelimit:"):
-        # 5.13+ match_option(): `sscanf(arg, "ratelimit:%d", &ratelimit) == 1 && ratelimit > 0 &&
+        # 5.14+ match_option(): `sscanf(arg, "ratelimit:%d", &ratelimit) == 1 && ratelimit > 0 &&
         # ratelimit <= 1000`, so trailing junk after the digits is accepted (`ratelimit:5x` is 5).
         number = _SIGNED_INT.match(arg, len("ratelimit:"))
         if number is not None and RATELIMIT_MIN <= int(number.group()) <= RATELIMIT_MAX:
@@ -125,8 +136,8 @@ def _warn_action(mitigate: int | None, kernel: tuple[int, int]) -> Action:
         return Action.WARN
     if mitigate == 1 or mitigate is None:
         # None on 5.19+: the sysctl came after the misery mode (commit 727209376f49 in 6.2,
-        # backported to 6.0.y/6.1.y); before it, or without CONFIG_PROC_SYSCTL, the misery mode
-        # is unconditional — what sysctl_sld_mitigate's default 1 means.
+        # backported to 6.1.y); 5.19-6.1.1 have no sysctl: there, or without CONFIG_PROC_SYSCTL,
+        # the misery mode is unconditional — what sysctl_sld_mitigate's default 1 means.
         return Action.THROTTLE
     return Action.UNKNOWN  # proc_douintvec_minmax keeps it in 0..1: anything else is not a kernel
 

@@ -1,7 +1,7 @@
 """Split-lock and bus-lock kernel messages: one message text in, a typed fact out. Pure.
 
-The texts, as arch/x86/kernel/cpu/intel.c (and arch/x86/kernel/cpu/bus_lock.c, where recent
-kernels moved the code) print them, all with pr_fmt `x86/split lock detection: ` (docs/kernel.md
+The texts, as arch/x86/kernel/cpu/intel.c (and arch/x86/kernel/cpu/bus_lock.c, where 6.13
+moved the code) print them, all with pr_fmt `x86/split lock detection: ` (docs/kernel.md
 gives the source of each):
 
 Boot mode (pr_info, level 6):
@@ -10,7 +10,7 @@ Boot mode (pr_info, level 6):
   5.13+     sld_state_show(): `#AC: crashing the kernel on kernel split_locks and warning on
             user-space split_locks` (or `... and sending SIGBUS on user-space split_locks`) |
             `#DB: warning on user-space bus_locks` | `#DB: sending SIGBUS on user-space bus_locks`
-            (6.x appends ` from non-WB` when #AC is also present) |
+            (` from non-WB` is accepted but no released kernel can print it) |
             `#DB: setting system wide bus lock rate limit to N/sec` | `disabled`
             (the newest mainline prints nothing at all for `off`)
 Traps (level 4):
@@ -18,11 +18,15 @@ Traps (level 4):
   `#AC: COMM/TID fatal split_lock trap at address: 0xADDR`    handle_guest_split_lock, host fatal
   `#AC: COMM/TID bogus split_lock trap at address: 0xADDR`    handle_guest_split_lock, other modes
   `#DB: COMM/TID took a bus_lock trap at address: 0xADDR`     handle_bus_lock (5.13+)
-  `traps: COMM[TID] trap alignment check ip:HEX sp:HEX error:HEX ...` (no prefix): a user task
-            in fatal mode gets SIGBUS through do_trap(); show_signal() prints this line.
+  `traps: COMM[TID] trap alignment check ip:HEX sp:HEX error:HEX ...` (no prefix): any unhandled
+            SIGBUS from #AC (show_signal()): a user split lock in fatal mode, or a task that set
+            EFLAGS.AC itself in any mode. It proves neither a split lock nor fatal mode on its own
+            (agent/collect.py decides what it is reported as).
 Suppressed (no prefix, lib/ratelimit.c ___ratelimit(), named after the function that printed):
-  `split_lock_warn: N callbacks suppressed` (once split_lock_warn() was factored out for KVM),
-  `handle_user_split_lock: N ...` (5.7, before it), `handle_bus_lock: N callbacks suppressed` (5.13+).
+  `split_lock_warn: N callbacks suppressed` (split_lock_warn() is the printing site in every
+  released kernel since 5.7), `handle_bus_lock: N callbacks suppressed` (5.13+). A
+  `handle_user_split_lock: N ...` line never appears in a released kernel; it is accepted (it is
+  harmless) but nothing we write produces it.
 
 COMM is at most 15 bytes and may hold `/`, spaces, `:` and `[`: COMM/TID is split on the last
 `/` before the verb (psutil's habit with the last `)` of /proc/PID/stat), COMM[TID] on the last `[`.

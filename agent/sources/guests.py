@@ -49,6 +49,9 @@ class GuestResolver:
         self._generation = 0  # refresh() count
         self._seen: dict[int, int] = {}  # tid -> the refresh that last listed it
         self._status: dict[int, str | None] = {}  # proc/TID/status read since the last refresh
+        # VMMs seen alive before the last refresh() and gone (or reused) in it: a fatal-mode kill
+        # whose kernel line was already spent by pr_warn_once shows only as this (issue 16).
+        self.exited: list[tuple[int, vmm.VmmIdentity]] = []
         if cache:
             self._load(cache)
 
@@ -132,6 +135,7 @@ class GuestResolver:
     def refresh(self) -> None:
         self._generation += 1
         self._status.clear()
+        self.exited = []
         try:
             live = {int(n) for n in self._host.listdir("proc") if n.isdigit()}
         except OSError:
@@ -179,7 +183,10 @@ class GuestResolver:
             return False
 
     def _mark_dead(self, pid: int) -> None:
-        self._vmms[pid].alive = False
+        state = self._vmms[pid]
+        if state.alive:
+            self.exited.append((pid, state.identity))
+        state.alive = False
 
     def _forget_threads(self, pid: int) -> None:
         state = self._vmms.get(pid)

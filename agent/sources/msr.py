@@ -37,6 +37,9 @@ class MsrResult:
     error: str | None
     cpus: tuple[CpuState, ...]
     sld_supported: bool | None  # None: no CPU could tell
+    # CORE_CAPS bit 5 alone (the cpuinfo flag left out): True on any CPU, False when read and clear
+    # everywhere, None when no CPU's CORE_CAPS could be read. The consistency verdict needs it raw.
+    core_caps: bool | None = None
 
 
 class _CpuError(Exception):
@@ -146,6 +149,7 @@ def collect(host: HostRoot, *, sld_flag: bool | None = None) -> MsrResult:
         outcomes.append(outcome)
         verdicts.append(verdict)
 
+    core_caps = True if True in verdicts else False if False in verdicts else None
     if True in verdicts or sld_flag:
         supported: bool | None = True
     elif False in verdicts:
@@ -155,11 +159,11 @@ def collect(host: HostRoot, *, sld_flag: bool | None = None) -> MsrResult:
 
     if all(o == "absent" for o in outcomes):
         # cpuid's dev/cpu/N directories without the msr module's files: nothing to report per CPU.
-        return MsrResult("absent", f"no dev/cpu/*/msr: {REMEDY_ABSENT}", (), supported)
+        return MsrResult("absent", f"no dev/cpu/*/msr: {REMEDY_ABSENT}", (), supported, core_caps)
     if "ok" in outcomes:
-        return MsrResult("ok", None, tuple(states), supported)
+        return MsrResult("ok", None, tuple(states), supported, core_caps)
     status: Status = "denied" if "denied" in outcomes else "failed"
     first = next(s.error for s, o in zip(states, outcomes) if o == status)
     others = len(states) - 1
     error = f"{first} (and {others} more CPUs)" if others else first
-    return MsrResult(status, error, tuple(states), supported)
+    return MsrResult(status, error, tuple(states), supported, core_caps)

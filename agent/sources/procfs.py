@@ -1,12 +1,16 @@
 """Host facts from procfs under the host root (DESIGN.md §2). Never raises.
 
 Reads, once per call: proc/sys/kernel/{hostname,osrelease,random/boot_id,split_lock_mitigate},
-proc/stat (btime), proc/cmdline, proc/cpuinfo, proc/modules. Everything comes from under the root —
+proc/stat (btime), proc/cmdline, proc/cpuinfo, proc/modules, and the runtime split-lock knob
+`sys/kernel/split_lock_detect` where a distribution kernel has one (RHEL 8's backport, issue 16).
+Everything comes from under the root —
 never os.uname(), socket.gethostname() or platform — so a fake host is described, not this machine.
 
 A file that cannot be read or parsed gives a sane default plus one sentence in `errors` naming
-the file, the cause and the remedy. split_lock_mitigate is absent before 6.2 (6.1.y backport): that
-is None and no error.
+the file, the cause and the remedy, except boot_id and btime: an unreadable one is None (never a
+made-up value), so the collector neither takes a failed read for a new boot nor dates events in
+1970 (issue 16). split_lock_mitigate is absent before 6.2 (and 6.1.y before its backport): that is
+None and no error; so is an absent knob.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import TypeVar
 from agent.errors import ParseError
 from agent.host import HostRoot
 from agent.kernel import procfs
-from agent.kernel.modes import UNKNOWN_KERNEL, parse_cmdline_mode, parse_kernel_release
+from agent.kernel.modes import UNKNOWN_KERNEL, cmdline_has_option, parse_cmdline_mode, parse_kernel_release
 from agent.payload import Mode
 
 UNKNOWN = "unknown"
+# RHEL 8's backport (4.18.0-394.el8 on) changes the split-lock mode after boot through this file.
+KNOB = "sys/kernel/split_lock_detect"
 T = TypeVar("T")
 
 
@@ -30,8 +36,8 @@ T = TypeVar("T")
 class ProcfsResult:
     hostname: str
     kernel: str  # osrelease as written, e.g. "6.8.0-49-generic"
-    boot_id: str
-    btime: int
+    boot_id: str | None  # None: unreadable (not a new boot)
+    btime: int | None  # None: unreadable (never 0: that dates events in 1970)
     mode: Mode  # what split_lock_detect= on the command line selects (the kernel's parse)
     ratelimit: int | None
     mitigate: int | None
@@ -41,6 +47,9 @@ class ProcfsResult:
     bld_flag: bool
     hypervisor_modules: tuple[str, ...]
     errors: tuple[str, ...]
+    cmdline_given: bool = False  # split_lock_detect= is on the command line
+    knob: str | None = None  # the runtime sys/kernel/split_lock_detect knob's text, None: absent
+    hypervisor_flag: bool = False  # cpuinfo `hypervisor`: this "host" is a virtual machine
 
     @property
     def kernel_version(self) -> tuple[int, int]:
@@ -90,8 +99,10 @@ def collect(host: HostRoot) -> ProcfsResult:
     hostname = (read.text("proc/sys/kernel/hostname") or "").strip() or UNKNOWN
     kernel = (read.text("proc/sys/kernel/osrelease") or "").strip() or UNKNOWN
     boot_id_text = read.text("proc/sys/kernel/random/boot_id")
-    boot_id = read.parsed("proc/sys/kernel/random/boot_id", boot_id_text, procfs.parse_boot_id, "")
-    btime = read.parsed("proc/stat", read.text("proc/stat"), procfs.parse_stat_btime, 0)
+    boot_id: str | None = read.parsed(
+        "proc/sys/kernel/random/boot_id", boot_id_text, procfs.parse_boot_id, None
+    )
+    btime: int | None = read.parsed("proc/stat", read.text("proc/stat"), procfs.parse_stat_btime, None)
 
     try:
         version: tuple[int, int] | None = parse_kernel_release(kernel)
@@ -101,6 +112,14 @@ def collect(host: HostRoot) -> ProcfsResult:
         version = None
     cmdline = read.text("proc/cmdline")
     mode, ratelimit = parse_cmdline_mode(cmdline or "", kernel=version)
+    cmdline_given = cmdline_has_option(cmdline or "")
+    try:
+        knob: str | None = host.read_text(KNOB).strip()[:64]
+    except FileNotFoundError:
+        knob = None  # mainline kernels have no runtime knob: the mode is the boot's
+    except OSError as err:
+        read.errors.append(f"cannot read {KNOB} ({_why(err)}): run as root")
+        knob = None
 
     try:
         mitigate_text: str | None = host.read_text("proc/sys/kernel/split_lock_mitigate")
@@ -138,4 +157,7 @@ def collect(host: HostRoot) -> ProcfsResult:
         bld_flag=cpuinfo.bus_lock_detect,
         hypervisor_modules=procfs.hypervisor_modules(modules),
         errors=tuple(read.errors),
+        cmdline_given=cmdline_given,
+        knob=knob,
+        hypervisor_flag="hypervisor" in cpuinfo.flags,
     )

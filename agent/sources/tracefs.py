@@ -54,6 +54,7 @@ class TraceHit:
     tid: int
     count: int  # hits of this probe by this thread in this collect()
     first_usec: int  # trace clock (time since boot) of the first of them, in microseconds
+    cpus: tuple[int, ...] = ()  # the CPUs the hits ran on (`[CPU]`): which cores trapped
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class _Parsed:
     comm: str
     tid: int
     usec: int
+    cpu: int = 0
 
 
 def parse_trace_line(line: str) -> _Parsed | int | None:
@@ -90,6 +92,7 @@ def parse_trace_line(line: str) -> _Parsed | int | None:
         match.group("comm").strip(),
         int(match.group("tid")),
         int(match.group("secs")) * 1_000_000 + int(frac),
+        int(match.group("cpu")),
     )
 
 
@@ -212,6 +215,7 @@ class TracefsSource:
         if self._fd is None:
             return TracefsResult(self._status, self._error, ())
         counts: dict[tuple[str, str, int], list[int]] = {}
+        cpus: dict[tuple[str, str, int], set[int]] = {}
         lost = 0
         read = 0
         data = self._pending
@@ -238,11 +242,16 @@ class TracefsSource:
                 entry = counts.get(key)
                 if entry is None:
                     counts[key] = [1, parsed.usec]
+                    cpus[key] = {parsed.cpu}
                 else:
                     entry[0] += 1
+                    cpus[key].add(parsed.cpu)
         hits = tuple(
             sorted(
-                (TraceHit(probe, comm, tid, n, first) for (probe, comm, tid), (n, first) in counts.items()),
+                (
+                    TraceHit(probe, comm, tid, n, first, tuple(sorted(cpus[(probe, comm, tid)])))
+                    for (probe, comm, tid), (n, first) in counts.items()
+                ),
                 key=lambda h: (h.first_usec, h.probe, h.tid),
             )
         )

@@ -11,6 +11,7 @@ from app.api.models import (
     NEXT_CURSOR,
     HostDetail,
     HostList,
+    HostVerdict,
     NameCursorParam,
     NameInPath,
     PageLimit,
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/api/v1", tags=["hosts"])
 
 
 def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
-    return StatusRule(time_range.now, settings.silent_after_s, settings.drift_streak)
+    return StatusRule(time_range.now, settings.silent_after_s)
 
 
 @router.get(
@@ -65,6 +66,41 @@ def list_hosts(
     return HostList.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
+def _not_found(name: str) -> NotFound:
+    return NotFound(
+        f"host {name!r} is not known: no agent has reported under that name; "
+        "GET /api/v1/hosts lists the hosts",
+        code="host_not_found",
+    )
+
+
+@router.get(
+    "/hosts/{name}/verdict",
+    operation_id="get_host_verdict",
+    response_model=HostVerdict,
+    responses=error_responses(401, 403, 404, 422),
+    summary="One host's consistency verdict now: its name, reason, details and since when",
+)
+def get_host_verdict(
+    name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
+) -> HostVerdict:
+    view = store.get_verdict(conn, name, rule=status_rule(settings, time_range))
+    if view is None:
+        raise _not_found(name)
+    s = view.status
+    return HostVerdict(
+        host=view.host,
+        status=s.status,
+        label=s.label,
+        verdict=s.verdict,
+        reason=s.reason,
+        needs_action=s.needs_action,
+        details=s.details,
+        since=s.since,
+        observed_at=view.observed_at,
+    )
+
+
 @router.get(
     "/hosts/{name:path}",
     operation_id="get_host",
@@ -82,11 +118,7 @@ def get_host(
         conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
     )
     if detail is None:
-        raise NotFound(
-            f"host {name!r} is not known: no agent has reported under that name; "
-            "GET /api/v1/hosts lists the hosts",
-            code="host_not_found",
-        )
+        raise _not_found(name)
     return HostDetail.model_validate(
         {
             **{f.name: getattr(detail.host, f.name) for f in dataclasses.fields(detail.host)},

@@ -143,9 +143,7 @@ async def ingest(
     rows = build_rows(payload, datetime.now(UTC))
     try:
         limits = GuestLimits(settings.max_guests_per_host, settings.max_new_guests_per_batch)
-        result = await writer.run(
-            partial(write_batch, rows=rows, drift_streak=settings.drift_streak, limits=limits)
-        )
+        result = await writer.run(partial(write_batch, rows=rows, limits=limits))
     except OperationalError as exc:
         reason = (str(exc.orig).strip().splitlines() or ["no detail"])[0]
         raise NotReady(

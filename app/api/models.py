@@ -29,6 +29,7 @@ from app.store.cursor import (
     decode_cursor,
     decode_name_cursor,
 )
+from app.store.status import Status as StatusName
 
 # ---------------------------------------------------------------- shared query parameters
 
@@ -200,11 +201,20 @@ class _HostBase(_Out):
     cpu_model: str
     agent_version: str
     first_seen_at: dt.datetime
-    last_seen_at: dt.datetime
-    status: Literal["ok", "drift", "silent"] = Field(
-        description="silent: no report for longer than silent_after_s; drift: detection should be on but "
-        "some core read off in drift_streak samples in a row; else ok."
+    last_seen_at: dt.datetime | None = Field(
+        description="The agent's last report; null when no agent ever reported (an imported host)."
     )
+    status: StatusName = Field(
+        description="silent (no report for longer than silent_after_s, or never), else the agent's "
+        "consistency verdict (docs/kernel.md), else unknown (no verdict sent)."
+    )
+    reason: str = Field(description="Why, in one sentence (the agent's words for a verdict).")
+    needs_action: bool = Field(
+        description="true for drift, stuck_off, inconsistent_config, foreign_hypervisor."
+    )
+    verdict: StatusName = Field(description="The agent's newest verdict, kept while the host is silent.")
+    verdict_details: dict[str, Any] = Field(description="The verdict's details: cpus, guests, module, era...")
+    verdict_since: dt.datetime | None = Field(description="The sample that first gave this verdict.")
     mode: Mode | None = Field(description="split_lock_detect mode; null until the agent sent a state.")
     ratelimit: int | None
     mitigate: int | None
@@ -214,7 +224,6 @@ class _HostBase(_Out):
     cpus_on: int
     cpus_off: int
     cpus_error: int
-    drifting_cpus: list[int]
     events: int = Field(description="sum of event counts in the range.")
     health: dict[str, Any] | None = Field(description="The agent's own figures from its newest batch.")
 
@@ -243,7 +252,7 @@ class HostState(_Out):
     cpus_on: int
     cpus_off: int
     cpus_error: int
-    drift: bool
+    verdict: StatusName | None = Field(description="The consistency verdict of that sample (null: none).")
     cpus: list[Cpu]
 
 
@@ -253,6 +262,18 @@ class HostDetail(_HostBase):
     states: list[HostState] = Field(
         description="State changes in the range, oldest first, led by the state in force at `since`."
     )
+
+
+class HostVerdict(BaseModel):
+    host: str
+    status: StatusName = Field(description="silent, else the verdict, else unknown.")
+    label: str = Field(description="The status in words: `per-task off`, `stuck off`...")
+    verdict: StatusName = Field(description="The agent's newest verdict, kept while silent.")
+    reason: str
+    needs_action: bool
+    details: dict[str, Any]
+    since: dt.datetime | None = Field(description="When the host entered this status.")
+    observed_at: dt.datetime | None = Field(description="The agent sample the verdict is about.")
 
 
 class Guest(_Out):
@@ -265,6 +286,11 @@ class Guest(_Out):
     last_action: Action | None
     killed: bool = Field(description="A SIGBUS killed it (host in fatal mode); killed_at is the last time.")
     killed_at: dt.datetime | None
+    killed_by: Literal["kernel_line", "tracefs", "vmm_exit"] | None = Field(
+        default=None,
+        description="How its last kill was known: the kernel's line, a tracefs hit, or its VMM's exit "
+        "in fatal mode after the boot's one kernel line was spent (an inference).",
+    )
     events: int = Field(description="sum of its event counts in the range, all hosts.")
     hosts: list[str] = Field(description="Hosts it had events on in the range.")
 
@@ -382,6 +408,10 @@ class Summary(_Out):
     hosts_by_mode: dict[str, int] = Field(
         description="Hosts per current mode; `unknown` before a first state."
     )
-    hosts_drifting: int
+    hosts_by_status: dict[str, int] = Field(description="Hosts per status (app/store/status.py).")
+    hosts_need_action: int = Field(
+        description="Hosts whose verdict needs action: drift, stuck_off, inconsistent_config, "
+        "foreign_hypervisor."
+    )
     hosts_silent: int
     gaps: int = Field(description="Events lost (sum of gap counts) received in the range.")

@@ -23,8 +23,10 @@ def simulate(
     ),
 ) -> None:
     """Build N fake hosts under ROOT/<hostname>/ and keep them changing: guests split-locking in
-    bursts, a fatal host killing a guest, a host whose detection drifts off, kmsg overruns,
-    suppressed lines, a forged record, an old 5.10 kernel. Point `splitwatch agent --root` at one."""
+    bursts, a fatal host killing two guests, a host whose detection drifts off, one per consistency
+    verdict (5.4, stuck off, vboxdrv, wrmsr on a host booted off), one per kernel era past the
+    first dozen (RHEL 8, 5.13, 5.15, 5.19, 6.1.0, 6.6, 6.15), kmsg overruns, suppressed lines, a
+    forged record. Point `splitwatch agent --root` at one."""
     import signal
     import threading
     import time

@@ -2,9 +2,10 @@
 
 What is decided here, once, without I/O:
 - the event rows of a batch, deduplicated on (source, seq) within the batch (first wins);
-- one guest row per guest name (earliest/latest sighting, last action, when sigbus killed it);
-- the state summary: per-CPU counts, the signature that tells whether the state changed,
-  and the next drift streaks from the previous ones;
+- one guest row per guest name (earliest/latest sighting, last action, when sigbus killed it
+  and how that kill was known: `evidence`, #16);
+- the state summary: per-CPU counts and the signature that tells whether the state changed
+  (the consistency verdict is the agent's: it arrives in `state.consistency`, #16);
 - rollup rows (sums per bucket and key) from the event rows actually inserted.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from app.ingest.schema import CpuIn, PayloadIn, StateIn
 
 NO_GUEST = 0  # rollups key "no guest" as 0: a NULL would never match the upsert key
+_IMPLIED_EVIDENCE = {"kmsg": "kernel_line", "tracefs": "tracefs", "import": "kernel_line"}
 
 
 @dataclass(slots=True)
@@ -57,6 +59,8 @@ def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
         # more than these few stores); its nested guest moves out to vcpu, vmm and the name.
         row_: dict[str, Any] = e  # type: ignore[assignment]
         g = row_.pop("guest")
+        # How a sigbus kill was known: the agent says so (#16); older agents imply it by source.
+        evidence = row_.pop("evidence", None) or _IMPLIED_EVIDENCE.get(e["source"])
         row_["boot_id"] = boot_id
         row_["received_at"] = received_at
         if g is None:
@@ -72,6 +76,7 @@ def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
         event_guests.append(name)
         row = guests.get(name)
         killed_at = at if action == "sigbus" else None
+        killed_by = evidence if killed_at is not None else None
         if row is None:
             guests[name] = {
                 "name": name,
@@ -81,6 +86,7 @@ def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
                 "last_seen_at": at,
                 "last_action": action,
                 "killed_at": killed_at,
+                "killed_by": killed_by,
             }
             continue
         if at < row["first_seen_at"]:
@@ -93,6 +99,7 @@ def build_rows(payload: PayloadIn, received_at: datetime) -> Rows:
                 row["uuid"] = g["uuid"]
         if killed_at is not None and (row["killed_at"] is None or killed_at > row["killed_at"]):
             row["killed_at"] = killed_at
+            row["killed_by"] = killed_by
         if row["uuid"] is None and g["uuid"] is not None:
             row["uuid"] = g["uuid"]
     gaps = [
@@ -166,44 +173,14 @@ def cpu_counts(cpus: Sequence[CpuIn]) -> CpuCounts:
     return CpuCounts(total=len(cpus), on=on, off=off, error=error)
 
 
-def detection_expected(state: StateIn) -> bool:
-    """The mode says split-lock detection should be on on every core (DESIGN.md §1)."""
-    return state.mode in ("warn", "fatal") and state.sld_supported
-
-
-def next_streaks(previous: Mapping[str, int], state: StateIn) -> dict[str, int]:
-    """Consecutive samples each core read off while the mode says on.
-
-    +1 for a core reading sld_on false while detection is expected; 0 when it reads on;
-    a core whose MSR could not be read keeps its streak (no evidence either way); every
-    streak resets when the mode no longer expects detection.
-    """
-    if not detection_expected(state):
-        return {}
-    out: dict[str, int] = {}
-    for c in state.cpus:
-        key = str(c.cpu)
-        prev = int(previous.get(key, 0))
-        if c.error is not None or c.sld_on is None:
-            if prev:
-                out[key] = prev
-        elif c.sld_on:
-            continue
-        else:
-            out[key] = prev + 1
-    return out
-
-
-def drifting(streaks: Mapping[str, int], threshold: int) -> list[int]:
-    return sorted(int(cpu) for cpu, n in streaks.items() if n >= threshold)
-
-
 def state_signature(
     boot_id: str, kernel: str, mode: str | None, ratelimit: int | None, mitigate: int | None,
-    sld_supported: bool | None, bld_supported: bool | None, cpus: Iterable[Mapping[str, Any]], drift: bool,
+    sld_supported: bool | None, bld_supported: bool | None, cpus: Iterable[Mapping[str, Any]],
+    verdict: str | None,
 ) -> tuple[Any, ...]:  # fmt: skip
     """What must differ for a new host_state row: mode, ratelimit, mitigate, support flags,
-    per-CPU sld_on/bld_on/error-set, kernel, boot_id and drift (test_ctrl's other bits do not)."""
+    per-CPU sld_on/bld_on/error-set, kernel, boot_id and the verdict (test_ctrl's other bits
+    and the verdict's reason words do not)."""
     per_cpu = tuple(
         sorted((int(c["cpu"]), c.get("sld_on"), c.get("bld_on"), c.get("error") is not None) for c in cpus)
     )
@@ -216,7 +193,7 @@ def state_signature(
         bool(sld_supported),
         bool(bld_supported),
         per_cpu,
-        bool(drift),
+        verdict,
     )
 
 

@@ -4,15 +4,19 @@ Strict: JSON types are not coerced ("5" is not 5, 1.0 is not 1), every key of th
 required (as `agent.payload.Payload.to_json()` writes them all), unknown keys are refused
 (the one optional extension is `health`), enums are the contract words, times are ISO 8601
 UTC (`Z` or `+00:00`) and become aware datetimes, strings are bounded to their columns.
+Optional additions (absent in older agents' payloads, which stay valid): `health`,
+`state.consistency` (the agent's consistency verdict, #16) and `events[].evidence` (how a sigbus
+kill was known, #16).
 `parse_payload(body)` validates JSON bytes in one pass (pydantic-core parses and validates
 without building Python dicts first).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +38,20 @@ KindName = Literal["split_lock", "bus_lock"]
 ActionName = Literal["warn", "throttle", "sigbus", "ratelimit", "reflect", "oops", "unknown"]
 ModeName = Literal["off", "warn", "fatal", "ratelimit"]
 GapReasonName = Literal["overrun", "suppressed", "spool_full", "forged"]
+# agent/kernel/consistency.py VERDICTS: the agent's words, checked here as a closed set.
+VerdictName = Literal[
+    "consistent",
+    "unsupported",
+    "off_by_design",
+    "transient",
+    "per_task_off",
+    "stuck_off",
+    "drift",
+    "inconsistent_config",
+    "foreign_hypervisor",
+]
+EvidenceName = Literal["kernel_line", "tracefs", "vmm_exit"]
+MAX_DETAILS_CHARS = 4096
 
 MAX_EVENTS = 50_000
 MAX_GAPS = 10_000
@@ -126,6 +144,22 @@ class CpuIn(_Strict):
     error: ErrorText | None
 
 
+class ConsistencyIn(_Strict):
+    """The agent's verdict on this sample (docs/api.md, docs/kernel.md "Consistency verdicts")."""
+
+    verdict: VerdictName
+    reason: Annotated[str, _s(1, 1000, _DATA_CHARS)]
+    # Free-form like health: NaN and ±Infinity become null (PostgreSQL's json refuses them).
+    details: Annotated[dict[str, Any], AfterValidator(_finite)] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded_details(self) -> ConsistencyIn:
+        size = len(json.dumps(self.details, default=str))
+        if size > MAX_DETAILS_CHARS:
+            raise ValueError(f"consistency.details is {size} characters as JSON, over {MAX_DETAILS_CHARS}")
+        return self
+
+
 class StateIn(_Strict):
     observed_at: UtcTime
     mode: ModeName
@@ -134,6 +168,7 @@ class StateIn(_Strict):
     sld_supported: bool
     bld_supported: bool
     cpus: list[CpuIn] = Field(max_length=MAX_CPUS)
+    consistency: ConsistencyIn | None = None
 
     @model_validator(mode="after")
     def _unique_cpus(self) -> StateIn:
@@ -168,6 +203,7 @@ class EventIn(TypedDict):
     count: Annotated[int, Field(ge=0, le=INT32)]
     action: ActionName
     guest: GuestIn | None
+    evidence: NotRequired[EvidenceName]
 
 
 class GapIn(_Strict):

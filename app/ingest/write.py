@@ -4,8 +4,9 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE) and updated — identity (not
    from a batch of `splitwatch import` events only: old logs), last_seen_at, health, and the
    current state when the batch's state is newer than the one held (an older or the same
-   sample changes no state: resends and out-of-order batches are harmless); drift streaks
-   advance once per new sample.
+   sample changes no state: resends and out-of-order batches are harmless), with the
+   agent's consistency verdict (`verdict_since` moves only when the verdict changes). A
+   host created by an import-only batch is `agent_reported` false until an agent reports (#16).
 2. host_state: a row only when the state differs from the one in force at its time.
 3. guest: upserted by name with min/max times, so a resend changes nothing; only sightings
    of the same guest (name and uuid, `_guest_upsert`) move its last host, action and kill.
@@ -13,8 +14,9 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
    host's caps (GuestLimits): 413 for too many new in one batch; past the total, the events
    are stored without their guest and counted as a `guest_cap` gap (step 5).
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
-   keys actually inserted. PostgreSQL: executemany through insertmanyvalues. SQLite: the
-   same statement, compiled from Core once, with its VALUES group repeated per row and the
+   keys actually inserted. PostgreSQL: INSERT ... SELECT FROM unnest(one array per column),
+   one statement and round trip per batch (#13). SQLite: the Core statement, compiled once,
+   with its VALUES group repeated per row and the
    rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
    cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
    result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, func, not_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import PayloadTooLarge
@@ -43,8 +45,6 @@ from app.ingest.rows import (
     Rows,
     cpu_counts,
     cpu_dicts,
-    drifting,
-    next_streaks,
     rollups,
     state_signature,
 )
@@ -70,11 +70,9 @@ def _insert_for(conn: Connection) -> Callable[[Table], Any]:
     raise RuntimeError(f"ingest supports sqlite and postgresql, not {conn.dialect.name}")
 
 
-def write_batch(
-    conn: Connection, rows: Rows, drift_streak: int = 3, limits: GuestLimits | None = None
-) -> WriteResult:
+def write_batch(conn: Connection, rows: Rows, limits: GuestLimits | None = None) -> WriteResult:
     insert = _insert_for(conn)
-    host_id = _write_host(conn, insert, rows, drift_streak)
+    host_id = _write_host(conn, insert, rows)
     guest_ids = _write_guests(conn, insert, rows, host_id, limits or GuestLimits())
     accepted = _write_events(conn, insert, rows, host_id, guest_ids)
     if rows.gaps:
@@ -85,30 +83,35 @@ def write_batch(
     return WriteResult(accepted=accepted, duplicates=rows.received - accepted, host_id=host_id)
 
 
-def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, drift_streak: int) -> int:
+def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows) -> int:
     h = rows.host
     received_at = rows.received_at
-    query = select(host.c.id, host.c.state_observed_at, host.c.cpu_off_streak, host.c.last_seen_at).where(
-        host.c.name == h["name"]
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    current = conn.execute(query).first()
+    query = _host_select(conn.dialect.name)
+    by_name = {"host_name_": h["name"]}
+    current = conn.execute(query, by_name).first()
     if current is None:
         # A new host (an import creates it too, with the identity it has). Two first batches
         # racing on PostgreSQL: the second insert waits for the first and does nothing.
+        # An import-only batch creates the host as not reported by any agent (#16).
         conn.execute(
             insert(host)
-            .values(**h, first_seen_at=received_at, last_seen_at=received_at, cpu_off_streak={}, cpus=[])
+            .values(
+                **h,
+                first_seen_at=received_at,
+                last_seen_at=received_at,
+                agent_reported=not rows.import_only,
+                cpus=[],
+            )
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        current = conn.execute(query).one()
+        current = conn.execute(query, by_name).one()
     host_id = int(current.id)
     values: dict[str, Any] = {}
     if not rows.import_only:
         # last_seen_at is the agent's liveness (status silent): old logs replayed by
         # `splitwatch import` must not make a silent host look alive.
         values["last_seen_at"] = max(current.last_seen_at, received_at)
+        values["agent_reported"] = True
     if rows.health is not None:
         values["health"] = rows.health
 
@@ -119,10 +122,17 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
         # An import's is not: it replays old logs (maybe another boot's) through the CLI.
         values.update(h)
     if state is not None and (held_at is None or state.observed_at > held_at):
-        streaks = next_streaks(current.cpu_off_streak or {}, state)
         counts = cpu_counts(state.cpus)
         cpus = cpu_dicts(state.cpus)
-        drift = bool(drifting(streaks, drift_streak))
+        judged = state.consistency
+        verdict = judged.verdict if judged is not None else None
+        since = current.verdict_since if verdict == current.verdict and verdict is not None else None
+        values.update(
+            verdict=verdict,
+            verdict_reason=judged.reason if judged is not None else None,
+            verdict_details=dict(judged.details) if judged is not None else None,
+            verdict_since=since or (state.observed_at if verdict is not None else None),
+        )
         values.update(
             state_observed_at=state.observed_at,
             mode=state.mode,
@@ -134,49 +144,49 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows, dr
             cpus_on=counts.on,
             cpus_off=counts.off,
             cpus_error=counts.error,
-            cpu_off_streak=streaks,
             cpus=cpus,
         )
-        _record_state(conn, rows, host_id, cpus, drift)
+        _record_state(conn, rows, host_id, cpus)
     elif state is not None and state.observed_at < held_at:  # type: ignore[operator]
-        # Out of order: history only, with no drift claim (streaks follow the newest samples).
-        _record_state(conn, rows, host_id, cpu_dicts(state.cpus), False)
+        # Out of order: history only; the host's current verdict follows the newest sample.
+        _record_state(conn, rows, host_id, cpu_dicts(state.cpus))
+    # Only what changed is written (#13): in steady state an agent's sample repeats the held
+    # state, so the update is last_seen_at and state_observed_at, not the per-CPU JSON again.
+    held = current._mapping
+    values = {k: v for k, v in values.items() if held[k] != v}
     if values:
-        conn.execute(update(host).where(host.c.id == host_id).values(**values))
+        conn.execute(_HOST_UPDATE, {**values, "host_id_": host_id})
     return host_id
 
 
-def _record_state(
-    conn: Connection, rows: Rows, host_id: int, cpus: list[dict[str, Any]], drift: bool
-) -> None:
+@functools.cache
+def _host_select(dialect: str) -> Any:
+    """The host row by name (PostgreSQL: locked), built once: statement construction and its
+    cache key cost more CPU than SQLite's lookup (#13, docs/benchmarks.md)."""
+    query = select(host).where(host.c.name == bindparam("host_name_"))
+    return query.with_for_update() if dialect == "postgresql" else query
+
+
+# The SET clause follows the parameters' keys (SQLAlchemy compiles and caches one per key set).
+_HOST_UPDATE = update(host).where(host.c.id == bindparam("host_id_"))
+
+
+def _record_state(conn: Connection, rows: Rows, host_id: int, cpus: list[dict[str, Any]]) -> None:
     state = rows.state
     assert state is not None
     h = rows.host
-    in_force = conn.execute(
-        select(
-            host_state.c.boot_id,
-            host_state.c.kernel,
-            host_state.c.mode,
-            host_state.c.ratelimit,
-            host_state.c.mitigate,
-            host_state.c.sld_supported,
-            host_state.c.bld_supported,
-            host_state.c.cpus,
-            host_state.c.drift,
-        )
-        .where(host_state.c.host_id == host_id, host_state.c.observed_at <= state.observed_at)
-        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
-        .limit(1)
-    ).first()
+    verdict = state.consistency.verdict if state.consistency is not None else None
+    in_force = conn.execute(_IN_FORCE, {"host_id_": host_id, "at_": state.observed_at}).first()
     new = state_signature(
         h["boot_id"], h["kernel"], state.mode, state.ratelimit, state.mitigate,
-        state.sld_supported, state.bld_supported, cpus, drift,
+        state.sld_supported, state.bld_supported, cpus, verdict,
     )  # fmt: skip
     if in_force is not None and state_signature(*in_force) == new:
         return
     counts = cpu_counts(state.cpus)
     conn.execute(
-        host_state.insert().values(
+        _STATE_INSERT,
+        dict(
             host_id=host_id,
             observed_at=state.observed_at,
             boot_id=h["boot_id"],
@@ -189,10 +199,30 @@ def _record_state(
             cpus_on=counts.on,
             cpus_off=counts.off,
             cpus_error=counts.error,
-            drift=drift,
+            verdict=verdict,
             cpus=cpus,
-        )
+        ),
     )
+
+
+# The state sample in force at a time (the newest at or before it); built once (see _host_select).
+_IN_FORCE = (
+    select(
+        host_state.c.boot_id,
+        host_state.c.kernel,
+        host_state.c.mode,
+        host_state.c.ratelimit,
+        host_state.c.mitigate,
+        host_state.c.sld_supported,
+        host_state.c.bld_supported,
+        host_state.c.cpus,
+        host_state.c.verdict,
+    )
+    .where(host_state.c.host_id == bindparam("host_id_"), host_state.c.observed_at <= bindparam("at_"))
+    .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+    .limit(1)
+)
+_STATE_INSERT = host_state.insert()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +243,16 @@ GUEST_CAP_REASON = "guest_cap"
 _IN_CHUNK = 1000  # names per IN (...): SQLite binds at most 32766 parameters per statement
 
 
+# Which of these guests the host reported before; built once (see _host_select).
+_KNOWN_GUESTS = (
+    select(guest.c.name)
+    .select_from(guest_host.join(guest, guest.c.id == guest_host.c.guest_id))
+    .where(
+        guest_host.c.host_id == bindparam("host_id_"), guest.c.name.in_(bindparam("names_", expanding=True))
+    )
+)
+
+
 def _write_guests(
     conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, limits: GuestLimits
 ) -> dict[str, int]:
@@ -222,13 +262,8 @@ def _write_guests(
     names = [g["name"] for g in rows.guests]
     known: set[str] = set()
     for start in range(0, len(names), _IN_CHUNK):
-        known.update(
-            conn.execute(
-                select(guest.c.name)
-                .select_from(guest_host.join(guest, guest.c.id == guest_host.c.guest_id))
-                .where(guest_host.c.host_id == host_id, guest.c.name.in_(names[start : start + _IN_CHUNK]))
-            ).scalars()
-        )
+        chunk = names[start : start + _IN_CHUNK]
+        known.update(conn.execute(_KNOWN_GUESTS, {"host_id_": host_id, "names_": chunk}).scalars())
     new = [n for n in names if n not in known]
     if len(new) > limits.new_per_batch:
         raise PayloadTooLarge(
@@ -312,6 +347,14 @@ def _guest_upsert(dialect: str) -> Any:
                 (guest.c.killed_at.is_(None), ex.killed_at),
                 else_=greatest(guest.c.killed_at, ex.killed_at),
             ),
+            # How the kill in killed_at was known: it follows the newer kill.
+            "killed_by": case(
+                (not_(same), guest.c.killed_by),
+                (ex.killed_at.is_(None), guest.c.killed_by),
+                (guest.c.killed_at.is_(None), ex.killed_by),
+                (ex.killed_at > guest.c.killed_at, ex.killed_by),
+                else_=guest.c.killed_by,
+            ),
         },
     ).returning(guest.c.id, guest.c.name)
     return stmt
@@ -355,6 +398,7 @@ SQLITE_ROWS_PER_STATEMENT = 1000
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
+@functools.cache  # built once: constructing it per batch cost more CPU than a small batch's insert (#13)
 def _event_insert(insert: Callable[[Table], Any], returning: bool = True) -> Any:
     stmt = insert(event).on_conflict_do_nothing(index_elements=list(EVENT_KEY))
     return stmt.returning(event.c.source, event.c.seq) if returning else stmt
@@ -427,6 +471,58 @@ def _insert_events_sqlite(
     return inserted
 
 
+# Per-row columns of the PostgreSQL insert (host_id, boot_id and received_at are one value).
+_PG_ARRAY_COLUMNS = ("source", "seq", "time", "kind", "comm", "tid", "tgid", "address", "count", "action")
+
+
+@functools.cache
+def _postgresql_event_sql() -> str:
+    """One INSERT ... SELECT FROM unnest(one array per column) for the whole batch.
+
+    executemany sent a statement per row, and SQLAlchemy's insertmanyvalues processed every
+    parameter and result row in Python: a 1000-event batch cost ~80 ms of the server's CPU
+    (bench/bench_ingest.py). With one array per column, psycopg adapts 13 lists and the
+    server does the rest in one round trip. Same conflict target and RETURNING as
+    _event_insert.
+    """
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        # %b: binary arrays (the text format quotes every element through a regular expression).
+        f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]"
+        for name in (*_PG_ARRAY_COLUMNS, "guest_id", "vcpu", "vmm")
+    )
+    columns = ", ".join(EVENT_COLUMNS)
+    as_names = ", ".join((*_PG_ARRAY_COLUMNS, "guest_id", "vcpu", "vmm"))
+    return (
+        f"INSERT INTO event ({columns}) "
+        f"SELECT %(host_id)s, %(boot_id)s, u.source, u.seq, u.time, %(received_at)s, u.kind, u.comm, "
+        f"u.tid, u.tgid, u.address, u.count, u.action, u.guest_id, u.vcpu, u.vmm "
+        f"FROM unnest({arrays}) AS u({as_names}) "
+        f"ON CONFLICT ({', '.join(EVENT_KEY)}) DO NOTHING RETURNING source, seq"
+    )
+
+
+def _insert_events_postgresql(
+    conn: Connection,
+    events: list[dict[str, Any]],
+    guest_ids: list[int | None],
+    host_id: int,
+    received_at: datetime,
+) -> set[tuple[str, int]]:
+    params: dict[str, Any] = {name: [e[name] for e in events] for name in (*_PG_ARRAY_COLUMNS, "vcpu", "vmm")}
+    params["guest_id"] = guest_ids
+    params["host_id"] = host_id
+    params["boot_id"] = events[0]["boot_id"]
+    params["received_at"] = received_at
+    # The DB-API cursor of this Core connection, inside its transaction (as on SQLite).
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_event_sql(), params)
+        return {(r[0], r[1]) for r in cursor.fetchall()}
+    finally:
+        cursor.close()
+
+
 def _write_events(
     conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, guest_ids: dict[str, int]
 ) -> int:
@@ -436,10 +532,7 @@ def _write_events(
     if conn.dialect.name == "sqlite":
         inserted = _insert_events_sqlite(conn, rows.events, gids, host_id, rows.received_at)
     else:
-        params = [
-            {**e, "host_id": host_id, "guest_id": gid} for e, gid in zip(rows.events, gids, strict=True)
-        ]
-        inserted = {(r[0], r[1]) for r in conn.execute(_event_insert(insert), params)}
+        inserted = _insert_events_postgresql(conn, rows.events, gids, host_id, rows.received_at)
     if not inserted:
         return 0
     pairs = zip(rows.events, gids, strict=True)
@@ -497,6 +590,7 @@ def _count_unattributed(
 ROLLUP_COLUMNS = ("bucket", "host_id", "guest_id", "kind", "action", "source", "count", "events")
 
 
+@functools.cache  # built once (see _event_insert)
 def _rollup_upsert(insert: Callable[[Table], Any], table: Table) -> Any:
     up = insert(table)
     return up.on_conflict_do_update(

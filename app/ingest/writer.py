@@ -3,9 +3,10 @@
 SQLite allows one writer at a time; many threads each opening a write transaction would
 queue on busy_timeout and, past it, fail with "database is locked". So on SQLite there is
 exactly ONE writer: a background thread takes jobs from a queue and runs them. Jobs waiting
-together share one transaction (one fsync for several batches), each inside its own
-SAVEPOINT, so a job that fails rolls back alone and the others still commit; every job gets
-its own answer through its future.
+together share one transaction (one fsync for several batches). They run first without a
+SAVEPOINT each; if one fails, that transaction is rolled back and the group runs again with
+each job inside its own SAVEPOINT, so a job that fails rolls back alone and the others still
+commit; every job gets its own answer through its future.
 
 WAL checkpoints (copying the WAL back into the database file, with an fsync) would
 otherwise run inside whichever commit crosses 1000 WAL pages, stalling every batch queued
@@ -177,6 +178,8 @@ class SQLiteWriter:
         jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
         if not jobs:
             return
+        if len(jobs) > 1 and self._run_together(conn, jobs):
+            return
         results: list[tuple[Future[Any], bool, Any]] = []
         try:
             with conn.begin():
@@ -207,6 +210,22 @@ class SQLiteWriter:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def _run_together(self, conn: Connection, jobs: list[_Job]) -> bool:
+        """The whole group in one transaction without a SAVEPOINT per job (#13: two statements
+        per job saved). A job that fails rolls everything back and the group runs again, each
+        job in its own SAVEPOINT (_run_group), so it still fails alone; jobs only write to the
+        database (the Writer contract), so running one twice after a rollback changes nothing.
+        """
+        try:
+            with conn.begin():
+                values = [fn(conn) for fn, _future in jobs]
+        except Exception:
+            return False
+        self._commits += 1
+        for (_fn, future), value in zip(jobs, values, strict=True):
+            future.set_result(value)
+        return True
 
 
 class DirectWriter:

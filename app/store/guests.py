@@ -43,6 +43,7 @@ class GuestView:
     last_action: str | None
     killed: bool
     killed_at: dt.datetime | None
+    killed_by: str | None  # kernel_line | tracefs | vmm_exit (#16)
     events: int
     hosts: list[str]
 
@@ -112,6 +113,7 @@ def _view(row: Row[Any], events: int, hosts: list[str]) -> GuestView:
         last_action=row.last_action,
         killed=row.killed_at is not None,
         killed_at=row.killed_at,
+        killed_by=row.killed_by if row.killed_at is not None else None,
         events=events,
         hosts=hosts,
     )

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Row, select
 from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
 from app.store.series import range_totals
-from app.store.status import Status, host_status
+from app.store.status import HostStatus, Status, host_status
 from app.store.tables import guest, host, host_state
 
 
@@ -27,7 +27,6 @@ class StatusRule:
 
     now: dt.datetime
     silent_after_s: float
-    drift_streak: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +37,13 @@ class HostView:
     cpu_model: str
     agent_version: str
     first_seen_at: dt.datetime
-    last_seen_at: dt.datetime
+    last_seen_at: dt.datetime | None
     status: Status
+    reason: str
+    needs_action: bool
+    verdict: Status
+    verdict_details: dict[str, Any]
+    verdict_since: dt.datetime | None
     mode: str | None
     ratelimit: int | None
     mitigate: int | None
@@ -49,7 +53,6 @@ class HostView:
     cpus_on: int
     cpus_off: int
     cpus_error: int
-    drifting_cpus: list[int]
     events: int
     guests: int
     health: dict[str, Any] | None
@@ -77,7 +80,7 @@ class StateView:
     cpus_on: int
     cpus_off: int
     cpus_error: int
-    drift: bool
+    verdict: str | None
     cpus: list[CpuView]
 
 
@@ -89,16 +92,21 @@ class HostDetail:
     guests: list[str]
 
 
-def _view(row: Row[Any], rule: StatusRule, events: int, guests: int) -> HostView:
-    verdict = host_status(
-        last_seen_at=row.last_seen_at,
-        mode=row.mode,
-        sld_supported=row.sld_supported,
-        cpu_off_streak=row.cpu_off_streak if isinstance(row.cpu_off_streak, dict) else None,
+def row_status(row: Row[Any], rule: StatusRule) -> HostStatus:
+    """The status rule (app/store/status.py) applied to one `host` row."""
+    return host_status(
+        last_seen_at=row.last_seen_at if row.agent_reported else None,
+        verdict=row.verdict,
+        reason=row.verdict_reason,
+        details=row.verdict_details if isinstance(row.verdict_details, dict) else None,
+        since=row.verdict_since,
         now=rule.now,
         silent_after_s=rule.silent_after_s,
-        drift_streak=rule.drift_streak,
     )
+
+
+def _view(row: Row[Any], rule: StatusRule, events: int, guests: int) -> HostView:
+    verdict = row_status(row, rule)
     return HostView(
         name=row.name,
         boot_id=row.boot_id,
@@ -106,8 +114,13 @@ def _view(row: Row[Any], rule: StatusRule, events: int, guests: int) -> HostView
         cpu_model=row.cpu_model,
         agent_version=row.agent_version,
         first_seen_at=row.first_seen_at,
-        last_seen_at=row.last_seen_at,
+        last_seen_at=row.last_seen_at if row.agent_reported else None,  # no agent report: none
         status=verdict.status,
+        reason=verdict.reason,
+        needs_action=verdict.needs_action,
+        verdict=verdict.verdict,
+        verdict_details=verdict.details,
+        verdict_since=row.verdict_since,
         mode=row.mode,
         ratelimit=row.ratelimit,
         mitigate=row.mitigate,
@@ -117,7 +130,6 @@ def _view(row: Row[Any], rule: StatusRule, events: int, guests: int) -> HostView
         cpus_on=row.cpus_on,
         cpus_off=row.cpus_off,
         cpus_error=row.cpus_error,
-        drifting_cpus=list(verdict.drifting_cpus),
         events=events,
         guests=guests,
         health=row.health if isinstance(row.health, dict) else None,
@@ -184,6 +196,20 @@ def list_hosts(
     return HostPage(views, encode_name_cursor(NameCursor(views[-1].name)) if more and views else None)
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictView:
+    host: str
+    status: HostStatus
+    observed_at: dt.datetime | None  # the sample the verdict is about
+
+
+def get_verdict(conn: Connection, name: str, *, rule: StatusRule) -> VerdictView | None:
+    row = conn.execute(select(host).where(host.c.name == name)).one_or_none()
+    if row is None:
+        return None
+    return VerdictView(row.name, row_status(row, rule), row.state_observed_at)
+
+
 def get_host(
     conn: Connection, name: str, *, since: dt.datetime, until: dt.datetime, rule: StatusRule
 ) -> HostDetail | None:
@@ -247,7 +273,7 @@ def _states(conn: Connection, host_id: int, since: dt.datetime, until: dt.dateti
             cpus_on=r.cpus_on,
             cpus_off=r.cpus_off,
             cpus_error=r.cpus_error,
-            drift=r.drift,
+            verdict=r.verdict,
             cpus=cpu_views(r.cpus),
         )
         for r in [*before, *within]

@@ -1,68 +1,125 @@
-"""Host status, the one rule: `silent`, else `drift`, else `ok`. Pure: values in, a verdict out.
+"""Host status, the one rule every view uses (hosts, summary, /metrics, alerts). Pure: values in.
 
-- silent: the agent has not reported for longer than `silent_after_s` (settings, default 300).
-  A silent host's other figures are stale, so silence wins over drift.
-- drift: the mode says split-lock detection is on (warn or fatal, and the CPU supports it), yet
-  some core read TEST_CTRL bit 29 off in `drift_streak` (default 3) consecutive samples. One
-  read cannot tell: warn mode clears the bit for ~2 ticks after each trap (DESIGN.md §1), so
-  ingest keeps a per-CPU streak (`host.cpu_off_streak`) and we only compare it here.
-- ok: neither.
+1. `silent` wins: the agent has not reported for longer than `silent_after_s` (settings, default
+   300), or no agent has ever reported the host (only `splitwatch import` wrote it, #16). A silent
+   host's other figures are stale.
+2. Else the agent's consistency verdict on its newest sample (agent/kernel/consistency.py; the
+   agent has the evidence: kernel era, boot line, per-CPU MSRs, traps, consecutive samples):
+   consistent, unsupported, off_by_design, transient, per_task_off, stuck_off, drift,
+   inconsistent_config, foreign_hypervisor.
+3. `unknown` when the agent sent no verdict (an agent older than #16, or no state yet).
+
+`needs_action` is true for drift, stuck_off, inconsistent_config, foreign_hypervisor: the
+verdicts an operator must act on. Everything else, silent included, is false here (silence has
+its own alert).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-Status = Literal["ok", "drift", "silent"]
-STATUSES: tuple[Status, ...] = ("ok", "drift", "silent")
-
-# Modes in which the kernel keeps #AC detection on (ratelimit:N turns #AC off, DESIGN.md §1).
-DETECTING_MODES = frozenset({"warn", "fatal"})
+Verdict = Literal[
+    "consistent",
+    "unsupported",
+    "off_by_design",
+    "transient",
+    "per_task_off",
+    "stuck_off",
+    "drift",
+    "inconsistent_config",
+    "foreign_hypervisor",
+]
+Status = Literal[
+    "consistent",
+    "unsupported",
+    "off_by_design",
+    "transient",
+    "per_task_off",
+    "stuck_off",
+    "drift",
+    "inconsistent_config",
+    "foreign_hypervisor",
+    "unknown",
+    "silent",
+]
+VERDICTS: tuple[Verdict, ...] = (
+    "consistent",
+    "unsupported",
+    "off_by_design",
+    "transient",
+    "per_task_off",
+    "stuck_off",
+    "drift",
+    "inconsistent_config",
+    "foreign_hypervisor",
+)
+STATUSES: tuple[Status, ...] = (*VERDICTS, "unknown", "silent")
+NEEDS_ACTION: frozenset[str] = frozenset({"drift", "stuck_off", "inconsistent_config", "foreign_hypervisor"})
+# The words people read (agent/kernel/consistency.py LABELS, doctor's words).
+LABELS: dict[str, str] = {
+    "off_by_design": "off by design",
+    "per_task_off": "per-task off",
+    "stuck_off": "stuck off",
+    "inconsistent_config": "inconsistent config",
+    "foreign_hypervisor": "foreign hypervisor",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class HostStatus:
-    status: Status
-    drifting_cpus: tuple[int, ...]
+    status: Status  # silent, else the verdict, else unknown
+    reason: str  # one sentence: why
+    needs_action: bool
+    verdict: Status  # the agent's newest verdict, kept while silent (unknown when none)
+    details: dict[str, Any] = field(default_factory=dict)
+    since: dt.datetime | None = None  # when the host entered this verdict (or went silent)
 
-
-def drifting_cpus(
-    mode: str | None,
-    sld_supported: bool | None,
-    cpu_off_streak: Mapping[str, object] | None,
-    drift_streak: int,
-) -> tuple[int, ...]:
-    """CPUs read off `drift_streak` samples in a row while the mode says detection is on."""
-    if mode not in DETECTING_MODES or not sld_supported or not cpu_off_streak:
-        return ()
-    cpus: list[int] = []
-    for cpu, streak in cpu_off_streak.items():
-        # The JSON column keys are strings; a malformed entry is skipped, not fatal.
-        try:
-            cpu_number = int(cpu)
-        except ValueError:
-            continue
-        if isinstance(streak, int) and not isinstance(streak, bool) and streak >= drift_streak:
-            cpus.append(cpu_number)
-    return tuple(sorted(cpus))
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.status, self.status)
 
 
 def host_status(
     *,
-    last_seen_at: dt.datetime,
-    mode: str | None,
-    sld_supported: bool | None,
-    cpu_off_streak: Mapping[str, object] | None,
+    last_seen_at: dt.datetime | None,
+    verdict: str | None,
+    reason: str | None,
+    details: Mapping[str, Any] | None,
+    since: dt.datetime | None,
     now: dt.datetime,
     silent_after_s: float,
-    drift_streak: int,
 ) -> HostStatus:
-    drifting = drifting_cpus(mode, sld_supported, cpu_off_streak, drift_streak)
+    known: Status = verdict if verdict in VERDICTS else "unknown"
+    facts = dict(details) if isinstance(details, Mapping) else {}
+    if last_seen_at is None:
+        return HostStatus(
+            "silent",
+            "no agent has ever reported this host: it is known only from `splitwatch import` of its logs",
+            False,
+            known,
+            facts,
+            None,
+        )
     if (now - last_seen_at).total_seconds() > silent_after_s:
-        return HostStatus("silent", drifting)
-    if drifting:
-        return HostStatus("drift", drifting)
-    return HostStatus("ok", ())
+        return HostStatus(
+            "silent",
+            f"the agent has not reported since {last_seen_at.strftime('%Y-%m-%d %H:%M:%S')} UTC "
+            f"(over {int(silent_after_s)} s)",
+            False,
+            known,
+            facts,
+            last_seen_at,
+        )
+    if known == "unknown":
+        return HostStatus(
+            "unknown",
+            "the agent sent no consistency verdict (an agent older than the verdict, or no state yet)",
+            False,
+            known,
+            facts,
+            since,
+        )
+    return HostStatus(known, reason or known, known in NEEDS_ACTION, known, facts, since)

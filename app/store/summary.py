@@ -29,7 +29,8 @@ class Summary:
     guests_killed: int
     hosts_total: int
     hosts_by_mode: dict[str, int]
-    hosts_drifting: int
+    hosts_by_status: dict[str, int]
+    hosts_need_action: int
     hosts_silent: int
     gaps: int
 
@@ -43,28 +44,31 @@ def fleet_summary(conn: Connection, *, since: dt.datetime, until: dt.datetime, r
     ).scalar()
     by_mode: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
-    rows = conn.execute(select(host.c.mode, host.c.last_seen_at, host.c.sld_supported, host.c.cpu_off_streak))
+    rows = conn.execute(select(host.c.mode, host.c.last_seen_at, host.c.agent_reported, host.c.verdict))
     hosts_total = 0
-    for mode, last_seen_at, sld_supported, streak in rows:
+    need_action = 0
+    for mode, last_seen_at, agent_reported, verdict in rows:
         hosts_total += 1
         by_mode[mode or NO_MODE] += 1
-        verdict = host_status(
-            last_seen_at=last_seen_at,
-            mode=mode,
-            sld_supported=sld_supported,
-            cpu_off_streak=streak if isinstance(streak, dict) else None,
+        status = host_status(
+            last_seen_at=last_seen_at if agent_reported else None,
+            verdict=verdict,
+            reason=None,
+            details=None,
+            since=None,
             now=rule.now,
             silent_after_s=rule.silent_after_s,
-            drift_streak=rule.drift_streak,
         )
-        statuses[verdict.status] += 1
+        statuses[status.status] += 1
+        need_action += status.needs_action
     return Summary(
         events=events,
         guests_affected=affected,
         guests_killed=int(killed or 0),
         hosts_total=hosts_total,
         hosts_by_mode=dict(sorted(by_mode.items())),
-        hosts_drifting=statuses["drift"],
+        hosts_by_status=dict(sorted(statuses.items())),
+        hosts_need_action=need_action,
         hosts_silent=statuses["silent"],
         gaps=lost_in_range(conn, since=since, until=until),
     )

@@ -17,7 +17,8 @@ Shape, by who asks:
   maintained in the ingest transaction so a 30-day chart reads ~720 rows per series.
 - access: `token` (sha256 of the token, never the token; enrollment tokens too, role `enroll`).
 - alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
-  `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table).
+  `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table),
+  `alert_lease` (which process evaluates and sends).
 
 Times are timezone-aware UTC (`DateTime(timezone=True)`); SQLite stores them as text, so
 app.store.engine installs a type adapter that hands back aware datetimes on both engines.
@@ -100,6 +101,9 @@ host = Table(
     Column("agent_version", String(64), nullable=False),
     Column("first_seen_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime, nullable=False),
+    # False for a host only `splitwatch import` has written: no agent has ever reported it, so
+    # its last_seen_at (when the import arrived) says nothing of an agent being alive (#16).
+    Column("agent_reported", Boolean, nullable=False, server_default="1"),
     # Latest state (null until the agent sent one).
     Column("state_observed_at", UtcDateTime),
     Column("mode", String(16)),
@@ -111,9 +115,12 @@ host = Table(
     Column("cpus_on", Integer, nullable=False, server_default="0"),
     Column("cpus_off", Integer, nullable=False, server_default="0"),
     Column("cpus_error", Integer, nullable=False, server_default="0"),
-    # {"<cpu>": consecutive samples read off}: drift is a core off in several samples in a
-    # row while the mode says on (DESIGN.md §1: one read can catch warn mode's ~2 ticks off).
-    Column("cpu_off_streak", JSON, nullable=False, default=dict),
+    # The agent's consistency verdict on its newest sample (agent/kernel/consistency.py, #16):
+    # null when its agent sends none (an older agent: status "unknown").
+    Column("verdict", String(32)),
+    Column("verdict_reason", Text),
+    Column("verdict_details", JSON),
+    Column("verdict_since", UtcDateTime),  # the sample that first gave this verdict
     Column("cpus", JSON, nullable=False, default=list),  # latest per-CPU list as sent
     Column("health", JSON),  # agent's own figures from the newest batch (#4)
 )
@@ -134,7 +141,7 @@ host_state = Table(
     Column("cpus_on", Integer, nullable=False),
     Column("cpus_off", Integer, nullable=False),
     Column("cpus_error", Integer, nullable=False),
-    Column("drift", Boolean, nullable=False, server_default="0"),
+    Column("verdict", String(32)),  # the consistency verdict of that sample (null: none sent)
     Column("cpus", JSON, nullable=False),  # [{"cpu", "test_ctrl", "sld_on", "bld_on", "error"}]
     Index("ix_host_state_host_id_observed_at", "host_id", "observed_at"),
 )
@@ -151,6 +158,8 @@ guest = Table(
     Column("last_host_id", Integer, ForeignKey("host.id", ondelete="SET NULL")),
     Column("last_action", String(16)),
     Column("killed_at", UtcDateTime),  # last sigbus that killed it (host in fatal mode)
+    # How that kill was known: kernel_line | tracefs | vmm_exit (events[].evidence, #16).
+    Column("killed_by", String(16)),
 )
 
 # One row per (host, guest name) that host ever reported: its own view, written only by its
@@ -309,7 +318,11 @@ alert = Table(
     Column("starts_at", UtcDateTime),  # when it began firing
     Column("ends_at", UtcDateTime),
     Column("last_evaluated_at", UtcDateTime, nullable=False),
+    # When its firing notices were written to the outbox; null while silenced (or pending):
+    # a silence that expires on a still-firing alert lets the notice go then (#12).
+    Column("notified_at", UtcDateTime),
     Index("ix_alert_fingerprint_status", "fingerprint", "status"),
+    Index("ix_alert_status_rule_id", "status", "rule_id"),
 )
 
 silence = Table(
@@ -329,11 +342,12 @@ webhook = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("url", Text, nullable=False),
-    Column("format", String(16), nullable=False),  # alertmanager | native
-    Column("secret", String(255), nullable=False),  # whsec_<base64>: needed to sign
+    Column("format", String(16), nullable=False),  # alertmanager | native | alertmanager_api
+    Column("secret", String(255), nullable=False),  # whsec_<base64>: needed to sign ("" for alertmanager_api)
     Column("match", JSON, nullable=False, default=dict),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("gone_at", UtcDateTime),  # a receiver answered 410 Gone
+    Column("disabled_reason", Text),  # why the sender turned it off (410), for the API and dashboard
     Column("created_at", UtcDateTime, nullable=False),
 )
 
@@ -353,5 +367,23 @@ webhook_delivery = Table(
     Column("last_error", Text),
     Column("created_at", UtcDateTime, nullable=False),
     Column("delivered_at", UtcDateTime),
+    # The latest attempt, for the delivery log (#12).
+    Column("last_attempt_at", UtcDateTime),
+    Column("latency_ms", Integer),
+    Column("response_snippet", Text),  # the first bytes of the receiver's answer
     Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_delivery_webhook_id_id", "webhook_id", "id"),
+)
+
+# Which process evaluates rules and sends webhooks: one row per job, held by the process
+# that renewed it last. The evaluator renews it in the same transaction as the alert state
+# changes (UPDATE ... WHERE holder = me OR expired), so two workers can never both commit
+# an evaluation: the row lock serialises them and the loser's WHERE no longer matches (#12).
+alert_lease = Table(
+    "alert_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("renewed_at", UtcDateTime, nullable=False),
 )

@@ -18,6 +18,13 @@ export const KIND_ORDER = ["split_lock", "bus_lock"];
 export const KIND_COLORS = { split_lock: "#3b5b92", bus_lock: "#2a9d8f" };
 export const MODE_COLORS = { off: "#9e9e9e", warn: "#f5b700", fatal: "#d62728", ratelimit: "#8e44ad" };
 export const MITIGATE_COLORS = { "1": "#ff7f0e", "0": "#f5d58a", "n/a": "#d0d0d0" };
+// Consistency verdicts (agent/kernel/consistency.py): red needs action, green and grey do not.
+export const VERDICT_COLORS = {
+  consistent: "#cfe8cf", unsupported: "#d0d0d0", off_by_design: "#d0d0d0", transient: "#f5d58a",
+  per_task_off: "#f5b700", stuck_off: "#e15759", drift: "#e15759", inconsistent_config: "#e15759",
+  foreign_hypervisor: "#e15759", unknown: "#eeeeee",
+};
+const NEEDS_ACTION = new Set(["drift", "stuck_off", "inconsistent_config", "foreign_hypervisor"]);
 const PALETTE = ["#4e79a7", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#76b7b2", "#bab0ac"];
 
 // Plotly has no time zones: it draws a date string's wall clock. Give it UTC wall clock,
@@ -176,7 +183,7 @@ export function modeLabel(state) {
 }
 
 // Horizontal bars on a date axis (base = start, x = duration): one row for the mode, one for
-// split_lock_mitigate, one for drift, each segment coloured by its value.
+// split_lock_mitigate, one for the consistency verdict, each segment coloured by its value.
 export function modeTimeline(states, range) {
   const rows = [
     { row: "mode", value: (s) => s.mode || "unknown", label: modeLabel, colors: MODE_COLORS },
@@ -187,10 +194,10 @@ export function modeTimeline(states, range) {
       colors: MITIGATE_COLORS,
     },
     {
-      row: "drift",
-      value: (s) => (s.drift ? "drift" : "no drift"),
-      label: (s) => (s.drift ? "drift" : "ok"),
-      colors: { drift: "#e15759", "no drift": "#cfe8cf" },
+      row: "verdict",
+      value: (s) => s.verdict || "unknown",
+      label: (s) => (s.verdict || "unknown").replaceAll("_", " "),
+      colors: VERDICT_COLORS,
     },
   ];
   const traces = new Map();
@@ -334,7 +341,7 @@ function cpuBuckets(segments, cpuIds, range) {
 }
 
 // Marks on a fleet or host chart for what changed: mode or mitigate changes and reboots
-// (dotted lines), drift (shaded spans), gaps (red dashed lines). Also returned as a list so
+// (dotted lines), verdicts needing action (shaded spans), gaps (red dashed lines). Also returned as a list so
 // the page can print them: a chart annotation is easy to miss.
 export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, fleet = true } = {}) {
   const since = new Date(range.since).getTime();
@@ -355,18 +362,19 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
           items.push({ type: "change", host: h.name, at: s.observed_at, text: changes.join(", ") });
         }
       }
-      if (s.drift && (!prev || !prev.drift)) {
+      const acting = NEEDS_ACTION.has(s.verdict);
+      if (acting && (!prev || prev.verdict !== s.verdict)) {
         let end = until;
         for (let j = i + 1; j < states.length; j++) {
-          if (!states[j].drift) {
+          if (states[j].verdict !== s.verdict) {
             end = new Date(states[j].observed_at).getTime();
             break;
           }
         }
         const start = Math.max(at, since);
         if (end > start) {
-          items.push({ type: "drift", host: h.name, at: new Date(start).toISOString(), end: new Date(end).toISOString(),
-            text: `detection off on ${s.cpus_off} CPU(s) while mode is ${modeLabel(s)}` });
+          items.push({ type: "action", host: h.name, at: new Date(start).toISOString(), end: new Date(end).toISOString(),
+            text: `${s.verdict.replaceAll("_", " ")} (${s.cpus_off} CPU(s) off, mode ${modeLabel(s)})` });
         }
       }
     });
@@ -380,7 +388,7 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
   const spacing = (until - since) / LABEL_SPACING;
   let lastLabelled = -Infinity;
   for (const item of items) {
-    if (item.type === "drift") {
+    if (item.type === "action") {
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.end), y0: 0, y1: 1,
         fillcolor: "rgba(225,87,89,0.12)", line: { width: 0 }, layer: "below" });
     } else {
@@ -444,9 +452,10 @@ export function groupGaps(gapItems, since, until) {
 
 // On the fleet chart a mark names its host; on a host's own chart it says what changed.
 function markLabel(item, fleet) {
-  if (fleet) return item.type === "change" ? item.host : `${item.type} ${item.host}`;
+  const what = item.type === "action" ? item.text.split(" (")[0] : item.type;
+  if (fleet) return item.type === "change" ? item.host : `${what} ${item.host}`;
   if (item.type === "change") return item.text.length > 28 ? `${item.text.slice(0, 27)}…` : item.text;
-  return item.type;
+  return what;
 }
 
 export function timeAxis(range) {
@@ -497,7 +506,7 @@ export function timelineLayout(range) {
     height: 170,
     margin: { l: 80, r: 20, t: 10, b: 50 },
     xaxis: timeAxis(range),
-    yaxis: { type: "category", categoryorder: "array", categoryarray: ["drift", "mitigate", "mode"], fixedrange: true },
+    yaxis: { type: "category", categoryorder: "array", categoryarray: ["verdict", "mitigate", "mode"], fixedrange: true },
     showlegend: false,
     uniformtext: { mode: "hide", minsize: 9 },
   };

@@ -56,15 +56,32 @@ export function actionBadge(action) {
   return h("span", { class: `badge action action-${action}`, style: `--c:${ACTION_COLORS[action] || "#999"}` }, action);
 }
 
-export function statusBadge(status, { now = false } = {}) {
-  const title = {
-    ok: "reporting, detection as the mode says",
-    drift: "a core reads detection off in several samples in a row while the mode says on",
-    silent: "no report from the agent recently",
-  }[status];
-  // `now`: shown beside a past window (#17), so it must not read as that window's status.
-  const text = now ? `now: ${status || "–"}` : status || "–";
-  return h("span", { class: `badge status status-${status}`, title: now ? `${title} (as of now, not the window)` : title }, text);
+// Host status: silent, else the agent's consistency verdict, else unknown (app/store/status.py).
+export const NEEDS_ACTION = new Set(["drift", "stuck_off", "inconsistent_config", "foreign_hypervisor"]);
+const STATUS_LABELS = {
+  off_by_design: "off by design", per_task_off: "per-task off", stuck_off: "stuck off",
+  inconsistent_config: "inconsistent config", foreign_hypervisor: "foreign hypervisor",
+};
+
+export function statusLabel(status) {
+  return STATUS_LABELS[status] || status || "–";
+}
+
+// The badge's tone: bad when it needs action, quiet when all is as the kernel says.
+export function statusTone(status) {
+  if (NEEDS_ACTION.has(status)) return "bad";
+  if (status === "consistent" || status === "off_by_design" || status === "unsupported") return "ok";
+  return "warn";
+}
+
+// `now`: shown beside a past window (#17), so it must not read as that window's status.
+export function statusBadge(status, reason = null, { now = false } = {}) {
+  const title = reason || statusLabel(status);
+  return h(
+    "span",
+    { class: `badge status status-${statusTone(status)}`, title: now ? `${title} (as of now, not the window)` : title, "data-status": status || "" },
+    now ? `now: ${statusLabel(status)}` : statusLabel(status),
+  );
 }
 
 export function modeBadge(host) {

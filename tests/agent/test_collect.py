@@ -168,7 +168,9 @@ def test_empty_directory_as_root_does_not_raise(tmp_path: Path) -> None:
     with Collector(tmp_path / "empty", None) as collector:
         collected = collector.collect()
     assert collected.payload.state is not None
-    assert collected.statuses["kmsg"] == "absent"
+    # No boot_id and no btime: the log is not read (no key, no date), which loses nothing.
+    assert collected.statuses["kmsg"] == "failed"
+    assert collected.payload.host.boot_id == "unknown"
     assert collected.errors
 
 

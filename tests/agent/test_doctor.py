@@ -36,6 +36,7 @@ def test_healthy_warn_host_has_no_problem_and_says_what_warn_with_misery_does(tm
     assert "warn + misery: a split-locking task sleeps 10 ms and runs serialized" in out
     assert "the kernel's default: no split_lock_detect= on the command line" in out
     assert "kvm_intel" in out
+    assert "consistent: split-lock detection is warn" in out
     assert out.rstrip().endswith("No problems found.")
 
 
@@ -46,8 +47,37 @@ def test_cores_reading_off_in_every_sample_while_mode_is_warn_are_drift(tmp_path
     report = run(host)
     assert "split-lock #AC: cpu 0-31 on, cpu 32-35 off" in text(report)
     [problem] = report.problems
-    assert "cpu 32-35" in problem.what and "drift" in problem.what
+    assert problem.what.startswith("drift: ") and "cpu 32-35" in problem.what
     assert "wrmsr" in problem.remedy
+
+
+def test_doctor_prints_the_agents_verdict_words_for_a_stuck_off_kernel(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path / "host").kernel("6.6.58-generic").mitigate(0).cpus(8).boot_messages()
+    for tid, comm in ((700, "CJobMgr::m_Work"), (701, "java")):  # traps by two threads this boot
+        host.process(comm, tid)
+        host.split_lock(comm, tid)
+    host.cpu_state(5, sld_on=False)
+    report = run(host)
+    [problem] = report.problems
+    assert problem.what.startswith("stuck off: detection stays off on cpu 5")
+    assert "split_lock_mitigate=1" in problem.remedy
+
+
+def test_a_rhel_8_backport_is_not_told_it_predates_detection(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path / "host").kernel("4.18.0-394.el8.x86_64").mitigate(None)
+    host.default_mode("off").knob("off").cpus(4).boot_messages()
+    report = run(host)
+    assert "predates" not in problems(report)
+    assert "off by design: split-lock detection is off by design: the runtime split_lock_detect knob" in text(
+        report
+    )
+
+
+def test_a_5_4_host_is_unsupported_and_told_to_upgrade_never_drift(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path / "host").kernel("5.4.0-216-generic").mitigate(None).cpus(4).boot_messages()
+    report = run(host)
+    assert "unsupported: kernel 5.4.0-216-generic predates" in text(report)
+    assert "drift" not in problems(report) and "upgrade the kernel" in problems(report)
 
 
 def test_missing_msr_module_is_a_problem_with_modprobe_as_the_remedy(tmp_path: Path) -> None:
@@ -143,8 +173,8 @@ def test_kernel_era_notes_follow_the_release(tmp_path: Path) -> None:
     assert "5.7-5.12: no bus-lock detection" in out
     assert "before 5.19: no misery mode" in out
     assert "logged once and then runs with detection off" in out
-    ancient = FakeHost(tmp_path / "ancient").kernel("5.4.0-150-generic").cpus(2)
-    assert "predates split-lock detection (5.7)" in problems(run(ancient))
+    ancient = FakeHost(tmp_path / "ancient").kernel("5.4.0-150-generic").mitigate(None).cpus(2)
+    assert "predates split-lock detection (5.7) and shows no backport" in problems(run(ancient))
 
 
 def test_tracefs_availability_is_reported(tmp_path: Path) -> None:

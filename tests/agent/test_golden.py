@@ -29,6 +29,13 @@ OBSERVED_AT = re.compile(r'"observed_at":"[^"]*"')
 PAYLOAD_KEYS = {"schema", "host", "state", "events", "gaps"}
 HOST_KEYS = {"name", "boot_id", "kernel", "cpu_model", "agent_version"}
 STATE_KEYS = {"observed_at", "mode", "ratelimit", "mitigate", "sld_supported", "bld_supported", "cpus"}
+# Optional additions (docs/api.md): the consistency verdict, and how a sigbus kill was known (#16).
+CONSISTENCY_KEYS = {"verdict", "reason", "details"}
+VERDICTS = {
+    "consistent", "unsupported", "off_by_design", "transient", "per_task_off", "stuck_off", "drift",
+    "inconsistent_config", "foreign_hypervisor",
+}  # fmt: skip
+EVIDENCE = {"kernel_line", "tracefs", "vmm_exit"}
 CPU_KEYS = {"cpu", "test_ctrl", "sld_on", "bld_on", "error"}
 EVENT_KEYS = {"source", "seq", "time", "kind", "comm", "tid", "tgid", "address", "count", "action", "guest"}
 GUEST_KEYS = {"name", "uuid", "vmm", "vcpu"}
@@ -90,6 +97,8 @@ def drifting_cores(host: FakeHost, once: Once) -> None:
     host.kernel("6.5.0-35-generic").mode("warn").mitigate(1).cpus(8).boot_messages()
     for cpu in (4, 5, 6):
         host.cpu_state(cpu, sld_on=False)
+    once()
+    once()  # the harness's pass is the third sample in a row with cpu 4-6 off: drift
 
 
 def overrun_suppressed_and_forged(host: FakeHost, once: Once) -> None:
@@ -202,13 +211,17 @@ def check_contract(payload: dict[str, Any]) -> None:
     assert set(payload["host"]) == HOST_KEYS
     state = payload["state"]
     if state is not None:
-        assert set(state) == STATE_KEYS
+        assert set(state) - {"consistency"} == STATE_KEYS
+        if "consistency" in state:
+            assert set(state["consistency"]) == CONSISTENCY_KEYS
+            assert state["consistency"]["verdict"] in VERDICTS
         assert state["mode"] in ("off", "warn", "fatal", "ratelimit")
         assert state["mitigate"] in (0, 1, None)
         for cpu in state["cpus"]:
             assert set(cpu) == CPU_KEYS
     for event in payload["events"]:
-        assert set(event) == EVENT_KEYS
+        assert set(event) - {"evidence"} == EVENT_KEYS
+        assert "evidence" not in event or (event["action"] == "sigbus" and event["evidence"] in EVIDENCE)
         assert event["source"] in ("kmsg", "tracefs", "import")
         assert event["kind"] in ("split_lock", "bus_lock")
         assert event["action"] in ACTIONS

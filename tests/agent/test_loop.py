@@ -68,6 +68,28 @@ def test_a_pass_sends_the_hosts_traps_and_the_next_pass_does_not_send_them_again
     spool.close()
 
 
+def test_passes_with_an_unchanged_state_send_state_null_and_still_their_traps(
+    tmp_path: Path, host: FakeHost, server: ScriptedServer
+) -> None:
+    # #13: the full state goes when it changed or every state_refresh_s, not every pass.
+    vm = host.qemu("web-1", pid=4242, vcpus=2)
+    host.split_lock(vm.vcpu_comm(0), vm.vcpu_tids[0])
+    assert run(config(tmp_path, server.url, max_passes=3)) == 0
+    bodies = [r.body for r in server.requests]
+    assert len(bodies) == 3
+    assert bodies[0]["state"]["mode"] == "warn" and len(bodies[0]["state"]["cpus"]) == 2
+    assert [b["state"] for b in bodies[1:]] == [None, None]
+    assert all("health" in b and b["host"]["name"] == bodies[0]["host"]["name"] for b in bodies)
+    assert len(bodies[0]["events"]) == 1
+
+
+def test_state_refresh_zero_sends_the_state_every_pass(
+    tmp_path: Path, host: FakeHost, server: ScriptedServer
+) -> None:
+    assert run(config(tmp_path, server.url, max_passes=2, state_refresh_s=0)) == 0
+    assert [r.body["state"] is not None for r in server.requests] == [True, True]
+
+
 def test_every_post_carries_the_agents_health_figures(
     tmp_path: Path, host: FakeHost, server: ScriptedServer
 ) -> None:

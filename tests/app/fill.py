@@ -94,8 +94,12 @@ def state(
     ratelimit: int | None = None,
     sld_supported: bool = True,
     bld_supported: bool = True,
+    verdict: str | None = "consistent",
+    reason: str = "split-lock detection is on on every CPU",
+    details: dict[str, object] | None = None,
 ) -> HostState:
-    """A host state: `cpus` CPUs with detection on, except those in `off` (read off) and `errors`."""
+    """A host state: `cpus` CPUs with detection on, except those in `off` (read off) and `errors`,
+    with the agent's consistency verdict (None: an agent that sends none)."""
     off_set, error_set = set(off), set(errors)
     on = mode in ("warn", "fatal")
     cpu_states = []
@@ -113,6 +117,9 @@ def state(
         sld_supported=sld_supported,
         bld_supported=bld_supported,
         cpus=tuple(cpu_states),
+        consistency=(
+            {"verdict": verdict, "reason": reason, "details": details or {}} if verdict is not None else None
+        ),
     )
 
 

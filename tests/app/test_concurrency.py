@@ -24,8 +24,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,6 +157,13 @@ async def _load(
     }
 
 
+def _run(load: Coroutine[Any, Any, dict[str, object]]) -> dict[str, object]:
+    """asyncio.run in a thread of its own: a browser test earlier in the session (playwright's sync
+    API) may leave an event loop set on the main thread, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(load, DEADLINE_S)).result()
+
+
 def test_bogus_tokens_and_viewers_at_once_do_not_stall_ingest(migrated_db_url: str, tmp_path: Path) -> None:
     tokens = Tokens(migrated_db_url)
     agent_tokens = {f"conc-{i}": tokens.agent(f"conc-{i}") for i in range(AGENTS)}
@@ -164,8 +174,8 @@ def test_bogus_tokens_and_viewers_at_once_do_not_stall_ingest(migrated_db_url: s
     log = tmp_path / "server.log"
     proc, url = _serve(migrated_db_url, log)
     try:
-        alone = asyncio.run(asyncio.wait_for(_load(url, alone_tokens, viewer, readers=False), DEADLINE_S))
-        result = asyncio.run(asyncio.wait_for(_load(url, agent_tokens, viewer), DEADLINE_S))
+        alone = _run(_load(url, alone_tokens, viewer, readers=False))
+        result = _run(_load(url, agent_tokens, viewer))
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
     finally:
         proc.terminate()

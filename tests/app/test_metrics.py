@@ -38,7 +38,8 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 def fleet(server: Server, tokens: Tokens) -> Filler:
     fill = Filler(server.url, tokens)
     for i in range(3):
-        fill.send("kvm-1", state=state(T0 + i * MINUTE, cpus=4, off=[3], errors=[2]))
+        verdict = "drift" if i == 2 else "transient"  # the agent's verdict on its third sample
+        fill.send("kvm-1", state=state(T0 + i * MINUTE, cpus=4, off=[3], errors=[2], verdict=verdict))
     fill.send(
         "kvm-1",
         events=[
@@ -124,12 +125,16 @@ def test_gaps_cpus_status_and_fleet_sizes(fleet: Filler, client: httpx.Client) -
         1,
         1,
     ]
-    assert [
-        got[key("splitwatch_host_status", host="kvm-1", status=s)] for s in ("ok", "drift", "silent")
-    ] == [0, 1, 0]
-    assert [
-        got[key("splitwatch_host_status", host="kvm-2", status=s)] for s in ("ok", "drift", "silent")
-    ] == [1, 0, 0]
+    # One series per host: its current status / verdict with value 1, none for the other words.
+    status = {k: v for k, v in got.items() if k[0] == "splitwatch_host_status"}
+    assert status == {
+        key("splitwatch_host_status", host="kvm-1", status="drift"): 1,
+        key("splitwatch_host_status", host="kvm-2", status="consistent"): 1,
+    }
+    assert got[key("splitwatch_host_consistency", host="kvm-1", verdict="drift")] == 1
+    assert got[key("splitwatch_host_consistency", host="kvm-2", verdict="consistent")] == 1
+    assert got[key("splitwatch_host_needs_action", host="kvm-1")] == 1
+    assert got[key("splitwatch_host_needs_action", host="kvm-2")] == 0
     assert got[key("splitwatch_host_last_seen_timestamp_seconds", host="kvm-2")] > T0.timestamp()
     assert (got[key("splitwatch_hosts")], got[key("splitwatch_guests")]) == (2, 2)
     assert got[key("splitwatch_database_up")] == 1

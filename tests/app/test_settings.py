@@ -14,7 +14,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
             monkeypatch.delenv(key)
     s = Settings()
     assert s.database_url == "sqlite:///./splitwatch.db"
-    assert (s.port, s.silent_after_s, s.drift_streak, s.alert_interval) == (8000, 300, 3, 30)
+    assert (s.port, s.silent_after_s, s.alert_interval) == (8000, 300, 30)
     assert s.max_body_bytes == 8 * 1024 * 1024
     assert s.webhook_allow_private is False
 

@@ -71,6 +71,7 @@ FLEET: tuple[Fact, ...] = (
 KERNELS = {"kvm-d": "5.15.0-91-generic"}  # the others: tests/app/fill.py's 6.8 default
 HEALTH_A = {"batches_sent": 42, "send_errors": 0, "spool_bytes": 0, "rss_bytes": 21_000_000}
 GAP_C = 12
+DRIFT_C = "detection is off on cpu 2 in 3 consecutive samples while the mode is warn"
 
 
 @dataclass
@@ -118,8 +119,11 @@ def fill_fleet(url: str, tokens: Tokens, now: dt.datetime) -> None:
         )
         fill.send("kvm-b", state=state(ago(600), mode="fatal", cpus=8), events=events["kvm-b"])
         fill.send("kvm-c", state=state(ago(200), mode="warn"), events=events["kvm-c"])
-        for minutes in (180, 170, 160):  # three samples in a row: drift, not warn's brief off
-            fill.send("kvm-c", state=state(ago(minutes), mode="warn", off=[2]))
+        for minutes in (180, 170, 160):  # the agent's verdict: drift on the third sample in a row
+            verdict = "drift" if minutes == 160 else "transient"
+            fill.send(
+                "kvm-c", state=state(ago(minutes), mode="warn", off=[2], verdict=verdict, reason=DRIFT_C)
+            )
         fill.send("kvm-c", gaps=[lost(GAP_C)])
         fill.send(
             "kvm-d",

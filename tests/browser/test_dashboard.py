@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.browser.conftest import FLEET, GAP_C, HEALTH_A, SCREENSHOTS, Fact, Fleet, total, within
+from tests.browser.conftest import DRIFT_C, FLEET, GAP_C, HEALTH_A, SCREENSHOTS, Fact, Fleet, total, within
 
 pytestmark = pytest.mark.browser
 
@@ -99,7 +99,13 @@ def test_fleet_totals_and_charts_show_exactly_what_was_ingested(page: Any, fleet
     assert card(page, "guests") == len({f.guest for f in day if f.guest})
     assert card(page, "killed") == 1
     assert card(page, "hosts") == 4
-    assert card(page, "drifting") == 1
+    assert card(page, "action") == 1
+    # The hosts that need action lead the page, with the agent's reason.
+    leading = page.eval_on_selector_all("#hosts-need-action tbody tr", "rs => rs.map(r => r.dataset.host)")
+    assert leading == ["kvm-c"]
+    assert "drift" in page.inner_text("#hosts-need-action") and "cpu 2" in page.inner_text(
+        "#hosts-need-action"
+    )
     assert card(page, "gaps") >= 1
 
     expected_by_action = by_action(day)
@@ -170,7 +176,7 @@ def test_fleet_to_host_to_guest_by_clicking_rows(page: Any, fleet: Fleet) -> Non
     a = [f for f in day if f.host == "kvm-a"]
     assert bar_totals(page, "#chart-host-action") == by_action(a)
     mode_rows = {t["meta"] for t in figure(page, "#chart-mode")}
-    assert mode_rows == {"mode", "mitigate", "drift"}
+    assert mode_rows == {"mode", "mitigate", "verdict"}
     cpus = figure(page, "#chart-cpus")[0]
     assert cpus["y"] == ["cpu 0", "cpu 1", "cpu 2", "cpu 3"]
     assert all(v == 1 for row in cpus["z"] for v in row)  # every core on, all along
@@ -211,9 +217,11 @@ def test_guest_page_tells_guest_kernel_addresses_and_shows_every_host_it_ran_on(
     assert "Killed" in page.inner_text("#killed-banner")
 
 
-def test_drifting_host_shows_the_core_that_reads_off(page: Any, fleet: Fleet) -> None:
+def test_drifting_host_shows_its_verdict_and_reason_and_the_core_that_reads_off(
+    page: Any, fleet: Fleet
+) -> None:
     open_logged_in(page, fleet, "#/host/kvm-c")
-    assert "CPU(s) 2" in page.inner_text(".banner")
+    assert page.inner_text("#verdict-banner") == f"drift: {DRIFT_C}"
     cpus = figure(page, "#chart-cpus")[0]
     assert cpus["z"][2][-1] == 0 and cpus["z"][1][-1] == 1  # cpu 2 off now, cpu 1 on
     assert str(GAP_C) in page.inner_text("#gaps")

@@ -145,19 +145,19 @@ def test_a_folded_series_draws_its_others_as_one_grey_bar_with_nothing_to_open_a
 
 STATES = [
     {"observed_at": "2026-11-25T08:00:00Z", "boot_id": "b1", "kernel": "6.8", "mode": "warn",
-     "ratelimit": None, "mitigate": 1, "drift": False, "cpus_off": 0,
+     "ratelimit": None, "mitigate": 1, "verdict": "consistent", "cpus_off": 0,
      "cpus": [{"cpu": 0, "sld_on": True}, {"cpu": 1, "sld_on": True}]},
     {"observed_at": "2026-11-25T10:00:00Z", "boot_id": "b1", "kernel": "6.8", "mode": "warn",
-     "ratelimit": None, "mitigate": 1, "drift": True, "cpus_off": 1,
+     "ratelimit": None, "mitigate": 1, "verdict": "drift", "cpus_off": 1,
      "cpus": [{"cpu": 0, "sld_on": True}, {"cpu": 1, "sld_on": False}]},
     {"observed_at": "2026-11-25T11:00:00Z", "boot_id": "b2", "kernel": "6.9", "mode": "fatal",
-     "ratelimit": None, "mitigate": 1, "drift": False, "cpus_off": 0,
+     "ratelimit": None, "mitigate": 1, "verdict": "consistent", "cpus_off": 0,
      "cpus": [{"cpu": 0, "sld_on": True}, {"cpu": 1, "sld_on": None, "error": "EIO reading MSR 0x33"}]},
 ]  # fmt: skip
 RANGE = {"since": "2026-11-25T09:00:00Z", "until": "2026-11-25T12:00:00Z"}
 
 
-def test_marks_show_a_reboot_into_another_mode_a_drift_span_and_a_gap(js: Any) -> None:
+def test_marks_show_a_reboot_into_another_mode_a_verdict_needing_action_span_and_a_gap(js: Any) -> None:
     gaps = [{"host": "kvm-a", "received_at": "2026-11-25T11:30:00Z", "count": 7, "reason": "overrun",
              "source": "kmsg", "first_seq": 10, "last_seq": 16}]  # fmt: skip
     marks = js(
@@ -166,10 +166,11 @@ def test_marks_show_a_reboot_into_another_mode_a_drift_span_and_a_gap(js: Any) -
     )
     kinds = [(i["type"], i["at"][:16]) for i in marks["items"]]
     assert kinds == [
-        ("drift", "2026-11-25T10:00"),
+        ("action", "2026-11-25T10:00"),
         ("change", "2026-11-25T11:00"),
         ("gap", "2026-11-25T11:30"),
     ]
+    assert marks["items"][0]["text"].startswith("drift (1 CPU(s) off")
     change = marks["items"][1]["text"]
     assert "rebooted (kernel 6.9)" in change and "mode warn → fatal" in change
     drift = next(s for s in marks["shapes"] if s["type"] == "rect")

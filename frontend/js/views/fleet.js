@@ -1,6 +1,7 @@
-// Fleet overview: what an SRE opens first. Totals for the window, split locks over time by
-// action and by kind, which hosts and guests, a host × time heatmap, and what changed (mode
-// changes, drift, gaps) drawn on the chart and listed below it (#5).
+// Fleet overview: what an SRE opens first. The hosts that need action lead (their consistency
+// verdict and its reason, #16); then totals for the window, split locks over time by action and
+// by kind, which hosts and guests, a host × time heatmap, and what changed (mode changes,
+// verdicts needing action, gaps) drawn on the chart and listed below it (#5).
 
 import * as api from "../api.js";
 import {
@@ -14,7 +15,7 @@ import {
 import { formatHash, isPast, shortTime, sourceLabel, toIso, withChanges } from "../state.js";
 import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
-// Mode and drift marks need each host's states: one request per host, so only the busiest.
+// Mode and verdict marks need each host's states: one request per host, so only the busiest.
 const MARKED_HOSTS = 25;
 // Lists are pages (#14): the busiest guests, and the first hosts by name, one request each.
 const TOP_GUESTS = 100;
@@ -51,6 +52,7 @@ export async function render(state, range) {
   );
   const past = isPast(range);
   node.append(cards(summary, range, past));
+  node.append(needsAction(hostList.items, state));
 
   if (summary.hosts_total === 0) {
     node.append(
@@ -168,7 +170,7 @@ function cards(s, range, past) {
     card("Guests affected", fmtNum(s.guests_affected), "took at least one", { id: "card-guests" }),
     card("Guests killed", fmtNum(s.guests_killed), "SIGBUS in fatal mode", { tone: s.guests_killed ? "bad" : null, id: "card-killed" }),
     card(past ? "Hosts now" : "Hosts", fmtNum(s.hosts_total), modes || "no mode reported", { id: "card-hosts" }),
-    card(past ? "Drifting now" : "Drifting", fmtNum(s.hosts_drifting), "detection off while mode says on", { tone: s.hosts_drifting ? "warn" : null, id: "card-drifting" }),
+    card(past ? "Need action now" : "Need action", fmtNum(s.hosts_need_action), "drift, stuck off, inconsistent config, foreign hypervisor", { tone: s.hosts_need_action ? "bad" : null, id: "card-action" }),
     card(past ? "Silent now" : "Silent", fmtNum(s.hosts_silent), "agent stopped reporting", { tone: s.hosts_silent ? "warn" : null, id: "card-silent" }),
     card("Gaps", fmtNum(s.gaps), "counted losses", { tone: s.gaps ? "warn" : null, id: "card-gaps" }),
   );
@@ -176,23 +178,23 @@ function cards(s, range, past) {
     "p",
     { class: `hint counted${past ? " past" : ""}`, id: "counted" },
     past
-      ? `Traps, guests, kills and gaps counted ${counted}. This window is in the past: hosts, modes, drift, silence and last reports are as of now, not of the window.`
-      : `Traps, guests, kills and gaps counted ${counted}; hosts, drift and silence as of now.`,
+      ? `Traps, guests, kills and gaps counted ${counted}. This window is in the past: hosts, modes, verdicts, silence and last reports are as of now, not of the window.`
+      : `Traps, guests, kills and gaps counted ${counted}; hosts, verdicts and silence as of now.`,
   );
   return h("div", {}, cardsRow, note);
 }
 
 function changesList(items, state) {
-  if (!items.length) return h("p", { class: "hint" }, "No mode change, drift or gap in this window.");
+  if (!items.length) return h("p", { class: "hint" }, "No mode change, verdict needing action or gap in this window.");
   return h(
     "details",
     { class: "changes", open: items.length <= 8 },
-    h("summary", {}, `${items.length} change(s), drift(s) and gap(s) in this window`),
+    h("summary", {}, `${items.length} change(s), verdict(s) and gap(s) in this window`),
     table(
       [
         { label: "time (UTC)", value: (i) => fmtTime(i.at) },
         { label: "host", value: (i) => viewLink(state, { page: "host", name: i.host }, i.host) },
-        { label: "what", value: (i) => h("span", { class: `mark mark-${i.type}` }, i.type) },
+        { label: "what", value: (i) => h("span", { class: `mark mark-${i.type}` }, i.type === "action" ? i.text.split(" (")[0] : i.type) },
         { label: "detail", value: (i) => i.text },
       ],
       items,
@@ -235,14 +237,14 @@ function guestTable(guests, state, limit, id) {
 
 function hostTable(hosts, state, limit, id, past = false) {
   // Hosts in trouble first (they may have no events precisely because detection is off).
-  const rank = { drift: 0, silent: 1, ok: 2 };
   const rows = [...hosts]
-    .sort((a, b) => (rank[a.status] ?? 3) - (rank[b.status] ?? 3) || b.events - a.events || a.name.localeCompare(b.name))
+    .sort((a, b) => rank(a) - rank(b) || b.events - a.events || a.name.localeCompare(b.name))
     .slice(0, limit);
   return table(
     [
       { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },
-      { label: past ? "status now" : "status", value: (x) => statusBadge(x.status, { now: past }) },
+      { label: past ? "status now" : "status", value: (x) => statusBadge(x.status, x.reason, { now: past }) },
+      { label: "why", value: (x) => h("span", { class: "reason" }, x.status === "consistent" ? "" : x.reason) },
       { label: past ? "mode now" : "mode", value: (x) => modeBadge(x) },
       { label: "events", class: "num", value: (x) => fmtNum(x.events) },
       { label: "guests", class: "num", value: (x) => fmtNum(x.guests) },
@@ -257,5 +259,32 @@ function hostTable(hosts, state, limit, id, past = false) {
       rowData: (x) => ({ host: x.name }),
       empty: "No host has reported.",
     },
+  );
+}
+
+// needs action, then silent, then the rest (unknown, transient, per-task off...), consistent last.
+function rank(x) {
+  if (x.needs_action) return 0;
+  if (x.status === "silent") return 1;
+  if (x.status === "consistent") return 3;
+  return 2;
+}
+
+// The hosts an operator must act on, with the agent's reason, ahead of every chart.
+function needsAction(hosts, state) {
+  const rows = hosts.filter((x) => x.needs_action).sort((a, b) => a.name.localeCompare(b.name));
+  if (!rows.length) return h("p", { class: "hint", id: "hosts-need-action" }, "No host needs action: every verdict is one the kernel explains.");
+  return section(
+    `Hosts that need action (${rows.length})`,
+    table(
+      [
+        { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },
+        { label: "verdict", value: (x) => statusBadge(x.status, x.reason) },
+        { label: "reason", value: (x) => h("span", { class: "reason" }, x.reason) },
+        { label: "since", value: (x) => (x.verdict_since ? ago(x.verdict_since) : "") },
+      ],
+      rows,
+      { id: "hosts-need-action", rowData: (x) => ({ host: x.name }) },
+    ),
   );
 }

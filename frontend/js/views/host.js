@@ -9,6 +9,7 @@ import {
 } from "../charts.js";
 import {
   actionBadge, ago, code, emptyState, fmtNum, fmtTime, h, keyValues, modeBadge, plot, section, sourcePicker, statusBadge,
+  statusLabel, statusTone,
   table, viewLink,
 } from "../dom.js";
 import { formatHash, isPast, sourceLabel, toIso, withChanges } from "../state.js";
@@ -46,14 +47,9 @@ export async function render(state, range) {
     { class: "view view-host" },
     h("div", { class: "title-row" },
       h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / host "), name, " ",
-        statusBadge(host.status, { now: past }), " ", modeBadge(host)),
+        statusBadge(host.status, host.reason, { now: past }), " ", modeBadge(host)),
       sourcePicker(state)),
-    host.status === "drift"
-      ? h("div", { class: "banner warn", id: "drift-banner" }, `${past ? "Now, not in this window: d" : "D"}etection is off on CPU(s) ${host.drifting_cpus.join(", ")} in several samples in a row, while the mode is ${host.mode}: split locks there go unseen.`)
-      : null,
-    host.status === "silent"
-      ? h("div", { class: "banner warn", id: "silent-banner" }, `${past ? "Now: t" : "T"}he agent has not reported since ${fmtTime(host.last_seen_at)} UTC (${ago(host.last_seen_at)}): check \`splitwatch agent\` on ${name}.`)
-      : null,
+    verdictBanner(host, name, past),
     h(
       "div",
       { class: "two-col" },
@@ -71,11 +67,11 @@ export async function render(state, range) {
       `Events by action (per ${stepLabel(byAction.step)}, UTC, ${sourceLabel(state)})`,
       total ? actionChart : emptyState(`No split-lock or bus-lock trap on ${name} in this window.`),
       marks.items.length
-        ? h("p", { class: "hint" }, `${marks.items.length} change(s), drift(s) or gap(s) marked on the chart.`)
+        ? h("p", { class: "hint" }, `${marks.items.length} change(s), verdict(s) needing action or gap(s) marked on the chart.`)
         : null,
     ),
     section(
-      "Mode, split_lock_mitigate and drift over time",
+      "Mode, split_lock_mitigate and consistency verdict over time",
       timeline.length ? modeChart : emptyState("The agent has sent no state for this host in this window."),
     ),
     section(
@@ -132,11 +128,11 @@ function facts(x, past = false, nowNote = "") {
     ["split-lock detect supported", yesNo(x.sld_supported)],
     ["bus-lock detect supported", yesNo(x.bld_supported)],
     [`CPUs${nowNote}`, `${x.cpus_total} total · ${x.cpus_on} on · ${x.cpus_off} off · ${x.cpus_error} error`],
-    [`drifting CPUs${nowNote}`, x.drifting_cpus && x.drifting_cpus.length ? x.drifting_cpus.join(", ") : "none"],
+    [`consistency verdict${nowNote}`, `${statusLabel(x.verdict)}${x.verdict_since ? ` since ${fmtTime(x.verdict_since)} UTC` : ""}`],
     ["events in window", fmtNum(x.events)],
     ["agent version", x.agent_version],
     ["first seen", `${fmtTime(x.first_seen_at)} UTC`],
-    [`last report${nowNote}`, past ? `${fmtTime(x.last_seen_at)} UTC` : `${fmtTime(x.last_seen_at)} UTC (${ago(x.last_seen_at)})`],
+    [`last report${nowNote}`, !x.last_seen_at ? "never (known from imported logs only)" : past ? `${fmtTime(x.last_seen_at)} UTC` : `${fmtTime(x.last_seen_at)} UTC (${ago(x.last_seen_at)})`],
   ]);
 }
 
@@ -204,4 +200,16 @@ export function gapTable(gaps) {
     gaps,
     { id: "gaps", empty: "No loss in this window: every record read was delivered." },
   );
+}
+
+// The verdict in the agent's words (agent/kernel/consistency.py), or why it is silent: shown
+// unless all is as the kernel says (#16).
+function verdictBanner(host, name, past = false) {
+  if (host.status === "consistent") return null;
+  // A past window: the verdict is today's, said so (#17).
+  let text = `${past ? "Now, not in this window: " : ""}${statusLabel(host.status)}: ${host.reason}`;
+  if (host.status === "silent" && host.last_seen_at) {
+    text += ` — check \`splitwatch agent\` on ${name}; its last verdict was ${statusLabel(host.verdict)}.`;
+  }
+  return h("div", { class: `banner ${statusTone(host.status) === "bad" ? "bad" : "warn"}`, id: "verdict-banner" }, text);
 }

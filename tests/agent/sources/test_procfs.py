@@ -74,7 +74,12 @@ def test_hypervisor_modules_list_vmware_and_virtualbox(host: FakeHost) -> None:
 
 def test_empty_root_gives_defaults_and_one_error_per_missing_file(tmp_path: Path) -> None:
     result = collect(HostRoot.at(tmp_path))
-    assert (result.hostname, result.kernel, result.boot_id, result.btime) == ("unknown", "unknown", "", 0)
+    assert (result.hostname, result.kernel, result.boot_id, result.btime) == (
+        "unknown",
+        "unknown",
+        None,
+        None,
+    )
     assert result.kernel_version == UNKNOWN_KERNEL
     assert (result.mode, result.mitigate, result.cpu_count) == (Mode.WARN, None, 0)
     assert result.hypervisor_modules == ()
@@ -97,7 +102,7 @@ def test_garbled_files_give_defaults_and_say_which_file(host: FakeHost) -> None:
     (host.root / "proc/cpuinfo").write_text("\0\0\0")
     (host.root / "proc/sys/kernel/osrelease").write_text("linux\n")
     result = collect(HostRoot.at(host.root))
-    assert (result.btime, result.boot_id, result.mitigate, result.cpu_count) == (0, "", None, 0)
+    assert (result.btime, result.boot_id, result.mitigate, result.cpu_count) == (None, None, None, 0)
     assert result.kernel_version == UNKNOWN_KERNEL
     assert sorted(e.split(":")[0] for e in result.errors) == [
         "cannot parse proc/cpuinfo",

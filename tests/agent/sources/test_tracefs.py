@@ -91,7 +91,7 @@ def test_a_kernel_without_split_lock_handlers_is_absent(host: FakeHost) -> None:
     assert _kprobe_events(host) == []
 
 
-def test_hits_are_counted_per_probe_and_thread_with_the_first_time(host: FakeHost) -> None:
+def test_hits_are_counted_per_probe_and_thread_with_the_first_time_and_their_cpus(host: FakeHost) -> None:
     source = TracefsSource(HostRoot.at(host.root))
     source.start()
     host.trace_hit("handle_guest_split_lock", "CPU 1/KVM", 4244, cpu=3, usec=9_000_000)
@@ -100,9 +100,9 @@ def test_hits_are_counted_per_probe_and_thread_with_the_first_time(host: FakeHos
     host.trace_hit("split_lock_warn", "CJobMgr::m_Work", 700, usec=9_500_000)
     host.trace_hit("handle_bus_lock", "my-app - worker", 801, usec=9_600_000)
     assert source.collect().hits == (
-        TraceHit("handle_guest_split_lock", "CPU 1/KVM", 4244, 3, 9_000_000),
-        TraceHit("split_lock_warn", "CJobMgr::m_Work", 700, 1, 9_500_000),
-        TraceHit("handle_bus_lock", "my-app - worker", 801, 1, 9_600_000),
+        TraceHit("handle_guest_split_lock", "CPU 1/KVM", 4244, 3, 9_000_000, (0, 3)),
+        TraceHit("split_lock_warn", "CJobMgr::m_Work", 700, 1, 9_500_000, (0,)),
+        TraceHit("handle_bus_lock", "my-app - worker", 801, 1, 9_600_000, (0,)),
     )
     source.close()
 
@@ -127,7 +127,7 @@ def test_a_line_still_being_written_waits_for_the_next_collect(host: FakeHost) -
     assert source.collect().hits == ()
     with pipe.open("a") as f:
         f.write("ck_warn+0x0/0x90)\n")
-    assert source.collect().hits == (TraceHit("split_lock_warn", "a.out", 900, 1, 100_000_001),)
+    assert source.collect().hits == (TraceHit("split_lock_warn", "a.out", 900, 1, 100_000_001, (0,)),)
     source.close()
 
 

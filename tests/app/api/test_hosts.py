@@ -41,7 +41,7 @@ def stop_reporting(settings: Settings, name: str, minutes: int) -> None:
     engine.dispose()
 
 
-def test_host_with_detection_on_everywhere_is_ok_with_its_facts(
+def test_host_with_detection_on_everywhere_is_consistent_with_its_facts(
     fill: Filler, viewer_client: httpx.Client
 ) -> None:
     fill.send(
@@ -51,7 +51,8 @@ def test_host_with_detection_on_everywhere_is_ok_with_its_facts(
         health={"spool_bytes": 0},
     )
     h = hosts(viewer_client)["kvm-1"]
-    assert h["status"] == "ok" and h["drifting_cpus"] == []
+    assert (h["status"], h["verdict"], h["needs_action"]) == ("consistent", "consistent", False)
+    assert h["reason"] == "split-lock detection is on on every CPU"
     assert (h["mode"], h["mitigate"], h["ratelimit"], h["sld_supported"], h["bld_supported"]) == (
         "warn", 1, None, True, True,
     )  # fmt: skip
@@ -62,22 +63,64 @@ def test_host_with_detection_on_everywhere_is_ok_with_its_facts(
     assert h["last_seen_at"].endswith("Z") and h["first_seen_at"] <= h["last_seen_at"]
 
 
-def test_core_read_off_in_three_samples_while_warn_mode_is_drift_naming_it(
+def test_the_agents_drift_verdict_is_the_status_with_its_reason_details_and_since(
     fill: Filler, viewer_client: httpx.Client
 ) -> None:
-    for i in range(2):
-        fill.send("kvm-1", state=state(T0 + i * MINUTE, cpus=8, off=[5]))
-    assert hosts(viewer_client)["kvm-1"]["status"] == "ok"  # twice may be warn mode's brief off
-    fill.send("kvm-1", state=state(T0 + 2 * MINUTE, cpus=8, off=[5]))
+    fill.send("kvm-1", state=state(T0, cpus=8, off=[5], verdict="transient", reason="cpu 5 off once"))
+    assert hosts(viewer_client)["kvm-1"]["status"] == "transient"
+    drift = {"verdict": "drift", "reason": "cpu 5 off in 3 samples", "details": {"cpus": [5]}}
+    fill.send("kvm-1", state=state(T0 + MINUTE, cpus=8, off=[5], **drift))
+    fill.send("kvm-1", state=state(T0 + 2 * MINUTE, cpus=8, off=[5], **drift))
     h = hosts(viewer_client)["kvm-1"]
-    assert (h["status"], h["drifting_cpus"], h["cpus_off"]) == ("drift", [5], 1)
+    assert (h["status"], h["needs_action"], h["reason"], h["verdict_details"], h["cpus_off"]) == (
+        "drift", True, "cpu 5 off in 3 samples", {"cpus": [5]}, 1,
+    )  # fmt: skip
+    assert h["verdict_since"] == "2026-11-24T12:01:00Z"  # the first drift sample, not the latest
 
 
-def test_cores_off_in_ratelimit_mode_are_not_drift(fill: Filler, viewer_client: httpx.Client) -> None:
+def test_verdict_endpoint_answers_name_label_reason_details_and_since(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    details = {"guests": ["win2012-app"], "floor": True}
+    fill.send(
+        "kvm-1", state=state(T0, verdict="per_task_off", reason="win2012-app ... a floor", details=details)
+    )
+    response = viewer_client.get("/api/v1/hosts/kvm-1/verdict", params=RANGE)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "host": "kvm-1",
+        "status": "per_task_off",
+        "label": "per-task off",
+        "verdict": "per_task_off",
+        "reason": "win2012-app ... a floor",
+        "needs_action": False,
+        "details": details,
+        "since": "2026-11-24T12:00:00Z",
+        "observed_at": "2026-11-24T12:00:00Z",
+    }
+    body = assert_error(viewer_client.get("/api/v1/hosts/kvm-404/verdict"), 404, "host_not_found")
+    assert "kvm-404" in body["message"]
+
+
+def test_cores_off_in_ratelimit_mode_are_off_by_design(fill: Filler, viewer_client: httpx.Client) -> None:
     for i in range(4):
-        fill.send("kvm-1", state=state(T0 + i * MINUTE, mode="ratelimit", ratelimit=10, mitigate=None))
+        fill.send(
+            "kvm-1",
+            state=state(
+                T0 + i * MINUTE, mode="ratelimit", ratelimit=10, mitigate=None, verdict="off_by_design"
+            ),
+        )
     h = hosts(viewer_client)["kvm-1"]
-    assert (h["status"], h["mode"], h["ratelimit"], h["cpus_off"]) == ("ok", "ratelimit", 10, 4)
+    assert (h["status"], h["mode"], h["ratelimit"], h["cpus_off"]) == ("off_by_design", "ratelimit", 10, 4)
+
+
+def test_an_agent_that_sends_no_verdict_makes_the_status_unknown_never_ok(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    fill.send("kvm-1", state=state(T0, verdict=None))
+    assert (hosts(viewer_client)["kvm-1"]["status"], hosts(viewer_client)["kvm-1"]["needs_action"]) == (
+        "unknown", False,
+    )  # fmt: skip
 
 
 def test_host_silent_for_longer_than_silent_after_is_silent(
@@ -87,7 +130,8 @@ def test_host_silent_for_longer_than_silent_after_is_silent(
     fill.send("kvm-2", state=state(T0))
     stop_reporting(settings, "kvm-1", minutes=6)  # silent_after_s defaults to 300
     listed = hosts(viewer_client)
-    assert (listed["kvm-1"]["status"], listed["kvm-2"]["status"]) == ("silent", "ok")
+    assert (listed["kvm-1"]["status"], listed["kvm-2"]["status"]) == ("silent", "consistent")
+    assert listed["kvm-1"]["verdict"] == "consistent"  # the last verdict is kept while silent
 
 
 def test_events_and_guests_count_only_the_range(fill: Filler, viewer_client: httpx.Client) -> None:
@@ -108,12 +152,19 @@ def test_events_and_guests_count_only_the_range(fill: Filler, viewer_client: htt
     )
 
 
-def test_host_that_never_sent_a_state_has_null_mode_and_is_ok(
+def test_host_that_never_sent_a_state_has_null_mode_and_an_unknown_status(
     fill: Filler, viewer_client: httpx.Client
 ) -> None:
     fill.send("kvm-1", events=[ev(T0)])
     h = hosts(viewer_client)["kvm-1"]
-    assert (h["mode"], h["status"], h["cpus_total"], h["sld_supported"]) == (None, "ok", 0, None)
+    assert (h["mode"], h["status"], h["cpus_total"], h["sld_supported"]) == (None, "unknown", 0, None)
+
+
+def test_host_created_by_an_import_is_silent_never_alive(fill: Filler, viewer_client: httpx.Client) -> None:
+    fill.send("old-1", events=[ev(T0, source="import", seq=1)])
+    h = hosts(viewer_client)["old-1"]
+    assert (h["status"], h["last_seen_at"], h["needs_action"]) == ("silent", None, False)
+    assert "splitwatch import" in h["reason"]
 
 
 def test_host_detail_has_latest_cpus_state_history_and_guests_in_range(
@@ -127,7 +178,7 @@ def test_host_detail_has_latest_cpus_state_history_and_guests_in_range(
     response = viewer_client.get("/api/v1/hosts/kvm-1", params=RANGE)
     assert response.status_code == 200
     body = response.json()
-    assert body["name"] == "kvm-1" and body["mode"] == "fatal" and body["status"] == "ok"
+    assert body["name"] == "kvm-1" and body["mode"] == "fatal" and body["status"] == "consistent"
     assert body["guests"] == ["vm0", "vm1"]
     assert body["cpus"] == [
         {"cpu": 0, "test_ctrl": 1 << 29, "sld_on": True, "bld_on": True, "error": None},
@@ -142,7 +193,7 @@ def test_host_detail_has_latest_cpus_state_history_and_guests_in_range(
     ]
     assert set(states[0]) == {
         "observed_at", "boot_id", "kernel", "mode", "ratelimit", "mitigate", "sld_supported",
-        "bld_supported", "cpus_on", "cpus_off", "cpus_error", "drift", "cpus",
+        "bld_supported", "cpus_on", "cpus_off", "cpus_error", "verdict", "cpus",
     }  # fmt: skip
     assert states[2]["cpus"][1]["error"] == "EIO reading MSR 0x33"
 

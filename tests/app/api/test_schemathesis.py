@@ -91,7 +91,7 @@ def test_read_api_survives_schemathesis_with_every_check(
     )
     report = run.stdout + run.stderr
     assert run.returncode == 0, report
-    assert "Tested: 14" in report, report  # 11 read routes, /metrics, /healthz, /readyz: none skipped
+    assert "Tested: 15" in report, report  # 12 read routes (the verdict too), /metrics, /healthz, /readyz
     # The stateful phase followed the OpenAPI links: list -> item, page -> next page, ...
     assert "✅ Stateful" in report, report
     covered = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", report)

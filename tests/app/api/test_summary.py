@@ -23,11 +23,11 @@ def fill(server: Server, tokens: Tokens) -> Filler:
 def test_summary_counts_events_guests_and_hosts_by_condition(
     fill: Filler, viewer_client: httpx.Client, settings: Settings
 ) -> None:
-    for i in range(3):  # kvm-1 drifts: core 1 off in three samples while in warn mode
-        fill.send("kvm-1", state=state(T0 + i * MINUTE, off=[1]))
+    for i in range(3):  # kvm-1 drifts: its agent says so (core 1 off in three samples)
+        fill.send("kvm-1", state=state(T0 + i * MINUTE, off=[1], verdict="drift" if i == 2 else "transient"))
     fill.send("kvm-1", events=[ev(T0, guest="web", count=5), ev(T0, count=2)])
     fill.send("kvm-2", state=state(T0, mode="fatal"), events=[ev(T0 + HOUR, guest="legacy", action="sigbus")])
-    fill.send("kvm-3", state=state(T0, mode="off"), gaps=[lost(6)])
+    fill.send("kvm-3", state=state(T0, mode="off", verdict="off_by_design"), gaps=[lost(6)])
     fill.send("kvm-4", events=[ev(T0 - HOUR, guest="old", count=100)])  # before the range, no state
     engine = make_engine(settings.database_url)
     with engine.begin() as conn:  # kvm-3's agent stopped reporting 10 minutes ago
@@ -47,7 +47,8 @@ def test_summary_counts_events_guests_and_hosts_by_condition(
         "guests_killed": 1,
         "hosts_total": 4,
         "hosts_by_mode": {"fatal": 1, "off": 1, "unknown": 1, "warn": 1},
-        "hosts_drifting": 1,
+        "hosts_by_status": {"consistent": 1, "drift": 1, "silent": 1, "unknown": 1},
+        "hosts_need_action": 1,
         "hosts_silent": 1,
         "gaps": 0,  # the gap was received now, outside this range
     }

@@ -34,7 +34,11 @@ def state(
     mitigate: int | None = 1,
     sld_supported: bool = True,
     errors: dict[int, str] | None = None,
+    verdict: str | None = None,
+    reason: str = "the agent's words",
+    details: dict[str, object] | None = None,
 ) -> HostState:
+    """A state sample; `verdict`: the agent's consistency verdict (None: an agent that sends none)."""
     errors = errors or {}
     return HostState(
         observed_at=at,
@@ -52,6 +56,9 @@ def state(
                 error=errors.get(i),
             )
             for i, on in enumerate(sld_on)
+        ),
+        consistency=(
+            {"verdict": verdict, "reason": reason, "details": details or {}} if verdict is not None else None
         ),
     )
 

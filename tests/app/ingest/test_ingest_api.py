@@ -141,40 +141,66 @@ def test_state_history_gets_a_row_only_when_the_state_changes(
     assert rows == [(T0, 1), (T0 + timedelta(seconds=40), 0)]
 
 
-def test_core_off_in_three_samples_in_warn_mode_is_drift_and_recorded(
+def test_the_agents_verdict_is_stored_with_since_and_each_change_recorded_in_history(
     client: httpx.Client, tokens: Tokens, engine: Engine
 ) -> None:
     tok = tokens.agent()
     off = (True, False, True, True)
-    for i in range(3):
-        send(client, tok, payload(st=state(T0 + timedelta(seconds=10 * i), sld_on=off)))
+    verdicts = ["transient", "transient", "drift", "drift"]
+    for i, verdict in enumerate(verdicts):
+        at = T0 + timedelta(seconds=10 * i)
+        send(client, tok, payload(st=state(at, sld_on=off, verdict=verdict, details={"cpus": [1]})))
     with engine.connect() as conn:
-        h = conn.execute(select(host.c.cpu_off_streak, host.c.cpus_on, host.c.cpus_off)).one()
-        drift = conn.execute(select(host_state.c.drift).order_by(host_state.c.id)).scalars().all()
-    assert h.cpu_off_streak == {"1": 3}
-    assert (h.cpus_on, h.cpus_off) == (3, 1)
-    assert drift == [False, True]
+        h = conn.execute(
+            select(host.c.verdict, host.c.verdict_reason, host.c.verdict_details, host.c.verdict_since)
+        ).one()
+        history = conn.execute(select(host_state.c.verdict).order_by(host_state.c.id)).scalars().all()
+    assert (h.verdict, h.verdict_reason, h.verdict_details) == ("drift", "the agent's words", {"cpus": [1]})
+    assert h.verdict_since == T0 + timedelta(seconds=20)  # when it became drift
+    assert history == ["transient", "drift"]
 
 
-def test_resending_a_state_sample_does_not_advance_the_drift_streak(
+def test_an_older_sample_arriving_late_changes_history_only_not_the_current_verdict(
     client: httpx.Client, tokens: Tokens, engine: Engine
 ) -> None:
     tok = tokens.agent()
-    sample = payload(st=state(T0, sld_on=(True, False, True, True)))
-    for _ in range(3):
-        send(client, tok, sample)
-    assert scalar(engine, select(host.c.cpu_off_streak)) == {"1": 1}
+    send(client, tok, payload(st=state(T0 + timedelta(seconds=30), verdict="consistent")))
+    send(client, tok, payload(st=state(T0, sld_on=(True, False, True, True), verdict="drift")))
+    assert scalar(engine, select(host.c.verdict)) == "consistent"
 
 
-def test_core_reading_on_again_ends_the_drift(client: httpx.Client, tokens: Tokens, engine: Engine) -> None:
+def test_a_state_without_a_verdict_clears_it_to_unknown(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
     tok = tokens.agent()
-    for i in range(3):
-        send(client, tok, payload(st=state(T0 + timedelta(seconds=i), sld_on=(True, False, True, True))))
+    send(client, tok, payload(st=state(T0, verdict="drift")))
     send(client, tok, payload(st=state(T0 + timedelta(seconds=9))))
-    assert scalar(engine, select(host.c.cpu_off_streak)) == {}
     with engine.connect() as conn:
-        drift = conn.execute(select(host_state.c.drift).order_by(host_state.c.id)).scalars().all()
-    assert drift == [False, True, False]
+        h = conn.execute(select(host.c.verdict, host.c.verdict_since)).one()
+    assert (h.verdict, h.verdict_since) == (None, None)
+
+
+def test_a_verdict_the_agent_cannot_send_is_refused_with_a_reason(
+    client: httpx.Client, tokens: Tokens
+) -> None:
+    body = payload(st=state(T0, verdict="drift")).to_dict()
+    body["state"]["consistency"]["verdict"] = "ok"
+    response = client.post("/api/v1/ingest", json=body, headers={"Authorization": f"Bearer {tokens.agent()}"})
+    assert response.status_code == 422
+    assert "consistency" in response.text
+
+
+def test_a_guest_killed_without_a_kernel_line_is_killed_by_its_vmm_exit(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    tok = tokens.agent()
+    killed = payload([ev(1, T0, guest="ci-build-08", action=Action.SIGBUS)]).to_dict()
+    killed["events"][0]["evidence"] = "vmm_exit"
+    response = client.post("/api/v1/ingest", json=killed, headers={"Authorization": f"Bearer {tok}"})
+    assert response.status_code == 200, response.text
+    with engine.connect() as conn:
+        g = conn.execute(select(guest.c.killed_at, guest.c.killed_by)).one()
+    assert (g.killed_at, g.killed_by) == (T0, "vmm_exit")
 
 
 def test_guest_killed_by_sigbus_is_marked_killed_with_the_time(
@@ -217,6 +243,45 @@ def test_health_figures_of_the_newest_batch_are_kept(
     body["health"] = {"spool_bytes": 4096}
     assert send(client, tokens.agent(), json.dumps(body).encode()).status_code == 200
     assert scalar(engine, select(host.c.health)) == {"spool_bytes": 4096}
+
+
+def _host_view(client: httpx.Client, tokens: Tokens) -> dict[str, Any]:
+    r = client.get("/api/v1/hosts/host-1", headers=auth(tokens.viewer()))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("sld_on", "verdict"),
+    [((True, True, True, True), "consistent"), ((True, False, True, True), "drift")],
+    ids=["consistent", "drift"],
+)
+def test_batches_without_state_keep_the_host_alive_and_its_state_and_status_as_they_were(
+    client: httpx.Client, tokens: Tokens, engine: Engine, sld_on: tuple[bool, ...], verdict: str
+) -> None:
+    # #13: the agent sends `state: null` while its state has not changed; #16: the status is the
+    # verdict of the last state the agent sent, and a state-less batch leaves it as it was.
+    tok = tokens.agent()
+    for i in range(3):
+        at = T0 + timedelta(seconds=10 * i)
+        send(client, tok, payload(events(10 * i, 2, at), state(at, sld_on=sld_on, verdict=verdict)))
+    before = _host_view(client, tokens)
+    seen_before = scalar(engine, select(host.c.last_seen_at))
+    states_before = scalar(engine, select(func.count()).select_from(host_state))
+    with engine.connect() as conn:
+        held = conn.execute(select(host.c.state_observed_at, host.c.cpus, host.c.mode)).one()
+    for i in range(3, 6):
+        r = send(client, tok, payload(events(10 * i, 2, T0 + timedelta(seconds=10 * i)), None))
+        assert r.json() == {"accepted": 2, "duplicates": 0}
+    after = _host_view(client, tokens)
+    assert before["status"] == verdict
+    assert after["status"] == before["status"]
+    assert scalar(engine, select(host.c.last_seen_at)) > seen_before
+    assert scalar(engine, select(func.count()).select_from(host_state)) == states_before
+    with engine.connect() as conn:
+        assert conn.execute(select(host.c.state_observed_at, host.c.cpus, host.c.mode)).one() == held
+    assert scalar(engine, select(func.count()).select_from(event)) == 12
 
 
 def test_gaps_are_stored_once(client: httpx.Client, tokens: Tokens, engine: Engine) -> None:
@@ -576,3 +641,16 @@ def test_client_hanging_up_mid_body_is_counted_as_499_not_500_and_logged_without
     assert registry.get_sample_value("splitwatch_ingest_requests_total", {"status": "500"}) is None
     problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert problems == [], [r.getMessage() for r in problems]
+
+
+def test_a_verdict_detail_that_is_not_finite_is_stored_as_null_not_a_500(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    body = payload(st=state(T0, verdict="drift")).to_json().replace('"details":{}', '"details":{"x":NaN}')
+    response = client.post(
+        "/api/v1/ingest",
+        content=body,
+        headers={"Authorization": f"Bearer {tokens.agent()}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert scalar(engine, select(host.c.verdict_details)) == {"x": None}

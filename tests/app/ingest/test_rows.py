@@ -1,4 +1,4 @@
-"""Payload → rows, without a database: dedup, guests, CPU counts, drift streaks, rollups."""
+"""Payload → rows, without a database: dedup, guests and how they were killed, CPU counts, rollups."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from agent.payload import Action, Mode
 from app.ingest.rows import (
     build_rows,
     cpu_counts,
-    drifting,
-    next_streaks,
     rollup_rows,
     state_signature,
 )
@@ -57,6 +55,15 @@ def test_guest_killed_by_sigbus_gets_killed_at_and_sigbus_as_last_action() -> No
     assert guest["last_action"] == "sigbus"
 
 
+def test_a_kill_is_labelled_how_it_was_known_and_older_agents_by_source() -> None:
+    at = T0 + timedelta(seconds=5)
+    inferred = parsed([event(1, at, guest="a", action=Action.SIGBUS)])
+    inferred.events[0]["evidence"] = "vmm_exit"
+    assert build_rows(inferred, T0).guests[0]["killed_by"] == "vmm_exit"
+    [old_agent] = build_rows(parsed([event(2, at, guest="b", action=Action.SIGBUS)]), T0).guests
+    assert old_agent["killed_by"] == "kernel_line"  # a kmsg event without evidence: the kernel's line
+
+
 def test_guest_never_sigbused_has_no_killed_at() -> None:
     [guest] = build_rows(parsed([event(1, guest="a")]), T0).guests
     assert guest["killed_at"] is None
@@ -68,43 +75,19 @@ def test_cpu_counts_split_on_off_and_unreadable() -> None:
     assert (counts.total, counts.on, counts.off, counts.error) == (4, 2, 1, 1)
 
 
-def test_core_reading_off_while_mode_is_warn_starts_a_streak_and_grows_each_sample() -> None:
-    st = parsed_state(sld_on=(True, False, True, True))
-    once = next_streaks({}, st)
-    twice = next_streaks(once, st)
-    assert once == {"1": 1}
-    assert twice == {"1": 2}
-
-
-def test_core_reading_on_again_resets_its_streak() -> None:
-    assert next_streaks({"1": 5}, parsed_state(sld_on=(True, True, True, True))) == {}
-
-
-def test_unreadable_core_keeps_its_streak() -> None:
-    st = parsed_state(sld_on=(True, None, True, True), errors={1: "EIO"})
-    assert next_streaks({"1": 2}, st) == {"1": 2}
-
-
-def test_no_streak_when_the_mode_does_not_expect_detection() -> None:
-    assert next_streaks({"1": 2}, parsed_state(mode=Mode.OFF, sld_on=(False,) * 4)) == {}
-    assert next_streaks({}, parsed_state(sld_supported=False, sld_on=(False,) * 4)) == {}
-
-
-def test_drift_is_a_streak_at_the_threshold() -> None:
-    assert drifting({"1": 3, "2": 2}, 3) == [1]
-
-
 def test_state_signature_ignores_test_ctrl_but_sees_per_cpu_detection_and_mode() -> None:
     def sig(**kwargs: object) -> tuple[object, ...]:
+        verdict = str(kwargs.pop("verdict", "consistent"))
         st = parsed_state(**kwargs)  # type: ignore[arg-type]
         cpus = [c.model_dump() for c in st.cpus]
-        return state_signature("b", "k", st.mode, st.ratelimit, st.mitigate, True, True, cpus, False)
+        return state_signature("b", "k", st.mode, st.ratelimit, st.mitigate, True, True, cpus, verdict)
 
     base = sig()
     assert sig(at=T0 + timedelta(minutes=5)) == base
     assert sig(sld_on=(True, False, True, True)) != base
     assert sig(mode=Mode.FATAL) != base
     assert sig(mitigate=0) != base
+    assert sig(verdict="drift") != base  # a verdict change is a state change (#16)
 
 
 def test_rollups_sum_counts_per_minute_and_hour_and_key() -> None:

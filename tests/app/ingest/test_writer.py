@@ -53,6 +53,21 @@ def test_a_failing_job_grouped_with_others_rolls_back_alone(engine: Engine) -> N
     assert values(engine) == [1, 2]
 
 
+def test_jobs_grouped_without_a_failure_each_get_their_answer_and_all_are_stored(engine: Engine) -> None:
+    writer = SQLiteWriter(engine)
+    writer.start()
+    gate = threading.Event()
+    try:
+        blocker = writer.submit(lambda conn: gate.wait(10))  # holds the writer so the next queue up
+        futures = [writer.submit(insert(x)) for x in (3, 4, 5)]  # type: ignore[arg-type]
+        gate.set()
+        assert blocker.result(10) is True
+        assert [f.result(10) for f in futures] == [3, 4, 5]
+    finally:
+        writer.stop()
+    assert values(engine) == [3, 4, 5]
+
+
 def test_a_lone_failing_job_gets_its_error_and_stores_nothing(engine: Engine) -> None:
     writer = SQLiteWriter(engine)
     writer.start()

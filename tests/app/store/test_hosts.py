@@ -18,7 +18,7 @@ def fill(server: Server, tokens: Tokens) -> Filler:
 
 
 def rule(silent_after_s: float = 300) -> StatusRule:
-    return StatusRule(now=dt.datetime.now(dt.UTC), silent_after_s=silent_after_s, drift_streak=3)
+    return StatusRule(now=dt.datetime.now(dt.UTC), silent_after_s=silent_after_s)
 
 
 def test_cpu_list_is_read_in_cpu_order_and_malformed_entries_are_skipped() -> None:
@@ -44,7 +44,7 @@ def test_hosts_are_listed_by_name_with_range_figures(fill: Filler, engine: Engin
 
 def test_a_rule_with_a_tiny_silence_window_marks_every_host_silent(fill: Filler, engine: Engine) -> None:
     fill.send("h1", state=state(T0))
-    late = StatusRule(now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5), silent_after_s=1, drift_streak=3)
+    late = StatusRule(now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5), silent_after_s=1)
     with engine.connect() as conn:
         assert [v.status for v in list_hosts(conn, since=T0, until=T0 + HOUR, rule=late).items] == ["silent"]
 

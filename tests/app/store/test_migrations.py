@@ -131,3 +131,52 @@ def test_hardening_carries_each_hosts_sightings_of_existing_guests_into_guest_ho
         (1, "u-1", at[0], at[1], None, None),
         (2, "u-1", at[2], at[2], "sigbus", at[2]),
     ]
+
+
+def test_host_truth_drops_the_drift_streaks_in_place_and_keeps_every_event(db_url: str) -> None:
+    # #16: on SQLite a batch copy of `host` would drop it, and with foreign keys on that drop
+    # cascades into event and host_state. The columns are altered in place instead.
+    _upgrade_to(db_url, "2026_11_30_hardening")
+    t0 = "2026-11-24 12:00:00"
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO host (id, name, boot_id, kernel, cpu_model, agent_version,"
+                    " first_seen_at, last_seen_at, cpu_off_streak, cpus)"
+                    " VALUES (1, 'h1', 'b', '6.8', 'x', '0.1', :t, :t, :streak, '[]')"
+                ),
+                {"t": t0, "streak": '{"3": 2}'},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO host_state (host_id, observed_at, boot_id, kernel, mode, sld_supported,"
+                    " bld_supported, cpus_on, cpus_off, cpus_error, drift, cpus)"
+                    " VALUES (1, :t, 'b', '6.8', 'warn', true, true, 3, 1, 0, true, '[]')"
+                ),
+                {"t": t0},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO event (host_id, boot_id, source, seq, time, received_at, kind, comm,"
+                    " tid, count, action)"
+                    " VALUES (1, 'b', 'kmsg', 1, :t, :t, 'split_lock', 'java', 7, 1, 'warn')"
+                ),
+                {"t": t0},
+            )
+    finally:
+        engine.dispose()
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            h = conn.execute(text("SELECT agent_reported, verdict FROM host")).one()
+            states = conn.execute(text("SELECT verdict FROM host_state")).all()
+            events = conn.execute(text("SELECT count(*) FROM event")).scalar_one()
+            columns = {c["name"] for c in inspect(conn).get_columns("host")}
+    finally:
+        engine.dispose()
+    assert (bool(h.agent_reported), h.verdict) == (True, None)  # an agent reported it: alive as before
+    assert [tuple(s) for s in states] == [(None,)] and events == 1
+    assert "cpu_off_streak" not in columns

@@ -1,4 +1,4 @@
-"""The host status rule: silent, else drift, else ok (app/store/status.py)."""
+"""The host status rule: silent, else the agent's consistency verdict, else unknown (app/store/status.py)."""
 
 from __future__ import annotations
 
@@ -6,74 +6,77 @@ import datetime as dt
 
 import pytest
 
-from app.store.status import drifting_cpus, host_status
+from app.store.status import HostStatus, host_status
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+SINCE = NOW - dt.timedelta(minutes=20)
 
 
 def status(
     *,
-    seen_s_ago: float = 10,
-    mode: str | None = "warn",
-    sld_supported: bool | None = True,
-    streak: dict[str, object] | None = None,
+    seen_s_ago: float | None = 10,
+    verdict: str | None = "consistent",
+    reason: str | None = "all on",
     silent_after_s: float = 300,
-    drift_streak: int = 3,
-) -> tuple[str, tuple[int, ...]]:
-    verdict = host_status(
-        last_seen_at=NOW - dt.timedelta(seconds=seen_s_ago),
-        mode=mode,
-        sld_supported=sld_supported,
-        cpu_off_streak=streak,
+) -> HostStatus:
+    return host_status(
+        last_seen_at=NOW - dt.timedelta(seconds=seen_s_ago) if seen_s_ago is not None else None,
+        verdict=verdict,
+        reason=reason,
+        details={"cpus": [5]},
+        since=SINCE,
         now=NOW,
         silent_after_s=silent_after_s,
-        drift_streak=drift_streak,
     )
-    return verdict.status, verdict.drifting_cpus
 
 
-def test_host_that_reported_recently_with_all_cores_on_is_ok() -> None:
-    assert status(streak={"0": 0, "1": 0}) == ("ok", ())
+def test_host_that_reported_recently_shows_its_agents_verdict_and_reason() -> None:
+    s = status(verdict="drift", reason="cpu 5 off in 3 samples")
+    assert (s.status, s.reason, s.needs_action, s.details, s.since) == (
+        "drift", "cpu 5 off in 3 samples", True, {"cpus": [5]}, SINCE,
+    )  # fmt: skip
 
 
-def test_host_silent_for_longer_than_silent_after_is_silent() -> None:
-    assert status(seen_s_ago=301)[0] == "silent"
+def test_host_silent_for_longer_than_silent_after_is_silent_and_keeps_its_last_verdict() -> None:
+    s = status(seen_s_ago=301, verdict="drift")
+    assert (s.status, s.verdict, s.needs_action) == ("silent", "drift", False)
+    assert "has not reported since" in s.reason
 
 
 def test_host_seen_exactly_silent_after_ago_is_not_yet_silent() -> None:
-    assert status(seen_s_ago=300)[0] == "ok"
+    assert status(seen_s_ago=300).status == "consistent"
 
 
-def test_silent_wins_over_drift_because_the_streaks_are_stale() -> None:
-    assert status(seen_s_ago=3600, streak={"2": 9}) == ("silent", (2,))
+def test_host_no_agent_ever_reported_is_silent_never_alive() -> None:
+    s = status(seen_s_ago=None, verdict=None)
+    assert (s.status, s.since) == ("silent", None)
+    assert "splitwatch import" in s.reason
 
 
-def test_core_off_three_samples_in_a_row_in_warn_mode_is_drift_naming_the_core() -> None:
-    assert status(streak={"0": 0, "5": 3, "2": 4}) == ("drift", (2, 5))
+@pytest.mark.parametrize("verdict", [None, "ok", "made-up"])
+def test_a_host_without_a_known_verdict_is_unknown_not_ok(verdict: str | None) -> None:
+    s = status(verdict=verdict)
+    assert (s.status, s.needs_action) == ("unknown", False)
 
 
-def test_core_off_in_two_samples_is_warn_modes_transient_off_not_drift() -> None:
-    # DESIGN.md §1: warn mode clears bit 29 for ~2 ticks after each trap.
-    assert status(streak={"1": 2}) == ("ok", ())
+@pytest.mark.parametrize(
+    ("verdict", "needs_action"),
+    [
+        ("consistent", False),
+        ("unsupported", False),
+        ("off_by_design", False),
+        ("transient", False),
+        ("per_task_off", False),
+        ("stuck_off", True),
+        ("drift", True),
+        ("inconsistent_config", True),
+        ("foreign_hypervisor", True),
+    ],
+)
+def test_needs_action_only_for_the_verdicts_an_operator_must_act_on(verdict: str, needs_action: bool) -> None:
+    assert status(verdict=verdict).needs_action is needs_action
 
 
-def test_drift_streak_setting_sets_the_threshold() -> None:
-    assert status(streak={"1": 2}, drift_streak=2) == ("drift", (1,))
-
-
-@pytest.mark.parametrize("mode", ["off", "ratelimit", None])
-def test_cores_off_when_the_mode_says_detection_is_off_is_not_drift(mode: str | None) -> None:
-    assert status(mode=mode, streak={"0": 50}) == ("ok", ())
-
-
-def test_fatal_mode_counts_as_detection_on() -> None:
-    assert status(mode="fatal", streak={"0": 3}) == ("drift", (0,))
-
-
-def test_cpu_without_split_lock_support_never_drifts() -> None:
-    assert status(sld_supported=False, streak={"0": 50}) == ("ok", ())
-    assert status(sld_supported=None, streak={"0": 50}) == ("ok", ())
-
-
-def test_malformed_streak_entries_are_skipped_not_fatal() -> None:
-    assert drifting_cpus("warn", True, {"x": 9, "1": "9", "2": True, "3": 3}, 3) == (3,)
+def test_label_is_the_words_people_read() -> None:
+    assert status(verdict="per_task_off").label == "per-task off"
+    assert status(verdict="stuck_off").label == "stuck off"

@@ -1,0 +1,511 @@
+"""Steady-state fleet capacity of `splitwatch serve` (issue 13): how many hosts one box serves.
+
+The payload is what a real agent sends every 10 s in steady state: `splitwatch agent --once
+--stdout` on a fake 32-CPU KVM host with tracefs and a guest causing a few split locks (4 events,
+32 CPU states, ~3.9 KB; printed below). 16 concurrent senders (keep-alive HTTP/1.1 connections
+from one asyncio client, so the client costs little CPU) cycle over 400 hosts, each host with its
+own agent token, its own guest (the payload's guest renamed per host) and its own advancing
+SEQs, times and state sample, so every request stores new events and a new state sample, as in
+production.
+
+Rows, all measured in this one run:
+  bare      a Starlette app on the same uvicorn that only json-decodes the body and answers
+            {"accepted": n, "duplicates": 0}: the HTTP stack's own limit on this machine
+  sqlite    `splitwatch serve` on a SQLite file
+  pg 1      `splitwatch serve` on PostgreSQL, 1 worker
+  pg N      `splitwatch serve --workers N` on PostgreSQL (--pg-workers, default 2: this box's cores)
+Each: requests/s, p50, p99, the server processes' CPU per request (utime + stime of the server
+and its worker processes from /proc; PostgreSQL's own backends are not in it, see `db CPU`), and
+hosts at a 10 s interval (requests/s x 10).
+The backends run in alternating rounds (--rounds, --seconds each); a row's rate is the median of
+its rounds, its ratio is the median of the per-round ratios to the bare rate of the same round.
+Bars (PASS/FAIL per row): >= 1,000 requests/s, p99 < 250 ms, >= 0.4 x the bare rate.
+
+Run: .venv/bin/python bench/bench_fleet.py [--rounds 3] [--seconds 4] [--pg-workers 2]
+     [--only sqlite,pg1] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+Bounded: about rounds x backends x (seconds + 1) s plus set-up (~1 min with the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.fakehost import FakeHost  # noqa: E402
+
+HOSTS = 400
+SENDERS = 16
+RATE_BAR = 1000.0
+P99_BAR_MS = 250.0
+RATIO_BAR = 0.4
+INTERVAL_S = 10  # the agent's default interval: hosts served = requests/s x 10
+
+BARE_APP = """
+import json, sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def ingest(request):
+    body = json.loads(await request.body())
+    return JSONResponse({"accepted": len(body["events"]), "duplicates": 0})
+
+app = Starlette(routes=[Route("/api/v1/ingest", ingest, methods=["POST"]),
+                        Route("/readyz", lambda r: JSONResponse({"ready": True}))])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, access_log=False,
+            proxy_headers=True)
+"""
+
+
+# ----------------------------------------------------------------------------- the payload
+
+
+def agent_payload(splitwatch: str, tmp: Path) -> dict[str, object]:
+    """One steady-state payload of the real agent: a pass after the boot messages were read."""
+    host = FakeHost(tmp / "host").cpus(32).mode("warn").tracefs().boot_messages()
+    vm = host.qemu("web-1", pid=4242, vcpus=4)
+    cmd = [splitwatch, "agent", "--once", "--stdout", "--root", str(host.root), "--state-dir", str(tmp)]
+    subprocess.run(cmd, check=True, capture_output=True)  # the boot: read once, cursor kept
+    for cpu in range(3):
+        host.split_lock(vm.vcpu_comm(cpu), vm.vcpu_tids[cpu])
+        host.trace_hit("handle_guest_split_lock", vm.vcpu_comm(cpu), vm.vcpu_tids[cpu], cpu=cpu)
+    host.bus_lock("stress-ng", 777)
+    host.trace_hit("handle_bus_lock", "stress-ng", 777, cpu=5)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+    payload: dict[str, object] = json.loads(out[0])
+    return payload
+
+
+class Bodies:
+    """Request bodies from the agent's payload: per host its name, SEQs, times and state sample.
+
+    The payload is serialized once with %-placeholders, so a body costs a string format, not a
+    json.dumps (the client shares the server's two cores).
+    """
+
+    def __init__(self, payload: dict[str, object], base: datetime, state_every: int = 1) -> None:
+        events = payload["events"]
+        state = payload["state"]
+        assert isinstance(events, list) and isinstance(state, dict), payload
+        self.n_events = len(events)
+        self.base = base
+        self.state_every = state_every
+        p = json.loads(json.dumps(payload).replace("%", "%%"))
+        p["host"]["name"] = "@@name@@"
+        p["host"]["boot_id"] = "@@boot@@"
+        p["state"]["observed_at"] = "@@t@@"
+        self.offsets: list[float] = []
+        first = datetime.fromisoformat(events[0]["time"].replace("Z", "+00:00"))
+        for i, e in enumerate(p["events"]):
+            at = datetime.fromisoformat(e["time"].replace("Z", "+00:00"))
+            self.offsets.append((at - first).total_seconds())
+            e["seq"] = 987_650_000 + i
+            e["time"] = f"@@e{i}@@"
+            if e["guest"] is not None:
+                # Each host runs its own guests: one guest row shared by the whole fleet would be
+                # a lock every PostgreSQL transaction waits for, which no real fleet has.
+                e["guest"]["name"] = "@@guest@@"
+        self.template = self._render(p)
+        # What the agent sends while its state is unchanged (agent/state_refresh.py).
+        self.stateless = self._render({**p, "state": None})
+
+    def _render(self, p: dict[str, Any]) -> str:
+        text = json.dumps(p, separators=(",", ":"))
+        text = text.replace('"@@name@@"', '"%(name)s"').replace('"@@boot@@"', '"%(boot)s"')
+        text = text.replace('"@@t@@"', '"%(t)s"').replace('"@@guest@@"', '"%(name)s-vm-1"')
+        for i in range(self.n_events):
+            text = text.replace(f'"@@e{i}@@"', f'"%(e{i})s"').replace(str(987_650_000 + i), f"%(s{i})d")
+        return text
+
+    def body(self, host: str, boot: str, k: int) -> bytes:
+        """The k-th pass of `host`: 10 s after the (k-1)-th, with the next SEQs."""
+        at = self.base + timedelta(seconds=INTERVAL_S * k)
+        values: dict[str, object] = {"name": host, "boot": boot, "t": _iso(at)}
+        for i, off in enumerate(self.offsets):
+            values[f"e{i}"] = _iso(at + timedelta(seconds=off))
+            values[f"s{i}"] = k * self.n_events + i
+        template = self.template if k % self.state_every == 0 else self.stateless
+        return (template % values).encode()
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ----------------------------------------------------------------------------- the client
+
+
+@dataclass
+class Fleet:
+    hosts: list[str]
+    tokens: dict[str, str]
+    boots: dict[str, str] = field(default_factory=dict)
+    passes: dict[str, int] = field(default_factory=dict)  # per backend+host: next pass number
+
+
+async def _post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, token: str, body: bytes
+) -> int:
+    head = (
+        f"POST /api/v1/ingest HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    status_line = await reader.readline()
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    answer = await reader.readexactly(length)
+    status = int(status_line.split()[1])
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {answer[:300]!r}")
+    return status
+
+
+async def _load(
+    port: int, fleet: Fleet, bodies: Bodies, key: str, seconds: float | None, each_host_once: bool
+) -> tuple[int, list[float]]:
+    """SENDERS connections; sender j sends for hosts j, j+SENDERS, ... in turn."""
+    latencies: list[float] = []
+    deadline = None if seconds is None else time.perf_counter() + seconds
+
+    async def sender(j: int) -> None:
+        mine = fleet.hosts[j::SENDERS]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            i = 0
+            while True:
+                if each_host_once and i >= len(mine):
+                    return
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                host = mine[i % len(mine)]
+                i += 1
+                k = fleet.passes.get(key + host, 0)
+                fleet.passes[key + host] = k + 1
+                body = bodies.body(host, fleet.boots[host], k)
+                t0 = time.perf_counter()
+                await _post(reader, writer, port, fleet.tokens[host], body)
+                latencies.append(time.perf_counter() - t0)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(sender(j) for j in range(SENDERS)))
+    return len(latencies), latencies
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ticks(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            out.setdefault(ppid, []).append(int(d.name))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of pid and its live descendants (uvicorn's worker processes)."""
+    children = _children()
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += _ticks(p)
+        except OSError:
+            continue
+        todo.extend(children.get(p, []))
+    return total
+
+
+def backend_pids(admin_url: str, database: str) -> list[int]:
+    """The PostgreSQL backend processes connected to `database` (the server's pool)."""
+    import psycopg
+
+    plain = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def pids_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            out[pid] = _ticks(pid)
+        except OSError:
+            continue
+    return out
+
+
+@dataclass
+class Backend:
+    key: str
+    label: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    database: str | None = None  # PostgreSQL: the database's name, to find its backends
+    proc: subprocess.Popen[str] | None = None
+    rates: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    db_cpu_ms: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, env=self.env, stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self) -> None:
+        for _ in range(600):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise SystemExit(f"{self.label} exited: {err}")
+            time.sleep(0.1)
+        raise SystemExit(f"{self.label} did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if self.proc.returncode not in (0, -15):
+            print(f"{self.label} stderr:\n{err[-2000:]}", file=sys.stderr)
+
+
+def run_cli(cmd: list[str], env: dict[str, str]) -> str:
+    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def prepare_database(splitwatch: str, url: str, hosts: list[str], tmp: Path) -> dict[str, str]:
+    env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+    run_cli([splitwatch, "db", "upgrade"], env)
+    hosts_file = tmp / "hosts.txt"
+    hosts_file.write_text("\n".join(hosts) + "\n")
+    out = run_cli([splitwatch, "token", "create", "--hosts-file", str(hosts_file)], env)
+    pairs = (line.split(",", 1) for line in out.splitlines() if "," in line and not line.startswith("host,"))
+    tokens = dict(pairs)
+    missing = set(hosts) - set(tokens)
+    if missing:
+        raise SystemExit(f"no token for {len(missing)} hosts: {out[:300]}")
+    return tokens
+
+
+def pg_database(admin_url: str, name: str, create: bool) -> str:
+    import psycopg
+
+    plain = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * q))] * 1000 if s else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="load per backend per round")
+    parser.add_argument("--pg-workers", type=int, default=2)
+    parser.add_argument(
+        "--state-every",
+        type=int,
+        default=1,
+        help="full state in every Nth request of a host, state null in the others (1: every request, "
+        "the issue's payload; 12: the agent's 120 s refresh at a 10 s interval)",
+    )
+    parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    splitwatch = str(Path(sys.executable).with_name("splitwatch"))
+    wanted = set(args.only.split(",")) if args.only else set()
+    hosts = [f"fleet-{i:04d}" for i in range(HOSTS)]
+    pg_names: list[str] = []
+    backends: list[Backend] = []
+    with tempfile.TemporaryDirectory(prefix="bench_fleet_") as tmp_:
+        tmp = Path(tmp_)
+        payload = agent_payload(splitwatch, tmp / "agent")
+        # Two days back: the bench's passes come faster than every 10 s, their times do not.
+        base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+        bodies = Bodies(payload, base, args.state_every)
+        sample = bodies.body(hosts[0], "boot", 0)
+        stateless = len(bodies.body(hosts[0], "boot", 1)) if args.state_every > 1 else None
+        state = payload["state"]
+        assert isinstance(state, dict)
+        print(
+            f"payload: `splitwatch agent --once --stdout`, 32-CPU fake host with tracefs: "
+            f"{bodies.n_events} events, {len(state['cpus'])} CPU states, {len(sample)} bytes"
+        )
+        if stateless is not None:
+            print(
+                f"state in every {args.state_every}th request of a host, the others state null: "
+                f"{stateless} bytes"
+            )
+        fleets: dict[str, Fleet] = {}
+        base_env = {**os.environ, "SPLITWATCH_LOG_LEVEL": "warning"}
+        port = free_port()
+        bare_cmd = [sys.executable, "-c", BARE_APP, str(port)]
+        backends.append(Backend("bare", "bare Starlette, json.loads only", bare_cmd, base_env, port))
+        fleets["bare"] = Fleet(hosts, {h: "x" for h in hosts})
+        plan: list[tuple[str, str, int]] = []
+        if "sqlite" in wanted:
+            plan.append(("sqlite", "serve, SQLite", 1))
+        if "pg1" in wanted:
+            plan.append(("pg1", "serve, PostgreSQL, 1 worker", 1))
+        if "pgN" in wanted:
+            plan.append(("pgN", f"serve, PostgreSQL, {args.pg_workers} workers", args.pg_workers))
+        try:
+            for key, label, workers in plan:
+                if key == "sqlite":
+                    url = f"sqlite:///{tmp / 'fleet.db'}"
+                else:
+                    name = f"bench_fleet_{key}_{uuid.uuid4().hex[:8]}".lower()
+                    url = pg_database(args.pg_url, name, create=True)
+                    pg_names.append(name)
+                tokens = prepare_database(splitwatch, url, hosts, tmp)
+                fleets[key] = Fleet(hosts, tokens)
+                port = free_port()
+                cmd = [splitwatch, "serve", "--port", str(port), "--database-url", url]
+                if workers > 1:
+                    cmd += ["--workers", str(workers)]
+                database = None if key == "sqlite" else pg_names[-1]
+                backends.append(Backend(key, label, cmd, base_env, port, database=database))
+            for b in backends:
+                b.start()
+            for b in backends:
+                b.wait_ready()
+            for key, fleet in fleets.items():
+                fleet.boots = {h: f"{key}-{h}" for h in hosts}
+            # Warm-up: every host's first pass (the host, its guest and first state are created).
+            for b in backends:
+                asyncio.run(_load(b.port, fleets[b.key], bodies, b.key, None, each_host_once=True))
+            for _ in range(args.rounds):
+                for b in backends:
+                    assert b.proc is not None
+                    db0 = pids_cpu_seconds(backend_pids(args.pg_url, b.database)) if b.database else {}
+                    cpu0 = tree_cpu_seconds(b.proc.pid)
+                    start = time.perf_counter()
+                    n, lat = asyncio.run(_load(b.port, fleets[b.key], bodies, b.key, args.seconds, False))
+                    wall = time.perf_counter() - start
+                    b.rates.append(n / wall)
+                    b.latencies.extend(lat)
+                    b.cpu_ms.append((tree_cpu_seconds(b.proc.pid) - cpu0) / n * 1000)
+                    if b.database:
+                        db1 = pids_cpu_seconds(backend_pids(args.pg_url, b.database))
+                        db_s = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
+                        b.db_cpu_ms.append(db_s / n * 1000)
+        finally:
+            for b in backends:
+                b.stop()
+            for name in pg_names:
+                try:
+                    pg_database(args.pg_url, name, create=False)
+                except Exception as exc:  # cleanup is best effort
+                    print(f"could not drop {name}: {exc}", file=sys.stderr)
+
+    bare = backends[0]
+    print(
+        f"{SENDERS} concurrent senders over {HOSTS} hosts, "
+        f"{args.rounds} rounds x {args.seconds:g} s per backend"
+    )
+    print(f"machine: {os.cpu_count()} CPUs, load average (1 min) {os.getloadavg()[0]:.2f}")
+    header = (
+        f"{'backend':36} {'req/s':>7} {'x bare':>6} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
+        f"{'db CPU':>7} {'hosts@10s':>9}  verdict"
+    )
+    print(header)
+    failed = False
+    for b in backends:
+        rate = statistics.median(b.rates)
+        ratio = statistics.median(r / br for r, br in zip(b.rates, bare.rates, strict=True))
+        p50, p99 = pct(b.latencies, 0.5), pct(b.latencies, 0.99)
+        cpu = statistics.median(b.cpu_ms)
+        db = f"{statistics.median(b.db_cpu_ms):7.2f}" if b.db_cpu_ms else f"{'-':>7}"
+        if b is bare:
+            verdict = "(baseline)"
+        else:
+            misses = [
+                what
+                for what, ok in (
+                    (f"rate < {RATE_BAR:.0f}/s", rate >= RATE_BAR),
+                    (f"p99 >= {P99_BAR_MS:.0f} ms", p99 < P99_BAR_MS),
+                    (f"< {RATIO_BAR} x bare", ratio >= RATIO_BAR),
+                )
+                if not ok
+            ]
+            verdict = "PASS" if not misses else "FAIL (" + "; ".join(misses) + ")"
+            failed |= bool(misses)
+        print(
+            f"{b.label:36} {rate:7.0f} {ratio:6.2f} {p50:7.1f} {p99:7.1f} {cpu:10.2f} {db} "
+            f"{rate * INTERVAL_S:9.0f}  {verdict}"
+        )
+        print(f"{'':36} rounds: " + ", ".join(f"{r:.0f}" for r in b.rates))
+    print(f"bars: >= {RATE_BAR:.0f} requests/s, p99 < {P99_BAR_MS:.0f} ms, >= {RATIO_BAR} x bare, same run")
+    print("db CPU: ms per request of the PostgreSQL backends connected to the bench's database")
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
