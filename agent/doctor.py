@@ -215,12 +215,15 @@ def diagnose(
             )
         )
     if "hypervisor" in flags:
-        problems.append(
+        # First (#17): inside a VM every other finding (no msr module, detection off) follows
+        # from it, and "modprobe msr" listed above it sent people fixing the wrong machine.
+        problems.insert(
+            0,
             Problem(
                 "running inside a virtual machine (cpuinfo flag `hypervisor`): the MSRs are not the "
                 "host's and its kernel does not see the guests' split locks",
                 "run the agent on the hypervisor host",
-            )
+            ),
         )
 
     # -- events -----------------------------------------------------------------------------------

@@ -218,14 +218,16 @@ def backfill_events(
                     first.setdefault(index, second)
             for index in sorted(counts):
                 at = minute + timedelta(seconds=first[index], microseconds=rng.randrange(1_000_000))
-                if not start <= at < end:
-                    continue
-                thread = work.threads[index]
+                # Drawn before the window check: an event cut at the window's edge must not
+                # shift the random stream of every event after it (#17).
                 address = (
                     f"0xffffffff{rng.randrange(0x81000000, 0x82000000):08x}"
                     if work.is_guest and rng.random() < 0.3
                     else f"0x{rng.randrange(0x400000, 0x7FFFFFFF):x}"
                 )
+                if not start <= at < end:
+                    continue
+                thread = work.threads[index]
                 event = Event(
                     source=Source.IMPORT,
                     seq=seq,
@@ -244,6 +246,17 @@ def backfill_events(
             minute += timedelta(minutes=1)
     out.sort(key=lambda pair: pair[1].time)
     return out
+
+
+def backfill_window(now: datetime, hours: float) -> tuple[datetime, datetime]:
+    """The backfill's [start, end): `hours` up to the last whole minute before `now`.
+
+    Whole minutes make the synthetic history a function of the seed alone (#17): with the
+    seconds of `now` in it, the first minute was cut at a different point on every run and
+    the same `--seed` gave different counts.
+    """
+    end = now.replace(second=0, microsecond=0)
+    return end - timedelta(hours=hours), end
 
 
 def backfill_payloads(
@@ -668,8 +681,7 @@ class Demo:
                 "(an earlier demo run)"
             )
             return
-        end = datetime.now(UTC)
-        start = end - timedelta(hours=self.options.backfill_hours)
+        start, end = backfill_window(datetime.now(UTC), self.options.backfill_hours)
         total = 0
         with httpx.Client(base_url=self.url, timeout=60.0) as client:
             for host in hosts:

@@ -32,6 +32,7 @@ from app.deps import ConnDep, EngineDep, ViewerDep
 from app.errors import InvalidInput, error_responses
 from app.store.cursor import CursorError, decode_cursor
 from app.store.events import EVENT_COLUMNS, EventRow, Filters, iter_all_events, list_events, resolve_filters
+from app.store.series import range_totals
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -100,7 +101,17 @@ def get_events(
     page = list_events(
         conn, resolved, since=time_range.since, until=time_range.until, limit=limit, after=after
     )
-    return EventPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+    since, until = time_range.since, time_range.until
+    traps = range_totals(conn, resolved, since=since, until=until, by=())
+    records = range_totals(conn, resolved, since=since, until=until, by=(), measure="events")
+    return EventPage.model_validate(
+        {
+            "items": page.items,
+            "next_cursor": page.next_cursor,
+            "traps_total": sum(traps.values()),
+            "records_total": sum(records.values()),
+        }
+    )
 
 
 # OWASP, "CSV Injection": a cell a spreadsheet would evaluate starts with one of these.

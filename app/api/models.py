@@ -353,6 +353,16 @@ class EventPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next (older) page; null at the end."
     )
+    # "Events" meant two things (#17): the traps counted (the summary's `events`) and the
+    # records listed here; every page says both for the whole filter and range.
+    traps_total: int = Field(
+        description="Traps counted by every record of the filter in the range: the sum of `count` "
+        "(what /summary calls `events`)."
+    )
+    records_total: int = Field(
+        description="Records (rows) of the filter in the range, every page together. A kernel-log "
+        "record may count 0 traps: a first sighting of a trap tracefs already counted."
+    )
 
 
 class SeriesLine(_Out):

@@ -256,48 +256,88 @@ function cpuText(cpu) {
   return `#AC ${sld} · #DB ${bld}`;
 }
 
-// Per-CPU split-lock detection (TEST_CTRL bit 29) over time: rows are CPUs, columns the
-// state rows' time spans. on green, off red, error or unknown grey.
+// Per-CPU split-lock detection (TEST_CTRL bit 29) over time: rows are CPUs. While the state
+// rows' spans fit (MAX_CPU_COLUMNS), a column per span: on green, off red, error or unknown
+// grey. Beyond that (6 h or 24 h of an agent reporting every minute) the columns were under a
+// pixel and the grid read empty (#17), so the window is cut into chooseStep buckets and a cell
+// is the share of the bucket's read time the CPU was on: 1 green, any off reddens it, 0 red;
+// grey when it was only unreadable, blank where no state covers the bucket.
+export const MAX_CPU_COLUMNS = 120;
+
+const CPU_COLORSCALE = [
+  [0, "#c8c8c8"],
+  [0.4999, "#c8c8c8"],
+  [0.5, "#d62728"],
+  [0.995, "#f4a582"],
+  [1, "#2ca02c"],
+];
+
 export function cpuHeatmap(states, range) {
   const segments = stateSegments(states, range);
   const cpuIds = [...new Set(segments.flatMap((s) => (s.state.cpus || []).map((c) => c.cpu)))].sort((a, b) => a - b);
   if (!segments.length || !cpuIds.length) return null;
-  const edges = segments.map((s) => plotTime(new Date(s.start)));
-  edges.push(plotTime(new Date(segments[segments.length - 1].end)));
-  const z = [];
-  const text = [];
-  for (const id of cpuIds) {
-    const zr = [];
-    const tr = [];
-    for (const seg of segments) {
-      const cpu = (seg.state.cpus || []).find((c) => c.cpu === id);
-      zr.push(cpuValue(cpu));
-      tr.push(plotText(cpuText(cpu)));
-    }
-    z.push(zr);
-    text.push(tr);
-  }
+  const trace = segments.length > MAX_CPU_COLUMNS ? cpuBuckets(segments, cpuIds, range) : cpuSpans(segments, cpuIds);
   return {
     type: "heatmap",
-    x: edges,
     y: cpuIds.map((c) => `cpu ${c}`),
-    z,
-    text,
+    ...trace,
     zmin: -1,
     zmax: 1,
-    colorscale: [
-      [0, "#c8c8c8"],
-      [0.333, "#c8c8c8"],
-      [0.334, "#d62728"],
-      [0.666, "#d62728"],
-      [0.667, "#2ca02c"],
-      [1, "#2ca02c"],
-    ],
+    colorscale: CPU_COLORSCALE,
     showscale: false,
     xgap: 1,
     ygap: 1,
     hovertemplate: "<b>%{y}</b>: %{text}<br>from %{x} UTC<extra></extra>",
   };
+}
+
+function cpuSpans(segments, cpuIds) {
+  const x = segments.map((s) => plotTime(new Date(s.start)));
+  x.push(plotTime(new Date(segments[segments.length - 1].end)));
+  const z = [];
+  const text = [];
+  for (const id of cpuIds) {
+    const cpus = segments.map((seg) => (seg.state.cpus || []).find((c) => c.cpu === id));
+    z.push(cpus.map(cpuValue));
+    text.push(cpus.map((cpu) => plotText(cpuText(cpu))));
+  }
+  return { x, z, text };
+}
+
+function cpuBuckets(segments, cpuIds, range) {
+  const stepMs = chooseStep(range) * 1000;
+  const first = Math.floor(segments[0].start / stepMs) * stepMs;
+  const count = Math.ceil((segments[segments.length - 1].end - first) / stepMs);
+  const row = cpuIds.map(() => Array.from({ length: count }, () => ({ on: 0, off: 0, other: 0 })));
+  const at = new Map(cpuIds.map((id, i) => [id, i]));
+  for (const seg of segments) {
+    const byCpu = new Map((seg.state.cpus || []).map((c) => [c.cpu, c]));
+    for (let b = Math.floor((seg.start - first) / stepMs); b < count && first + b * stepMs < seg.end; b += 1) {
+      const overlap = Math.min(seg.end, first + (b + 1) * stepMs) - Math.max(seg.start, first + b * stepMs);
+      if (overlap <= 0) continue;
+      for (const id of cpuIds) {
+        const value = cpuValue(byCpu.get(id));
+        const cell = row[at.get(id)][b];
+        if (value === 1) cell.on += overlap;
+        else if (value === 0) cell.off += overlap;
+        else cell.other += overlap;
+      }
+    }
+  }
+  const x = Array.from({ length: count + 1 }, (_, b) => plotTime(new Date(first + b * stepMs)));
+  const z = row.map((cells) => cells.map((c) => {
+    if (c.on + c.off > 0) return c.on / (c.on + c.off);
+    return c.other > 0 ? -1 : null;
+  }));
+  const text = row.map((cells) => cells.map((c) => {
+    const read = c.on + c.off;
+    if (read > 0) {
+      const off = Math.round((100 * c.off) / read);
+      return off ? `#AC off ${off}% of the time read` : "#AC on all the time read";
+    }
+    return c.other > 0 ? "error or unknown" : "no state";
+  }));
+  return { x, z, text };
 }
 
 // Marks on a fleet or host chart for what changed: mode or mitigate changes and reboots
@@ -339,14 +379,14 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
       }
     });
   }
-  for (const g of gapItems || []) {
-    const at = new Date(g.received_at).getTime();
-    if (at >= since && at <= until) {
-      items.push({ type: "gap", host: g.host, at: g.received_at, text: `${g.count} lost (${g.reason}, ${g.source} seq ${g.first_seq}–${g.last_seq})` });
-    }
-  }
+  items.push(...groupGaps(gapItems, since, until));
   items.sort((a, b) => new Date(a.at) - new Date(b.at));
   const annotations = [];
+  // Labels flat and apart (#17): rotated labels stood over the toolbar, and a pile of them at
+  // the newest bars read as one red column. A mark closer than LABEL_SPACING of the window to
+  // the last labelled one keeps its line; the list under the chart names every one.
+  const spacing = (until - since) / LABEL_SPACING;
+  let lastLabelled = -Infinity;
   for (const item of items) {
     if (item.type === "action") {
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.end), y0: 0, y1: 1,
@@ -356,16 +396,58 @@ export function changeMarks(hostDetails, gapItems, range, { maxLabels = 12, flee
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: plotTime(item.at), x1: plotTime(item.at), y0: 0, y1: 1,
         line: { color: gap ? "#d62728" : "#333333", width: 1, dash: gap ? "dash" : "dot" } });
     }
-    if (annotations.length < maxLabels) {
+    const at = new Date(item.at).getTime();
+    if (annotations.length < maxLabels && at - lastLabelled >= spacing) {
+      lastLabelled = at;
       annotations.push({
         x: plotTime(item.at), xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
         text: plotText(markLabel(item, fleet)),
         hovertext: plotText(`${item.host}: ${item.text}`), font: { size: 10, color: item.type === "change" ? "#333" : "#d62728" },
-        textangle: -30,
       });
     }
   }
   return { shapes, annotations, items };
+}
+
+const LABEL_SPACING = 10; // at most ~10 labels across the chart, whatever the window
+
+// Gaps of one host close together are one mark (#17): an agent that drops records keeps
+// reporting gaps (122 entries in 10 minutes, mostly one host's `suppressed`). Gaps of a host
+// within GAP_GROUP of the window of the previous one join its group; the group says how many,
+// how many records were lost in all, and why.
+const GAP_GROUP = 40;
+
+export function groupGaps(gapItems, since, until) {
+  const window = (until - since) / GAP_GROUP;
+  const byHost = new Map();
+  const sorted = [...(gapItems || [])]
+    .filter((g) => {
+      const at = new Date(g.received_at).getTime();
+      return at >= since && at <= until;
+    })
+    .sort((a, b) => new Date(a.received_at) - new Date(b.received_at));
+  const groups = [];
+  for (const g of sorted) {
+    const at = new Date(g.received_at).getTime();
+    const open = byHost.get(g.host);
+    if (open && at - open.last <= window) {
+      open.gaps.push(g);
+      open.last = at;
+    } else {
+      const group = { host: g.host, first: at, last: at, gaps: [g] };
+      byHost.set(g.host, group);
+      groups.push(group);
+    }
+  }
+  return groups.map(({ host, first, last, gaps }) => {
+    const lost = gaps.reduce((sum, g) => sum + g.count, 0);
+    const reasons = [...new Set(gaps.map((g) => g.reason))].sort().join(", ");
+    const g = gaps[0];
+    const text = gaps.length === 1
+      ? `${g.count} lost (${g.reason}, ${g.source} seq ${g.first_seq}–${g.last_seq})`
+      : `${lost} lost in ${gaps.length} gaps (${reasons}) until ${plotTime(new Date(last))} UTC`;
+    return { type: "gap", host, at: new Date(first).toISOString(), text, gaps: gaps.length };
+  });
 }
 
 // On the fleet chart a mark names its host; on a host's own chart it says what changed.

@@ -74,11 +74,13 @@ export function statusTone(status) {
   return "warn";
 }
 
-export function statusBadge(status, reason = null) {
+// `now`: shown beside a past window (#17), so it must not read as that window's status.
+export function statusBadge(status, reason = null, { now = false } = {}) {
+  const title = reason || statusLabel(status);
   return h(
     "span",
-    { class: `badge status status-${statusTone(status)}`, title: reason || statusLabel(status), "data-status": status || "" },
-    statusLabel(status),
+    { class: `badge status status-${statusTone(status)}`, title: now ? `${title} (as of now, not the window)` : title, "data-status": status || "" },
+    now ? `now: ${statusLabel(status)}` : statusLabel(status),
   );
 }
 

@@ -68,8 +68,8 @@ function syncControls(state) {
     button.setAttribute("aria-pressed", String(!state.since && button.dataset.range === state.range));
   }
   const range = resolveRange(state);
-  $("#custom-since").value = (state.since ? range.since : "").slice(0, 16);
-  $("#custom-until").value = (state.since && state.until ? range.until : "").slice(0, 16);
+  $("#custom-since").value = (state.since ? range.since : "").slice(0, 16).replace("T", " ");
+  $("#custom-until").value = (state.since && state.until ? range.until : "").slice(0, 16).replace("T", " ");
   $("#range-custom").classList.toggle("active", Boolean(state.since));
   $("#auto-refresh").checked = state.auto;
   for (const link of document.querySelectorAll("#nav a")) {
@@ -182,15 +182,16 @@ function setup() {
   }
   $("#range-custom").addEventListener("submit", (e) => {
     e.preventDefault();
-    const since = $("#custom-since").value;
-    const until = $("#custom-until").value;
-    if (!since) {
-      $("#range-error").textContent = "Pick a start time (UTC).";
+    // Plain text in ISO form, read as UTC (#17): the browser's datetime-local picker showed
+    // the locale's format (US AM/PM) while the whole dashboard speaks ISO UTC, 24 h.
+    const since = utcMinute($("#custom-since").value);
+    const until = utcMinute($("#custom-until").value);
+    if (!since || until === undefined || Number.isNaN(since.getTime()) || (until && Number.isNaN(until.getTime()))) {
+      $("#range-error").textContent = since === null ? "Pick a start time (UTC)." : "Write times as YYYY-MM-DD HH:MM (UTC, 24 h).";
       return;
     }
-    // datetime-local has no zone: the dashboard speaks UTC everywhere, so read it as UTC.
-    const s = new Date(`${since}:00Z`);
-    const u = until ? new Date(`${until}:00Z`) : null;
+    const s = since;
+    const u = until;
     if (u && u <= s) {
       $("#range-error").textContent = "The end must be after the start.";
       return;
@@ -208,6 +209,14 @@ function setup() {
   // A view changed something (a silence made or ended): show the new state in place.
   window.addEventListener("splitwatch:reload", () => route({ refresh: true }));
   route();
+}
+
+// A custom-range field: null when empty, undefined when not YYYY-MM-DD HH:MM (a "T" between
+// date and time also reads), else the Date, read as UTC.
+function utcMinute(text) {
+  const t = text.trim().replace(" ", "T");
+  if (!t) return null;
+  return /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(t) ? new Date(`${t}:00Z`) : undefined;
 }
 
 function go(changes) {

@@ -11,7 +11,9 @@
 
 export const PAGES = ["fleet", "host", "guest", "events", "alerts", "admin"];
 export const RANGE_PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
-export const DEFAULT_RANGE = "24h";
+// 6 h (#17): `splitwatch demo` backfills 6 hours, so the first view a new user sees is full;
+// a production fleet's recent trouble reads there too, and 24 h is one click away.
+export const DEFAULT_RANGE = "6h";
 export const EVENT_FILTERS = ["host", "guest", "kind", "action", "source"];
 export const PAGE_SIZES = [25, 50, 100, 500];
 export const AUTO_REFRESH_S = 30;
@@ -79,6 +81,15 @@ export function resolveRange(state, now = new Date()) {
   }
   const seconds = RANGE_PRESETS[state.range || DEFAULT_RANGE];
   return { since: toIso(new Date(now.getTime() - seconds * 1000)), until: toIso(now) };
+}
+
+// A window that ended this long before now is "past" (#17): the hosts' status, mode, drift and
+// last report the API gives are today's, so a past window labels them "now" instead of showing
+// them as if they were the window's.
+export const PAST_AFTER_S = 300;
+
+export function isPast(range, now = new Date()) {
+  return now.getTime() - new Date(range.until).getTime() > PAST_AFTER_S * 1000;
 }
 
 export const SOURCES = {

@@ -128,6 +128,16 @@ def test_running_inside_a_guest_is_a_problem(tmp_path: Path) -> None:
     assert "inside a virtual machine" in problems(run(host))
 
 
+def test_inside_a_vm_is_the_first_problem_before_modprobe_msr(tmp_path: Path) -> None:
+    # A guest usually has no msr device either: the VM is the cause, so it leads (#17).
+    host = healthy(tmp_path).no_msr_device()
+    cpuinfo = host.root / "proc/cpuinfo"
+    cpuinfo.write_text(cpuinfo.read_text().replace("flags\t\t: ", "flags\t\t: hypervisor "))
+    report = run(host)
+    assert "modprobe msr" in problems(report)
+    assert "inside a virtual machine" in report.problems[0].what
+
+
 def test_unreadable_kernel_log_and_msrs_as_a_non_root_user_say_run_as_root(tmp_path: Path) -> None:
     host = healthy(tmp_path)
     (host.root / "dev/kmsg").unlink()

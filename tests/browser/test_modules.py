@@ -62,9 +62,9 @@ def test_every_view_state_survives_a_round_trip_through_the_url(js: Any) -> None
             assert back[key] == value, (key, wanted, back)
 
 
-def test_an_unknown_page_or_preset_falls_back_to_the_fleet_over_24h(js: Any) -> None:
+def test_an_unknown_page_or_preset_falls_back_to_the_fleet_over_6h(js: Any) -> None:
     back = js("return state.parseHash('#/nowhere?range=2y&limit=7');")
-    assert back["page"] == "fleet" and back["range"] == "24h" and back["limit"] == 100
+    assert back["page"] == "fleet" and back["range"] == "6h" and back["limit"] == 100  # the demo's 6 h
     assert js("return state.parseHash('#/host').page;") == "fleet"  # a host page needs a name
 
 
@@ -304,3 +304,12 @@ def test_alerts_fired_together_share_one_label_that_names_each_on_hover(js: Any)
     assert label["text"] == "3 alerts"
     assert label["hovertext"].split("<br>") == [f"GuestKilled kvm-b / vm-{i}" for i in range(3)]
     assert len(marks["items"]) == 3  # each is still listed
+
+
+def test_the_default_range_fits_the_demos_history(js: Any) -> None:
+    # A new user's first view is `splitwatch demo` (#17): a default wider than its backfill
+    # opened on a mostly empty chart.
+    from app.demo import BACKFILL_HOURS
+
+    seconds = js("return state.RANGE_PRESETS[state.DEFAULT_RANGE];")
+    assert seconds <= BACKFILL_HOURS * 3600 and js("return state.parseHash('#/fleet').range;") == "6h"

@@ -9,6 +9,11 @@ import { actionBadge, code, emptyState, fmtNum, fmtTime, h, section, table, view
 import { EVENT_FILTERS, PAGE_SIZES, SOURCES, formatHash, rangeLabel, withChanges } from "../state.js";
 
 
+// A kernel-log record of count 0 (#17): the kernel printed the trap, but tracefs counted it, so
+// the line is kept for its thread and address and adds nothing to the traps counted.
+export const COUNT_ZERO = "count 0: a kernel-log first sighting of a trap that tracefs already counted; "
+  + "listed for its thread and address, it adds nothing to the traps counted.";
+
 export function eventColumns(state) {
   return [
     { label: "time (UTC)", value: (e) => fmtTime(e.time) },
@@ -19,7 +24,11 @@ export function eventColumns(state) {
     { label: "action", value: (e) => actionBadge(e.action) },
     { label: "comm/tid", value: (e) => code(`${e.comm}/${e.tid}`) },
     { label: "address", value: (e) => (e.address ? code(e.address) : "") },
-    { label: "count", class: "num", value: (e) => fmtNum(e.count) },
+    {
+      label: "count",
+      class: "num",
+      value: (e) => (e.count === 0 ? h("span", { class: "count-zero", title: COUNT_ZERO }, "0 *") : fmtNum(e.count)),
+    },
     { label: "source", value: (e) => `${e.source} #${e.seq}` },
   ];
 }
@@ -72,7 +81,7 @@ export async function render(state, range) {
     "div",
     { class: "pager" },
     h("button", { type: "button", id: "page-newer", disabled: !state.cursors.length, onclick: () => go({ cursors: state.cursors.slice(0, -1) }) }, "← newer"),
-    h("span", { id: "page-no" }, `page ${pageNo} · ${page.items.length} event row(s)`),
+    h("span", { id: "page-no" }, `page ${pageNo} · ${page.items.length} record(s)`),
     h("button", { type: "button", id: "page-older", disabled: !page.next_cursor, onclick: () => go({ cursors: [...state.cursors, page.next_cursor] }) }, "older →"),
     h(
       "button",
@@ -110,6 +119,15 @@ export async function render(state, range) {
     section(
       null,
       form,
+      h(
+        "p",
+        { class: "totals", id: "event-totals" },
+        h("strong", {}, `${fmtNum(page.traps_total)} trap(s) counted`),
+        ` in ${fmtNum(page.records_total)} record(s). A record is one observation: a tracefs record counts `
+          + "every trap it saw, a kernel-log line is a first sighting (count 1, or 0 when tracefs counted the same trap). "
+          + "The Fleet's Traps counted card is the first figure.",
+      ),
+      page.items.some((e) => e.count === 0) ? h("p", { class: "hint", id: "count-zero-note" }, `* ${COUNT_ZERO}`) : null,
       h("p", { class: "hint" }, `Newest first, ${rangeLabel(state)}. The CSV holds every page of these filters in this window, with the API's columns.`),
       pager,
       table(eventColumns(state), page.items, {
@@ -124,7 +142,13 @@ export async function render(state, range) {
 
 function csvName(filters, range) {
   const parts = Object.entries(filters).map(([k, v]) => `${k}-${v}`.replace(/[^A-Za-z0-9_.-]+/g, "_"));
-  return `splitwatch-events-${range.since.slice(0, 16).replace(/[:T]/g, "")}-${parts.join("-") || "all"}.csv`;
+  return `splitwatch-events-${[fileStamp(range.since), fileStamp(range.until), ...parts].join("-")}.csv`;
+}
+
+// 2026-11-30T00:21:00Z -> 20261130T0021Z: ISO 8601 basic format, no ':' (not allowed in Windows
+// file names), readable; the old name ran date and time together ("2026-11-300021", #17).
+export function fileStamp(iso) {
+  return new Date(iso).toISOString().slice(0, 16).replace(/[-:]/g, "") + "Z";
 }
 
 function textFilter(name, value, options, go) {

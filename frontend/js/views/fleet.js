@@ -14,7 +14,7 @@ import {
   actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, sourcePicker, statusBadge, table,
   viewLink,
 } from "../dom.js";
-import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
+import { formatHash, isPast, shortTime, sourceLabel, toIso, withChanges } from "../state.js";
 import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
 // Mode and verdict marks need each host's states: one request per host, so only the busiest.
@@ -55,7 +55,8 @@ export async function render(state, range) {
     { class: "view view-fleet" },
     h("div", { class: "title-row" }, h("h1", {}, "Fleet overview"), sourcePicker(state)),
   );
-  node.append(cards(summary, state));
+  const past = isPast(range);
+  node.append(cards(summary, range, past));
   node.append(needsAction(hostList.items, state));
 
   if (summary.hosts_total === 0) {
@@ -117,8 +118,8 @@ export async function render(state, range) {
     h(
       "div",
       { class: "two-col" },
-      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
-      section("Top hosts", hostTable(hosts, state, 15, "top-hosts"), more(hosts, 15, hostList.next_cursor ? "first hosts by name" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts"), !!hostList.next_cursor)),
+      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0 || g.killed), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
+      section("Top hosts", hostTable(hosts, state, 15, "top-hosts", past), more(hosts, 15, hostList.next_cursor ? "first hosts by name" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts", past), !!hostList.next_cursor)),
     ),
   );
 
@@ -159,22 +160,34 @@ function heatHint(heat, byHost) {
   return `${shown}Click a cell to open that host.`;
 }
 
-function cards(s, state) {
+function cards(s, range, past) {
   const modes = Object.entries(s.hosts_by_mode || {})
     .sort((a, b) => b[1] - a[1])
     .map(([m, n]) => `${m} ${n}`)
     .join(" · ");
-  return h(
+  // Event figures are counted over the window; host conditions are the fleet's current ones
+  // (the API keeps no status per past instant), so a past window says so in the labels (#17).
+  const counted = `${shortTime(range.since)} → ${shortTime(range.until)} UTC`;
+  const cardsRow = h(
     "div",
     { class: "cards", id: "summary" },
-    card("Events", fmtNum(s.events), "split + bus lock traps, all sources", { id: "card-events" }),
+    // Traps, not records (#17): the Events explorer lists records, one of which may count many.
+    card("Traps counted", fmtNum(s.events), "split + bus lock traps, all sources", { id: "card-events" }),
     card("Guests affected", fmtNum(s.guests_affected), "took at least one", { id: "card-guests" }),
     card("Guests killed", fmtNum(s.guests_killed), "SIGBUS in fatal mode", { tone: s.guests_killed ? "bad" : null, id: "card-killed" }),
-    card("Hosts", fmtNum(s.hosts_total), modes || "no mode reported", { id: "card-hosts" }),
-    card("Need action", fmtNum(s.hosts_need_action), "drift, stuck off, inconsistent config, foreign hypervisor", { tone: s.hosts_need_action ? "bad" : null, id: "card-action" }),
-    card("Silent", fmtNum(s.hosts_silent), "agent stopped reporting", { tone: s.hosts_silent ? "warn" : null, id: "card-silent" }),
+    card(past ? "Hosts now" : "Hosts", fmtNum(s.hosts_total), modes || "no mode reported", { id: "card-hosts" }),
+    card(past ? "Need action now" : "Need action", fmtNum(s.hosts_need_action), "drift, stuck off, inconsistent config, foreign hypervisor", { tone: s.hosts_need_action ? "bad" : null, id: "card-action" }),
+    card(past ? "Silent now" : "Silent", fmtNum(s.hosts_silent), "agent stopped reporting", { tone: s.hosts_silent ? "warn" : null, id: "card-silent" }),
     card("Gaps", fmtNum(s.gaps), "counted losses", { tone: s.gaps ? "warn" : null, id: "card-gaps" }),
   );
+  const note = h(
+    "p",
+    { class: `hint counted${past ? " past" : ""}`, id: "counted" },
+    past
+      ? `Traps, guests, kills and gaps counted ${counted}. This window is in the past: hosts, modes, verdicts, silence and last reports are as of now, not of the window.`
+      : `Traps, guests, kills and gaps counted ${counted}; hosts, verdicts and silence as of now.`,
+  );
+  return h("div", {}, cardsRow, note);
 }
 
 function changesList(items, state) {
@@ -210,7 +223,12 @@ function more(rows, shown, what, build, partial = false) {
 }
 
 function guestTable(guests, state, limit, id) {
-  const rows = guests.filter((g) => g.events > 0).sort((a, b) => b.events - a.events || a.name.localeCompare(b.name)).slice(0, limit);
+  // Killed guests first (#17): a SIGBUS kill is the worst outcome and usually comes with few
+  // events, so ranking by events alone hid it at the bottom of the list.
+  const rows = guests
+    .filter((g) => g.events > 0 || g.killed)
+    .sort((a, b) => Number(b.killed) - Number(a.killed) || b.events - a.events || a.name.localeCompare(b.name))
+    .slice(0, limit);
   return table(
     [
       { label: "guest", value: (g) => viewLink(state, { page: "guest", name: g.name }, g.name) },
@@ -229,7 +247,7 @@ function guestTable(guests, state, limit, id) {
   );
 }
 
-function hostTable(hosts, state, limit, id) {
+function hostTable(hosts, state, limit, id, past = false) {
   // Hosts in trouble first (they may have no events precisely because detection is off).
   const rows = [...hosts]
     .sort((a, b) => rank(a) - rank(b) || b.events - a.events || a.name.localeCompare(b.name))
@@ -237,13 +255,14 @@ function hostTable(hosts, state, limit, id) {
   return table(
     [
       { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },
-      { label: "status", value: (x) => statusBadge(x.status, x.reason) },
+      { label: past ? "status now" : "status", value: (x) => statusBadge(x.status, x.reason, { now: past }) },
       { label: "why", value: (x) => h("span", { class: "reason" }, x.status === "consistent" ? "" : x.reason) },
-      { label: "mode", value: (x) => modeBadge(x) },
+      { label: past ? "mode now" : "mode", value: (x) => modeBadge(x) },
       { label: "events", class: "num", value: (x) => fmtNum(x.events) },
       { label: "guests", class: "num", value: (x) => fmtNum(x.guests) },
       { label: "CPUs on/off/err", class: "num", value: (x) => `${x.cpus_on}/${x.cpus_off}/${x.cpus_error}` },
-      { label: "last report", value: (x) => ago(x.last_seen_at) },
+      // A past window: the absolute time, not "1 s ago" beside a window that ended yesterday.
+      { label: past ? "last report (now)" : "last report", value: (x) => (past ? `${fmtTime(x.last_seen_at)} UTC` : ago(x.last_seen_at)) },
     ],
     rows,
     {

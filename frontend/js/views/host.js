@@ -13,7 +13,7 @@ import {
   statusLabel, statusTone,
   table, viewLink,
 } from "../dom.js";
-import { formatHash, sourceLabel, toIso, withChanges } from "../state.js";
+import { formatHash, isPast, sourceLabel, toIso, withChanges } from "../state.js";
 import { eventColumns } from "./events.js";
 import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
@@ -44,19 +44,22 @@ export async function render(state, range) {
   const states = host.states || [];
   const cpuTrace = cpuHeatmap(states, range);
   const timeline = modeTimeline(states, range);
+  // Status, drift and last report are the host's now; beside a past window they say so (#17).
+  const past = isPast(range);
+  const nowNote = past ? " (now, not in this window)" : "";
 
   const node = h(
     "div",
     { class: "view view-host" },
     h("div", { class: "title-row" },
       h("h1", {}, h("span", { class: "crumb" }, viewLink(state, { page: "fleet" }, "Fleet"), " / host "), name, " ",
-        statusBadge(host.status, host.reason), " ", modeBadge(host)),
+        statusBadge(host.status, host.reason, { now: past }), " ", modeBadge(host)),
       sourcePicker(state)),
-    verdictBanner(host, name),
+    verdictBanner(host, name, past),
     h(
       "div",
       { class: "two-col" },
-      section("Host", facts(host)),
+      section("Host", facts(host, past, nowNote)),
       section("Agent health", health(host)),
     ),
     h(
@@ -79,7 +82,7 @@ export async function render(state, range) {
       timeline.length ? modeChart : emptyState("The agent has sent no state for this host in this window."),
     ),
     section(
-      "Split-lock detection per CPU (MSR_TEST_CTRL bit 29: green on, red off, grey error/unknown)",
+      "Split-lock detection per CPU (MSR_TEST_CTRL bit 29: green on, red off, light red off part of the cell's time, grey error/unknown)",
       cpuTrace ? cpuChart : emptyState("No per-CPU state reported: the agent could not read /dev/cpu/*/msr, or sent no state yet."),
       latestCpus(host),
     ),
@@ -121,22 +124,22 @@ export async function render(state, range) {
   };
 }
 
-function facts(x) {
+function facts(x, past = false, nowNote = "") {
   const yesNo = (v) => (v === null || v === undefined ? "unknown" : v ? "yes" : "no");
   return keyValues([
     ["kernel", x.kernel],
     ["CPU model", x.cpu_model],
     ["boot id", code(x.boot_id)],
-    ["mode", x.mode ? (x.mode === "ratelimit" ? `ratelimit:${x.ratelimit}` : x.mode) : "no state yet"],
+    [`mode${nowNote}`, x.mode ? (x.mode === "ratelimit" ? `ratelimit:${x.ratelimit}` : x.mode) : "no state yet"],
     ["split_lock_mitigate", x.mitigate === null || x.mitigate === undefined ? "n/a (kernel < 5.19 or unreadable)" : String(x.mitigate)],
     ["split-lock detect supported", yesNo(x.sld_supported)],
     ["bus-lock detect supported", yesNo(x.bld_supported)],
-    ["CPUs", `${x.cpus_total} total · ${x.cpus_on} on · ${x.cpus_off} off · ${x.cpus_error} error`],
-    ["consistency verdict", `${statusLabel(x.verdict)}${x.verdict_since ? ` since ${fmtTime(x.verdict_since)} UTC` : ""}`],
+    [`CPUs${nowNote}`, `${x.cpus_total} total · ${x.cpus_on} on · ${x.cpus_off} off · ${x.cpus_error} error`],
+    [`consistency verdict${nowNote}`, `${statusLabel(x.verdict)}${x.verdict_since ? ` since ${fmtTime(x.verdict_since)} UTC` : ""}`],
     ["events in window", fmtNum(x.events)],
     ["agent version", x.agent_version],
     ["first seen", `${fmtTime(x.first_seen_at)} UTC`],
-    ["last report", x.last_seen_at ? `${fmtTime(x.last_seen_at)} UTC (${ago(x.last_seen_at)})` : "never (known from imported logs only)"],
+    [`last report${nowNote}`, !x.last_seen_at ? "never (known from imported logs only)" : past ? `${fmtTime(x.last_seen_at)} UTC` : `${fmtTime(x.last_seen_at)} UTC (${ago(x.last_seen_at)})`],
   ]);
 }
 
@@ -144,8 +147,21 @@ function health(x) {
   if (!x.health || typeof x.health !== "object" || !Object.keys(x.health).length) {
     return emptyState("The agent sent no health figures (agents before #4, or an import).");
   }
-  const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
-  return h("div", { id: "health" }, keyValues(Object.entries(x.health).map(([k, v]) => [k.replaceAll("_", " "), show(v)])));
+  return h("div", { id: "health" }, keyValues(Object.entries(x.health).map(([k, v]) => [k.replaceAll("_", " "), healthValue(v)])));
+}
+
+// Health figures as a person reads them (#17: `statuses {...}` and `token rejected null` were
+// raw JSON): null is "none", a nested object is its "key value" pairs, a list its items.
+function healthValue(v) {
+  if (v === null || v === undefined) return "none";
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "number") return fmtNum(v);
+  if (Array.isArray(v)) return v.length ? v.map(healthValue).join(", ") : "none";
+  if (typeof v === "object") {
+    const pairs = Object.entries(v);
+    return pairs.length ? pairs.map(([k, x]) => `${k.replaceAll("_", " ")} ${healthValue(x)}`).join(" · ") : "none";
+  }
+  return String(v);
 }
 
 function latestCpus(x) {
@@ -195,9 +211,10 @@ export function gapTable(gaps) {
 
 // The verdict in the agent's words (agent/kernel/consistency.py), or why it is silent: shown
 // unless all is as the kernel says (#16).
-function verdictBanner(host, name) {
+function verdictBanner(host, name, past = false) {
   if (host.status === "consistent") return null;
-  let text = `${statusLabel(host.status)}: ${host.reason}`;
+  // A past window: the verdict is today's, said so (#17).
+  let text = `${past ? "Now, not in this window: " : ""}${statusLabel(host.status)}: ${host.reason}`;
   if (host.status === "silent" && host.last_seen_at) {
     text += ` — check \`splitwatch agent\` on ${name}; its last verdict was ${statusLabel(host.verdict)}.`;
   }

@@ -197,6 +197,31 @@ def test_events_need_a_token(client: httpx.Client) -> None:
     assert_error(client.get("/api/v1/events", params={"format": "csv"}), 401)
 
 
+def test_every_page_says_the_traps_counted_and_the_records_of_the_whole_filter(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    # "Events" meant two things (#17): a tracefs record counts its traps; a kmsg line of the
+    # same trap is a first sighting that counts 0.
+    fill.send(
+        "h1",
+        events=[
+            ev(T0, source="tracefs", count=5, address=None),
+            ev(T0 + SECOND, source="kmsg", count=0),
+            ev(T0 + 2 * SECOND, source="kmsg", count=1),
+            ev(T0 + HOUR, source="tracefs", count=3, address=None, guest="vm2"),
+        ],
+    )
+    first = viewer_client.get("/api/v1/events", params={**RANGE, "limit": 1}).json()
+    assert len(first["items"]) == 1
+    assert (first["traps_total"], first["records_total"]) == (9, 4)
+    second = viewer_client.get(
+        "/api/v1/events", params={**RANGE, "limit": 1, "cursor": first["next_cursor"]}
+    ).json()
+    assert (second["traps_total"], second["records_total"]) == (9, 4)  # the filter's, not the page's
+    kmsg = viewer_client.get("/api/v1/events", params={**RANGE, "source": "kmsg"}).json()
+    assert (kmsg["traps_total"], kmsg["records_total"]) == (1, 2)
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
     "params",

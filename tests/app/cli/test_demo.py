@@ -27,7 +27,14 @@ from typing import Any
 import httpx
 import pytest
 
-from app.demo import BackfillHost, BackfillThread, BackfillWorkload, backfill_events, backfill_payloads
+from app.demo import (
+    BackfillHost,
+    BackfillThread,
+    BackfillWorkload,
+    backfill_events,
+    backfill_payloads,
+    backfill_window,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 120.0  # cold imports and migrations on a busy 2-core CI machine
@@ -445,3 +452,17 @@ def test_backfill_is_deterministic_for_a_seed() -> None:
     assert _events(host) == _events(host)
     other = backfill_events(host, start=NOW - timedelta(hours=6), end=NOW, seed=1)
     assert [e.time for _, e in other] != [e.time for _, e in _events(host)]
+
+
+def test_the_same_seed_backfills_the_same_counts_whenever_the_demo_starts() -> None:
+    # Two runs of `splitwatch demo --seed 0` hours apart, at different seconds of the minute
+    # (#17: they announced different backfill counts).
+    host = _host()
+    runs = []
+    for now in (NOW + timedelta(seconds=17), NOW + timedelta(hours=3, minutes=41, seconds=52)):
+        start, end = backfill_window(now, 6.0)
+        assert end <= now and end - start == timedelta(hours=6)
+        events = [e for _, e in backfill_events(host, start=start, end=end, seed=0)]
+        runs.append([(e.time - start, e.tid, e.count, e.address) for e in events])
+    assert runs[0] and runs[0] == runs[1]
+    assert sum(c for _, _, c, _ in runs[0]) > 0
