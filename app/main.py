@@ -27,6 +27,7 @@ from app.errors import NotReady, install_error_handlers
 from app.ingest.writer import Writer, WriterStopped, make_writer
 from app.logging import AccessLogMiddleware
 from app.metrics import install_metrics
+from app.retention.run import Retention
 from app.settings import Settings
 from app.store.engine import make_engine
 from app.store.schema_check import schema_status
@@ -64,6 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
             log.error(status.message)
             raise SchemaNotAtHead(status.message)
         writer.start()
+        # Raw events expire, old partitions go (app/retention/run.py, #13).
+        retention = Retention(writer, settings)
+        retention.start()
         # Everything built so far (modules, app, routes) lives as long as the process: move it
         # out of the collector's sight, so the full collections that a request's garbage
         # triggers scan only request-sized heaps (a full scan of the startup heap was the
@@ -73,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await retention.stop()
             writer.stop()
             engine.dispose()
 

@@ -9,7 +9,8 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
 2. host_state: a row only when the state differs from the one in force at its time.
 3. guest: upserted by name with min/max times, so a resend changes nothing.
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
-   keys actually inserted. PostgreSQL: executemany through insertmanyvalues. SQLite: the
+   keys actually inserted (PostgreSQL: plus `time`, the partition key: PARTITIONED_EVENT_KEY).
+   PostgreSQL: executemany through insertmanyvalues. SQLite: the
    same statement, compiled from Core once, with its VALUES group repeated per row and the
    rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
    cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
@@ -44,6 +45,10 @@ from app.ingest.rows import (
 from app.store.tables import ROLLUPS, event, gap, guest, host, host_state
 
 EVENT_KEY = ("host_id", "boot_id", "source", "seq")
+# PostgreSQL's event table is partitioned by day on `time`, and a unique key of a partitioned
+# table must hold the partition key (migrations/versions/2026_11_30_scale.py, #13): the same
+# event resent carries the same time, so it is still a duplicate.
+PARTITIONED_EVENT_KEY = (*EVENT_KEY, "time")
 ROLLUP_KEY = ("bucket", "host_id", "guest_id", "kind", "action", "source")
 GAP_KEY = ("host_id", "boot_id", "source", "first_seq", "reason")
 
@@ -236,7 +241,8 @@ SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _event_insert(insert: Callable[[Table], Any], returning: bool = True) -> Any:
-    stmt = insert(event).on_conflict_do_nothing(index_elements=list(EVENT_KEY))
+    key = PARTITIONED_EVENT_KEY if insert is postgresql.insert else EVENT_KEY
+    stmt = insert(event).on_conflict_do_nothing(index_elements=list(key))
     return stmt.returning(event.c.source, event.c.seq) if returning else stmt
 
 
