@@ -4,8 +4,9 @@ Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module
 `router`); app/metrics.py mounts /metrics through `install_metrics(app, engine, settings)`.
 
 app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
-(app/auth.py). Startup (lifespan) checks that the database is at the migration head and
-refuses to start otherwise; it then starts the writer. Shutdown stops the writer (queued
+(app/auth.py), and from startup on `retention` (app/retention/run.py). Startup (lifespan)
+checks that the database is at the migration head and refuses to start otherwise; it then
+starts the writer and the retention task. Shutdown stops retention, then the writer (queued
 batches are finished first) and disposes of the engine.
 """
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Raw events expire, old partitions go (app/retention/run.py, #13).
         retention = Retention(writer, settings)
         retention.start()
+        app.state.retention = retention
         # Everything built so far (modules, app, routes) lives as long as the process: move it
         # out of the collector's sight, so the full collections that a request's garbage
         # triggers scan only request-sized heaps (a full scan of the startup heap was the

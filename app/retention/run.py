@@ -57,9 +57,10 @@ def _no_lease(_conn: Connection, _now: dt.datetime) -> bool:
 
 
 def delete_chunk(
-    conn: Connection, table: Table, column: str, before: dt.datetime, limit: int = CHUNK_ROWS
+    conn: Connection, table: Table, column: str, before: dt.datetime, limit: int | None = None
 ) -> int:
-    """Delete up to `limit` rows of `table` with `column` < `before`; how many went."""
+    """Delete up to `limit` (CHUNK_ROWS) rows of `table` with `column` < `before`; how many went."""
+    limit = limit or CHUNK_ROWS
     if conn.dialect.name == "postgresql":
         # ctid = ANY(ARRAY(...)): a TID scan of the rows the bounded, indexed select found.
         name = DEFAULT_PARTITION if table is event else table.name
@@ -141,6 +142,8 @@ class Retention:
         self.lease = lease
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.runs = 0  # finished runs, failed ones included (tests wait for the first)
+        self.last_report: RetentionReport | None = None
 
     def start(self) -> None:
         self._stop = asyncio.Event()
@@ -155,12 +158,14 @@ class Retention:
                 # half-way: each step is its own transaction. The next run tries again.
                 log.warning("retention run failed (next in %.0fs): %s", RETENTION_INTERVAL_S, exc)
             else:
+                self.last_report = report
                 if report.partitions_dropped or any(report.deleted.values()):
                     log.info(
                         "retention: partitions dropped %s, rows deleted %s",
                         report.partitions_dropped,
                         report.deleted,
                     )
+            self.runs += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=RETENTION_INTERVAL_S)
 
