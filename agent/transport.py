@@ -7,7 +7,8 @@ what happened as one of three values:
     Retry(after_s, reason)       try again later: network error, 5xx, 408, 429/503 (after_s from
                                  Retry-After), or an answer we cannot act on (404: wrong --server)
     Rejected(status, reason)     the backend will never take this as is: 401/403 (the token),
-                                 413 (too large), 422 (a payload it cannot read)
+                                 413 (too large: the body, or too many guests new to the
+                                 host for one batch, #14), 422 (a payload it cannot read)
 
 `Sender` turns spool records into batches and results into spool actions (#4):
   - consecutive records of the same host and boot merge into one POST of at most

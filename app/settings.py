@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Base URL the dashboard is reached at, for links in alerts; None = derived from host/port.
     public_url: str | None = None
+    # Guest names one host may bring (#14: one agent token created 40,000): in total, past
+    # which its events are stored without their guest and counted as a `guest_cap` gap, and
+    # new ones per batch, past which the batch gets 413 and the agent sends it in parts.
+    max_guests_per_host: int = Field(default=1000, ge=1)
+    max_new_guests_per_batch: int = Field(default=256, ge=1)
     # token.last_used_at is written at most this often per token: no write per read request.
     token_touch_interval_s: int = Field(default=60, ge=1)
     # Raw events (and the minute rollups) are kept this many days; the hourly rollups and the

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from app.api.models import GuestDetail, GuestList, HostFilter, NameInPath, RangeDep
+from app.api.models import (
+    FIRST_NAME,
+    NEXT_CURSOR,
+    GuestDetail,
+    GuestList,
+    HostFilter,
+    NameCursorParam,
+    NameInPath,
+    PageLimit,
+    RangeDep,
+    links,
+    name_position,
+)
 from app.deps import ConnDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.store import guests as store
@@ -18,23 +31,47 @@ router = APIRouter(prefix="/api/v1", tags=["guests"])
     "/guests",
     operation_id="list_guests",
     response_model=GuestList,
-    responses=error_responses(401, 403, 422),
-    summary="Guests with their events in the range, most first",
-    description="With `host`: the guests that had events on that host in the range or were last seen "
-    "on it. A guest's figures are its own across all hosts either way.",
+    responses={
+        **error_responses(401, 403, 422),
+        **links(
+            FirstGuest=("get_guest", {"name": FIRST_NAME}),
+            NextPage=("list_guests", {"cursor": NEXT_CURSOR}),
+        ),
+    },
+    summary="Guests, one page at a time: by name, or the busiest in the range first",
+    description="`sort=name` (default): every guest, by name. `sort=events`: the guests with events in "
+    "the range, most first. With `host`: only the guests that host reported. A guest's figures are its "
+    "own across all hosts either way. Pass `next_cursor` back as `cursor` for the next page.",
 )
 def list_guests(
-    conn: ConnDep, _viewer: ViewerDep, time_range: RangeDep, host: HostFilter = None
+    conn: ConnDep,
+    _viewer: ViewerDep,
+    time_range: RangeDep,
+    host: HostFilter = None,
+    sort: Annotated[Literal["name", "events"], Query(description="Order of the list.")] = "name",
+    limit: PageLimit = 100,
+    cursor: NameCursorParam = None,
 ) -> GuestList:
-    views = store.list_guests(conn, since=time_range.since, until=time_range.until, host_name=host)
-    return GuestList.model_validate({"items": views})
+    page = store.list_guests(
+        conn,
+        since=time_range.since,
+        until=time_range.until,
+        host_name=host,
+        limit=limit,
+        after=name_position(cursor),
+        sort=sort,
+    )
+    return GuestList.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get(
     "/guests/{name}",
     operation_id="get_guest",
     response_model=GuestDetail,
-    responses=error_responses(401, 403, 404, 422),
+    responses={
+        **error_responses(401, 403, 404, 422),
+        **links(LastHost=("get_host", {"name": "$response.body#/last_host"})),
+    },
     summary="One guest: what the hosts did with its traps, and where in it they happen",
 )
 def get_guest(name: NameInPath, conn: ConnDep, _viewer: ViewerDep, time_range: RangeDep) -> GuestDetail:
@@ -50,5 +87,6 @@ def get_guest(name: NameInPath, conn: ConnDep, _viewer: ViewerDep, time_range: R
             **{f.name: getattr(detail.guest, f.name) for f in dataclasses.fields(detail.guest)},
             "actions": detail.actions,
             "top_addresses": detail.top_addresses,
+            "sightings": detail.sightings,
         }
     )

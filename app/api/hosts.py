@@ -6,7 +6,18 @@ import dataclasses
 
 from fastapi import APIRouter
 
-from app.api.models import HostDetail, HostList, NameInPath, RangeDep
+from app.api.models import (
+    FIRST_NAME,
+    NEXT_CURSOR,
+    HostDetail,
+    HostList,
+    NameCursorParam,
+    NameInPath,
+    PageLimit,
+    RangeDep,
+    links,
+    name_position,
+)
 from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.settings import Settings
@@ -24,21 +35,44 @@ def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
     "/hosts",
     operation_id="list_hosts",
     response_model=HostList,
-    responses=error_responses(401, 403, 422),
-    summary="Every host with its status, and its events and guests in the range",
+    responses={
+        **error_responses(401, 403, 422),
+        **links(
+            FirstHost=("get_host", {"name": FIRST_NAME}),
+            GuestsOfFirstHost=("list_guests", {"host": FIRST_NAME}),
+            NextPage=("list_hosts", {"cursor": NEXT_CURSOR}),
+        ),
+    },
+    summary="Hosts by name with their status, and their events and guests in the range, a page at a time",
+    description="Pass `next_cursor` back as `cursor` for the next page.",
 )
-def list_hosts(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep) -> HostList:
-    views = store.list_hosts(
-        conn, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
+def list_hosts(
+    conn: ConnDep,
+    settings: SettingsDep,
+    _viewer: ViewerDep,
+    time_range: RangeDep,
+    limit: PageLimit = 100,
+    cursor: NameCursorParam = None,
+) -> HostList:
+    page = store.list_hosts(
+        conn,
+        since=time_range.since,
+        until=time_range.until,
+        rule=status_rule(settings, time_range),
+        limit=limit,
+        after=name_position(cursor),
     )
-    return HostList.model_validate({"items": views})
+    return HostList.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get(
     "/hosts/{name}",
     operation_id="get_host",
     response_model=HostDetail,
-    responses=error_responses(401, 403, 404, 422),
+    responses={
+        **error_responses(401, 403, 404, 422),
+        **links(FirstGuest=("get_guest", {"name": "$response.body#/guests/0"})),
+    },
     summary="One host: its status, CPUs, state changes and guests in the range",
 )
 def get_host(

@@ -31,7 +31,7 @@ from app.errors import (
 )
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload, payload_json_schema
-from app.ingest.write import write_batch
+from app.ingest.write import GuestLimits, write_batch
 from app.ingest.writer import WriterStopped
 from app.metrics import ingest_metrics
 
@@ -134,7 +134,10 @@ async def ingest(
         )
     rows = build_rows(payload, datetime.now(UTC))
     try:
-        result = await writer.run(partial(write_batch, rows=rows, drift_streak=settings.drift_streak))
+        limits = GuestLimits(settings.max_guests_per_host, settings.max_new_guests_per_batch)
+        result = await writer.run(
+            partial(write_batch, rows=rows, drift_streak=settings.drift_streak, limits=limits)
+        )
     except OperationalError as exc:
         reason = (str(exc.orig).strip().splitlines() or ["no detail"])[0]
         raise NotReady(

@@ -21,6 +21,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent.payload import Action, GapReason, Kind, Mode, Source
 from app.errors import InvalidInput
+from app.store.cursor import (
+    MAX_NAME_CURSOR_LENGTH,
+    Cursor,
+    CursorError,
+    NameCursor,
+    decode_cursor,
+    decode_name_cursor,
+)
 
 # ---------------------------------------------------------------- shared query parameters
 
@@ -50,6 +58,43 @@ KindFilter = Annotated[Kind | None, Query(description="Only this kind of lock.")
 ActionFilter = Annotated[Action | None, Query(description="Only events the host answered this way.")]
 SourceFilter = Annotated[Source | None, Query(description="Only events read from this source.")]
 NameInPath = Annotated[str, Path(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
+
+# Pages of the name-ordered lists (/hosts, /guests): keyset on the name (#14).
+PAGE_MAX = 1000
+PageLimit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="At most this many per page.")]
+NameCursorParam = Annotated[
+    str | None,
+    Query(max_length=MAX_NAME_CURSOR_LENGTH, description="The `next_cursor` of the previous page as is."),
+]
+
+
+def name_position(cursor: str | None) -> NameCursor | None:
+    """The decoded `cursor` of a name-ordered list, or 422 invalid_cursor with the remedy."""
+    if cursor is None:
+        return None
+    try:
+        return decode_name_cursor(cursor)
+    except CursorError as exc:
+        raise InvalidInput(
+            str(exc),
+            code="invalid_cursor",
+            details=[{"field": "query.cursor", "problem": "not a cursor of this server", "type": "cursor"}],
+        ) from None
+
+
+def time_position(cursor: str | None) -> Cursor | None:
+    """The decoded `cursor` of a newest-first list (/events, /gaps), or 422 invalid_cursor."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except CursorError as exc:
+        raise InvalidInput(
+            str(exc),
+            code="invalid_cursor",
+            details=[{"field": "query.cursor", "problem": "not a cursor of this server", "type": "cursor"}],
+        ) from None
+
 
 _ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -102,6 +147,27 @@ async def time_range(
 
 RangeDep = Annotated[TimeRange, Depends(time_range)]
 
+# ---------------------------------------------------------------- OpenAPI links
+
+
+def links(**targets: tuple[str, dict[str, str]]) -> dict[int | str, dict[str, Any]]:
+    """A `responses=` entry declaring OpenAPI links of the 200 answer: name -> (operationId,
+    {parameter: runtime expression}). Clients and schemathesis' stateful phase follow them
+    (a list to one of its items, a page to the next)."""
+    return {
+        200: {
+            "description": "Successful Response",
+            "links": {
+                name: {"operationId": operation, "parameters": parameters}
+                for name, (operation, parameters) in targets.items()
+            },
+        }
+    }
+
+
+FIRST_NAME = "$response.body#/items/0/name"
+NEXT_CURSOR = "$response.body#/next_cursor"
+
 # ---------------------------------------------------------------- response models
 
 
@@ -147,8 +213,12 @@ class Host(_HostBase):
     guests: int = Field(description="Distinct guests with events on this host in the range.")
 
 
+_NEXT = "Pass as `cursor` for the next page; null at the end."
+
+
 class HostList(BaseModel):
     items: list[Host]
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class HostState(_Out):
@@ -191,6 +261,7 @@ class Guest(_Out):
 
 class GuestList(BaseModel):
     items: list[Guest]
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class AddressCount(_Out):
@@ -199,9 +270,26 @@ class AddressCount(_Out):
     space: Literal["guest-kernel", "guest-user"]
 
 
+class Sighting(_Out):
+    host: str
+    uuid: str | None
+    vmm: str
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+    last_action: Action | None
+    killed_at: dt.datetime | None
+    same_guest: bool = Field(
+        description="The host saw the guest's identity (its name and uuid); false: a namesake, whose "
+        "events count under the name but never move the guest's last host, action or kill."
+    )
+
+
 class GuestDetail(Guest):
     actions: dict[str, int] = Field(description="sum of event counts in the range per action.")
     top_addresses: list[AddressCount] = Field(description="Trap addresses with the most events in the range.")
+    sightings: list[Sighting] = Field(
+        description="What each host reported of this name, most recent first (at most 100 hosts)."
+    )
 
 
 class Event(_Out):
@@ -241,6 +329,10 @@ class SeriesLine(_Out):
 class SeriesAnswer(_Out):
     step: int = Field(description="Bucket width in seconds.")
     series: list[SeriesLine]
+    others: int = Field(
+        default=0,
+        description="Keys beyond `top` summed into the last line, key `(other)`; 0: no such line.",
+    )
 
 
 class Gap(_Out):
@@ -250,12 +342,16 @@ class Gap(_Out):
     first_seq: int
     last_seq: int
     count: int = Field(description="Events lost.")
-    reason: GapReason
+    reason: GapReason | Literal["guest_cap"] = Field(
+        description="guest_cap: the events are stored, but without their guest (the host was over "
+        "SPLITWATCH_MAX_GUESTS_PER_HOST)."
+    )
     received_at: dt.datetime
 
 
 class GapList(BaseModel):
     items: list[Gap]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
 
 
 class Summary(_Out):

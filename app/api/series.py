@@ -19,7 +19,7 @@ from app.deps import ConnDep, ViewerDep
 from app.errors import InvalidInput, error_responses
 from app.rollups.buckets import bucket_count, default_step
 from app.store.events import Filters, resolve_filters
-from app.store.series import MAX_BUCKETS, GroupBy, read_series
+from app.store.series import DEFAULT_TOP, MAX_BUCKETS, MAX_TOP, GroupBy, read_series
 
 router = APIRouter(prefix="/api/v1", tags=["series"])
 
@@ -34,7 +34,9 @@ MAX_STEP = 366 * 86400
     summary="sum of event counts per time bucket and key",
     description="Buckets start at multiples of `step` since the Unix epoch; every bucket from the one "
     "holding `since` up to `until` is present, zeros included. Read from the hourly rollup when the "
-    "step is a multiple of 3600, else the per-minute one. Guest key of events without a guest: `(host)`.",
+    "step is a multiple of 3600, else the per-minute one. Guest key of events without a guest: `(host)`. "
+    "At most `top` keys, the largest over the range; the rest are summed in one last line flagged "
+    "`other` (key `(other)`), so the lines still add up to the total.",
 )
 def get_series(
     conn: ConnDep,
@@ -50,6 +52,10 @@ def get_series(
             description="Bucket width in seconds, a multiple of 60. Default: ~300 buckets over the range.",
         ),
     ] = None,
+    top: Annotated[
+        int,
+        Query(ge=1, le=MAX_TOP, description="Keys with the largest totals; the rest sum into `(other)`."),
+    ] = DEFAULT_TOP,
     host: HostFilter = None,
     guest: GuestFilter = None,
     kind: KindFilter = None,
@@ -77,6 +83,12 @@ def get_series(
         source=source.value if source else None,
     )
     result = read_series(
-        conn, resolve_filters(conn, filters), since=since, until=until, step_s=step_s, group_by=group_by
+        conn,
+        resolve_filters(conn, filters),
+        since=since,
+        until=until,
+        step_s=step_s,
+        group_by=group_by,
+        top=top,
     )
     return SeriesAnswer.model_validate(result)

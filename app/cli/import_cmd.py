@@ -173,7 +173,9 @@ def _rejected(status: int, reason: str, number: int, total: int, payload: Payloa
             "or --host with the host the token belongs to"
         )
     if status == 413:
-        return f"{where} is larger than the server accepts ({reason}): raise the server's body limit"
+        # Too large a body, or too many new guests for one batch (#14): the reason names the
+        # server setting to raise.
+        return f"{where} is more than the server accepts in one batch ({reason})"
     return f"the server cannot read {where} ({reason}): check --host, --boot-id and --kernel"
 
 

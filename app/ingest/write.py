@@ -7,7 +7,11 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
    sample changes no state: resends and out-of-order batches are harmless); drift streaks
    advance once per new sample.
 2. host_state: a row only when the state differs from the one in force at its time.
-3. guest: upserted by name with min/max times, so a resend changes nothing.
+3. guest: upserted by name with min/max times, so a resend changes nothing; only sightings
+   of the same guest (name and uuid, `_guest_upsert`) move its last host, action and kill.
+   guest_host: the host's own view of each guest, upserted the same way. Guests beyond the
+   host's caps (GuestLimits): 413 for too many new in one batch; past the total, the events
+   are stored without their guest and counted as a `guest_cap` gap (step 5).
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
    keys actually inserted (PostgreSQL: plus `time`, the partition key: PARTITIONED_EVENT_KEY).
    PostgreSQL: executemany through insertmanyvalues. SQLite: the
@@ -18,6 +22,8 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
    rollup upserts go the same way on SQLite.
 5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
    adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
+   Inserted events that lost their guest to the cap: one `guest_cap` gap per source, keyed
+   by the first such seq, so a resend counts nothing twice.
 6. gap: ON CONFLICT DO NOTHING.
 The same statements run on SQLite and PostgreSQL (each dialect's insert construct).
 """
@@ -30,9 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func, select, update
+from sqlalchemy import Connection, Table, and_, case, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.errors import PayloadTooLarge
 from app.ingest.rows import (
     Rows,
     cpu_counts,
@@ -42,7 +49,7 @@ from app.ingest.rows import (
     rollups,
     state_signature,
 )
-from app.store.tables import ROLLUPS, event, gap, guest, host, host_state
+from app.store.tables import ROLLUPS, event, gap, guest, guest_host, host, host_state
 
 EVENT_KEY = ("host_id", "boot_id", "source", "seq")
 # PostgreSQL's event table is partitioned by day on `time`, and a unique key of a partitioned
@@ -68,10 +75,12 @@ def _insert_for(conn: Connection) -> Callable[[Table], Any]:
     raise RuntimeError(f"ingest supports sqlite and postgresql, not {conn.dialect.name}")
 
 
-def write_batch(conn: Connection, rows: Rows, drift_streak: int = 3) -> WriteResult:
+def write_batch(
+    conn: Connection, rows: Rows, drift_streak: int = 3, limits: GuestLimits | None = None
+) -> WriteResult:
     insert = _insert_for(conn)
     host_id = _write_host(conn, insert, rows, drift_streak)
-    guest_ids = _write_guests(conn, insert, rows, host_id)
+    guest_ids = _write_guests(conn, insert, rows, host_id, limits or GuestLimits())
     accepted = _write_events(conn, insert, rows, host_id, guest_ids)
     if rows.gaps:
         conn.execute(
@@ -191,35 +200,119 @@ def _record_state(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GuestLimits:
+    """How many guest names one host may bring (#14: one agent token created 40,000).
+
+    `per_host`: guests a host may have reported in total (its `guest_host` rows); the events
+    of a guest over it are stored without their guest and counted as a `guest_cap` gap.
+    `new_per_batch`: guests new to the host in one batch; over it the batch is refused with
+    413, which the agent answers by sending it in smaller parts (agent/transport.py).
+    """
+
+    per_host: int = 1000
+    new_per_batch: int = 256
+
+
+GUEST_CAP_REASON = "guest_cap"
+_IN_CHUNK = 1000  # names per IN (...): SQLite binds at most 32766 parameters per statement
+
+
 def _write_guests(
-    conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int
+    conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, limits: GuestLimits
 ) -> dict[str, int]:
+    """Guest ids by name for the batch's guests; a guest over the host's cap gets none."""
     if not rows.guests:
         return {}
-    params = [{**g, "last_host_id": host_id} for g in rows.guests]
-    return {name: gid for gid, name in conn.execute(_guest_upsert(conn.dialect.name), params)}
+    names = [g["name"] for g in rows.guests]
+    known: set[str] = set()
+    for start in range(0, len(names), _IN_CHUNK):
+        known.update(
+            conn.execute(
+                select(guest.c.name)
+                .select_from(guest_host.join(guest, guest.c.id == guest_host.c.guest_id))
+                .where(guest_host.c.host_id == host_id, guest.c.name.in_(names[start : start + _IN_CHUNK]))
+            ).scalars()
+        )
+    new = [n for n in names if n not in known]
+    if len(new) > limits.new_per_batch:
+        raise PayloadTooLarge(
+            f"this batch brings {len(new)} guests host {rows.host['name']!r} has not reported before, "
+            f"more than the {limits.new_per_batch} one batch may (SPLITWATCH_MAX_NEW_GUESTS_PER_BATCH): "
+            "send it in smaller batches (the agent does so by itself) or raise the setting",
+            code="too_many_new_guests",
+        )
+    kept = rows.guests
+    if new:
+        held = conn.execute(
+            select(func.count()).select_from(guest_host).where(guest_host.c.host_id == host_id)
+        ).scalar_one()
+        room = max(limits.per_host - int(held), 0)
+        if room < len(new):
+            # Names are sorted: which guests get in is the same on a resend.
+            over = set(new[room:])
+            kept = [g for g in rows.guests if g["name"] not in over]
+    if not kept:
+        return {}
+    params = [{**g, "last_host_id": host_id} for g in kept]
+    ids = {name: gid for gid, name in conn.execute(_guest_upsert(conn.dialect.name), params)}
+    conn.execute(
+        _guest_host_upsert(conn.dialect.name),
+        [
+            {
+                "host_id": host_id,
+                "guest_id": ids[g["name"]],
+                "uuid": g["uuid"],
+                "vmm": g["vmm"],
+                "first_seen_at": g["first_seen_at"],
+                "last_seen_at": g["last_seen_at"],
+                "last_action": g["last_action"],
+                "killed_at": g["killed_at"],
+            }
+            for g in kept
+        ],
+    )
+    return ids
 
 
 @functools.cache
 def _guest_upsert(dialect: str) -> Any:
-    """Built once per dialect: constructing this CASE-laden statement costs a millisecond."""
+    """The guest row by name, moved only by sightings of the same guest.
+
+    Identity (#14): a guest is its name plus its uuid, a missing uuid being a value of its
+    own. The agent takes both from the same VMM command line (`-name`, `-uuid`: DESIGN.md §1),
+    so a guest that really moves between hosts (live migration keeps the uuid; a uuid-less
+    VMM such as Firecracker has none anywhere) arrives with the same pair on every host. A
+    sighting whose uuid differs from the one the guest row was created with (another uuid, or
+    none where the guest has one) is a namesake: its events still count under the name, and
+    its host keeps its own view in `guest_host`, but it never moves the guest's last host,
+    last action, kill, vmm or first/last sighting. Without a uuid on either side nothing tells
+    a move from a claim, so such a guest follows whichever host saw it last, as before.
+
+    Built once per dialect: constructing this CASE-laden statement costs a millisecond.
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     greatest = func.greatest if dialect == "postgresql" else func.max
     least = func.least if dialect == "postgresql" else func.min
     stmt: Any = insert(guest)
     ex = stmt.excluded
-    newer = ex.last_seen_at > guest.c.last_seen_at
+    same = guest.c.uuid.is_not_distinct_from(ex.uuid)
+    newer = and_(same, ex.last_seen_at > guest.c.last_seen_at)
     stmt = stmt.on_conflict_do_update(
         index_elements=["name"],
         set_={
-            "uuid": func.coalesce(case((newer, ex.uuid), else_=guest.c.uuid), ex.uuid, guest.c.uuid),
             "vmm": case((newer, ex.vmm), else_=guest.c.vmm),
-            "first_seen_at": least(guest.c.first_seen_at, ex.first_seen_at),
-            "last_seen_at": greatest(guest.c.last_seen_at, ex.last_seen_at),
+            "first_seen_at": case(
+                (same, least(guest.c.first_seen_at, ex.first_seen_at)), else_=guest.c.first_seen_at
+            ),
+            "last_seen_at": case(
+                (same, greatest(guest.c.last_seen_at, ex.last_seen_at)), else_=guest.c.last_seen_at
+            ),
             "last_host_id": case((newer, ex.last_host_id), else_=guest.c.last_host_id),
             "last_action": case((newer, ex.last_action), else_=guest.c.last_action),
             # max() with a NULL is NULL on SQLite: pick explicitly.
             "killed_at": case(
+                (not_(same), guest.c.killed_at),
                 (ex.killed_at.is_(None), guest.c.killed_at),
                 (guest.c.killed_at.is_(None), ex.killed_at),
                 else_=greatest(guest.c.killed_at, ex.killed_at),
@@ -227,6 +320,33 @@ def _guest_upsert(dialect: str) -> Any:
         },
     ).returning(guest.c.id, guest.c.name)
     return stmt
+
+
+@functools.cache
+def _guest_host_upsert(dialect: str) -> Any:
+    """One host's own view of a guest: only this host's batches write its row."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    greatest = func.greatest if dialect == "postgresql" else func.max
+    least = func.least if dialect == "postgresql" else func.min
+    stmt: Any = insert(guest_host)
+    ex = stmt.excluded
+    t = guest_host.c
+    newer = ex.last_seen_at > t.last_seen_at
+    return stmt.on_conflict_do_update(
+        index_elements=["host_id", "guest_id"],
+        set_={
+            "uuid": func.coalesce(case((newer, ex.uuid), else_=t.uuid), ex.uuid, t.uuid),
+            "vmm": case((newer, ex.vmm), else_=t.vmm),
+            "first_seen_at": least(t.first_seen_at, ex.first_seen_at),
+            "last_seen_at": greatest(t.last_seen_at, ex.last_seen_at),
+            "last_action": case((newer, ex.last_action), else_=t.last_action),
+            "killed_at": case(
+                (ex.killed_at.is_(None), t.killed_at),
+                (t.killed_at.is_(None), ex.killed_at),
+                else_=greatest(t.killed_at, ex.killed_at),
+            ),
+        },
+    )
 
 
 EVENT_COLUMNS = (
@@ -318,7 +438,7 @@ def _write_events(
 ) -> int:
     if not rows.events:
         return 0
-    gids = [guest_ids[g] if g is not None else None for g in rows.event_guests]
+    gids = [guest_ids.get(g) if g is not None else None for g in rows.event_guests]
     if conn.dialect.name == "sqlite":
         inserted = _insert_events_sqlite(conn, rows.events, gids, host_id, rows.received_at)
     else:
@@ -334,13 +454,50 @@ def _write_events(
         if len(inserted) == len(rows.events)
         else ((e, g) for e, g in pairs if (e["source"], e["seq"]) in inserted)
     )
-    by_step = rollups(fresh, host_id)
+    if len(guest_ids) < len(rows.guests):  # some guests were over the host's cap
+        listed = list(fresh)
+        _count_unattributed(conn, insert, rows, host_id, listed)
+        by_step = rollups(listed, host_id)
+    else:
+        by_step = rollups(fresh, host_id)
     for step_s, table in ROLLUPS:
         if conn.dialect.name == "sqlite":
             _upsert_rollup_sqlite(conn, table, by_step[step_s])
         else:
             conn.execute(_rollup_upsert(insert, table), by_step[step_s])
     return len(inserted)
+
+
+def _count_unattributed(
+    conn: Connection,
+    insert: Callable[[Table], Any],
+    rows: Rows,
+    host_id: int,
+    fresh: list[tuple[dict[str, Any], int | None]],
+) -> None:
+    """A `guest_cap` gap per source for the inserted events stored without their guest."""
+    seqs: dict[str, list[int]] = {}
+    for e, gid in fresh:
+        if gid is None and e["vmm"] is not None:  # a guest's event (vmm set) with no guest id
+            seqs.setdefault(e["source"], []).append(e["seq"])
+    if not seqs:
+        return
+    conn.execute(
+        insert(gap).on_conflict_do_nothing(index_elements=list(GAP_KEY)),
+        [
+            {
+                "host_id": host_id,
+                "boot_id": rows.host["boot_id"],
+                "source": source,
+                "first_seq": min(found),
+                "last_seq": max(found),
+                "count": len(found),
+                "reason": GUEST_CAP_REASON,
+                "received_at": rows.received_at,
+            }
+            for source, found in sorted(seqs.items())
+        ],
+    )
 
 
 ROLLUP_COLUMNS = ("bucket", "host_id", "guest_id", "kind", "action", "source", "count", "events")
@@ -380,4 +537,4 @@ def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, A
         cursor.close()
 
 
-__all__ = ["WriteResult", "write_batch"]
+__all__ = ["GUEST_CAP_REASON", "GuestLimits", "WriteResult", "write_batch"]

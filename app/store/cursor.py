@@ -55,3 +55,51 @@ def decode_cursor(token: str) -> Cursor:
     if time.tzinfo is None or not (0 <= row_id < 2**63):
         raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}")
     return Cursor(time.astimezone(dt.UTC), row_id)
+
+
+# ----------------------------------------------------------------------------- name lists
+
+_NAME_VERSION = "n1"
+MAX_NAME_CURSOR_LENGTH = 1400  # base64 of a 255-character name in UTF-8, with room to spare
+
+
+@dataclass(frozen=True, slots=True)
+class NameCursor:
+    """The last row of a page of a list ordered by name, or ranked by events (then id)."""
+
+    name: str = ""
+    events: int | None = None  # ranked lists: the last row's events and id
+    id: int | None = None
+
+
+def encode_name_cursor(position: NameCursor) -> str:
+    events = "" if position.events is None else str(position.events)
+    row_id = "" if position.id is None else str(position.id)
+    text = f"{_NAME_VERSION}|{events}|{row_id}|{position.name}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_name_cursor(token: str) -> NameCursor:
+    """The position in `token`, or CursorError with a sentence saying what to do."""
+    remedy = (
+        "pass the next_cursor of a previous answer unchanged, or omit cursor to start from the first page"
+    )
+    if not token or len(token) > MAX_NAME_CURSOR_LENGTH:
+        raise CursorError(f"cursor {token[:40]!r} is not a cursor this server gave out: {remedy}")
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise CursorError(f"cursor {token[:40]!r} is not valid base64 text: {remedy}") from None
+    parts = text.split("|", 3)
+    if len(parts) != 4 or parts[0] != _NAME_VERSION:
+        raise CursorError(f"cursor {token[:40]!r} is not a cursor this server gave out: {remedy}")
+    _, events, row_id, name = parts
+    try:
+        position = NameCursor(name, int(events) if events else None, int(row_id) if row_id else None)
+    except ValueError:
+        raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}") from None
+    if (position.events is None) != (position.id is None) or "\x00" in name:
+        raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}")
+    if position.id is not None and not (0 <= position.id < 2**63 and 0 <= (position.events or 0) < 2**63):
+        raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}")
+    return position

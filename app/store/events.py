@@ -46,6 +46,9 @@ class Resolved:
     action: str | None = None
     source: str | None = None
     nothing: bool = False
+    # Several at once (one page of a list): their totals in one query.
+    host_ids: tuple[int, ...] | None = None
+    guest_ids: tuple[int, ...] | None = None
 
 
 def resolve_filters(conn: Connection, filters: Filters) -> Resolved:
@@ -69,6 +72,10 @@ def event_conditions(resolved: Resolved) -> list[ColumnElement[bool]]:
     terms: list[ColumnElement[bool]] = []
     if resolved.host_id is not None:
         terms.append(event.c.host_id == resolved.host_id)
+    if resolved.host_ids is not None:
+        terms.append(event.c.host_id.in_(resolved.host_ids))
+    if resolved.guest_ids is not None:
+        terms.append(event.c.guest_id.in_(resolved.guest_ids))
     if resolved.guest_id == NO_GUEST_ID:
         terms.append(event.c.guest_id.is_(None))
     elif resolved.guest_id is not None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
+from app.store.cursor import Cursor, encode_cursor
 from app.store.tables import gap, host
 
 
@@ -27,6 +28,12 @@ class GapView:
     received_at: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class GapPage:
+    items: list[GapView]
+    next_cursor: str | None
+
+
 def list_gaps(
     conn: Connection,
     *,
@@ -34,9 +41,12 @@ def list_gaps(
     until: dt.datetime,
     host_name: str | None = None,
     limit: int = 1000,
-) -> list[GapView]:
+    after: Cursor | None = None,
+) -> GapPage:
+    """Newest received first, keyset-paginated on (received_at desc, id desc) like /events."""
     query = (
         select(
+            gap.c.id,
             host.c.name.label("host"),
             gap.c.boot_id,
             gap.c.source,
@@ -49,11 +59,20 @@ def list_gaps(
         .select_from(gap.join(host, host.c.id == gap.c.host_id))
         .where(gap.c.received_at >= since, gap.c.received_at < until)
         .order_by(gap.c.received_at.desc(), gap.c.id.desc())
-        .limit(limit)
+        .limit(limit + 1)
     )
     if host_name is not None:
         query = query.where(host.c.name == host_name)
-    return [GapView(**row._mapping) for row in conn.execute(query)]
+    if after is not None:
+        query = query.where(
+            or_(gap.c.received_at < after.time, and_(gap.c.received_at == after.time, gap.c.id < after.id))
+        )
+    rows = conn.execute(query).all()
+    items = [GapView(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return GapPage(items, None)
+    last = rows[limit - 1]
+    return GapPage(items, encode_cursor(last.received_at, last.id))
 
 
 def lost_in_range(conn: Connection, *, since: dt.datetime, until: dt.datetime) -> int:

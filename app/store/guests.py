@@ -3,7 +3,13 @@
 A guest is known by name (ingest keys `guest` on it) and can move between hosts, so the hosts
 it ran on come from the events (`event.host_id`, via the rollups), not from `last_host_id`.
 `killed` means a SIGBUS killed it at `killed_at` (the last such kill; the host was in fatal
-mode, DESIGN.md §1).
+mode, DESIGN.md §1). Last host, last action and kill follow only sightings of the guest's
+identity (name and uuid: app/ingest/write._guest_upsert); `sightings` shows each host's own
+view (`guest_host`), namesakes included and marked (#14).
+
+Lists are pages (#14: 40,000 guests made one answer hundreds of megabytes): ordered by name
+(keyset on the unique name) or ranked by events in the range (keyset on events desc, id), with
+the range totals computed for the page's guests only when ordered by name.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, func, or_, select
+from sqlalchemy import Connection, Row, func, select
 
-from app.store.events import Resolved
+from app.store.cursor import NameCursor, encode_name_cursor
+from app.store.events import NO_GUEST_ID, Resolved
 from app.store.series import range_totals
-from app.store.tables import event, guest, host
+from app.store.tables import event, guest, guest_host, host
 
 AddressSpace = Literal["guest-kernel", "guest-user"]
+GuestSort = Literal["name", "events"]
 TOP_ADDRESSES = 10
+MAX_SIGHTINGS = 100  # hosts shown in one guest's sightings, most recent first
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +55,31 @@ class AddressCount:
 
 
 @dataclass(frozen=True, slots=True)
+class Sighting:
+    """What one host reported of the guest name, written by that host alone."""
+
+    host: str
+    uuid: str | None
+    vmm: str
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+    last_action: str | None
+    killed_at: dt.datetime | None
+    same_guest: bool  # the guest's identity (name and uuid); False: a namesake
+
+
+@dataclass(frozen=True, slots=True)
 class GuestDetail:
     guest: GuestView
     actions: dict[str, int]
     top_addresses: list[AddressCount]
+    sightings: list[Sighting]
+
+
+@dataclass(frozen=True, slots=True)
+class GuestPage:
+    items: list[GuestView]
+    next_cursor: str | None
 
 
 def address_space(address: str) -> AddressSpace:
@@ -109,23 +139,78 @@ def _per_guest(
 
 
 def list_guests(
-    conn: Connection, *, since: dt.datetime, until: dt.datetime, host_name: str | None = None
-) -> list[GuestView]:
-    """Every guest (or, with `host_name`, those with events on it in range or last seen on it).
+    conn: Connection,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    host_name: str | None = None,
+    limit: int = 100,
+    after: NameCursor | None = None,
+    sort: GuestSort = "name",
+) -> GuestPage:
+    """One page of guests (with `host_name`: those that host ever reported).
 
-    Figures are the guest's own across all hosts; sorted by events in range, most first.
+    sort="name": every guest, by name. sort="events": the guests with events in the range,
+    most first (then by id). Figures are the guest's own across all hosts either way.
     """
-    events, hosts = _per_guest(conn, Resolved(), since, until)
-    query = _select_guests()
+    host_id: int | None = None
     if host_name is not None:
         host_id = conn.execute(select(host.c.id).where(host.c.name == host_name)).scalar()
         if host_id is None:
-            return []
-        on_host = {g for g, names in hosts.items() if host_name in names}
-        query = query.where(or_(guest.c.last_host_id == host_id, guest.c.id.in_(sorted(on_host))))
-    views = [_view(row, events.get(row.id, 0), hosts.get(row.id, [])) for row in conn.execute(query)]
-    views.sort(key=lambda g: (-g.events, g.name))
-    return views
+            return GuestPage([], None)
+    on_host = select(guest_host.c.guest_id).where(guest_host.c.host_id == host_id)
+    if sort == "events":
+        return _ranked_page(conn, since, until, host_id, limit, after)
+    query = _select_guests()
+    if host_id is not None:
+        query = query.where(guest.c.id.in_(on_host))
+    if after is not None:
+        query = query.where(guest.c.name > after.name)
+    rows = conn.execute(query.order_by(guest.c.name).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events, hosts = _per_guest(conn, Resolved(guest_ids=tuple(r.id for r in rows)), since, until)
+    views = [_view(row, events.get(row.id, 0), hosts.get(row.id, [])) for row in rows]
+    cursor = encode_name_cursor(NameCursor(views[-1].name)) if more and views else None
+    return GuestPage(views, cursor)
+
+
+def _ranked_page(
+    conn: Connection,
+    since: dt.datetime,
+    until: dt.datetime,
+    host_id: int | None,
+    limit: int,
+    after: NameCursor | None,
+) -> GuestPage:
+    totals = range_totals(conn, Resolved(), since=since, until=until, by=("guest_id",))
+    allowed: set[int] | None = None
+    if host_id is not None:
+        allowed = set(
+            conn.execute(select(guest_host.c.guest_id).where(guest_host.c.host_id == host_id)).scalars()
+        )
+    ranked = sorted(
+        (
+            (-count, int(str(gid)))
+            for (gid,), count in totals.items()
+            if count > 0 and gid != NO_GUEST_ID and (allowed is None or gid in allowed)
+        ),
+    )
+    if after is not None and after.events is not None and after.id is not None:
+        position = (-after.events, after.id)
+        ranked = [r for r in ranked if r > position]
+    page = ranked[: limit + 1]
+    more = len(page) > limit
+    page = page[:limit]
+    ids = [gid for _, gid in page]
+    rows = {r.id: r for r in conn.execute(_select_guests().where(guest.c.id.in_(ids)))} if ids else {}
+    _, hosts = _per_guest(conn, Resolved(guest_ids=tuple(ids)), since, until) if ids else ({}, {})
+    views = [_view(rows[gid], -neg, hosts.get(gid, [])) for neg, gid in page if gid in rows]
+    cursor = None
+    if more and page:
+        neg, gid = page[-1]
+        cursor = encode_name_cursor(NameCursor(rows[gid].name if gid in rows else "", -neg, gid))
+    return GuestPage(views, cursor)
 
 
 def get_guest(conn: Connection, name: str, *, since: dt.datetime, until: dt.datetime) -> GuestDetail | None:
@@ -151,8 +236,28 @@ def get_guest(conn: Connection, name: str, *, since: dt.datetime, until: dt.date
         .order_by(total.desc(), event.c.address)
         .limit(TOP_ADDRESSES)
     )
+    sightings = conn.execute(
+        select(guest_host, host.c.name.label("host"))
+        .select_from(guest_host.join(host, host.c.id == guest_host.c.host_id))
+        .where(guest_host.c.guest_id == row.id)
+        .order_by(guest_host.c.last_seen_at.desc(), host.c.name)
+        .limit(MAX_SIGHTINGS)
+    ).all()
     return GuestDetail(
         guest=_view(row, events.get(row.id, 0), hosts.get(row.id, [])),
         actions=dict(sorted(actions.items(), key=lambda kv: (-kv[1], kv[0]))),
         top_addresses=[AddressCount(address, int(count), address_space(address)) for address, count in top],
+        sightings=[
+            Sighting(
+                host=s.host,
+                uuid=s.uuid,
+                vmm=s.vmm,
+                first_seen_at=s.first_seen_at,
+                last_seen_at=s.last_seen_at,
+                last_action=s.last_action,
+                killed_at=s.killed_at,
+                same_guest=s.uuid == row.uuid,
+            )
+            for s in sightings
+        ],
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
+from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
 from app.store.series import range_totals
 from app.store.status import Status, host_status
@@ -156,13 +157,31 @@ def _per_host(
     return events, guests
 
 
+@dataclass(frozen=True, slots=True)
+class HostPage:
+    items: list[HostView]
+    next_cursor: str | None
+
+
 def list_hosts(
-    conn: Connection, *, since: dt.datetime, until: dt.datetime, rule: StatusRule
-) -> list[HostView]:
-    """Every host, by name."""
-    rows = conn.execute(select(host).order_by(host.c.name)).all()
-    events, guests = _per_host(conn, Resolved(), since, until)
-    return [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+    conn: Connection,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    rule: StatusRule,
+    limit: int = 100,
+    after: NameCursor | None = None,
+) -> HostPage:
+    """One page of hosts by name (keyset on the unique name), range totals for that page only."""
+    query = select(host)
+    if after is not None:
+        query = query.where(host.c.name > after.name)
+    rows = conn.execute(query.order_by(host.c.name).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events, guests = _per_host(conn, Resolved(host_ids=tuple(r.id for r in rows)), since, until)
+    views = [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+    return HostPage(views, encode_name_cursor(NameCursor(views[-1].name)) if more and views else None)
 
 
 def get_host(
@@ -186,23 +205,35 @@ def get_host(
     )
 
 
+MAX_STATES = 1000  # state changes one host answer lists: the newest in the range (#14)
+
+
 def _states(conn: Connection, host_id: int, since: dt.datetime, until: dt.datetime) -> list[StateView]:
-    """host_state rows in range, oldest first, led by the one in force at `since`."""
-    before = conn.execute(
-        select(host_state)
-        .where(host_state.c.host_id == host_id, host_state.c.observed_at < since)
-        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
-        .limit(1)
-    ).all()
-    within = conn.execute(
+    """host_state rows in range, oldest first, led by the one in force at `since`.
+
+    At most MAX_STATES changes: when the range holds more (a host flapping for weeks), the
+    newest are listed, led by the one in force before the first of them.
+    """
+    newest_first = conn.execute(
         select(host_state)
         .where(
             host_state.c.host_id == host_id,
             host_state.c.observed_at >= since,
             host_state.c.observed_at < until,
         )
-        .order_by(host_state.c.observed_at, host_state.c.id)
+        .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+        .limit(MAX_STATES + 1)
     ).all()
+    within = list(reversed(newest_first[:MAX_STATES]))
+    if len(newest_first) > MAX_STATES:
+        before = newest_first[MAX_STATES:]
+    else:
+        before = conn.execute(
+            select(host_state)
+            .where(host_state.c.host_id == host_id, host_state.c.observed_at < since)
+            .order_by(host_state.c.observed_at.desc(), host_state.c.id.desc())
+            .limit(1)
+        ).all()
     return [
         StateView(
             observed_at=r.observed_at,

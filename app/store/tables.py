@@ -7,8 +7,10 @@ with executemany / COPY (DESIGN.md §4), and the read paths select columns.
 Shape, by who asks:
 - hosts and their detection state over time: `host` (current facts, one row per host),
   `host_state` (a row whenever mode, mitigate, support or per-CPU detection changed).
-- guests: `guest` (one row per guest name; a guest can move between hosts, so the host it
-  was last seen on is a column, and `event.host_id` keeps where each trap happened).
+- guests: `guest` (one row per guest name, the API's handle; its identity is the name plus
+  the uuid of its first sighting, and only sightings of that identity move its last host,
+  last action and kill: app/ingest/write.py), `guest_host` (what each host saw of each guest
+  name, written only by that host's batches: issue #14, one host cannot speak for another).
 - the history: `event` (one row per observation, idempotent on host, boot_id, source, seq),
   `gap` (counted losses, idempotent on host, boot_id, source, first_seq, reason).
 - charts: `rollup_1m` and `rollup_1h`, sums per bucket and (host, guest, kind, action, source),
@@ -149,6 +151,22 @@ guest = Table(
     Column("last_host_id", Integer, ForeignKey("host.id", ondelete="SET NULL")),
     Column("last_action", String(16)),
     Column("killed_at", UtcDateTime),  # last sigbus that killed it (host in fatal mode)
+)
+
+# One row per (host, guest name) that host ever reported: its own view, written only by its
+# own batches (#14). Also what SPLITWATCH_MAX_GUESTS_PER_HOST counts (primary key host first).
+guest_host = Table(
+    "guest_host",
+    metadata,
+    Column("host_id", Integer, ForeignKey("host.id", ondelete="CASCADE"), primary_key=True),
+    Column("guest_id", Integer, ForeignKey("guest.id", ondelete="CASCADE"), primary_key=True),
+    Column("uuid", String(64)),
+    Column("vmm", String(32), nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("last_action", String(16)),
+    Column("killed_at", UtcDateTime),
+    Index("ix_guest_host_guest_id", "guest_id"),
 )
 
 event = Table(

@@ -60,6 +60,12 @@ function sortKeys(keys, order) {
   return [...keys].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
+// A series answer folds the keys beyond `top` into one last line, key "(other)", when `others`
+// is above 0 (#14). The key alone cannot tell it from a guest named "(other)": `others` can.
+export function otherLine(response) {
+  return response && response.others > 0 && response.series.length ? response.series[response.series.length - 1] : null;
+}
+
 export function seriesTotals(response) {
   const totals = {};
   for (const s of (response && response.series) || []) {
@@ -69,7 +75,8 @@ export function seriesTotals(response) {
 }
 
 export function grandTotal(response) {
-  return Object.values(seriesTotals(response)).reduce((a, b) => a + b, 0);
+  const lines = (response && response.series) || [];
+  return lines.reduce((sum, s) => sum + s.points.reduce((a, [, c]) => a + c, 0), 0);
 }
 
 // One bar trace per key, stacked; a key with no event in the window is left out of the
@@ -77,8 +84,10 @@ export function grandTotal(response) {
 export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_ORDER, unit = "events" } = {}) {
   const step = response.step;
   const totals = seriesTotals(response);
-  const byKey = Object.fromEntries(response.series.map((s) => [s.key, s]));
-  return sortKeys(Object.keys(byKey).filter((k) => totals[k] > 0), order).map((key, i) => {
+  const other = otherLine(response);
+  const named = other ? response.series.slice(0, -1) : response.series;
+  const byKey = Object.fromEntries(named.map((s) => [s.key, s]));
+  const traces = sortKeys(Object.keys(byKey).filter((k) => totals[k] > 0), order).map((key, i) => {
     const points = byKey[key].points;
     return {
       type: "bar",
@@ -93,6 +102,23 @@ export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_O
       hovertemplate: `<b>${plotText(key)}</b>: %{y} ${unit}<br>%{x} UTC (${stepLabel(step)} bucket)<extra></extra>`,
     };
   });
+  if (other) {
+    // The rest, summed: drawn last (on top) in grey, with no key to open (meta null).
+    const sum = other.points.reduce((a, [, c]) => a + c, 0);
+    traces.push({
+      type: "bar",
+      name: `${response.others} others (${sum})`,
+      meta: null,
+      x: other.points.map(([t]) => plotTime(t)),
+      y: other.points.map(([, c]) => c),
+      customdata: other.points.map(([t]) => t),
+      width: step * 1000,
+      offset: 0,
+      marker: { color: "#bab0ac", line: { width: 0 } },
+      hovertemplate: `<b>${response.others} others</b>: %{y} ${unit}<br>%{x} UTC (${stepLabel(step)} bucket)<extra></extra>`,
+    });
+  }
+  return traces;
 }
 
 // Rows are keys (hosts), busiest on top, at most maxRows; columns are buckets given by their
@@ -100,7 +126,8 @@ export function stackedBars(response, { colors = ACTION_COLORS, order = ACTION_O
 export function heatmap(response, { maxRows = 30, unit = "events" } = {}) {
   const step = response.step;
   const totals = seriesTotals(response);
-  const rows = [...response.series]
+  const other = otherLine(response);
+  const rows = (other ? response.series.slice(0, -1) : [...response.series])
     .filter((s) => totals[s.key] > 0)
     .sort((a, b) => totals[b.key] - totals[a.key] || a.key.localeCompare(b.key))
     .slice(0, maxRows)

@@ -170,7 +170,8 @@ export function plot(el, traces, layout, { onClick = null } = {}) {
   if (onClick) {
     el.removeAllListeners && el.removeAllListeners("plotly_click");
     el.on("plotly_click", (ev) => {
-      if (ev && ev.points && ev.points.length) onClick(ev.points[0]);
+      // A trace with meta null (the "others" of a folded series) has nothing to open.
+      if (ev && ev.points && ev.points.length && ev.points[0].data.meta !== null) onClick(ev.points[0]);
     });
   }
 }

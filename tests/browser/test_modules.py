@@ -123,6 +123,26 @@ def test_host_heatmap_puts_the_busiest_host_on_top_with_one_cell_per_bucket(js: 
     assert trace["x"] == ["2026-11-25 10:00:00", "2026-11-25 11:00:00", "2026-11-25 12:00:00"]
 
 
+def test_a_folded_series_draws_its_others_as_one_grey_bar_with_nothing_to_open_and_no_heatmap_row(
+    js: Any,
+) -> None:
+    folded = {
+        "step": 60,
+        "others": 3,  # the API summed 3 more keys beyond `top` into the last line (#14)
+        "series": [
+            {"key": "kvm-a", "points": [["2026-11-25T10:00:00Z", 5]]},
+            {"key": "(other)", "points": [["2026-11-25T10:00:00Z", 4]]},
+        ],
+    }
+    traces = js("return charts.stackedBars(arg, {colors: {}, order: null});", folded)
+    assert [(t["meta"], t["name"], t["y"]) for t in traces] == [
+        ("kvm-a", "kvm-a (5)", [5]),
+        (None, "3 others (4)", [4]),
+    ]
+    assert js("return charts.grandTotal(arg);", folded) == 9
+    assert js("return charts.heatmap(arg).y;", folded) == ["kvm-a"]
+
+
 STATES = [
     {"observed_at": "2026-11-25T08:00:00Z", "boot_id": "b1", "kernel": "6.8", "mode": "warn",
      "ratelimit": None, "mitigate": 1, "drift": False, "cpus_off": 0,

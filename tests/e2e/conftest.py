@@ -1,7 +1,15 @@
-"""End-to-end fixtures: a real uvicorn backend on SQLite, real agents as subprocesses on fake hosts.
+"""End-to-end fixtures: a real uvicorn backend on SQLite and PostgreSQL, real agents as
+subprocesses on fake hosts.
 
-    backend          tests.app.conftest.Server on a fresh migrated SQLite file: `.url`,
-                     `.stop()` / `.start()` for outages (same port, same database)
+    backend          tests.app.conftest.Server on a fresh migrated database, parametrized:
+                     "sqlite" (a file) and "postgres" (a new database on SPLITWATCH_TEST_PG_URL,
+                     dropped afterwards; skipped with the reason when PostgreSQL is unreachable,
+                     a failure under CI=true): `.url`, `.stop()` / `.start()` for outages (same
+                     port, same database). One engine only: `@pytest.mark.parametrize("backend",
+                     ["postgres"], indirect=True)`.
+    terminate_db_sessions(url)  pg_terminate_backend on every session of that database but
+                     the caller's own: what a PostgreSQL restart does to the server's
+                     connections, without disturbing other databases on the same server
     tokens           Tokens on that database: `tokens.agent("host-1")`, `tokens.viewer()`
     agents           starts agents: `agents.start(host, token, **AgentConfig fields)` runs
                      agent.loop.run(AgentConfig(...)) in a new Python process (so tests can pass
@@ -32,7 +40,8 @@ import pytest
 
 from agent.fakehost import FakeHost
 from app.settings import Settings
-from tests.app.conftest import Server, Tokens, auth, upgrade
+from tests.app.conftest import Server, Tokens, _Postgres, auth, upgrade
+from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
 SPLITWATCH = Path(sys.executable).parent / "splitwatch"
@@ -57,14 +66,46 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 25.0
         time.sleep(0.2)
 
 
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Server]:
-    url = f"sqlite:///{tmp_path / 'splitwatch.db'}"
+@pytest.fixture(scope="session")
+def _e2e_postgres() -> Iterator[_Postgres]:
+    pg = _Postgres()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, _e2e_postgres: _Postgres) -> Iterator[Server]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'splitwatch.db'}"
+    else:
+        ok, reason = _e2e_postgres.available()
+        require(ok, reason)
+        url = _e2e_postgres.create()
     upgrade(url)
     srv = Server(Settings(database_url=url, log_level="warning"))
     srv.start()
-    yield srv
-    srv.stop()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if request.param == "postgres":
+            _e2e_postgres.drop(url)
+
+
+def terminate_db_sessions(url: str) -> int:
+    """pg_terminate_backend every session on `url`'s database (not this one); how many."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    u = make_url(url)
+    with psycopg.connect(
+        host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database, autocommit=True
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from agent.fakehost import FakeHost, FakeVmm
 from tests.app.conftest import Server, Tokens
-from tests.e2e.conftest import Agents, Api, wait_until
+from tests.e2e.conftest import Agents, Api, terminate_db_sessions, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +88,53 @@ def test_agent_killed_with_sigkill_mid_send_and_restarted_loses_and_doubles_noth
     assert len(seqs) == len(set(seqs)) == len(written)
     assert seqs == sorted(written)
     assert agent.terminate() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_database_sessions_killed_mid_ingest_every_event_arrives_exactly_once(
+    tmp_path: Path, backend: Server, tokens: Tokens, agents: Agents, api: Api
+) -> None:
+    # What a PostgreSQL restart does to the server (DESIGN.md §4: every event arrives once
+    # across a database restart): every session of its database dies, mid-transaction or idle.
+    # Only this test's database is hit, so other databases on the server are left alone.
+    fleet = []
+    for n in range(4):
+        h = (
+            FakeHost(tmp_path / f"host-{n}", hostname=f"host-{n}", live=True)
+            .cpus(2)
+            .mode("warn")
+            .boot_messages()
+        )
+        fleet.append(
+            (h, h.qemu(f"vm-{n}", pid=4000 + n, vcpus=2), agents.start(h, tokens.agent(f"host-{n}")))
+        )
+    written: dict[str, list[int]] = {h.hostname: [] for h, _, _ in fleet}
+
+    def burst() -> None:
+        for h, vm, _ in fleet:
+            written[h.hostname] += traps(h, vm, 40)
+
+    burst()
+    wait_until(lambda: all(api.seqs(name) for name in written), "every agent to be up and sending")
+    rounds = terminated = 0
+    # At least 5 rounds, and more (up to 40) until a kill lands inside an ingest transaction:
+    # where it lands is timing, and the test is only meaningful once one does.
+    while rounds < 5 or (rounds < 40 and not any("could not send" in a.stderr for _, _, a in fleet)):
+        rounds += 1
+        burst()
+        time.sleep(0.05)
+        terminated += terminate_db_sessions(backend.settings.database_url)
+    assert terminated >= rounds, "the server held no session to kill"
+    assert any("could not send to the backend" in a.stderr for _, _, a in fleet), (
+        f"no kill in {rounds} rounds landed inside an ingest; agent logs:\n" + fleet[0][2].stderr
+    )
+    burst()
+    for name, seqs in written.items():
+        wait_until(lambda: set(api.seqs(name)) >= set(seqs), f"every event of {name} to arrive", timeout_s=60)  # noqa: B023
+        stored = api.seqs(name)
+        assert len(stored) == len(set(stored)) == len(seqs), name  # each exactly once
+    for _, _, agent in fleet:
+        assert agent.terminate() == 0
 
 
 def test_kmsg_overrun_arrives_as_a_gap_with_the_number_of_lost_records(

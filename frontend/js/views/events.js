@@ -35,8 +35,9 @@ export async function render(state, range) {
   const cursor = state.cursors.length ? state.cursors[state.cursors.length - 1] : null;
   const [page, hostList, guestList] = await Promise.all([
     api.events({ ...range, ...filters, limit: state.limit, cursor }),
-    api.hosts(range).catch(() => ({ items: [] })),
-    api.guests(range).catch(() => ({ items: [] })),
+    // Suggestions only: the first page of each (the lists are paged, #14); any name can be typed.
+    api.hosts({ ...range, limit: 1000 }).catch(() => ({ items: [] })),
+    api.guests({ ...range, sort: "events", limit: 1000 }).catch(() => ({ items: [] })),
   ]);
   const go = (changes) => {
     window.location.hash = formatHash(withChanges(state, changes));

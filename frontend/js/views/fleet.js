@@ -5,7 +5,7 @@
 import * as api from "../api.js";
 import {
   ACTION_COLORS, ACTION_ORDER, KIND_COLORS, KIND_ORDER, barLayout, changeMarks, chooseStep, grandTotal, heatmap,
-  heatmapLayout, seriesTotals, stackedBars, stepLabel,
+  heatmapLayout, stackedBars, stepLabel,
 } from "../charts.js";
 import {
   actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, sourcePicker, statusBadge, table,
@@ -16,6 +16,10 @@ import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
 // Mode and drift marks need each host's states: one request per host, so only the busiest.
 const MARKED_HOSTS = 25;
+// Lists are pages (#14): the busiest guests, and the first hosts by name, one request each.
+const TOP_GUESTS = 100;
+const HOST_PAGE = 1000;
+const HEAT_ROWS = 30;
 
 export async function render(state, range) {
   const src = state.source ? { source: state.source } : {};
@@ -25,9 +29,9 @@ export async function render(state, range) {
     api.summary(range),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
-    api.series({ ...range, ...src, step: chooseStep(range), group_by: "host" }),
-    api.hosts(range),
-    api.guests(range),
+    api.series({ ...range, ...src, step: chooseStep(range), group_by: "host", top: HEAT_ROWS }),
+    api.hosts({ ...range, limit: HOST_PAGE }),
+    api.guests({ ...range, sort: "events", limit: TOP_GUESTS }),
     api.gaps(range),
     api.throttling({ ...range, limit: 10 }),
     api.fatalReadiness({ ...range, limit: 10 }),
@@ -105,8 +109,8 @@ export async function render(state, range) {
     h(
       "div",
       { class: "two-col" },
-      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0), 15, "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"))),
-      section("Top hosts", hostTable(hosts, state, 15, "top-hosts"), more(hosts, 15, "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts"))),
+      section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
+      section("Top hosts", hostTable(hosts, state, 15, "top-hosts"), more(hosts, 15, hostList.next_cursor ? "first hosts by name" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts"), !!hostList.next_cursor)),
     ),
   );
 
@@ -141,7 +145,8 @@ export async function render(state, range) {
 }
 
 function heatHint(heat, byHost) {
-  const busy = Object.values(seriesTotals(byHost)).filter((n) => n > 0).length;
+  const named = byHost.others > 0 ? byHost.series.slice(0, -1) : byHost.series;
+  const busy = named.filter((s) => s.points.some(([, c]) => c > 0)).length + (byHost.others || 0);
   const shown = heat.y.length < busy ? `The ${heat.y.length} busiest of ${busy} hosts with events. ` : "";
   return `${shown}Click a cell to open that host.`;
 }
@@ -183,10 +188,11 @@ function changesList(items, state) {
   );
 }
 
-// The full list, folded: a big fleet's 16th host is still one click away.
-function more(rows, shown, what, build) {
+// The longer list, folded: a big fleet's 16th host is still one click away. `partial`: the
+// list is one page of a longer one (the API pages it), so it says "the N ..." not "all N".
+function more(rows, shown, what, build, partial = false) {
   if (rows.length <= shown) return null;
-  return h("details", { class: "more" }, h("summary", {}, `all ${rows.length} ${what}`), build(rows));
+  return h("details", { class: "more" }, h("summary", {}, `${partial ? "the" : "all"} ${rows.length} ${what}`), build(rows));
 }
 
 function guestTable(guests, state, limit, id) {

@@ -24,6 +24,7 @@ export async function render(state, range) {
       return { host: hostName, actions: seriesTotals(answer) };
     }),
   );
+  const namesakes = new Set((guest.sightings || []).filter((s) => !s.same_guest).map((s) => s.host));
   const total = grandTotal(byAction);
   const actionChart = h("div", { class: "chart", id: "chart-guest-action" });
   const hostChart = h("div", { class: "chart", id: "chart-guest-hosts" });
@@ -73,6 +74,14 @@ export async function render(state, range) {
             {
               label: "actions",
               value: (r) => ACTION_ORDER.filter((a) => r.actions[a] > 0).map((a) => [actionBadge(a), ` ${fmtNum(r.actions[a])} `]),
+            },
+            {
+              // A host that reported this name with another uuid (or none) is a namesake: its
+              // events count under the name, but it never moves the last host or the kill (#14).
+              label: "",
+              value: (r) => (namesakes.has(r.host)
+                ? h("span", { class: "badge namesake", title: "this host reported the name with another uuid: not this guest" }, "namesake")
+                : ""),
             },
           ],
           perHost,

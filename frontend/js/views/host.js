@@ -21,7 +21,8 @@ export async function render(state, range) {
   const [host, byAction, guestList, gapList, recent, throttle, readiness, eras] = await Promise.all([
     api.host(name, range),
     api.series({ ...range, ...src, step: chooseStep(range), host: name, group_by: "action" }),
-    api.guests({ ...range, host: name }),
+    // A host has at most SPLITWATCH_MAX_GUESTS_PER_HOST guests (1000 by default): one page.
+    api.guests({ ...range, host: name, limit: 1000 }),
     api.gaps({ ...range, host: name }),
     api.events({ ...range, ...src, host: name, limit: 20 }),
     api.throttling({ ...range, host: name, limit: 10 }),

@@ -65,3 +65,19 @@ def test_resent_gap_is_listed_once(fill: Filler, viewer_client: httpx.Client) ->
 def test_gaps_need_a_viewer_token_and_a_sane_limit(client: httpx.Client, viewer_client: httpx.Client) -> None:
     assert_error(client.get("/api/v1/gaps"), 401)
     assert_error(viewer_client.get("/api/v1/gaps", params={"limit": 0}), 422, "invalid_request")
+
+
+def test_gaps_page_newest_first_with_a_cursor(fill: Filler, viewer_client: httpx.Client) -> None:
+    for n in range(5):
+        fill.send("kvm-1", gaps=[lost(n + 1, first_seq=100 * n)])
+    counts: list[int] = []
+    cursor = None
+    while True:
+        params = {**around_now(), "limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = viewer_client.get("/api/v1/gaps", params=params).json()
+        counts += [g["count"] for g in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert counts == [5, 4, 3, 2, 1]
+    assert_error(viewer_client.get("/api/v1/gaps", params={"cursor": "bm9wZQ"}), 422, "invalid_cursor")

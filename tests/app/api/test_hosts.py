@@ -177,3 +177,24 @@ def test_unparseable_times_are_refused_naming_the_parameter(
 ) -> None:
     body = assert_error(viewer_client.get("/api/v1/hosts", params=params), 422, "invalid_request")
     assert body["details"][0]["field"] == f"query.{next(iter(params))}"
+
+
+def test_hosts_page_by_name_with_a_cursor_each_host_once_and_figures_per_page(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    for name in ("c", "a", "d", "b", "e"):
+        fill.send(name, events=[ev(T0, guest=f"vm-{name}", count=2)])
+    seen: list[tuple[str, int, int]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"since": "2026-11-24T12:00:00Z", "until": "2026-11-24T13:00:00Z"}
+        params["limit"] = 2
+        if cursor:
+            params["cursor"] = cursor
+        body = viewer_client.get("/api/v1/hosts", params=params).json()
+        assert len(body["items"]) <= 2
+        seen += [(x["name"], x["events"], x["guests"]) for x in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [(n, 2, 1) for n in "abcde"]

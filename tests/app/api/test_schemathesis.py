@@ -1,5 +1,9 @@
 """schemathesis (4.x) against the live server's /openapi.json: no 500s, answers as documented.
 
+On SQLite and PostgreSQL, with 30 examples per operation and the stateful phase, which
+chains calls along the OpenAPI links the routes declare (a list to its first item, a page to
+the next, a host to its guests, a guest to its last host: app/api/models.links).
+
 The read API, /metrics and the health routes are fuzzed with a viewer token: every check
 (`--checks all`: not_a_server_error, status_code_conformance for undocumented statuses,
 content_type and response_schema_conformance, negative_data_rejection, ignored_auth, ...)
@@ -16,7 +20,9 @@ is shown on failure with a `st replay` id and a curl line for each finding.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +38,7 @@ OPERATIONS = (
     r"^/(api/v1/(hosts|guests|events|series|gaps|summary|insights)(?!/\{name\}/token)|metrics|healthz|readyz)"
 )
 
-pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(400)
 
 
 def test_read_api_survives_schemathesis_with_every_check(
@@ -46,6 +52,10 @@ def test_read_api_survives_schemathesis_with_every_check(
         events=[ev(T0, guest="web", count=3), ev(T0 + MINUTE), ev(T0, guest="old", action="sigbus")],
         gaps=[lost(2)],
     )
+    # And some within the default range (the last 24 h), so that the links the OpenAPI declares
+    # (list -> item, host -> its guests, guest -> its last host) lead somewhere.
+    recent = dt.datetime.now(dt.UTC) - 10 * MINUTE
+    fill.send("kvm-2", events=[ev(recent, guest="web"), ev(recent, guest="db-1", action="throttle")])
     fill.close()
     command = [
         str(SCHEMATHESIS),
@@ -60,7 +70,7 @@ def test_read_api_survives_schemathesis_with_every_check(
         "--exclude-checks",
         "positive_data_acceptance",
         "--max-examples",
-        "10",
+        "30",
         "--seed",
         "1",
         "--workers",
@@ -82,11 +92,16 @@ def test_read_api_survives_schemathesis_with_every_check(
     report = run.stdout + run.stderr
     assert run.returncode == 0, report
     assert "Tested: 14" in report, report  # 11 read routes, /metrics, /healthz, /readyz: none skipped
+    # The stateful phase followed the OpenAPI links: list -> item, page -> next page, ...
+    assert "✅ Stateful" in report, report
+    covered = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", report)
+    assert covered is not None and int(covered[2]) >= 9 and int(covered[1]) >= 5, report
 
 
 ADMIN_OPERATIONS = r"^/api/v1/(tokens|whoami|enroll|hosts/\{name\}/token)"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_token_and_enrollment_api_survives_schemathesis_with_an_admin_token(
     server: Server, tokens: Tokens, tmp_path: Path
 ) -> None:

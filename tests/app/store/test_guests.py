@@ -39,7 +39,7 @@ def test_host_filter_keeps_guests_last_seen_there_even_without_events_in_range(
     fill.send("h1", events=[ev(T0, guest="moved")])
     fill.send("h2", events=[ev(T0 + SECOND, guest="elsewhere")])
     with engine.connect() as conn:
-        on_h1 = list_guests(conn, since=T0, until=T0 + HOUR, host_name="h1")
+        on_h1 = list_guests(conn, since=T0, until=T0 + HOUR, host_name="h1").items
     assert sorted(g.name for g in on_h1) == ["moved", "parked"]
     moved = next(g for g in on_h1 if g.name == "moved")
     assert (moved.events, moved.hosts) == (2, ["h1", "h2"])

@@ -38,7 +38,7 @@ def test_hosts_are_listed_by_name_with_range_figures(fill: Filler, engine: Engin
     )
     fill.send("a-host", state=state(T0))
     with engine.connect() as conn:
-        views = list_hosts(conn, since=T0, until=T0 + HOUR, rule=rule())
+        views = list_hosts(conn, since=T0, until=T0 + HOUR, rule=rule()).items
     assert [(v.name, v.events, v.guests) for v in views] == [("a-host", 0, 0), ("b-host", 5, 2)]
 
 
@@ -46,7 +46,7 @@ def test_a_rule_with_a_tiny_silence_window_marks_every_host_silent(fill: Filler,
     fill.send("h1", state=state(T0))
     late = StatusRule(now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5), silent_after_s=1, drift_streak=3)
     with engine.connect() as conn:
-        assert [v.status for v in list_hosts(conn, since=T0, until=T0 + HOUR, rule=late)] == ["silent"]
+        assert [v.status for v in list_hosts(conn, since=T0, until=T0 + HOUR, rule=late).items] == ["silent"]
 
 
 def test_state_history_is_led_by_the_latest_state_before_the_range_only(fill: Filler, engine: Engine) -> None:
@@ -62,3 +62,30 @@ def test_state_history_is_led_by_the_latest_state_before_the_range_only(fill: Fi
         (T0 - HOUR, "warn"),
         (T0 + 10 * MINUTE, "fatal"),
     ]
+
+
+def test_a_host_flapping_for_weeks_lists_its_newest_1000_state_changes_led_by_the_one_before(
+    fill: Filler, engine: Engine
+) -> None:
+    from sqlalchemy import insert, select
+
+    from app.store.tables import host, host_state
+
+    fill.send("h1", state=state(T0))
+    with engine.begin() as conn:
+        host_id = conn.execute(select(host.c.id).where(host.c.name == "h1")).scalar_one()
+        conn.execute(
+            insert(host_state),
+            [
+                {"host_id": host_id, "observed_at": T0 + n * MINUTE, "boot_id": "b", "kernel": "6.8",
+                 "mode": "warn" if n % 2 else "off", "sld_supported": True, "bld_supported": True,
+                 "cpus_on": 0, "cpus_off": 0, "cpus_error": 0, "drift": False, "cpus": []}
+                for n in range(1, 1201)
+            ],
+        )  # fmt: skip
+    with engine.connect() as conn:
+        detail = get_host(conn, "h1", since=T0, until=T0 + 30 * HOUR, rule=rule())
+    assert detail is not None
+    assert len(detail.states) == 1001
+    assert [s.observed_at for s in detail.states[:2]] == [T0 + 200 * MINUTE, T0 + 201 * MINUTE]
+    assert detail.states[-1].observed_at == T0 + 1200 * MINUTE

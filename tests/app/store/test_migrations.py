@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
 from app.retention.partitions import include_name, include_object
 from app.store.engine import make_engine
 from app.store.schema_check import head_revision, schema_status
-from app.store.tables import metadata
+from app.store.tables import guest_host, metadata
 from tests.app.conftest import upgrade
 
 
@@ -62,3 +64,76 @@ def test_unreachable_database_is_reported_not_raised() -> None:
         engine.dispose()
     assert not status.ok
     assert "cannot be reached" in status.message
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    from app.store.schema_check import alembic_config
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
+            command.upgrade(cfg, revision)  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+def test_hardening_carries_each_hosts_sightings_of_existing_guests_into_guest_host(db_url: str) -> None:
+    # #14: guest_host did not exist; guests and their events did. Each host gets its own view.
+    _upgrade_to(db_url, "2026_11_25_initial")
+    engine = make_engine(db_url)
+    t0, t1, t2 = "2026-11-24 12:00:00", "2026-11-24 13:00:00", "2026-11-24 14:00:00"
+    try:
+        with engine.begin() as conn:
+            for host_id, name in ((1, "h1"), (2, "h2")):
+                conn.execute(
+                    text(
+                        "INSERT INTO host (id, name, boot_id, kernel, cpu_model, agent_version,"
+                        " first_seen_at, last_seen_at, cpu_off_streak, cpus)"
+                        " VALUES (:id, :name, 'b', '6.8', 'x', '0.1', :t, :t, '{}', '[]')"
+                    ),
+                    {"id": host_id, "name": name, "t": t0},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO guest (id, name, uuid, vmm, first_seen_at, last_seen_at, last_host_id,"
+                    " last_action, killed_at) VALUES (1, 'web', 'u-1', 'qemu', :t0, :t2, 2, 'sigbus', :t2)"
+                ),
+                {"t0": t0, "t2": t2},
+            )
+            for seq, host_id, at, action in ((1, 1, t0, "warn"), (2, 1, t1, "warn"), (3, 2, t2, "sigbus")):
+                conn.execute(
+                    text(
+                        "INSERT INTO event (host_id, boot_id, source, seq, time, received_at, kind, comm,"
+                        " tid, count, action, guest_id)"
+                        " VALUES (:h, 'b', 'kmsg', :seq, :at, :at, 'split_lock', 'CPU 0/KVM',"
+                        " 1, 1, :action, 1)"
+                    ),
+                    {"h": host_id, "seq": seq, "at": at, "action": action},
+                )
+    finally:
+        engine.dispose()
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    guest_host.c.host_id,
+                    guest_host.c.uuid,
+                    guest_host.c.first_seen_at,
+                    guest_host.c.last_seen_at,
+                    guest_host.c.last_action,
+                    guest_host.c.killed_at,
+                ).order_by(guest_host.c.host_id)
+            ).all()
+    finally:
+        engine.dispose()
+    at = [dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC) for t in (t0, t1, t2)]
+    assert [tuple(r) for r in rows] == [
+        (1, "u-1", at[0], at[1], None, None),
+        (2, "u-1", at[2], at[2], "sigbus", at[2]),
+    ]

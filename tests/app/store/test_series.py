@@ -183,5 +183,6 @@ def test_charts_by_any_key_read_rows_from_the_covering_index_not_the_table(
             conn, Resolved(), since=T0, until=T0 + 5 * HOUR, step_s=step_s, group_by=group_by
         ),
     )
-    assert len(found) == 1
-    assert "USING COVERING INDEX ix_rollup_1" in found[0]
+    # group_by=guest ranks the guests first (the `top` ones): a second read of the same index.
+    assert len(found) == (2 if group_by == "guest" else 1)
+    assert all("USING COVERING INDEX ix_rollup_1" in plan for plan in found), found
