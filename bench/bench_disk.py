@@ -9,9 +9,9 @@ six 10 s batches of one simulated minute go as one (fewer transactions make the 
 the rows, and so the pages, are the same). `--hosts` hosts are simulated over
 `--days` days and the sizes divided by host-days.
 
-Measured: SQLite's dbstat (bytes of pages per table and per index) and PostgreSQL's
-pg_relation_size / pg_indexes_size summed over event's partitions, after VACUUM (PostgreSQL:
-VACUUM ANALYZE, so dead tuples of the rollup upserts are not counted as live data).
+Measured: SQLite's dbstat (bytes of pages per table and per index, after VACUUM) and
+PostgreSQL's pg_table_size / pg_indexes_size summed over event's partitions, after VACUUM and
+again after VACUUM FULL (see sizes_postgres: the compacted size is the long-run growth).
 Then a fleet sized on paper: `--fleet` hosts (default 10,000) for SPLITWATCH_RETENTION_DAYS
 of raw events and minute rollups (30) and SPLITWATCH_ROLLUP_RETENTION_DAYS of hourly ones (400).
 
@@ -157,20 +157,35 @@ def sizes_sqlite(path: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def sizes_postgres(engine: Engine) -> dict[str, dict[str, int]]:
+def _pg_sizes(conn: Any) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
+    for table in TABLES:
+        row = conn.execute(
+            text(
+                # pg_partition_tree lists a partitioned table's parts (none for a plain one).
+                "SELECT COALESCE(SUM(pg_table_size(r)), 0), COALESCE(SUM(pg_indexes_size(r)), 0) FROM ("
+                " SELECT relid AS r FROM pg_partition_tree(CAST(:t AS regclass))"
+                " UNION SELECT CAST(:t AS regclass)) AS parts"
+            ),
+            {"t": table},
+        ).one()
+        out[table] = {"table": int(row[0]), "indexes": int(row[1])}
+    return out
+
+
+def sizes_postgres(engine: Engine) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """(as found after VACUUM, compacted by VACUUM FULL).
+
+    The rollup upserts rewrite their row once per batch (MVCC: a new row version, and new
+    index entries since `count` is in the covering indexes), so a day's files hold many dead
+    versions; VACUUM makes that space reusable by the next day's upserts but does not shrink
+    the files. What a database grows by per day in the long run is the compacted size.
+    """
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
-        for table in TABLES:
-            row = conn.execute(
-                text(
-                    "SELECT COALESCE(SUM(pg_table_size(relid)), 0), COALESCE(SUM(pg_indexes_size(relid)), 0) "
-                    "FROM pg_partition_tree(CAST(:t AS regclass))"
-                ),
-                {"t": table},
-            ).one()
-            out[table] = {"table": int(row[0]), "indexes": int(row[1])}
-    return out
+        found = _pg_sizes(conn)
+        conn.exec_driver_sql("VACUUM FULL")
+        return found, _pg_sizes(conn)
 
 
 def report(
@@ -245,7 +260,12 @@ def main() -> None:
             started = time.monotonic()
             events = fill(engine, args.hosts, args.days)
             print(f"postgres: filled in {time.monotonic() - started:.0f}s")
-            results.append(report("postgres", sizes_postgres(engine), host_days, events, args))
+            found, compact = sizes_postgres(engine)
+            print("\npostgres, as found after VACUUM (dead row versions of the rollup upserts included):")
+            for t in ("event", "rollup_1m", "rollup_1h"):
+                size = (found[t]["table"] + found[t]["indexes"]) / host_days
+                print(f"  {t:<10} {size / 1e6:8.2f} MB/host/day")
+            results.append(report("postgres (compacted)", compact, host_days, events, args))
             engine.dispose()
         finally:
             with psycopg.connect(admin_url, autocommit=True) as admin:
