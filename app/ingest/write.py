@@ -13,7 +13,9 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
    host's caps (GuestLimits): 413 for too many new in one batch; past the total, the events
    are stored without their guest and counted as a `guest_cap` gap (step 5).
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
-   keys actually inserted (PostgreSQL: plus `time`, the partition key: PARTITIONED_EVENT_KEY).
+   keys actually inserted. PostgreSQL partitions event by day and its unique key also holds
+   `time` (PARTITIONED_EVENT_KEY): the keys already stored are looked up first, whatever their
+   time, and only the others inserted (_stored_keys), so the contract holds there too.
    PostgreSQL: executemany through insertmanyvalues. SQLite: the
    same statement, compiled from Core once, with its VALUES group repeated per row and the
    rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
@@ -433,6 +435,29 @@ def _insert_events_sqlite(
     return inserted
 
 
+def _stored_keys(conn: Connection, host_id: int, events: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(source, seq) of the batch's events already stored, whatever their time (PostgreSQL).
+
+    The partitioned table's unique key holds `time` (PARTITIONED_EVENT_KEY), so ON CONFLICT
+    alone would store again an event resent with another time; the idempotency contract is
+    (host, boot_id, source, seq). This lookup keeps it: batches of one host are serialised by
+    the host row lock taken first in write_batch (FOR UPDATE), so nothing can slip in between.
+    """
+    wanted: dict[tuple[str, str], list[int]] = {}
+    for e in events:
+        wanted.setdefault((e["boot_id"], e["source"]), []).append(e["seq"])
+    found: set[tuple[str, int]] = set()
+    for (boot_id, source), seqs in wanted.items():
+        query = select(event.c.seq).where(
+            event.c.host_id == host_id,
+            event.c.boot_id == boot_id,
+            event.c.source == source,
+            event.c.seq.in_(seqs),
+        )
+        found.update((source, seq) for seq in conn.execute(query).scalars())
+    return found
+
+
 def _write_events(
     conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, guest_ids: dict[str, int]
 ) -> int:
@@ -442,10 +467,13 @@ def _write_events(
     if conn.dialect.name == "sqlite":
         inserted = _insert_events_sqlite(conn, rows.events, gids, host_id, rows.received_at)
     else:
+        stored = _stored_keys(conn, host_id, rows.events)
         params = [
-            {**e, "host_id": host_id, "guest_id": gid} for e, gid in zip(rows.events, gids, strict=True)
+            {**e, "host_id": host_id, "guest_id": gid}
+            for e, gid in zip(rows.events, gids, strict=True)
+            if (e["source"], e["seq"]) not in stored
         ]
-        inserted = {(r[0], r[1]) for r in conn.execute(_event_insert(insert), params)}
+        inserted = {(r[0], r[1]) for r in conn.execute(_event_insert(insert), params)} if params else set()
     if not inserted:
         return 0
     pairs = zip(rows.events, gids, strict=True)
