@@ -1,11 +1,10 @@
 """scale: on PostgreSQL the event table is partitioned by day (#13); SQLite unchanged.
 
 PostgreSQL requires every unique constraint of a partitioned table to include the partition
-key, so there the primary key is (id, time) and the idempotency key (host_id, boot_id, source,
-seq, time). A resend is still a duplicate: the event's time is part of the agent's spooled
-record (agent/spool.py sends the payload bytes it stored), and a kmsg record read again
-after a crash gets the same time (boot time + the record's usec since boot: agent/sources/kmsg.py).
-app/ingest/write.py names the same five columns in its ON CONFLICT on PostgreSQL.
+key, so there the primary key is (id, time) and the unique key (host_id, boot_id, source,
+seq, time). Ingest stays idempotent on (host_id, boot_id, source, seq): app/ingest/write.py
+looks the batch's keys up first, in every partition, under the host row's lock, and names the
+five columns in its ON CONFLICT.
 
 The existing rows are copied into the new table (one INSERT ... SELECT: run it in a
 maintenance window on a large database); the id sequence is kept, so ids continue.
