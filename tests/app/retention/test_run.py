@@ -186,6 +186,9 @@ def test_an_event_older_than_retention_arriving_late_is_stored_counted_then_expi
     assert answer["accepted"] == 1
     again = fill.send("h1", events=[ev(OLD + HOUR, count=6, seq=77)])  # a resend: a duplicate
     assert again["accepted"] == 0 and again["duplicates"] == 1
+    # Same key, another time (today's partition on PostgreSQL): still the same event.
+    moved = fill.send("h1", events=[ev(TODAY + HOUR, count=6, seq=77)])
+    assert moved["accepted"] == 0 and moved["duplicates"] == 1
     if engine.dialect.name == "postgresql":
         assert partition_of(engine, 77) == "event_default"
     retain(server, dt.datetime.now(dt.UTC))
