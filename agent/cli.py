@@ -25,14 +25,21 @@ class _Exit(Exception):
         self.code = code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`splitwatch agent ARGS` without typer: the same options, parsed by argparse."""
+def main(argv: list[str] | None = None, *, prog: str = "splitwatch agent") -> int:
+    """`splitwatch agent ARGS` without typer: the same options, parsed by argparse. `prog`: the
+    name in --help and errors (`splitwatch-agent` when run from the zipapp)."""
     import argparse
     import os
 
-    parser = argparse.ArgumentParser(prog="splitwatch agent", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     parser.add_argument("--server", default=os.environ.get("SPLITWATCH_SERVER"), help="Backend URL.")
     parser.add_argument("--token", default=os.environ.get("SPLITWATCH_AGENT_TOKEN"), help="Agent token.")
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=os.environ.get("SPLITWATCH_CA_FILE") or None,
+        help="PEM bundle of the private CA that signed an https --server's certificate.",
+    )
     parser.add_argument(
         "--enroll-token", type=Path, default=None, metavar="FILE", help="Enrollment token file (first run)."
     )
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         use_tracefs=not args.no_tracefs,
         once=args.once,
         stdout=args.stdout,
+        ca_file=args.ca_file,
         enroll_token=args.enroll_token,
     )
 
@@ -69,6 +77,7 @@ def run_agent(
     use_tracefs: bool,
     once: bool,
     stdout: bool,
+    ca_file: Path | None = None,
     enroll_token: Path | None = None,
 ) -> int:
     """Run the agent; returns the exit code. Expected failures end as one sentence on stderr."""
@@ -81,8 +90,6 @@ def run_agent(
         format="splitwatch agent: %(message)s",
         stream=sys.stderr,
     )
-    # One "HTTP Request: POST ..." line per send is noise; failures are logged by the transport.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if stdout and not once:
             _fail("--stdout prints one pass: add --once (or drop --stdout to stream to --server)", 2)
@@ -90,7 +97,9 @@ def run_agent(
             _fail(f"host root {root} is not a directory: pass the root of the host to watch (--root /)", 2)
         if once and stdout:
             return _once_to_stdout(root, state_dir)
-        return _run_loop(server, token, root, interval, spool, state_dir, use_tracefs, once, enroll_token)
+        return _run_loop(
+            server, token, root, interval, spool, state_dir, use_tracefs, once, ca_file, enroll_token
+        )
     except SplitwatchAgentError as exc:
         sys.stderr.write(f"splitwatch agent: {exc}\n")
         return 1
@@ -141,6 +150,7 @@ def _run_loop(
     state_dir: Path | None,
     use_tracefs: bool,
     once: bool,
+    ca_file: Path | None = None,
     enroll_token: Path | None = None,
 ) -> int:
     import os
@@ -164,6 +174,7 @@ def _run_loop(
                 state_dir=state,
                 root=root,
                 once=once,
+                ca_file=ca_file,
             )
         except KeyboardInterrupt:
             return 130  # nothing collected yet, nothing to flush
@@ -187,6 +198,7 @@ def _run_loop(
         state_dir=state,
         use_tracefs=use_tracefs,
         max_passes=1 if once else None,
+        ca_file=ca_file,
         token_file=token_file,
     )
     code: int = run(config)

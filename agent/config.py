@@ -37,6 +37,9 @@ class AgentConfig:
     shutdown_flush_s: float = 3.0
     # None: run until SIGTERM/SIGINT. A number: stop after that many passes (bench, tests).
     max_passes: int | None = None
+    # PEM bundle of the private CA that signed an https server's certificate (--ca-file);
+    # None: the system's trust store. Verification is never off.
+    ca_file: Path | None = None
     # Where `token` came from when the host enrolled (#15: STATE_DIR/agent-token), so a refused
     # token is explained as a revoked or re-keyed enrollment.
     token_file: Path | None = None

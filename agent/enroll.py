@@ -8,8 +8,8 @@ agent token, once, and keep it.
                                  backend is unreachable or refuses), store it, return it
 
 Standard library only, Python 3.9+ (http.client; TLS verified against the system's CA store,
-or SSL_CERT_FILE, with hostname checking), no redirects followed (a token is never sent
-anywhere but --server). The enrollment token is read from its file at each attempt, so an
+SSL_CERT_FILE, or --ca-file's private CA, with hostname checking), no redirects followed (a
+token is never sent anywhere but --server). The enrollment token is read from its file at each attempt, so an
 admin who replaces an expired or exhausted one does not need to restart the agent.
 """
 
@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import agent
 from agent.errors import ConfigError, SplitwatchAgentError
 from agent.host import HostRoot
+from agent.transport import tls_context
 
 log = logging.getLogger("splitwatch.agent.enroll")
 
@@ -137,7 +138,12 @@ def _message(status: int, body: bytes) -> str:
 
 
 def request_agent_token(
-    server: str, enroll_token: str, identity: Identity, *, timeout_s: float = 10.0
+    server: str,
+    enroll_token: str,
+    identity: Identity,
+    *,
+    timeout_s: float = 10.0,
+    ca_file: Path | None = None,
 ) -> Outcome:
     """One POST /api/v1/enroll; never raises for network or HTTP trouble."""
     url = urlsplit(server)
@@ -146,8 +152,9 @@ def request_agent_token(
     path = url.path.rstrip("/") + "/api/v1/enroll"
     conn: http.client.HTTPConnection | http.client.HTTPSConnection
     if url.scheme == "https":
+        # The same verification as the ingest transport: --ca-file's private CA when given.
         conn = http.client.HTTPSConnection(
-            url.hostname, url.port, timeout=timeout_s, context=ssl.create_default_context()
+            url.hostname, url.port, timeout=timeout_s, context=tls_context(ca_file)
         )
     else:
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout_s)
@@ -167,8 +174,8 @@ def request_agent_token(
         status, answer = response.status, response.read(1024 * 1024)
     except ssl.SSLError as exc:
         return EnrollUnavailable(
-            f"TLS with {where} failed ({exc.reason or exc}): check the certificate, or point SSL_CERT_FILE "
-            "at the CA that signed it"
+            f"TLS with {where} failed ({exc.reason or exc}): check the certificate, or pass --ca-file "
+            "(or point SSL_CERT_FILE) at the CA that signed it"
         )
     except (OSError, http.client.HTTPException) as exc:
         return EnrollUnavailable(f"cannot reach {where} ({type(exc).__name__}: {exc})")
@@ -250,6 +257,7 @@ def obtain_token(
     stop: threading.Event | None = None,
     timeout_s: float = 10.0,
     sleep: Callable[[float], bool] | None = None,
+    ca_file: Path | None = None,
 ) -> str:
     """This host's agent token: from STATE_DIR/agent-token when it enrolled before, else by
     enrolling now. With `once`, one attempt; else retry (backoff while unreachable, every
@@ -266,7 +274,7 @@ def obtain_token(
     failures = 0
     while True:
         raw = read_enroll_token(enroll_token_file) if enroll_token_file is not None else str(enroll_token)
-        outcome = request_agent_token(server, raw, identity, timeout_s=timeout_s)
+        outcome = request_agent_token(server, raw, identity, timeout_s=timeout_s, ca_file=ca_file)
         if isinstance(outcome, Enrolled):
             if outcome.host != identity.host:
                 raise EnrollError(

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import agent
 from agent.config import AgentConfig
-from agent.errors import SplitwatchAgentError, SpoolError
+from agent.errors import ConfigError, SplitwatchAgentError, SpoolError
 from agent.health import Health
 from agent.payload import Payload
 from agent.spool import Spool
@@ -84,7 +84,8 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
 
 def run(config: AgentConfig, *, stop: threading.Event | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT (or `stop` is set, or max_passes); returns the exit code:
-    0 after a clean stop, 1 when it cannot start (the reason is logged as one sentence)."""
+    0 after a clean stop, 1 when it cannot start (the reason is logged as one sentence) or when
+    a run of max_passes (`--once`) ended with the token refused."""
     _ensure_stderr_logging()
     stop = stop or threading.Event()
     with _signals_set(stop):
@@ -116,9 +117,19 @@ class Agent:
             spool.close()
             log.error("cannot start: cannot read the host at %s: %s", config.root, exc)
             return 1
-        transport = Transport(
-            config.server, config.token, timeout_s=config.timeout_s, agent_version=agent.__version__
-        )
+        try:
+            transport = Transport(
+                config.server,
+                config.token,
+                timeout_s=config.timeout_s,
+                agent_version=agent.__version__,
+                ca_file=config.ca_file,
+            )
+        except ConfigError as exc:
+            collector.close()
+            spool.close()
+            log.error("cannot start: %s", exc)
+            return 1
         sender = Sender(
             spool,
             transport,
@@ -150,6 +161,10 @@ class Agent:
             self._last_flush(sender, spool)
             transport.close()
             spool.close()
+        if config.max_passes is not None and sender.token_rejected is not None:
+            # `--once` in a script or a deploy check: a refused token is a failed run (issue 17),
+            # said once by the sender; the records stay in the spool for a valid token.
+            return 1
         return 0
 
     def _pass(self, collector: _Collector, spool: Spool, sender: Sender, stop: threading.Event) -> None:
@@ -198,6 +213,15 @@ class Agent:
     def _last_flush(self, sender: Sender, spool: Spool) -> None:
         if spool.depth == 0:
             log.info("stopped: every record was sent")
+            return
+        if sender.token_rejected is not None:
+            # The last pass was refused the token: asking again a moment later only repeats
+            # the error (issue 17: said once).
+            log.info(
+                "stopped with %d record(s) still in the spool at %s: sent once a valid token is used",
+                spool.depth,
+                self.config.spool_dir,
+            )
             return
         deadline = time.monotonic() + self.config.shutdown_flush_s
         try:

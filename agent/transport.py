@@ -27,25 +27,24 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import json
 import logging
 import random
-import sys
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Union
+from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
-if "httpx" not in sys.modules:
-    # httpx's __init__ imports its command-line tool when rich and click are installed (typer
-    # brings them): ~6 MB of resident memory on every host for nothing. A None entry makes that
-    # one optional import fail, and httpx falls back as it does when they are absent.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx
-
+from agent.errors import ConfigError
 from agent.spool import Spool, SpoolRecord
 
 log = logging.getLogger("splitwatch.agent.transport")
@@ -97,17 +96,17 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(status: int, reason: str, body: bytes) -> str:
     """The backend's one error shape {"error","message","details"}, as one line."""
     try:
-        body = response.json()
+        answer = json.loads(body)
     except ValueError:
-        text = response.text.strip().replace("\n", " ")
-        return text[:300] or response.reason_phrase
-    if not isinstance(body, dict):
-        return str(body)[:300]
-    message = str(body.get("message") or body.get("error") or response.reason_phrase)
-    details = body.get("details")
+        text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+        return text[:300] or reason or str(status)
+    if not isinstance(answer, dict):
+        return str(answer)[:300]
+    message = str(answer.get("message") or answer.get("error") or reason)
+    details = answer.get("details")
     if isinstance(details, list) and details:
         parts = []
         for d in details[:5]:
@@ -118,8 +117,51 @@ def _server_message(response: httpx.Response) -> str:
     return message
 
 
+def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """Certificate and host-name verification always on: the system's trust store, or only
+    `ca_file` (a private CA's PEM bundle) when given."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot use {ca_file} as the CA bundle ({getattr(exc, 'strerror', None) or exc}): "
+            "pass --ca-file a readable PEM file: the certificate of the CA that signed the backend's "
+            "certificate"
+        ) from exc
+
+
+def proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
+    """The HTTP proxy the environment names for `scheme` (https_proxy, http_proxy; no_proxy
+    exempts), as (host, port, Proxy-Authorization value or None); None: connect directly.
+    The same variables the agent honoured with httpx before (issue 17)."""
+    url = getproxies().get(scheme)
+    if not url or proxy_bypass(host):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(
+            f"{scheme}_proxy={url!r} is not an http:// proxy URL: set it to http://proxy.example:3128 "
+            "(or add the backend to no_proxy)"
+        )
+    auth = None
+    if parts.username is not None:
+        import base64
+
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth = "Basic " + base64.b64encode(pair).decode()
+    return parts.hostname, parts.port or 80, auth
+
+
+# A kept-alive connection the server closed while idle fails on the next request with one of
+# these before any answer: the request is sent again once on a new connection (ingest is
+# idempotent, so even a request the server did read is harmless to repeat).
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
 class Transport:
-    """One keep-alive HTTP client to the backend's ingest endpoint."""
+    """One keep-alive HTTP/1.1 connection (http.client) to the backend's ingest endpoint."""
 
     def __init__(
         self,
@@ -129,20 +171,89 @@ class Transport:
         timeout_s: float,
         gzip_bodies: bool = True,
         agent_version: str = "0",
+        ca_file: Path | None = None,
     ) -> None:
         self.url = server.rstrip("/") + "/api/v1/ingest"
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"server {server!r} is not an http(s) URL: pass --server https://splitwatch.example:8000"
+            )
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._path = parts.path
+        self._tls = tls_context(ca_file) if self._https else None
+        self._proxy = proxy_for(parts.scheme, parts.hostname)
+        if self._proxy is not None and not self._https:
+            # Through a proxy, plain HTTP asks for the absolute URL (RFC 9112, 3.2.2).
+            self._path = self.url
         self.gzip_bodies = gzip_bodies
         self._timeout_s = timeout_s
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout_s),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "User-Agent": f"{USER_AGENT}/{agent_version}",
-            },
-            # The backend is named by --server; never follow a redirect with our token.
-            follow_redirects=False,
-        )
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"{USER_AGENT}/{agent_version}",
+        }
+        # Plain HTTP through a proxy: its credentials ride on each request.
+        self._via: dict[str, str] = {}
+        if self._proxy is not None and self._proxy[2] is not None and not self._https:
+            self._via["Proxy-Authorization"] = self._proxy[2]
+        self._conn: http.client.HTTPConnection | None = None
+        self.connections = 0  # opened so far: keep-alive keeps this at 1 while the server lets it
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """The open connection (reused: True) or a new one; `timeout` applies to each socket
+        operation (connect, send, every read) of this request."""
+        if self._conn is not None:
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(timeout)
+            self._conn.timeout = timeout
+            return self._conn, True
+        conn: http.client.HTTPConnection
+        host, port = self._host, self._port
+        if self._proxy is not None:
+            host, port = self._proxy[0], self._proxy[1]
+        if self._https:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+            if self._proxy is not None:
+                # CONNECT tunnel: TLS (and its certificate check) is end to end with the backend.
+                auth = {"Proxy-Authorization": self._proxy[2]} if self._proxy[2] else None
+                conn.set_tunnel(self._host, self._port, headers=auth)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._conn = conn
+        self.connections += 1
+        return conn, False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _exchange(
+        self, data: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str, str | None, bytes]:
+        """One request and its whole answer: (status, reason, Retry-After, body). Raises OSError
+        or http.client.HTTPException; never follows a redirect (our token goes to --server only)."""
+        for attempt in (1, 2):
+            conn, reused = self._connection(timeout)
+            try:
+                conn.request("POST", self._path, body=data, headers={**self._headers, **headers, **self._via})
+                response = conn.getresponse()
+                body = response.read()
+            except _STALE:
+                self._drop()
+                if reused and attempt == 1:
+                    continue
+                raise
+            except BaseException:
+                self._drop()
+                raise
+            if response.will_close:
+                self._drop()
+            return response.status, response.reason, response.getheader("Retry-After"), body
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def post(self, body: bytes, *, timeout_s: float | None = None) -> Result:
         headers = {}
@@ -151,21 +262,26 @@ class Transport:
             # Level 1: kmsg JSON shrinks ~10x at a fraction of the CPU of the default level.
             data = gzip.compress(body, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
-        timeout = httpx.Timeout(self._timeout_s if timeout_s is None else max(timeout_s, 0.1))
+        timeout = self._timeout_s if timeout_s is None else max(timeout_s, 0.1)
         try:
-            response = self._client.post(self.url, content=data, headers=headers, timeout=timeout)
-        except httpx.TimeoutException as exc:
-            return Retry(None, f"no answer from {self.url} within {timeout.read}s ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
+            status, reason, retry_after, answer = self._exchange(data, headers, timeout)
+        except socket.timeout as exc:  # not yet TimeoutError on 3.9
+            return Retry(None, f"no answer from {self.url} within {timeout}s ({type(exc).__name__})")
+        except ssl.SSLCertVerificationError as exc:
+            return Retry(
+                None,
+                f"cannot reach {self.url}: its TLS certificate is not trusted ({exc.verify_message}); "
+                "pass --ca-file with the CA that signed it",
+            )
+        except (OSError, http.client.HTTPException) as exc:
             return Retry(None, f"cannot reach {self.url} ({type(exc).__name__}: {exc})")
-        status = response.status_code
         if 200 <= status < 300:
             try:
-                answer = response.json()
-                return Sent(int(answer.get("accepted", 0)), int(answer.get("duplicates", 0)))
+                counts = json.loads(answer)
+                return Sent(int(counts.get("accepted", 0)), int(counts.get("duplicates", 0)))
             except (ValueError, AttributeError, TypeError):
                 return Sent(0, 0)  # 2xx is the contract; the counts are only for the log
-        message = f"{status} {_server_message(response)}"
+        message = f"{status} {_server_message(status, reason, answer)}"
         if status in (401, 403, 413, 422):
             return Rejected(status, message)
         if status == 415 and self.gzip_bodies:
@@ -173,7 +289,7 @@ class Transport:
             self.gzip_bodies = False
             log.warning("%s does not accept gzip bodies (%s): sending them uncompressed", self.url, message)
             return self.post(body, timeout_s=timeout_s)
-        after = parse_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+        after = parse_retry_after(retry_after) if status in (429, 503) else None
         if status >= 500 or status in (408, 429):
             return Retry(after, f"{self.url} answered {message}")
         return Retry(
@@ -183,7 +299,7 @@ class Transport:
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._drop()
 
 
 def merge_bodies(bodies: list[dict[str, Any]]) -> dict[str, Any]:

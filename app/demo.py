@@ -625,9 +625,12 @@ class Demo:
         settings = Settings(
             database_url=self.database_url(), host="127.0.0.1", port=self.options.port, log_level="info"
         )
+        from app.server import uvicorn_options
+
         app = create_app(settings)
         config = uvicorn.Config(
             app,
+            **uvicorn_options(settings),
             log_config=None,  # ours: JSON lines into DIR/logs/server.log
             access_log=False,
             lifespan="on",

@@ -4,10 +4,13 @@ SettingsDep   the app's Settings
 EngineDep     the app's Engine
 ConnDep       a Core Connection for this request (read-only use; closed, and any
               transaction rolled back, when the request ends). Writes go through
-              WriterDep so SQLite keeps one writer.
+              WriterDep so SQLite keeps one writer. It authenticates first (issue 14):
+              whatever the order of a route's parameters, a request without a valid token
+              is refused before it takes a connection, and the token lookup has returned
+              its own connection by then. A route using ConnDep therefore needs a token.
 WriterDep     the app's writer (app/ingest/writer.py): `await writer.run(fn)` runs
               fn(conn) in a write transaction
-PrincipalDep  any valid token
+PrincipalDep  any valid token (resolved on the event loop: app/auth.py)
 ViewerDep     a viewer or admin token (reads)
 AdminDep      an admin token
 AgentDep      an agent token: the value is the host name it may write
@@ -15,9 +18,10 @@ AgentDep      an agent token: the value is the host name it may write
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
@@ -26,46 +30,64 @@ from app.auth import Authenticator, Principal, require_admin, require_agent, req
 from app.ingest.writer import Writer
 from app.settings import Settings
 
+# Dependencies that only read app.state or check a role are `async`: FastAPI would run a plain
+# `def` in the threadpool, a thread hop per request for nothing.
 _bearer = HTTPBearer(auto_error=False, description="A splitwatch token: `splitwatch token create`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_writer(request: Request) -> Writer:
+async def get_writer(request: Request) -> Writer:
     writer: Writer = request.app.state.writer
     return writer
 
 
-def get_conn(request: Request) -> Iterator[Connection]:
-    engine: Engine = request.app.state.engine
-    with engine.connect() as conn:
-        yield conn
-
-
-def get_principal(
+async def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     auth: Authenticator = request.app.state.auth
-    return auth.authenticate(credentials.credentials if credentials is not None else None)
+    return await auth.authenticate_async(credentials.credentials if credentials is not None else None)
 
 
-def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_conn(
+    request: Request, _principal: Annotated[Principal, Depends(get_principal)]
+) -> AsyncIterator[Connection]:
+    # A request waits for a read slot as a coroutine, BEFORE it takes a connection: there are
+    # no more slots than connections, so the pool never makes a thread wait, and a request that
+    # holds a connection never waits for a thread that a connection-waiter holds (with a
+    # connection taken in one threadpool hop and the route run in the next, a burst of readers
+    # took every connection and then every thread, and all waited out the pool timeout).
+    slots: anyio.CapacityLimiter = request.app.state.read_slots
+    engine: Engine = request.app.state.engine
+    async with slots:
+        conn = await anyio.to_thread.run_sync(engine.connect)
+        try:
+            yield conn
+        finally:
+            # Its own limiter, as FastAPI does for a dependency's exit: returning a connection
+            # never waits for a busy threadpool; shielded, so a cancelled request (the client
+            # hung up) still returns it to the pool.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(conn.close, limiter=anyio.CapacityLimiter(1))
+
+
+async def get_viewer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     return require_read(principal)
 
 
-def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     return require_admin(principal)
 
 
-def get_agent_host(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+async def get_agent_host(principal: Annotated[Principal, Depends(get_principal)]) -> str:
     return require_agent(principal)
 
 

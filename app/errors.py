@@ -12,7 +12,15 @@ installed by `install_error_handlers` turn each into its status and the shape ab
     ├── Conflict           409    a unique name already taken
     ├── PayloadTooLarge    413    a body (or its gzip-decompressed form) over max_body_bytes
     ├── InvalidInput       422    a body or parameter the schema accepts but the meaning rejects
+    ├── ClientClosedRequest 499   the client hung up before its request was read (nginx's 499)
     └── NotReady           503    database unreachable or behind the migration head
+
+Database outages (issue 14) are not bugs: SQLAlchemy's OperationalError and InterfaceError (the
+server went away, a connection was terminated, SQLite is locked past busy_timeout), any DBAPI
+error that invalidated its connection, and a pool timeout (every connection busy for
+db_pool_timeout_s) answer 503 `database_unavailable` with `Retry-After`, from every route.
+A client that hangs up mid-request (starlette's ClientDisconnect) is answered 499 — nobody
+reads it, but the access log and splitwatch_ingest_requests_total count it as the client's.
 
 Also mapped: starlette's HTTPException (routing 404/405, ...) keeps its status with a code from
 its name; RequestValidationError becomes 422 `invalid_request` with one detail per problem
@@ -33,7 +41,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("splitwatch.errors")
 
@@ -102,6 +113,15 @@ class InvalidInput(ApiError):
 class NotReady(ApiError):
     status = 503
     code = "not_ready"
+
+
+class ClientClosedRequest(ApiError):
+    status = 499
+    code = "client_closed_request"
+
+
+# Seconds a client is asked to wait after a 503 for a database that did not answer.
+RETRY_AFTER_S = 5
 
 
 _DESCRIPTIONS = {
@@ -219,6 +239,34 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", validation_message(details), details)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, PoolTimeout):
+        reason = "every database connection is busy"
+    else:
+        orig = getattr(exc, "orig", None) or exc
+        reason = (str(orig).strip().splitlines() or ["no detail"])[0][:200]
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return error_response(
+        503,
+        "database_unavailable",
+        f"the database did not answer ({reason}): nothing was changed, try again in a few seconds",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:  # the connection died under the statement: an outage
+        return await _database_unavailable(request, exc)
+    return await _unexpected(request, exc)
+
+
+async def _client_closed(_request: Request, _exc: Exception) -> JSONResponse:
+    return error_response(
+        499, "client_closed_request", "the client closed the connection before its request was read"
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unhandled error on %s %s",
@@ -235,4 +283,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _dbapi_error)
+    app.add_exception_handler(ClientDisconnect, _client_closed)
     app.add_exception_handler(Exception, _unexpected)

@@ -19,18 +19,21 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.gzip import GZipMiddleware
 
 from app.auth import Authenticator
 from app.errors import NotReady, install_error_handlers
+from app.headers import SecurityHeadersMiddleware
 from app.ingest.writer import Writer, WriterStopped, make_writer
 from app.logging import AccessLogMiddleware
 from app.metrics import install_metrics
 from app.retention.run import Retention
 from app.settings import Settings
-from app.store.engine import make_engine
+from app.store.engine import make_engine, pool_options
 from app.store.schema_check import schema_status
 
 log = logging.getLogger("splitwatch")
@@ -47,6 +50,7 @@ ROUTER_MODULES = (
     "insights",
     "tokens",
     "enroll",
+    "docs",
     "frontend",
 )
 
@@ -56,8 +60,13 @@ class SchemaNotAtHead(RuntimeError):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine = make_engine(settings.database_url)
-    writer = make_writer(engine)
+    engine = make_engine(
+        settings.database_url,
+        **pool_options(
+            settings.database_url, settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s
+        ),
+    )
+    writer = make_writer(engine, settings.db_pool_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         if not status.ok:
             log.error(status.message)
             raise SchemaNotAtHead(status.message)
+        # The threadpool is anyio's default limiter of this event loop (40 threads unless told).
+        to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        app.state.read_slots = CapacityLimiter(settings.threadpool_size)  # app/deps.get_conn
         writer.start()
         # Raw events expire, old partitions go (app/retention/run.py, #13).
         retention = Retention(writer, settings)
@@ -88,14 +100,24 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Fleet-wide split-lock telemetry for KVM hosts",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN: /docs is app/api/docs.py.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.writer = writer
     app.state.auth = Authenticator(
-        engine, settings.token_touch_interval_s, touch=lambda fn: _fire_and_forget(writer, fn)
+        engine,
+        settings.token_touch_interval_s,
+        touch=lambda fn: _fire_and_forget(writer, fn),
+        cache_ttl_s=settings.token_cache_ttl_s,
     )
     install_error_handlers(app)
+    # Text answers of 1 KiB or more are gzipped when the client accepts it (dashboard files,
+    # Plotly, JSON, CSV); level 6 is most of level 9's gain for a fraction of its CPU.
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)
 
     for name in ROUTER_MODULES:

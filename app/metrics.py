@@ -15,10 +15,14 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
                                                               least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
 
-The ingest path's own figures are the exception (issue 3): in-process prometheus_client
-metrics on the same registry, counted where the batches arrive (IngestMetrics). They are PER
-PROCESS: with several workers each process reports its own share, so sum them across
-instances in PromQL (`sum without(instance) (...)`); they restart at 0 with the process.
+The ingest path's own figures are the exception (issue 3): prometheus_client metrics counted
+where the batches arrive (IngestMetrics). Behind one port with `serve --workers N`, a scrape
+reaches whichever worker accepts it, so per-process counters would jump between the workers'
+shares and look like resets to Prometheus (issue 17). `serve` therefore sets
+PROMETHEUS_MULTIPROC_DIR for its workers (prometheus_client's multiprocess mode): each process
+writes its counts to its own files there and every scrape sums all of them, the files of
+workers that have exited included, so the totals never go back. One process (workers=1, tests)
+keeps them in memory on the app's registry; they start at 0 when the server starts.
 
     splitwatch_ingest_requests_total{status}                  counter, POST /api/v1/ingest by HTTP status
     splitwatch_ingest_events_total{result}                    counter, accepted | duplicate events
@@ -34,8 +38,11 @@ looks like a counter reset to Prometheus, which rate() tolerates.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import hmac
 import logging
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -43,7 +50,7 @@ from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
 from prometheus_client import Counter as PromCounter  # collections.Counter is used above
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -52,6 +59,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import Unauthorized, error_responses
 from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
 from app.store.insights import read_hosts, throttling
@@ -255,12 +263,16 @@ class DatabaseCollector(Collector):
 
 
 INGEST_PATH = "/api/v1/ingest"
+# prometheus_client's multiprocess mode: set (by `serve --workers N`) before any worker imports
+# prometheus_client, which picks its value storage at import time.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class IngestMetrics:
-    """What this process's ingest route did (per process: see the module docstring)."""
+    """What the ingest route did. `registry`: where they are read from in one process; None in
+    multiprocess mode, where they are read from the files (see the module docstring)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = PromCounter(
             "splitwatch_ingest_requests",
             "Ingest requests answered by this process, by HTTP status.",
@@ -331,13 +343,35 @@ def ingest_metrics(app: FastAPI) -> IngestMetrics | None:
     return metrics if isinstance(metrics, IngestMetrics) else None
 
 
+def check_metrics_token(expected: str | None, authorization: str | None) -> None:
+    """With SPLITWATCH_METRICS_TOKEN set, /metrics wants `Authorization: Bearer <it>` (issue 14:
+    the metrics name every host and guest); unset, /metrics stays open. Checked before any query."""
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise Unauthorized(
+            "/metrics needs the metrics token: set Prometheus' `authorization: {credentials: ...}` "
+            "(or `bearer_token`) to the value of SPLITWATCH_METRICS_TOKEN",
+            code="invalid_metrics_token",
+        )
+
+
 def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> CollectorRegistry:
-    """Mount GET /metrics (no token) on `app`, served from a registry of its own, and count the
-    ingest route's requests and events on it (app.state.ingest_metrics)."""
+    """Mount GET /metrics (no token unless settings.metrics_token) on `app`, served from a
+    registry of its own, and count the ingest route's requests and events on it
+    (app.state.ingest_metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, settings))
     app.state.metrics_registry = registry
-    ingest = IngestMetrics(registry)
+    shared_dir = os.environ.get(MULTIPROC_ENV)
+    if shared_dir:
+        # Several workers (serve --workers N): count into the shared files, read all of them.
+        multiprocess.MultiProcessCollector(registry, path=shared_dir)  # type: ignore[no-untyped-call]
+        ingest = IngestMetrics(None)
+        atexit.register(multiprocess.mark_process_dead, os.getpid(), shared_dir)
+    else:
+        ingest = IngestMetrics(registry)
     app.state.ingest_metrics = ingest
     app.add_middleware(_IngestTimer, metrics=ingest)
 
@@ -345,6 +379,7 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
         # Sync: FastAPI runs it in the threadpool, so the queries never block the event loop.
         # The Accept header picks the format: OpenMetrics when asked for, else the classic
         # text format 0.0.4 that every Prometheus version reads.
+        check_metrics_token(settings.metrics_token, request.headers.get("authorization"))
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry), headers={"Content-Type": content_type})
 
@@ -353,14 +388,15 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
         metrics,
         methods=["GET"],
         operation_id="metrics",
-        summary="Prometheus metrics (text exposition format), no token",
+        summary="Prometheus metrics (text exposition format); the metrics token when one is set",
         tags=["health"],
         response_class=Response,
         responses={
-            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."}
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."},
+            **error_responses(401),
         },
     )
     return registry
 
 
-__all__ = ["DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]
+__all__ = ["MULTIPROC_ENV", "DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]

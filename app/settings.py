@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    # HTTPS served by uvicorn itself (issue 17): a PEM certificate (chain) and its key. Unset:
+    # plain HTTP, for 127.0.0.1 or behind a TLS-terminating reverse proxy.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # The proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # forwarded_allow_ips): comma-separated addresses or networks, "*" for any.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Applies to the body as received AND after gzip decompression: a gzip bomb gets 413.
     max_body_bytes: int = Field(default=8 * MiB, ge=1024)
     # A host that has sent nothing for this long is "silent".
@@ -44,6 +51,36 @@ class Settings(BaseSettings):
     max_new_guests_per_batch: int = Field(default=256, ge=1)
     # token.last_used_at is written at most this often per token: no write per read request.
     token_touch_interval_s: int = Field(default=60, ge=1)
+    # A token's lookup is remembered this long (issue 14: a flood of requests, with or without a
+    # valid token, must not queue on the database): a revoked token stops working at most this
+    # many seconds later. 0 looks every request up.
+    token_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
+    # Threads that run the read routes' blocking work (queries, CSV rows) per process (issue 14).
+    # More requests than this wait as coroutines, taking no thread and no connection, and the
+    # event loop (authentication, ingest validation) is not crowded out of the GIL by dozens of
+    # reader threads. Ingest writes and token lookups have threads of their own.
+    threadpool_size: int = Field(default=8, ge=1, le=1000)
+    # Read connections per process. None: 12 + 12 overflow on SQLite, 12 + 8 on PostgreSQL (each
+    # is a server process): one per threadpool thread and token-lookup thread, so a reader never
+    # waits for one. Ingest on PostgreSQL has its own connections, so readers never starve it.
+    db_pool_size: int | None = Field(default=None, ge=1, le=1000)
+    db_max_overflow: int | None = Field(default=None, ge=0, le=1000)
+    # A request that waits this long for a pooled connection answers 503 with Retry-After.
+    db_pool_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # /metrics wants `Authorization: Bearer <this>` when set; unset, it is open (as for a
+    # Prometheus on a private network).
+    metrics_token: str | None = Field(default=None, min_length=16, max_length=200)
+    # Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # Seconds a client has to send a whole request head (line and headers) once it connects or
+    # starts a request: a silent or partial-header connection is closed after it (app/server.py).
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose's `${SPLITWATCH_METRICS_TOKEN:-}` passes "" when .env has none.
+        return None if value == "" else value
     # Raw events (and the minute rollups) are kept this many days; the hourly rollups and the
     # gaps this many: charts past the raw horizon read rollup_1h (app/retention/plan.py, #13).
     retention_days: int = Field(default=30, ge=1)
@@ -62,4 +99,5 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}"

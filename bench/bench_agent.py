@@ -11,7 +11,12 @@ Measured, after a warm-up pass (imports and the first full read are start-up, no
   - CPU: utime + stime of the agent (/proc/PID/stat) over the measured passes, as % of one
     core over the wall time, and seconds per pass. Bar: < 1% of a core.
 
-Run: .venv/bin/python bench/bench_agent.py [--passes N] [--interval S] [--cpus N]
+Entries: `loop` (agent.loop.run in a bare interpreter), `cli` (the `splitwatch agent` command of
+the installed package), `pyz` (the zipapp of scripts/build-agent, as hosts run it; `--python`
+picks the interpreter, e.g. a 3.9). `--tree DIR` runs `loop` from another checkout (e.g. an older
+commit's `git archive`) for a before/after in one run.
+
+Run: .venv/bin/python bench/bench_agent.py [--passes N] [--interval S] [--cpus N] [--entry E]
 """
 
 from __future__ import annotations
@@ -60,8 +65,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def idle_python_rss_mb() -> float:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+def idle_python_rss_mb(python: str = sys.executable) -> float:
+    proc = subprocess.Popen([python, "-c", "import time; time.sleep(3)"])
     try:
         time.sleep(1.0)
         return rss_mb(proc.pid)
@@ -110,13 +115,16 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=64, help="CPUs of the fake host")
     parser.add_argument(
         "--entry",
-        choices=("loop", "cli"),
+        choices=("loop", "cli", "pyz"),
         default="loop",
-        help="loop: agent.loop.run in a bare interpreter; cli: the `splitwatch agent` command",
+        help="loop: agent.loop.run in a bare interpreter; cli: the `splitwatch agent` command; "
+        "pyz: the zipapp (scripts/build-agent)",
     )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for --entry pyz and loop")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose agent/ --entry loop runs")
     args = parser.parse_args()
 
-    baseline = idle_python_rss_mb()
+    baseline = idle_python_rss_mb(args.python)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
@@ -135,15 +143,19 @@ def main() -> None:
             "use_tracefs": True,
             "max_passes": args.passes + 1,
         }
+        options = [
+            "--server", cfg["server"], "--token", "bench", "--root", cfg["root"],
+            "--interval", str(args.interval), "--spool", cfg["spool_dir"], "--state-dir", cfg["state_dir"],
+        ]  # fmt: skip
         if args.entry == "cli":
-            command = [
-                str(Path(sys.executable).parent / "splitwatch"), "agent", "--server", cfg["server"],
-                "--token", "bench", "--root", cfg["root"], "--interval", str(args.interval),
-                "--spool", cfg["spool_dir"], "--state-dir", cfg["state_dir"],
-            ]  # fmt: skip
+            command = [str(Path(sys.executable).parent / "splitwatch"), "agent", *options]
+        elif args.entry == "pyz":
+            pyz = base / "splitwatch-agent.pyz"
+            subprocess.run([str(ROOT / "scripts" / "build-agent"), str(pyz)], check=True, capture_output=True)
+            command = [args.python, "-I", "-S", str(pyz), *options]
         else:
-            command = [sys.executable, "-c", LAUNCHER, json.dumps(cfg)]
-        proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            command = [args.python, "-c", LAUNCHER, json.dumps(cfg)]
+        proc = subprocess.Popen(command, cwd=args.tree, stderr=subprocess.PIPE, text=True)
         # Warm-up: the first pass (imports, first full read) ends about when the first POST lands.
         while Sink.posts == 0 and proc.poll() is None:
             time.sleep(0.05)
@@ -157,7 +169,7 @@ def main() -> None:
                 cpu1, wall1 = cpu_s(proc.pid), time.monotonic()
             except (FileNotFoundError, ProcessLookupError, RuntimeError):
                 break
-            if args.entry == "cli" and Sink.posts > args.passes:
+            if args.entry != "loop" and Sink.posts > args.passes:
                 proc.send_signal(signal.SIGTERM)  # the command has no pass limit: stop it as systemd does
                 break
             time.sleep(0.2)
@@ -173,7 +185,7 @@ def main() -> None:
     cpu = cpu1 - cpu0
     pct = 100 * cpu / wall if wall > 0 else float("nan")
     print(
-        f"entry {args.entry}; fake host: {args.cpus} CPUs, 4 guests, tracefs; "
+        f"entry {args.entry} ({args.python}, {args.tree}); fake host: {args.cpus} CPUs, 4 guests, tracefs; "
         f"interval {args.interval:g} s, {args.passes} passes"
     )
     print(f"idle python interpreter RSS (baseline): {baseline:6.1f} MB")

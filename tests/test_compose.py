@@ -10,6 +10,7 @@ copies is in the repository and not excluded by .dockerignore.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shlex
 import subprocess
@@ -58,8 +59,11 @@ def environment(name: str) -> dict[str, str]:
 
 
 def splitwatch_commands(command: list[str] | str) -> list[list[str]]:
-    """Every `splitwatch ...` invocation in a service command, `sh -c "a && exec b"` included."""
+    """Every `splitwatch ...` invocation in a service command, `sh -c "a && exec b"` included;
+    `splitwatch-agent ARGS` (the agent image's zipapp) is `splitwatch agent ARGS`."""
     argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    if argv[:1] == ["splitwatch-agent"]:
+        return [["splitwatch", "agent", *argv[1:]]]
     if argv[:2] == ["sh", "-c"]:
         script = _interpolate(argv[2])
         runs: list[list[str]] = []
@@ -84,11 +88,22 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions per stage, by the stage's `AS` name (or its index)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            words = rest.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
+            current = stages.setdefault(name, [])
+        current.append((keyword, rest))
+    return stages
+
+
 def dockerfile_cmd() -> list[str]:
     cmds = [rest for keyword, rest in dockerfile_instructions() if keyword == "CMD"]
     assert len(cmds) == 1, f"Dockerfile needs exactly one CMD, has {len(cmds)}"
-    import json
-
     argv = json.loads(cmds[0])
     assert isinstance(argv, list)
     return [str(a) for a in argv]
@@ -220,7 +235,7 @@ def test_backend_port_mapping_serve_port_and_healthcheck_agree() -> None:
     serve = splitwatch_commands(service("backend")["command"])[1]
     port = option_value(serve, "--port")
     assert port is not None
-    assert service("backend")["ports"] == [f"{port}:{port}"]
+    assert [_interpolate(p) for p in service("backend")["ports"]] == [f"127.0.0.1:{port}:{port}"]
     health = " ".join(service("backend")["healthcheck"]["test"])
     match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)['\"]", health)
     assert match, health
@@ -228,6 +243,15 @@ def test_backend_port_mapping_serve_port_and_healthcheck_agree() -> None:
     # The Dockerfile's own default agrees too.
     assert option_value(dockerfile_cmd(), "--port") == port
     assert f"EXPOSE {port}" in DOCKERFILE.read_text()
+
+
+def test_no_service_publishes_a_port_on_every_interface_by_default() -> None:
+    # issue 14: /metrics (every host and guest name) and the API were published on 0.0.0.0.
+    for name, svc in compose()["services"].items():
+        for mapping in svc.get("ports") or []:
+            published = _interpolate(str(mapping))
+            assert published.count(":") == 2, f"{name}: {mapping} binds every interface"
+            assert published.split(":")[0] == "127.0.0.1", f"{name}: {mapping}"
 
 
 def test_agent_sends_to_the_backend_service_on_its_port() -> None:
@@ -305,8 +329,10 @@ def test_agent_spool_and_state_are_on_a_named_volume_and_the_token_is_not_in_the
 
 
 def test_dockerfile_builds_from_python_311_slim_and_installs_the_server_extra() -> None:
-    instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == "server", "the backend is the last stage: what `docker build .` makes"
+    assert stages["server"][0] == ("FROM", "python:3.11-slim AS server")
+    instructions = stages["server"]
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert re.search(r"pip install [^&]*\.\[server\]", runs), runs
 
@@ -324,6 +350,42 @@ def test_compose_builds_the_dockerfile_of_this_repository() -> None:
         context = (COMPOSE.parent / build["context"]).resolve()
         assert context == ROOT
         assert (context / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE
+    assert service("agent")["build"]["target"] == "agent"
+    assert "target" not in service("backend")["build"] or service("backend")["build"]["target"] == "server"
+
+
+def test_the_agent_image_is_a_slim_python_and_the_zipapp_alone() -> None:
+    """Issue 17: no server code and no third-party package in the image every host pulls."""
+    stages = dockerfile_stages()
+    agent = stages["agent"]
+    assert agent[0][0] == "FROM" and re.fullmatch(r"python:3\.\d+-slim AS agent", agent[0][1]), agent[0]
+    assert not [rest for keyword, rest in agent if keyword == "RUN"], "nothing installed in the agent image"
+    copies = [rest.split() for keyword, rest in agent if keyword == "COPY"]
+    assert copies == [["--from=agent-build", "/splitwatch-agent.pyz", "/usr/local/bin/splitwatch-agent"]]
+    entry = [json.loads(rest) for keyword, rest in agent if keyword == "ENTRYPOINT"]
+    assert entry == [["splitwatch-agent"]]
+    assert splitwatch_commands(service("agent")["command"])[0][:2] == ["splitwatch", "agent"]
+    assert service("agent")["command"][0] == "splitwatch-agent"
+
+    build = stages["agent-build"]
+    build_copies = [rest.split() for keyword, rest in build if keyword == "COPY"]
+    assert build_copies == [["agent", "./agent"], ["scripts/build-agent", "./scripts/build-agent"]]
+    runs = " ".join(rest for keyword, rest in build if keyword == "RUN")
+    assert "scripts/build-agent /splitwatch-agent.pyz" in runs and "chmod 0755 /splitwatch-agent.pyz" in runs
+    for needed in ("agent", "scripts/build-agent"):
+        assert not dockerignored(needed), f".dockerignore excludes {needed}, which the agent image copies"
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents wins; `!` keeps."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for pattern in dockerignore_patterns():
+        keep = pattern.startswith("!")
+        if any(fnmatch.fnmatch(c, pattern.lstrip("!")) for c in candidates):
+            excluded = not keep
+    return excluded
 
 
 def dockerignore_patterns() -> list[str]:
@@ -340,8 +402,7 @@ def test_dockerfile_copies_what_the_installed_backend_needs_and_dockerignore_kee
     sources = {src for words in copies for src in words[:-1] if not src.startswith("--")}
     assert needed in sources, f"the Dockerfile does not copy {needed}: {sorted(sources)}"
     assert (ROOT / needed).exists(), f"{needed} is not in the repository"
-    for pattern in dockerignore_patterns():
-        assert not fnmatch.fnmatch(needed, pattern), f".dockerignore excludes {needed} ({pattern})"
+    assert not dockerignored(needed), f".dockerignore excludes {needed}"
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image() -> None:
@@ -350,14 +411,16 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image() -> None:
         assert private in patterns, f".dockerignore must exclude {private}"
 
 
-def test_dashboard_files_are_found_where_the_dockerfile_puts_them() -> None:
-    # app/api/frontend.py serves frontend/ from next to app/; the image keeps that layout
-    # by copying both into one directory and installing in place.
+def test_dashboard_files_are_built_into_the_package_the_dockerfile_installs() -> None:
+    # The dashboard is package data of app (app/frontend links to frontend/ in the repository,
+    # pyproject.toml lists it), so the image copies both for the build and installs normally;
+    # tests/test_packaging.py builds the wheel and serves the dashboard from it.
     from app.api import frontend
 
-    assert frontend.FRONTEND_DIR == ROOT / "frontend"
+    assert (ROOT / "frontend").resolve() == frontend.FRONTEND_DIR
+    assert (ROOT / "app" / "frontend").resolve() == frontend.FRONTEND_DIR
     copies = [rest.split() for keyword, rest in dockerfile_instructions() if keyword == "COPY"]
     targets = {words[0]: words[-1] for words in copies if len(words) == 2}
     assert targets["app"] == "./app" and targets["frontend"] == "./frontend", targets
     runs = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
-    assert "pip install -e" in runs, "a non-editable install would leave frontend/ behind"
+    assert 'pip install ".[server]"' in runs, runs

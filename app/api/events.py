@@ -3,7 +3,8 @@
 JSON answers one page and `next_cursor` (app/store/cursor.py). CSV answers every event of the
 filter in one streamed download, same columns as the JSON items (guest = guest name), read
 page by page with a short connection each (app/store/events.iter_all_events), so a large
-export holds no transaction open while the client reads.
+export holds no transaction open while the client reads. Text cells a spreadsheet would run as
+a formula are neutralised (csv_cell, issue 14).
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ _EVENT_JSON = TypeAdapter(Event)
     summary="Events in the range, newest first (time, then id, descending)",
 )
 def get_events(
+    _viewer: ViewerDep,
     conn: ConnDep,
     engine: EngineDep,
-    _viewer: ViewerDep,
     time_range: RangeDep,
     host: HostFilter = None,
     guest: GuestFilter = None,
@@ -102,15 +103,34 @@ def get_events(
     return EventPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
+# OWASP, "CSV Injection": a cell a spreadsheet would evaluate starts with one of these.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value as a CSV cell a spreadsheet shows as text (issue 14).
+
+    COMM and guest names come from the hosts: `=cmd|' /C calc'!A0` as a guest name would run
+    when the export is opened in Excel. OWASP's remedy: prefix such a text cell with a single
+    quote. Numbers are written as numbers (a count of -1 cannot occur; ints are never quoted).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_lines(rows: Iterator[EventRow]) -> Iterator[str]:
-    """Header, then one line per event; values as the JSON shows them (times ISO 8601 Z)."""
+    """Header, then one line per event; values as the JSON shows them (times ISO 8601 Z),
+    text that a spreadsheet would take for a formula prefixed with `'` (csv_cell)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(EVENT_COLUMNS)
     batch = 0
     for row in rows:
         item = _EVENT_JSON.dump_python(_EVENT_JSON.validate_python(row, from_attributes=True), mode="json")
-        writer.writerow(["" if item[c] is None else item[c] for c in EVENT_COLUMNS])
+        writer.writerow([csv_cell(item[c]) for c in EVENT_COLUMNS])
         batch += 1
         if batch == 500:  # a chunk per few hundred rows: fewer, larger writes to the socket
             yield buffer.getvalue()

@@ -1,29 +1,38 @@
-"""The browser dashboard (#5): `/` answers frontend/index.html, `/static/...` the frontend files.
+"""The browser dashboard (#5): `/` answers index.html, `/static/...` the frontend files.
 
 No build step: the files under frontend/ are served as they are, ES modules included, so the
 content type must be `text/javascript` or the browser refuses to run a module. Plotly comes
 from the installed plotly package (`package_data/plotly.min.js`) at `/static/vendor/plotly.min.js`,
 never from a CDN: the hosts that run splitwatch may have no internet.
 
-Caching: our own files have no content hash in their names, so a browser must revalidate them
-(`no-cache` + ETag, answered 304 when unchanged) or it could mix an old module with a new one
-after an upgrade. Plotly is 4.8 MB and changes only with the package: cached for a day.
+Where the files are: `frontend/` at the top of the repository, reached as `app/frontend` (a
+symlink in the repository, a real directory in the wheel, where setuptools copies the files as
+package data of `app`: pyproject.toml). So a source checkout, an editable install and
+`pip install splitwatch[server]` all serve the same dashboard (issue 14).
 
-Nothing is read at import: paths are resolved per request (cheap) so tests and `serve` agree.
+Serving is Starlette's StaticFiles (issue 14): ETag and Last-Modified, 304 to If-None-Match,
+HEAD, and no 500 for a hostile path (a NUL byte or an over-long name is a 404; `..` and symlinks
+cannot leave the directory). Our own files have no content hash in their names, so a browser
+must revalidate them (`no-cache`) or it could mix an old module with a new one after an
+upgrade; Plotly is 4.8 MB and changes only with the package: cached for a day. Compression
+(GZipMiddleware) and the security headers (app/headers.py) are app-wide.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 
-# frontend/ sits next to app/ in the repository (and in an editable install).
-FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+FRONTEND_DIR = (Path(__file__).resolve().parents[1] / "frontend").resolve()
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -47,50 +56,77 @@ def plotly_js_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _file(request: Request, path: Path, cache_control: str) -> Response:
-    stat = path.stat()
-    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-    headers = {"Cache-Control": cache_control, "ETag": etag, "X-Content-Type-Options": "nosniff"}
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    media_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    return FileResponse(path, media_type=media_type, headers=headers)
+class DashboardFiles(StaticFiles):
+    """StaticFiles with our content types, cache policy and 404 sentences."""
+
+    def __init__(self, directory: Path, cache_control: str, what: str, remedy: str) -> None:
+        super().__init__(directory=directory, check_dir=False)
+        self.cache_control = cache_control
+        self.what = what
+        self.remedy = remedy
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        suffix = Path(full_path).suffix.lower()
+        if response.status_code == 200:
+            response.headers["content-type"] = CONTENT_TYPES.get(suffix, "application/octet-stream")
+        response.headers["cache-control"] = self.cache_control
+        return response
+
+    async def serve(self, path: str, request: Request) -> Response:
+        # StaticFiles.get_path's normalisation, for a path that came through our route.
+        relative = os.path.normpath(os.path.join(*path.split("/"))) if path.strip("/") else ""
+        try:
+            if not relative or Path(relative).suffix.lower() not in CONTENT_TYPES:
+                raise HTTPException(status_code=404)
+            return await self.get_response(relative, request.scope)
+        except StarletteHTTPException as exc:  # StaticFiles raises Starlette's, not FastAPI's
+            if exc.status_code != 404:
+                raise
+            raise HTTPException(
+                status_code=404, detail=f"{self.what} {path[:200]!r} not found: {self.remedy}"
+            ) from None
 
 
-def _not_found(what: str, remedy: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"{what} not found: {remedy}")
+def _frontend() -> DashboardFiles:
+    return DashboardFiles(
+        FRONTEND_DIR,
+        REVALIDATE,
+        "dashboard file",
+        "check the address; the dashboard's own pages link only to existing files",
+    )
 
 
 @router.api_route("/", methods=["GET", "HEAD"], operation_id="dashboard_index")
-def index(request: Request) -> Response:
-    page = FRONTEND_DIR / "index.html"
-    if not page.is_file():
-        raise _not_found(
-            f"dashboard page {page}",
-            "this installation has no frontend/ directory; run the server from a source checkout",
+async def index(request: Request) -> Response:
+    if not (FRONTEND_DIR / "index.html").is_file():
+        raise HTTPException(
+            status_code=404,
+            detail=f"dashboard page {FRONTEND_DIR / 'index.html'} not found: this installation has no "
+            "dashboard files; reinstall splitwatch[server] or run from a source checkout",
         )
-    return _file(request, page, REVALIDATE)
+    return await _frontend().serve("index.html", request)
 
 
 @router.api_route("/static/vendor/plotly.min.js", methods=["GET", "HEAD"], operation_id="dashboard_plotly")
-def plotly_js(request: Request) -> Response:
+async def plotly_js(request: Request) -> Response:
     path = plotly_js_path()
     if path is None:
-        raise _not_found(
-            "plotly.min.js in the installed plotly package",
+        raise HTTPException(
+            status_code=404,
+            detail="plotly.min.js in the installed plotly package not found: "
             "install the server extras: pip install 'splitwatch[server]'",
         )
-    return _file(request, path, VENDOR_MAX_AGE)
+    files = DashboardFiles(path.parent, VENDOR_MAX_AGE, "plotly bundle", "reinstall plotly")
+    return await files.serve(path.name, request)
 
 
 @router.api_route("/static/{file_path:path}", methods=["GET", "HEAD"], operation_id="dashboard_static")
-def static_file(file_path: str, request: Request) -> Response:
-    root = FRONTEND_DIR.resolve()
-    path = (root / file_path).resolve()
-    # Resolving first, then requiring the root as a parent, refuses `..` and symlinks out.
-    if root not in path.parents or not path.is_file() or path.suffix.lower() not in CONTENT_TYPES:
-        raise _not_found(
-            f"dashboard file /static/{file_path}",
-            "check the address; the dashboard's own pages link only to existing files",
-        )
-    return _file(request, path, REVALIDATE)
+async def static_file(file_path: str, request: Request) -> Response:
+    return await _frontend().serve(file_path, request)

@@ -28,8 +28,8 @@ router = APIRouter(prefix="/api/v1", tags=["gaps"])
     summary="Losses the agents counted (overrun, suppressed, spool_full, forged), received in the range",
 )
 def list_gaps(
-    conn: ConnDep,
     _viewer: ViewerDep,
+    conn: ConnDep,
     time_range: RangeDep,
     host: HostFilter = None,
     limit: Annotated[

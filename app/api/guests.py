@@ -65,7 +65,7 @@ def list_guests(
 
 
 @router.get(
-    "/guests/{name}",
+    "/guests/{name:path}",
     operation_id="get_guest",
     response_model=GuestDetail,
     responses={
@@ -74,7 +74,7 @@ def list_guests(
     },
     summary="One guest: what the hosts did with its traps, and where in it they happen",
 )
-def get_guest(name: NameInPath, conn: ConnDep, _viewer: ViewerDep, time_range: RangeDep) -> GuestDetail:
+def get_guest(_viewer: ViewerDep, name: NameInPath, conn: ConnDep, time_range: RangeDep) -> GuestDetail:
     detail = store.get_guest(conn, name, since=time_range.since, until=time_range.until)
     if detail is None:
         raise NotFound(

@@ -66,7 +66,7 @@ def list_hosts(
 
 
 @router.get(
-    "/hosts/{name}",
+    "/hosts/{name:path}",
     operation_id="get_host",
     response_model=HostDetail,
     responses={
@@ -76,7 +76,7 @@ def list_hosts(
     summary="One host: its status, CPUs, state changes and guests in the range",
 )
 def get_host(
-    name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
+    _viewer: ViewerDep, name: NameInPath, conn: ConnDep, settings: SettingsDep, time_range: RangeDep
 ) -> HostDetail:
     detail = store.get_host(
         conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)

@@ -94,6 +94,14 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
         raise _too_large(limit, "after gzip decompression")
     if not inflater.eof:
         raise InvalidInput("ingest body is truncated gzip: resend the whole body", code="invalid_gzip")
+    if inflater.unused_data:
+        # A second gzip member (or trailing bytes) would be silently dropped by a one-member
+        # inflater: refuse rather than store a part of what was sent (issue 14).
+        raise InvalidInput(
+            "ingest body has data after its gzip stream (a second gzip member?): "
+            "send one gzip stream holding the whole JSON body",
+            code="invalid_gzip",
+        )
     return out
 
 

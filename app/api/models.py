@@ -121,9 +121,19 @@ class TimeRange:
     now: dt.datetime
 
 
-def _utc(at: dt.datetime) -> dt.datetime:
+def _utc(at: dt.datetime, field: str) -> dt.datetime:
     # The API speaks UTC: an ISO time without an offset is taken as UTC, not server time.
-    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    try:
+        at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is in year 0 in UTC, 9999-12-31T23:00-02:00 in year 10000:
+        # neither exists in datetime (issue 14: this was a 500).
+        raise InvalidInput(
+            f"{field} {at.isoformat()} is outside the years 1-9999 once converted to UTC: "
+            "give a time between 1970 and 9000, or with the offset Z",
+            code="invalid_time",
+            details=[{"field": f"query.{field}", "problem": "out of range in UTC", "type": "invalid_time"}],
+        ) from None
     return min(max(at, EARLIEST), LATEST)
 
 
@@ -133,8 +143,8 @@ async def time_range(
 ) -> TimeRange:
     # async: pure arithmetic, so it runs on the event loop instead of costing a threadpool hop.
     now = dt.datetime.now(dt.UTC)
-    end = _utc(until) if until is not None else now
-    start = _utc(since) if since is not None else max(end - DEFAULT_RANGE, EARLIEST)
+    end = _utc(until, "until") if until is not None else now
+    start = _utc(since, "since") if since is not None else max(end - DEFAULT_RANGE, EARLIEST)
     if start > end:
         raise InvalidInput(
             f"since ({start.isoformat()}) is after until ({end.isoformat()}): "

@@ -39,8 +39,8 @@ MAX_STEP = 366 * 86400
     "`other` (key `(other)`), so the lines still add up to the total.",
 )
 def get_series(
-    conn: ConnDep,
     _viewer: ViewerDep,
+    conn: ConnDep,
     time_range: RangeDep,
     group_by: Annotated[GroupBy, Query(description="What each series is.")] = "action",
     step: Annotated[

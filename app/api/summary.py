@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", tags=["summary"])
     responses=error_responses(401, 403, 422),
     summary="Fleet totals for the range and the hosts' current condition",
 )
-def get_summary(conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep) -> Summary:
+def get_summary(_viewer: ViewerDep, conn: ConnDep, settings: SettingsDep, time_range: RangeDep) -> Summary:
     summary = store.fleet_summary(
         conn, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
     )

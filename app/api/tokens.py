@@ -18,7 +18,7 @@ import datetime as dt
 from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
@@ -199,14 +199,21 @@ def list_tokens(
     summary="Revoke a token: it stops working at once",
 )
 async def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _admin: AdminDep, writer: WriterDep
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _admin: AdminDep, writer: WriterDep, request: Request
 ) -> Response:
     if not await writer.run(partial(store.revoke_token, token_id=token_id)):
         raise NotFound(
             f"no live token #{token_id}: GET /api/v1/tokens lists them (it may be revoked already)",
             code="token_not_found",
         )
+    _forget_lookups(request)
     return Response(status_code=204)
+
+
+def _forget_lookups(request: Request) -> None:
+    # This process drops its remembered token lookups at once; other processes within
+    # SPLITWATCH_TOKEN_CACHE_TTL_S (app/auth.py, issue 14).
+    request.app.state.auth.forget()
 
 
 def _rekey(conn: Connection, name: str) -> TokenCreated:
@@ -228,8 +235,10 @@ def _rekey(conn: Connection, name: str) -> TokenCreated:
     responses=error_responses(401, 403, 404, 422),
     summary="Re-key one host: revoke its agent tokens and make a new one (shown once)",
 )
-async def rekey_host(name: NameInPath, _admin: AdminDep, writer: WriterDep) -> TokenCreated:
-    return await writer.run(partial(_rekey, name=name))
+async def rekey_host(name: NameInPath, _admin: AdminDep, writer: WriterDep, request: Request) -> TokenCreated:
+    answer = await writer.run(partial(_rekey, name=name))
+    _forget_lookups(request)
+    return answer
 
 
 @router.delete(
@@ -239,8 +248,11 @@ async def rekey_host(name: NameInPath, _admin: AdminDep, writer: WriterDep) -> T
     responses=error_responses(401, 403, 404, 422),
     summary="Revoke one host's agent tokens (it may then enroll again, as any machine)",
 )
-async def revoke_host_token(name: NameInPath, _admin: AdminDep, writer: WriterDep) -> HostTokensRevoked:
+async def revoke_host_token(
+    name: NameInPath, _admin: AdminDep, writer: WriterDep, request: Request
+) -> HostTokensRevoked:
     revoked = await writer.run(partial(store.revoke_host_tokens, host_name=name))
+    _forget_lookups(request)
     if not revoked:
         raise NotFound(
             f"host {name!r} has no live agent token: GET /api/v1/tokens?role=agent lists them",

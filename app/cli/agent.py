@@ -28,6 +28,12 @@ def agent_command(
     token: str | None = typer.Option(
         None, "--token", envvar="SPLITWATCH_AGENT_TOKEN", help="Agent token (`splitwatch token create`)."
     ),
+    ca_file: Path | None = typer.Option(
+        None,
+        "--ca-file",
+        envvar="SPLITWATCH_CA_FILE",
+        help="PEM bundle of the private CA that signed an https --server's certificate.",
+    ),
     enroll_token: Path | None = typer.Option(
         None,
         "--enroll-token",
@@ -62,6 +68,7 @@ def agent_command(
         use_tracefs=not no_tracefs,
         once=once,
         stdout=stdout,
+        ca_file=ca_file,
         enroll_token=enroll_token,
     )
     raise typer.Exit(code)

@@ -9,6 +9,7 @@ first use from the modules app/cli/<name>.py, each exposing `register(cli)`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from functools import cache
 from typing import TYPE_CHECKING
@@ -45,12 +46,36 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(name)
 
 
+SERVER_EXTRA = "pip install 'splitwatch[server]'"
+
+
+def _server_installed() -> bool:
+    # typer (with click and rich) comes with the server extra (issue 17): an agent-only install
+    # has none of it, and `splitwatch serve` there must say what to install, not trace back.
+    return importlib.util.find_spec("typer") is not None
+
+
 def main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["agent"] and not {"--help", "-h"} & set(argv[1:]):
+    wants_help = bool({"--help", "-h"} & set(argv[1:]))
+    if argv[:1] == ["agent"] and (not wants_help or not _server_installed()):
         from agent.cli import main as agent_main
 
         sys.exit(agent_main(argv[1:]))
+    if sys.version_info < (3, 11):
+        running = "{}.{}".format(*sys.version_info[:2])
+        sys.stderr.write(
+            f"splitwatch: only `splitwatch agent` runs on Python {running}; "
+            "the server and its commands need Python 3.11 or later\n"
+        )
+        sys.exit(2)
+    if not _server_installed():
+        command = f"`splitwatch {argv[0]}`" if argv else "this command"
+        sys.stderr.write(
+            f"splitwatch: {command} needs the server extra, which this install does not have "
+            f"(only `splitwatch agent` runs without it): {SERVER_EXTRA}\n"
+        )
+        sys.exit(2)
     build_cli()()
 
 

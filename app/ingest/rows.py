@@ -245,7 +245,10 @@ def rollups(
     minutes: dict[tuple[int, int, str, str, str], list[int]] = {}
     for e, gid in events:
         key = (
-            int(e["time"].timestamp()) // 60 * 60,
+            # Whole seconds first: a float timestamp of year 9999 has ~30 µs resolution, so
+            # 23:59:59.999999 would round up into year 10000 (issue 14: a 500 that the agent
+            # retried forever). A microsecond-free time converts exactly.
+            int(e["time"].replace(microsecond=0).timestamp()) // 60 * 60,
             NO_GUEST if gid is None else gid,
             e["kind"],
             e["action"],

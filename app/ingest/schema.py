@@ -10,15 +10,19 @@ without building Python dicts first).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetPydanticSchema,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
     with_config,
 )
@@ -39,11 +43,42 @@ INT64 = 2**63 - 1
 
 
 # ISO 8601 with an offset of 0 (`Z`, `+00:00`), checked inside pydantic-core: no Python call
-# per event. A naive time fails `timezone_aware`, another offset `timezone_offset`.
+# per event. A naive time fails `timezone_aware`, another offset `timezone_offset`. The string
+# must start with a date and a `T`: pydantic alone would read "1700000000" as a Unix time
+# (issue 14: the contract's times are ISO 8601 text).
+ISO_DATETIME_START = r"^\d{4}-\d{2}-\d{2}[Tt ]"
 UtcTime = Annotated[
     datetime,
-    GetPydanticSchema(lambda _type, _handler: core_schema.datetime_schema(tz_constraint=0, strict=True)),
+    GetPydanticSchema(
+        lambda _type, _handler: core_schema.chain_schema(
+            [
+                core_schema.str_schema(pattern=ISO_DATETIME_START, strict=True),
+                core_schema.datetime_schema(tz_constraint=0, strict=False),  # lax: from the string
+            ]
+        )
+    ),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+def _exactly_int(value: object) -> object:
+    # Literal[1] alone takes `true` and `1.0` (they equal 1 in Python); the contract says 1.
+    if type(value) is not int:
+        raise ValueError("schema must be the integer 1")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    # NaN and ±Infinity are not JSON (PostgreSQL's json type refuses them, issue 14); health is
+    # the agent's own free-form figures, so such a figure is stored as null rather than
+    # refusing the batch (and with it the events).
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 # The host's own facts: no control characters (they end up in logs, CSV and HTML).
@@ -150,13 +185,13 @@ class GapIn(_Strict):
 
 
 class PayloadIn(_Strict):
-    schema_: Literal[1] = Field(alias="schema")
+    schema_: Annotated[Literal[1], BeforeValidator(_exactly_int)] = Field(alias="schema")
     host: HostIn
     state: StateIn | None
     events: list[EventIn] = Field(max_length=MAX_EVENTS)
     gaps: list[GapIn] = Field(max_length=MAX_GAPS)
     # The agent loop's own figures (#4); free-form, shown as sent.
-    health: dict[str, Any] | None = None
+    health: Annotated[dict[str, Any], AfterValidator(_finite)] | None = None
 
 
 def parse_payload(body: bytes) -> PayloadIn:

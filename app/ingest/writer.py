@@ -14,7 +14,8 @@ runs a PASSIVE checkpoint (it never blocks the writer) on its own connection eve
 CHECKPOINT_INTERVAL_S while there were commits.
 
 On PostgreSQL, concurrent transactions are the engine's job: a job runs in its own
-transaction on the threadpool.
+transaction, in one of PG_WRITERS threads of its own on PG_WRITERS connections of its own
+(issue 14): readers filling the threadpool and the read pool never make ingest wait.
 
 A job is `fn(conn) -> T`; `await writer.run(fn)` from async code, `writer.submit(fn)` (a
 concurrent.futures.Future) from threads.
@@ -27,20 +28,21 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from starlette.concurrency import run_in_threadpool
 
-from app.store.engine import is_sqlite
+from app.store.engine import is_sqlite, make_engine
 
 T = TypeVar("T")
 log = logging.getLogger("splitwatch.writer")
 
 # Up to this many waiting jobs share one SQLite transaction.
 MAX_GROUP = 16
+# PostgreSQL: concurrent write transactions per process (threads and connections of their own).
+PG_WRITERS = 8
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
 WRITER_CACHE_KIB = 65536
@@ -60,10 +62,16 @@ class Writer(Protocol):
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
 
 
-def make_writer(engine: Engine) -> Writer:
+def make_writer(engine: Engine, pool_timeout_s: float = 10.0) -> Writer:
     if is_sqlite(str(engine.url)):
         return SQLiteWriter(engine)
-    return DirectWriter(engine)
+    write_engine = make_engine(
+        engine.url.render_as_string(hide_password=False),
+        pool_size=PG_WRITERS,
+        max_overflow=0,
+        pool_timeout=pool_timeout_s,
+    )
+    return DirectWriter(write_engine, owns_engine=True)
 
 
 _Job = tuple[Callable[[Connection], Any], "Future[Any]"]
@@ -202,18 +210,25 @@ class SQLiteWriter:
 
 
 class DirectWriter:
-    """PostgreSQL: each job in its own transaction on the threadpool; retried on deadlock."""
+    """PostgreSQL: each job in its own transaction on a writer thread; retried on deadlock."""
 
     RETRIES = 3
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, owns_engine: bool = False) -> None:
         self._engine = engine
+        self._owns_engine = owns_engine
+        self._executor: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        pass
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(PG_WRITERS, thread_name_prefix="splitwatch-writer")
 
     def stop(self) -> None:
-        pass
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)  # jobs already taken are finished first
+        if self._owns_engine:
+            self._engine.dispose()
 
     def _run_tx(self, fn: Callable[[Connection], T]) -> T:
         for attempt in range(self.RETRIES):
@@ -230,12 +245,17 @@ class DirectWriter:
         raise AssertionError("unreachable")
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
-        future: Future[T] = Future()
+        executor = self._executor
+        if executor is None:
+            future: Future[T] = Future()
+            future.set_exception(WriterStopped("the database writer is not running (server shutting down)"))
+            return future
         try:
-            future.set_result(self._run_tx(fn))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
+            return executor.submit(self._run_tx, fn)
+        except RuntimeError:  # shut down between the check and the submit
+            future = Future()
+            future.set_exception(WriterStopped("the database writer stopped (server shutting down)"))
+            return future
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        return await run_in_threadpool(self._run_tx, fn)
+        return await asyncio.wrap_future(self.submit(fn))

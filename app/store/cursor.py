@@ -54,7 +54,10 @@ def decode_cursor(token: str) -> Cursor:
         raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}") from None
     if time.tzinfo is None or not (0 <= row_id < 2**63):
         raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}")
-    return Cursor(time.astimezone(dt.UTC), row_id)
+    try:
+        return Cursor(time.astimezone(dt.UTC), row_id)
+    except OverflowError:  # an offset that moves it past year 1 or 9999 (issue 14)
+        raise CursorError(f"cursor {token[:40]!r} holds no valid position: {remedy}") from None
 
 
 # ----------------------------------------------------------------------------- name lists

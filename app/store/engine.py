@@ -9,6 +9,11 @@ write lock up front, which the single writer uses so it never has to upgrade a r
 
 PostgreSQL: psycopg 3 (`postgresql+psycopg://`); `postgresql://` and `postgres://` are
 rewritten to it.
+
+Pools (issue 14): `pool_options()` gives explicit sizes per engine, so a burst of readers waits
+a bounded time for a connection (then the API answers 503 with Retry-After, app/errors.py)
+instead of the library's defaults (5 + 10, 30 s, then a 500). SQLite connections are cheap
+(a file handle), so there is one per threadpool thread; PostgreSQL's are server processes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# (pool_size, max_overflow) when the settings leave them unset: 12 is one per request that may
+# read at once (threadpool_size 8 read slots, app/auth.LOOKUP_THREADS 4), so no reader waits
+# for a connection; the overflow covers the SQLite writer and checkpointer, CSV pages.
+SQLITE_POOL = (12, 12)
+POSTGRES_POOL = (12, 8)
 
 
 class DatabaseUrlError(ValueError):
@@ -35,6 +45,24 @@ def normalize_url(url: str) -> str:
 
 def is_sqlite(url: str) -> bool:
     return normalize_url(url).startswith("sqlite")
+
+
+def pool_options(
+    url: str, pool_size: int | None = None, max_overflow: int | None = None, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """create_engine keywords for the read pool of `url` (none for an in-memory SQLite)."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            return {}  # SingletonThreadPool: one connection per thread, no sizes
+        size, overflow = SQLITE_POOL
+    else:
+        size, overflow = POSTGRES_POOL
+    return {
+        "pool_size": size if pool_size is None else pool_size,
+        "max_overflow": overflow if max_overflow is None else max_overflow,
+        "pool_timeout": timeout_s,
+    }
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

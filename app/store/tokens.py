@@ -243,8 +243,13 @@ def _live(now: datetime) -> ColumnElement[bool]:
 
 def find_token(conn: Connection, raw: str, now: datetime | None = None) -> TokenInfo | None:
     """The live (neither revoked nor expired) token `raw`, or None."""
+    return find_token_by_hash(conn, hash_token(raw), now)
+
+
+def find_token_by_hash(conn: Connection, digest: str, now: datetime | None = None) -> TokenInfo | None:
+    """The live token whose sha256 hex is `digest`, or None (app/auth.py hashes on the event loop)."""
     row = conn.execute(
-        select(*_COLUMNS).where(token.c.hash == hash_token(raw), _live(now or datetime.now(UTC)))
+        select(*_COLUMNS).where(token.c.hash == digest, _live(now or datetime.now(UTC)))
     ).first()
     return _info(row) if row is not None else None
 

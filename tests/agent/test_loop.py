@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,9 +143,31 @@ def test_a_rejected_token_is_logged_every_pass_and_nothing_is_dropped(
     seq = host.split_lock(vm.vcpu_comm(0), vm.vcpu_tids[0])
     server.default = lambda req: error(401, "missing or invalid agent token")
     with caplog.at_level(logging.ERROR):
-        assert run(config(tmp_path, server.url, max_passes=3, shutdown_flush_s=0)) == 0
-    assert caplog.text.count("token rejected by") >= 3
+        assert run(config(tmp_path, server.url, max_passes=3, shutdown_flush_s=0)) == 1
+    assert caplog.text.count("token rejected by") == 3  # once per pass, not again at the last flush
     server.default = None
     server.requests.clear()
     assert run(config(tmp_path, server.url, max_passes=1)) == 0
     assert seq in sent_seqs(server)
+
+
+def test_once_with_a_refused_token_exits_1_and_says_it_once(
+    tmp_path: Path, host: FakeHost, server: ScriptedServer
+) -> None:
+    vm = host.qemu("web-1", pid=4242, vcpus=1)
+    host.split_lock(vm.vcpu_comm(0), vm.vcpu_tids[0])
+    server.default = lambda req: error(401, "missing or invalid agent token")
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "--server", server.url, "--token", "sw_wrong",
+            "--root", str(host.root), "--state-dir", str(tmp_path / "state"), "--no-tracefs", "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("token rejected by") == 1, result.stderr
+    assert "missing or invalid agent token" in result.stderr
+    assert len(server.requests) == 1
+    assert any((tmp_path / "state" / "spool").glob("*.seg"))  # kept for a valid token

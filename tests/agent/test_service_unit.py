@@ -102,7 +102,7 @@ def test_the_token_never_appears_on_the_command_line(service: dict[str, list[str
     args = argv(service)
     assert "--token" not in args
     assert one(service, "EnvironmentFile").startswith("/etc/")
-    assert args[1:2] == ["agent"] and Path(args[0]).name == "splitwatch"
+    assert args[0] == "/usr/local/bin/splitwatch-agent"  # the zipapp's wrapper (deploy/install-agent)
 
 
 def test_stop_is_sigterm_with_time_for_the_last_flush(service: dict[str, list[str]]) -> None:

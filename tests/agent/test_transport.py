@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import gzip
 import json
 import logging
 import random
+import socket
+import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +21,11 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from agent.errors import ConfigError
 from agent.payload import (
     Action,
     CpuState,
@@ -34,6 +41,7 @@ from agent.payload import (
 )
 from agent.spool import Spool, encode_record
 from agent.transport import Rejected, Retry, Sender, Sent, Transport, parse_retry_after
+from tests.tls import make_certs
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 Answer = tuple[int, dict[str, str], bytes]
@@ -44,6 +52,7 @@ class Request:
     headers: dict[str, str]
     raw: bytes
     body: dict[str, Any]
+    client_port: int = 0  # one port per TCP connection: keep-alive shows as one port
 
     @property
     def seqs(self) -> list[int]:
@@ -60,10 +69,12 @@ class ScriptedServer:
     default: Callable[[Request], Answer] | None = None
     requests: list[Request] = field(default_factory=list)
     delay_s: float = 0.0
+    scheme: str = "http"
+    close_after_answer: bool = False  # drop every connection once answered, as an idle timeout does
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def answer(self, req: Request) -> Answer:
         if self.script:
@@ -84,14 +95,19 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> A
 
 
 @contextmanager
-def scripted_server() -> Iterator[ScriptedServer]:
-    state = ScriptedServer()
+def scripted_server(*, http11: bool = False, tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
+    """`http11`: HTTP/1.1 with keep-alive, as uvicorn answers (the default HTTP/1.0 closes after
+    each answer); `tls`: https with that server context."""
+    state = ScriptedServer(scheme="https" if tls is not None else "http")
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if http11 else "HTTP/1.0"
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             data = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-            req = Request({k.lower(): v for k, v in self.headers.items()}, raw, json.loads(data))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            req = Request(headers, raw, json.loads(data), self.client_address[1])
             state.requests.append(req)
             if state.delay_s:
                 time.sleep(state.delay_s)
@@ -103,12 +119,16 @@ def scripted_server() -> Iterator[ScriptedServer]:
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
+            if state.close_after_answer:
+                self.close_connection = True
 
         def log_message(self, *args: object) -> None:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -582,3 +602,203 @@ def test_a_pass_stops_sending_at_its_deadline_and_keeps_the_rest(
     report = make_sender(spool, server, clock).send_pending(deadline=clock.now)
     assert server.requests == [] and spool.depth == 1
     assert report.stopped == "deadline"
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+def test_posts_reuse_one_keep_alive_connection() -> None:
+    with scripted_server(http11=True) as server:
+        transport = Transport(server.url, "t", timeout_s=5)
+        results = [transport.post(payload([i])) for i in range(5)]
+        transport.close()
+    assert all(isinstance(r, Sent) for r in results)
+    assert transport.connections == 1
+    assert len({r.client_port for r in server.requests}) == 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_reopened_without_a_failure() -> None:
+    with scripted_server(http11=True) as server:
+        server.close_after_answer = True
+        transport = Transport(server.url, "t", timeout_s=5)
+        results = [transport.post(payload([i])) for i in range(3)]
+        transport.close()
+    assert all(isinstance(r, Sent) for r in results)
+    assert [r.seqs for r in server.requests] == [[0], [1], [2]]  # each sent once
+    assert transport.connections == 3
+
+
+def test_a_redirect_is_not_followed_with_the_token(server: ScriptedServer) -> None:
+    server.script = [(307, {"Location": "http://127.0.0.1:9/api/v1/ingest"}, b"")]
+    result = Transport(server.url, "t", timeout_s=5).post(payload([1]))
+    assert isinstance(result, Retry) and "307" in result.reason and "check --server" in result.reason
+    assert len(server.requests) == 1
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ScriptedServer, Path]]:
+    certs = make_certs(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    with scripted_server(http11=True, tls=context) as srv:
+        yield srv, certs.ca
+
+
+def test_https_to_a_server_signed_by_a_private_ca_works_with_ca_file(
+    tls_server: tuple[ScriptedServer, Path],
+) -> None:
+    server, ca = tls_server
+    transport = Transport(server.url, "agent-token-1", timeout_s=5, ca_file=ca)
+    assert isinstance(transport.post(payload([1])), Sent)
+    assert isinstance(transport.post(payload([2])), Sent)
+    transport.close()
+    assert server.requests[0].headers["authorization"] == "Bearer agent-token-1"
+    assert transport.connections == 1
+
+
+def test_https_without_the_ca_is_refused_and_says_to_pass_ca_file(
+    tls_server: tuple[ScriptedServer, Path],
+) -> None:
+    server, _ca = tls_server
+    result = Transport(server.url, "agent-token-1", timeout_s=5).post(payload([1]))
+    assert isinstance(result, Retry)
+    assert "TLS certificate is not trusted" in result.reason and "--ca-file" in result.reason
+    assert server.requests == []  # the token never left the agent
+
+
+def test_https_to_an_address_the_certificate_does_not_name_is_refused(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "tls", names="DNS:splitwatch.example")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    with scripted_server(http11=True, tls=context) as server:
+        result = Transport(server.url, "t", timeout_s=5, ca_file=certs.ca).post(payload([1]))
+    assert isinstance(result, Retry)
+    assert "not trusted" in result.reason and "mismatch" in result.reason
+    assert server.requests == []
+
+
+def test_an_unreadable_ca_file_is_a_config_error_with_the_remedy(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError, match="pass --ca-file a readable PEM file"):
+        Transport("https://127.0.0.1:1", "t", timeout_s=1, ca_file=missing)
+
+
+# --------------------------------------------------------------------------- proxies
+
+
+@dataclass
+class Proxy:
+    """A forwarding HTTP proxy on 127.0.0.1: CONNECT tunnels and absolute-form requests, each
+    request's first line and Proxy-Authorization recorded."""
+
+    port: int = 0
+    lines: list[str] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while chunk := src.recv(65536):
+            dst.sendall(chunk)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+@contextmanager
+def forwarding_proxy() -> Iterator[Proxy]:
+    state = Proxy()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            first = self.rfile.readline().decode().rstrip("\r\n")
+            headers = []
+            while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                headers.append(line)
+            state.lines.append(first)
+            auth = [
+                h.decode().split(":", 1)[1].strip()
+                for h in headers
+                if h.lower().startswith(b"proxy-authorization:")
+            ]
+            state.auth.append(auth[0] if auth else None)
+            method, target, version = first.split(" ")
+            if method == "CONNECT":
+                host, port = target.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)))
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                parts = urlsplit(target)
+                upstream = socket.create_connection((parts.hostname, parts.port))
+                kept = [h for h in headers if not h.lower().startswith(b"proxy-authorization:")]
+                upstream.sendall(f"{method} {parts.path} {version}\r\n".encode() + b"".join(kept) + b"\r\n")
+            leftover = self.rfile.peek() if hasattr(self.rfile, "peek") else b""
+            if leftover:
+                upstream.sendall(self.rfile.read(len(leftover)))
+            back = threading.Thread(target=_pipe, args=(upstream, self.connection), daemon=True)
+            back.start()
+            _pipe(self.connection, upstream)
+            back.join(timeout=10)
+            upstream.close()
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_proxy_from_the_environment_gets_the_absolute_url_and_its_credentials(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with forwarding_proxy() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url.replace("http://", "http://ops:s%40cret@"))
+        monkeypatch.delenv("no_proxy", raising=False)
+        transport = Transport(server.url, "agent-token-1", timeout_s=5)
+        result = transport.post(payload([1]))
+        transport.close()
+    assert isinstance(result, Sent), result
+    assert proxy.lines == [f"POST {server.url}/api/v1/ingest HTTP/1.1"]
+    assert proxy.auth == ["Basic " + base64.b64encode(b"ops:s@cret").decode()]
+    assert server.requests[0].headers["authorization"] == "Bearer agent-token-1"
+
+
+def test_https_goes_through_a_connect_tunnel_and_still_checks_the_certificate(
+    tls_server: tuple[ScriptedServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca = tls_server
+    with forwarding_proxy() as proxy:
+        monkeypatch.setenv("https_proxy", proxy.url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        trusted = Transport(server.url, "agent-token-1", timeout_s=5, ca_file=ca)
+        assert isinstance(trusted.post(payload([1])), Sent)
+        trusted.close()
+        untrusted = Transport(server.url, "agent-token-1", timeout_s=5).post(payload([2]))
+    assert proxy.lines == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.0"] * 2
+    assert isinstance(untrusted, Retry) and "not trusted" in untrusted.reason
+    assert [r.seqs for r in server.requests] == [[1]]
+
+
+def test_no_proxy_sends_directly(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    with forwarding_proxy() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        assert isinstance(Transport(server.url, "t", timeout_s=5).post(payload([1])), Sent)
+    assert proxy.lines == []
+
+
+def test_a_proxy_url_that_is_not_http_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "socks5://127.0.0.1:1080")
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConfigError, match="not an http:// proxy URL"):
+        Transport("https://splitwatch.example", "t", timeout_s=1)

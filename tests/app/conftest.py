@@ -16,6 +16,10 @@
                      a background thread: `.url`, `.app`, `.stop()`, `.start()` (a new app
                      on the same port and database: an outage and a restart). Build your own
                      with `Server(settings, configure=fn)` to add test routes to the app.
+                     No 500, ever (issue 14): every Server counts the 500s it answers (any
+                     route, and splitwatch_ingest_requests_total{status="500"}) and stop()
+                     fails the test that caused one, naming the requests; only
+                     `Server(..., allow_500=True)` (tests of the 500 answer itself) opts out.
     tokens           creates tokens in the server's database: `tokens.agent("h1")`,
                      `tokens.viewer()`, `tokens.admin()` → the raw token; `auth(token)` makes
                      the header dict.
@@ -231,17 +235,56 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServerErrorCounter:
+    """ASGI wrapper: notes every request answered 500 (or whose exception escaped the app)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        what = f"{scope['method']} {scope['path']}"
+
+        async def send_noting(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 500:
+                self.seen.append(what)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting)
+        except BaseException as exc:
+            self.seen.append(f"{what} (raised {type(exc).__name__})")
+            raise
+
+
+def ingest_500s(app: Any) -> float:
+    """splitwatch_ingest_requests_total{status="500"} of `app` (0 when never counted)."""
+    registry = getattr(app.state, "metrics_registry", None)
+    if registry is None:
+        return 0.0
+    return float(registry.get_sample_value("splitwatch_ingest_requests_total", {"status": "500"}) or 0.0)
+
+
 class Server:
     """A real uvicorn in a thread; stop() and start() again for outages (same port, same DB)."""
 
     def __init__(
-        self, settings: Settings, port: int | None = None, configure: Callable[[Any], None] | None = None
+        self,
+        settings: Settings,
+        port: int | None = None,
+        configure: Callable[[Any], None] | None = None,
+        allow_500: bool = False,
     ) -> None:
         self.settings = settings
         self.configure = configure  # called with each new app before it serves (test routes)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: Any = None
+        self.allow_500 = allow_500
+        self.errors: ServerErrorCounter | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -249,14 +292,17 @@ class Server:
         import uvicorn
 
         from app.main import create_app
+        from app.server import uvicorn_options
 
         if self._thread is not None:
             raise RuntimeError("server already running")
         self.app = create_app(self.settings)
         if self.configure is not None:
             self.configure(self.app)
+        self.errors = ServerErrorCounter(self.app)
         config = uvicorn.Config(
-            self.app,
+            self.errors,
+            **uvicorn_options(self.settings),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -283,6 +329,18 @@ class Server:
         self._thread.join(timeout=30)
         self._thread = None
         self._server = None
+        self.check_no_500()
+
+    def check_no_500(self) -> None:
+        """Fail (AssertionError) if this server answered any request with 500."""
+        if self.allow_500 or self.errors is None:
+            return
+        seen, counted = list(self.errors.seen), ingest_500s(self.app)
+        if seen or counted:
+            raise AssertionError(
+                f"the server answered 500 (issue 14: no input may cause one): {seen[:10]}; "
+                f'splitwatch_ingest_requests_total{{status="500"}} = {counted:g}'
+            )
 
     @property
     def running(self) -> bool:

@@ -32,7 +32,7 @@ def add_test_routes(app: FastAPI) -> None:
 
 @pytest.fixture
 def test_server(settings: Settings) -> Iterator[Server]:
-    srv = Server(settings, configure=add_test_routes)
+    srv = Server(settings, configure=add_test_routes, allow_500=True)  # /test/boom is a 500
     srv.start()
     yield srv
     srv.stop()
@@ -72,6 +72,20 @@ def test_invalid_query_parameter_is_422_naming_the_parameter(c: httpx.Client) ->
 def test_unexpected_exception_is_a_500_in_the_same_shape_without_internals(c: httpx.Client) -> None:
     body = assert_error(c.get("/test/boom"), 500, "internal_error")
     assert "secret internal detail" not in body["message"]
+
+
+@SQLITE
+def test_a_test_server_that_answered_500_fails_its_test_at_stop(settings: Settings) -> None:
+    # The suite-wide guard of issue 14 ("the 500 count stays 0"): every Server checks itself.
+    srv = Server(settings, configure=add_test_routes)
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.url) as client:
+            assert client.get("/test/missing").status_code == 404
+            assert client.get("/test/boom").status_code == 500
+    finally:
+        with pytest.raises(AssertionError, match=r"GET /test/boom"):
+            srv.stop()
 
 
 def test_error_responses_declare_the_error_body_for_openapi() -> None:

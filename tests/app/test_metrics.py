@@ -14,7 +14,7 @@ from sqlalchemy import text
 import app.metrics
 from app.settings import Settings
 from app.store.engine import make_engine
-from tests.app.conftest import Server, Tokens, auth
+from tests.app.conftest import Server, Tokens, assert_error, auth
 from tests.app.fill import MINUTE, T0, Filler, ev, lost, state
 from tests.app.ingest.payloads import events, payload
 from tests.conftest import require_promtool
@@ -212,6 +212,35 @@ def test_ingest_figures_count_this_process_requests_events_and_batch_sizes(
     assert got[key("splitwatch_ingest_batch_events_count")] == 2  # stored batches only
     assert got[key("splitwatch_ingest_batch_events_sum")] == 20
     assert got[key("splitwatch_ingest_batch_events_bucket", le="10.0")] == 2
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_with_a_metrics_token_set_metrics_need_it_and_nothing_is_read_without_it(
+    settings: Settings,
+) -> None:
+    # issue 14: /metrics lists every host and guest name
+    secret = "m" * 24
+    srv = Server(settings.model_copy(update={"metrics_token": secret}))
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.url) as c:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong-token-of-24-chars"},
+                {"Authorization": secret},
+            ):
+                r = c.get("/metrics", headers=headers)
+                assert_error(r, 401, "invalid_metrics_token")
+                assert "SPLITWATCH_METRICS_TOKEN" in r.json()["message"]
+            ok = c.get("/metrics", headers={"Authorization": f"Bearer {secret}"})
+            assert ok.status_code == 200 and "splitwatch_database_up 1.0" in ok.text
+    finally:
+        srv.stop()
+
+
+def test_an_empty_metrics_token_setting_means_none() -> None:
+    # docker-compose.yml passes `${SPLITWATCH_METRICS_TOKEN:-}`: empty when .env sets none
+    assert Settings(metrics_token="").metrics_token is None
 
 
 def test_throttled_vcpu_seconds_is_the_weeks_tracefs_count_times_10_ms_per_host(

@@ -205,7 +205,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def context(browser: Any) -> Iterator[Any]:
     """One browser profile per module: its HTTP cache keeps Plotly (4.8 MB) after the first
     page. Each test still gets its own tab, and a tab's sessionStorage (the token) is its own."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    # bypass_csp: these tests poll with page.wait_for_function, which evaluates its predicate
+    # with eval inside the page; the server's CSP forbids that (as it should). The CSP itself
+    # is checked, without the bypass, in tests/browser/test_hardening.py.
+    ctx = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, accept_downloads=True, bypass_csp=True
+    )
     yield ctx
     ctx.close()
 

@@ -262,7 +262,7 @@ def test_events_explorer_pages_with_a_cursor_stack_and_a_copied_url_reopens_the_
     assert "page 2" in page.inner_text("#page-no")
 
     copied = page.url
-    other = browser.new_context(viewport={"width": 1400, "height": 1000})
+    other = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)  # see conftest
     try:
         tab = other.new_page()
         open_logged_in(tab, fleet, "#" + copied.split("#", 1)[1])

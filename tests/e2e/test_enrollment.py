@@ -284,6 +284,11 @@ def test_enrollment_over_https_verifies_the_servers_certificate(
             obtain_token(server=url, enroll_token_file=None, enroll_token=enroll["token"],
                          state_dir=tmp_path / "state", root=host.root, once=True)  # fmt: skip
         assert not token_path(tmp_path / "state").exists()
+        # --ca-file (issue 17): the private CA for enrollment as for every send.
+        raw = obtain_token(server=url, enroll_token_file=None, enroll_token=enroll["token"],
+                           state_dir=tmp_path / "state", root=host.root, once=True, ca_file=ca)  # fmt: skip
+        assert raw.startswith("sw_")
+        token_path(tmp_path / "state").unlink()  # enroll again (same machine: a fresh token)
         monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the admin's CA, as docs/agent.md says
         raw = obtain_token(server=url, enroll_token_file=None, enroll_token=enroll["token"],
                            state_dir=tmp_path / "state", root=host.root, once=True)  # fmt: skip

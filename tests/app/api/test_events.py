@@ -195,3 +195,53 @@ def test_malformed_event_parameters_are_refused_naming_the_field(
 def test_events_need_a_token(client: httpx.Client) -> None:
     assert_error(client.get("/api/v1/events"), 401)
     assert_error(client.get("/api/v1/events", params={"format": "csv"}), 401)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "0001-01-01T00:00:00+01:00"},  # year 0 in UTC
+        {"until": "9999-12-31T23:00:00-02:00"},  # year 10000 in UTC
+        {"since": "0001-01-01T00:30:00+00:31", "until": "2026-11-24T00:00:00Z"},
+    ],
+)
+def test_time_that_leaves_the_years_1_to_9999_in_utc_is_a_422_not_a_500(
+    viewer_client: httpx.Client, params: dict[str, str]
+) -> None:
+    # issue 14: astimezone() overflowed into a 500
+    for path in ("/api/v1/events", "/api/v1/series", "/api/v1/summary", "/api/v1/hosts"):
+        body = assert_error(viewer_client.get(path, params=params), 422, "invalid_time")
+        assert body["details"][0]["field"] == f"query.{next(iter(params))}"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"])
+def test_cursor_with_a_time_that_overflows_in_utc_is_refused(viewer_client: httpx.Client, at: str) -> None:
+    import base64
+
+    cursor = base64.urlsafe_b64encode(f"1|{at}|5".encode()).decode().rstrip("=")
+    body = assert_error(viewer_client.get("/api/v1/events", params={"cursor": cursor}), 422, "invalid_cursor")
+    assert "cursor" in body["message"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    # OWASP "CSV injection": a cell starting with = + - @ tab or CR gets a leading quote, so
+    # Excel and LibreOffice show it as text. COMM and guest names come from the hosts.
+    hostile = ["=cmd|' /C calc'!A0", "@SUM(1)", "-2+3+cmd", "+1", "\tx", "\rx"]
+    fill.send("h1", events=[ev(T0 + i * SECOND, guest=g, comm=g[:15]) for i, g in enumerate(hostile)])
+    fill.send("h1", events=[ev(T0 + 10 * SECOND, guest="plain", comm="qemu", count=7)])
+    response = viewer_client.get("/api/v1/events", params={**RANGE, "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    guests = {row["guest"] for row in rows}
+    assert guests == {"'" + g for g in hostile} | {"plain"}
+    assert {row["comm"] for row in rows if row["guest"] != "plain"} == {"'" + g[:15] for g in hostile}
+    plain = next(row for row in rows if row["guest"] == "plain")
+    assert plain["count"] == "7" and plain["comm"] == "qemu"  # numbers stay numbers
+    assert all(not row["id"].startswith("'") and int(row["tid"]) >= 0 for row in rows)
+    # The JSON answer is data, not a spreadsheet: unchanged.
+    items = viewer_client.get("/api/v1/events", params=RANGE).json()["items"]
+    assert {e["guest"] for e in items} == set(hostile) | {"plain"}

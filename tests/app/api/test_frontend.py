@@ -105,6 +105,9 @@ def test_head_requests_are_answered_like_get(client: httpx.Client) -> None:
         "/static/js/%2e%2e/%2e%2e/app/main.py",
         "/static/js/no-such-module.js",
         "/static/",
+        "/static/js/%00.js",  # issue 14: NUL in a path was a 500
+        "/static/" + "a" * 300 + ".js",  # a name longer than the filesystem allows
+        "/static/" + "a/" * 3000 + "x.js",  # a path longer than PATH_MAX
     ],
 )
 def test_a_path_outside_the_frontend_or_missing_is_404_in_the_error_shape(
@@ -125,3 +128,34 @@ def test_no_file_in_frontend_references_an_external_url() -> None:
 def test_the_dashboard_routes_stay_out_of_the_api_schema(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p == "/" or p.startswith("/static")], list(paths)
+
+
+def test_every_answer_carries_the_security_headers(client: httpx.Client) -> None:
+    # issue 14: no CSP, no frame-ancestors on the dashboard
+    for path in ("/", "/static/js/main.js", "/docs", "/api/v1/hosts", "/healthz"):
+        headers = client.get(path).headers
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+        assert "object-src 'none'" in csp and "base-uri 'none'" in csp, path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "no-referrer", path
+        assert headers["x-frame-options"] == "DENY", path
+
+
+def test_text_files_are_gzipped_for_a_client_that_accepts_it(client: httpx.Client) -> None:
+    page = client.get("/static/js/charts.js", headers={"Accept-Encoding": "gzip"})
+    assert page.headers["content-encoding"] == "gzip"
+    assert page.content == (FRONTEND_DIR / "js" / "charts.js").read_bytes()  # httpx inflates it
+    plain = client.get("/static/js/charts.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+
+
+def test_docs_load_swagger_ui_from_this_server_not_a_cdn(client: httpx.Client) -> None:
+    page = client.get("/docs").text
+    refs = re.findall(r"""(?:src|href)="([^"]+)\"""", page)
+    assert refs and all(r.startswith(("/docs/", "data:")) for r in refs), refs
+    assert "<script>" not in page  # no inline script: the CSP allows none
+    for ref in refs:
+        if ref.startswith("/"):
+            assert client.get(ref).status_code == 200, ref
+    assert not client.get("/redoc").is_success  # FastAPI's CDN-loaded page is gone

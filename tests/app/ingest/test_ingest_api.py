@@ -385,6 +385,13 @@ def test_body_that_is_not_gzip_despite_the_header_gets_422(client: httpx.Client,
     assert_error(r, 422, "invalid_gzip")
 
 
+def test_second_gzip_member_gets_422_instead_of_being_ignored(client: httpx.Client, tokens: Tokens) -> None:
+    # issue 14: the events of a second member were silently dropped while the answer said 200
+    body = gzip.compress(payload(events(0, 5)).to_json().encode()) + gzip.compress(b"more")
+    r = send(client, tokens.agent(), body, **{"Content-Encoding": "gzip"})
+    assert "gzip" in assert_error(r, 422, "invalid_gzip")["message"]
+
+
 def test_unsupported_content_encoding_gets_415(client: httpx.Client, tokens: Tokens) -> None:
     assert_error(
         send(client, tokens.agent(), b"x", **{"Content-Encoding": "br"}), 415, "unsupported_encoding"
@@ -497,3 +504,75 @@ def test_eight_agents_sending_at_once_on_sqlite_all_get_stored(
     assert failures == []
     assert scalar(engine, select(func.count()).select_from(event)) == 8 * 5 * 200
     assert scalar(engine, select(func.sum(rollup_1m.c.count))) == 8 * 5 * 200
+
+
+# ----------------------------------------------------------------------------- issue 14 edges
+
+
+def test_event_in_the_last_microsecond_of_year_9999_is_stored_exactly_once(
+    client: httpx.Client, tokens: Tokens, engine: Engine
+) -> None:
+    # Its float timestamp rounds up into year 10000: this was a 500, retried by the agent forever.
+    at = T0.replace(year=9999, month=12, day=31, hour=23, minute=59, second=59, microsecond=999999)
+    tok = tokens.agent()
+    assert send(client, tok, payload([ev(1, at)])).json() == {"accepted": 1, "duplicates": 0}
+    assert send(client, tok, payload([ev(1, at)])).json() == {"accepted": 0, "duplicates": 1}
+    assert scalar(engine, select(event.c.time)).replace(tzinfo=at.tzinfo) == at
+    assert scalar(engine, select(func.max(rollup_1m.c.bucket))).replace(tzinfo=at.tzinfo) == at.replace(
+        second=0, microsecond=0
+    )
+
+
+def test_nan_and_infinity_in_health_are_stored_as_null_not_a_500(
+    client: httpx.Client, tokens: Tokens, viewer_client: httpx.Client
+) -> None:
+    # PostgreSQL's json type refuses NaN; the agent's figures are free-form, the batch is kept.
+    text = payload(events(0, 2), state()).to_json()
+    assert text.endswith("}")
+    body = text[:-1] + ',"health":{"rate":NaN,"peak":Infinity,"low":-Infinity,"ok":2}}'
+    assert "NaN" in body
+    r = send(client, tokens.agent(), body.encode())
+    assert r.json() == {"accepted": 2, "duplicates": 0}, r.text
+    health = viewer_client.get("/api/v1/hosts/host-1").json()["health"]
+    assert health == {"rate": None, "peak": None, "low": None, "ok": 2}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b.update(schema=True), "body.schema"),
+        (lambda b: b["events"][0].update(time="1764064800"), "body.events[0].time"),
+    ],
+)
+def test_values_that_only_look_right_get_422(
+    client: httpx.Client, tokens: Tokens, mutate: Any, field: str
+) -> None:
+    body = json.loads(payload(events(0, 1)).to_json())
+    mutate(body)
+    r = send(client, tokens.agent(), json.dumps(body).encode())
+    assert field in [d["field"] for d in assert_error(r, 422, "invalid_payload")["details"]]
+
+
+def test_client_hanging_up_mid_body_is_counted_as_499_not_500_and_logged_without_traceback(
+    server: Server, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    body = payload(events(0, 50)).to_json().encode()
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tokens.agent()}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head + body[: len(body) // 2])  # half the body, then hang up
+        registry = server.app.state.metrics_registry
+        for _ in range(200):  # the server notices the hang-up asynchronously
+            if registry.get_sample_value("splitwatch_ingest_requests_total", {"status": "499"}):
+                break
+            threading.Event().wait(0.02)
+    assert registry.get_sample_value("splitwatch_ingest_requests_total", {"status": "499"}) == 1
+    assert registry.get_sample_value("splitwatch_ingest_requests_total", {"status": "500"}) is None
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert problems == [], [r.getMessage() for r in problems]

@@ -44,8 +44,11 @@ def test_utc_time_with_z_or_zero_offset_is_accepted(suffix: str) -> None:
     [
         ("2026-11-25T10:00:00", "timezone_aware"),  # no zone
         ("2026-11-25T10:00:00+02:00", "timezone_offset"),  # not UTC
-        ("yesterday", "datetime_parsing"),
-        (1764064800, "datetime_type"),  # strict: no epoch numbers
+        ("yesterday", "string_pattern_mismatch"),
+        (1764064800, "string_type"),  # strict: no epoch numbers
+        ("1764064800", "string_pattern_mismatch"),  # nor epoch numbers as text (issue 14)
+        ("1764064800.5", "string_pattern_mismatch"),
+        ("2026-11-25", "string_pattern_mismatch"),  # a date alone is no instant
     ],
 )
 def test_time_that_is_not_iso_8601_utc_is_rejected_naming_the_field(value: object, kind: str) -> None:
@@ -58,6 +61,29 @@ def test_schema_other_than_1_is_rejected() -> None:
     body = good()
     body["schema"] = 2
     assert problems(body) == [("schema", "literal_error")]
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "1"])
+def test_schema_that_only_equals_1_in_python_is_rejected(value: object) -> None:
+    # issue 14: `"schema": true` was accepted (True == 1)
+    body = good()
+    body["schema"] = value
+    assert [field for field, _kind in problems(body)] == ["schema"]
+
+
+def test_last_microsecond_of_year_9999_is_a_valid_time() -> None:
+    body = good()
+    body["events"][0]["time"] = "9999-12-31T23:59:59.999999Z"
+    at = parse_payload(json.dumps(body).encode()).events[0]["time"]
+    assert (at.year, at.second, at.microsecond) == (9999, 59, 999999)
+
+
+def test_nan_and_infinity_in_health_are_stored_as_null() -> None:
+    # Not JSON (PostgreSQL's json refuses them): the figure becomes null, the batch is kept.
+    text = json.dumps({**good(), "health": {"ok": 1.5, "bad": float("nan"), "nested": [float("inf")]}})
+    assert "NaN" in text and "Infinity" in text
+    payload = parse_payload(text.encode())
+    assert payload.health == {"ok": 1.5, "bad": None, "nested": [None]}
 
 
 def test_unknown_key_is_rejected_but_health_is_allowed() -> None:
