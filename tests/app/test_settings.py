@@ -58,7 +58,8 @@ def test_retention_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_rollups_kept_shorter_than_raw_events_is_refused_with_the_remedy() -> None:
-    with pytest.raises(ValidationError, match="SPLITWATCH_ROLLUP_RETENTION_DAYS >= SPLITWATCH_RETENTION_DAYS"):
+    remedy = "SPLITWATCH_ROLLUP_RETENTION_DAYS >= SPLITWATCH_RETENTION_DAYS"
+    with pytest.raises(ValidationError, match=remedy):
         Settings(retention_days=60, rollup_retention_days=30)
     with pytest.raises(ValidationError):
         Settings(retention_days=0)
