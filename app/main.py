@@ -4,10 +4,11 @@ Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module
 `router`); app/metrics.py mounts /metrics through `install_metrics(app, engine, settings)`.
 
 app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
-(app/auth.py), and from startup on `retention` (app/retention/run.py). Startup (lifespan)
-checks that the database is at the migration head and refuses to start otherwise; it then
-starts the writer and the retention task. Shutdown stops retention, then the writer (queued
-batches are finished first) and disposes of the engine.
+(app/auth.py), and from startup on `alerting` and `retention`. Startup (lifespan) checks that
+the database is at the migration head and refuses to start otherwise; it then starts the
+writer, alerting (app/alerts/evaluate.py: the rule evaluator and the webhook sender) and
+retention (app/retention/run.py). Shutdown stops retention and alerting, then the writer
+(queued batches are finished first), and disposes of the engine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
+from app.alerts.evaluate import Alerting
 from app.auth import Authenticator
 from app.errors import NotReady, install_error_handlers
 from app.headers import SecurityHeadersMiddleware
@@ -51,6 +53,10 @@ ROUTER_MODULES = (
     "tokens",
     "enroll",
     "docs",
+    "alert_rules",
+    "alerts",
+    "silences",
+    "webhooks",
     "frontend",
 )
 
@@ -78,7 +84,12 @@ def create_app(settings: Settings) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         app.state.read_slots = CapacityLimiter(settings.threadpool_size)  # app/deps.get_conn
         writer.start()
-        # Raw events expire, old partitions go (app/retention/run.py, #13).
+        # The rule evaluator and the webhook sender (issue 12); with several workers every
+        # process runs them, and the alerting lease lets exactly one of them act.
+        alerting = Alerting(engine, writer, settings)
+        alerting.start()
+        app.state.alerting = alerting
+        # Raw events expire, old partitions go (app/retention/run.py, #13); one process acts.
         retention = Retention(writer, settings)
         retention.start()
         app.state.retention = retention
@@ -92,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await retention.stop()
+            await alerting.stop()
             writer.stop()
             engine.dispose()
 

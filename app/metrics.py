@@ -11,6 +11,10 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
     splitwatch_host_cpus{host,state}                          gauge, state on|off|error
     splitwatch_host_status{host,status}                       gauge, 1 for the current status
     splitwatch_hosts, splitwatch_guests                       gauges
+    splitwatch_alerts_firing{alertname,severity}              gauge, alerts firing now (issue 12)
+    splitwatch_notifications_total{webhook,result}            counter, deliveries delivered | failed | gone
+    splitwatch_outbox_depth                                   gauge, deliveries waiting to be sent
+    splitwatch_outbox_oldest_age_seconds                      gauge, age of the oldest of them (0: none)
     splitwatch_throttled_vcpu_seconds_lower_bound{host}      gauge, vCPU-seconds misery mode took at
                                                               least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
@@ -64,7 +68,7 @@ from app.settings import Settings
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
 from app.store.insights import read_hosts, throttling
 from app.store.status import STATUSES, host_status
-from app.store.tables import gap, guest, host, rollup_1h
+from app.store.tables import alert, alert_rule, gap, guest, host, rollup_1h, webhook_delivery
 
 log = logging.getLogger("splitwatch.metrics")
 
@@ -183,6 +187,54 @@ class DatabaseCollector(Collector):
         guests = conn.execute(select(func.count()).select_from(guest)).scalar()
         yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
         yield self._cached_throttling(conn)
+        yield from self._alerting(conn, now)
+
+    def _alerting(
+        self, conn: Connection, now: dt.datetime
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Alerts and the webhook outbox (issue 12), from the database: every worker agrees."""
+        firing = GaugeMetricFamily(
+            "splitwatch_alerts_firing", "Alerts firing now, by rule (alertname) and severity.",
+            labels=["alertname", "severity"],
+        )  # fmt: skip
+        for name, severity, n in conn.execute(
+            select(alert_rule.c.name, alert_rule.c.severity, func.count(alert.c.id))
+            .join(alert, alert.c.rule_id == alert_rule.c.id)
+            .where(alert.c.status == "firing")
+            .group_by(alert_rule.c.name, alert_rule.c.severity)
+        ):
+            firing.add_metric([name, severity], float(n))
+        yield firing
+        d = webhook_delivery
+        sent = CounterMetricFamily(
+            "splitwatch_notifications",
+            "Webhook deliveries finished, by webhook id and result: delivered (2xx), failed (refused, "
+            "or retries exhausted), gone (410).",
+            labels=["webhook", "result"],
+        )
+        for webhook_id, status, n in conn.execute(
+            select(d.c.webhook_id, d.c.status, func.count())
+            .where(d.c.status.in_(("delivered", "failed", "gone")))
+            .group_by(d.c.webhook_id, d.c.status)
+        ):
+            sent.add_metric([str(webhook_id), status], float(n))
+        yield sent
+        depth, oldest = conn.execute(
+            select(func.count(), func.min(d.c.created_at)).where(d.c.status == "pending")
+        ).one()
+        yield GaugeMetricFamily(
+            "splitwatch_outbox_depth",
+            "Webhook deliveries waiting to be sent (pending).",
+            value=float(depth or 0),
+        )
+        if isinstance(oldest, str):  # SQLite hands an aggregate back as text, untyped
+            oldest = dt.datetime.fromisoformat(oldest).replace(tzinfo=dt.UTC)
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "splitwatch_outbox_oldest_age_seconds",
+            "Age of the oldest pending webhook delivery; 0 when none waits.",
+            value=age,
+        )
 
     def _cached_throttling(self, conn: Connection) -> GaugeMetricFamily:
         with self._throttle_lock:

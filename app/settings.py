@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     alert_interval: float = Field(default=30.0, gt=0)
     # Webhook URLs on loopback/private addresses are refused unless this is set.
     webhook_allow_private: bool = False
+    # A webhook receiver gets this long to accept the connection, and again to answer.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Failed deliveries are retried with exponential backoff and jitter, the wait capped here,
+    # until webhook_max_attempts; a 429's Retry-After is honoured up to webhook_retry_after_max_s.
+    webhook_backoff_cap_s: float = Field(default=300.0, gt=0)
+    webhook_max_attempts: int = Field(default=12, ge=1, le=1000)
+    webhook_retry_after_max_s: float = Field(default=3600.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Base URL the dashboard is reached at, for links in alerts; None = derived from host/port.
     public_url: str | None = None

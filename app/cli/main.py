@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     import typer
 
 # Order is the order `splitwatch --help` lists them in.
-SUBCOMMANDS = ("agent", "simulate", "import_cmd", "doctor", "serve", "demo", "db", "token")
+SUBCOMMANDS = (
+    "agent", "simulate", "import_cmd", "doctor", "serve", "demo", "db", "token", "alerts", "webhook",
+)  # fmt: skip
 
 
 @cache

@@ -17,7 +17,8 @@ Shape, by who asks:
   maintained in the ingest transaction so a 30-day chart reads ~720 rows per series.
 - access: `token` (sha256 of the token, never the token; enrollment tokens too, role `enroll`).
 - alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
-  `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table).
+  `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table),
+  `alert_lease` (which process evaluates and sends).
 
 Times are timezone-aware UTC (`DateTime(timezone=True)`); SQLite stores them as text, so
 app.store.engine installs a type adapter that hands back aware datetimes on both engines.
@@ -311,7 +312,11 @@ alert = Table(
     Column("starts_at", UtcDateTime),  # when it began firing
     Column("ends_at", UtcDateTime),
     Column("last_evaluated_at", UtcDateTime, nullable=False),
+    # When its firing notices were written to the outbox; null while silenced (or pending):
+    # a silence that expires on a still-firing alert lets the notice go then (#12).
+    Column("notified_at", UtcDateTime),
     Index("ix_alert_fingerprint_status", "fingerprint", "status"),
+    Index("ix_alert_status_rule_id", "status", "rule_id"),
 )
 
 silence = Table(
@@ -331,11 +336,12 @@ webhook = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("url", Text, nullable=False),
-    Column("format", String(16), nullable=False),  # alertmanager | native
-    Column("secret", String(255), nullable=False),  # whsec_<base64>: needed to sign
+    Column("format", String(16), nullable=False),  # alertmanager | native | alertmanager_api
+    Column("secret", String(255), nullable=False),  # whsec_<base64>: needed to sign ("" for alertmanager_api)
     Column("match", JSON, nullable=False, default=dict),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("gone_at", UtcDateTime),  # a receiver answered 410 Gone
+    Column("disabled_reason", Text),  # why the sender turned it off (410), for the API and dashboard
     Column("created_at", UtcDateTime, nullable=False),
 )
 
@@ -355,5 +361,23 @@ webhook_delivery = Table(
     Column("last_error", Text),
     Column("created_at", UtcDateTime, nullable=False),
     Column("delivered_at", UtcDateTime),
+    # The latest attempt, for the delivery log (#12).
+    Column("last_attempt_at", UtcDateTime),
+    Column("latency_ms", Integer),
+    Column("response_snippet", Text),  # the first bytes of the receiver's answer
     Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_delivery_webhook_id_id", "webhook_id", "id"),
+)
+
+# Which process evaluates rules and sends webhooks: one row per job, held by the process
+# that renewed it last. The evaluator renews it in the same transaction as the alert state
+# changes (UPDATE ... WHERE holder = me OR expired), so two workers can never both commit
+# an evaluation: the row lock serialises them and the loser's WHERE no longer matches (#12).
+alert_lease = Table(
+    "alert_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("renewed_at", UtcDateTime, nullable=False),
 )

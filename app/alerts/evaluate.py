@@ -1,0 +1,576 @@
+"""The evaluator: every SPLITWATCH_ALERT_INTERVAL seconds, the rules against the rollups and the
+host and gap rows (never a scan of raw events), the alert state in the `alert` table, the
+notices into the outbox (app/alerts/outbox.py) — all in ONE write transaction.
+
+Guarantees (issue 12):
+- State lives in the database: a restarted backend finds its pending and firing alerts and
+  carries on; a firing alert is never fired again, a resolved one is resolved once.
+- A notice is written in the same transaction as the state change it tells of, so a crash
+  loses neither or both (then the next evaluation redoes both).
+- With several worker processes (PostgreSQL) exactly one evaluates: each evaluation first
+  renews the `alert_lease` row (`UPDATE ... WHERE holder = me OR expires_at < now`) inside its
+  own transaction. The row lock makes a second worker's evaluation wait for the first to
+  commit, after which its WHERE no longer matches and it stops; so two evaluations can never
+  both commit, even when a lease expires mid-flight. The lease holder also runs the sender.
+- On SQLite the evaluation is one job of the app's single writer (app/ingest/writer.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import logging
+import os
+import secrets
+import socket
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.alerts import outbox
+from app.alerts.rules import (
+    BUILTIN_RULES,
+    Finding,
+    Rule,
+    alert_annotations,
+    alert_labels,
+    fingerprint,
+    gap_finding,
+    host_finding,
+    new_offender_finding,
+    silenced_by,
+    step,
+    threshold_findings,
+    window_buckets_since,
+)
+from app.settings import Settings
+from app.store.events import NO_GUEST_ID
+from app.store.status import host_status
+from app.store.tables import alert, alert_lease, alert_rule, gap, guest, host, rollup_1m, silence
+
+log = logging.getLogger("splitwatch.alerts")
+
+LEASE_NAME = "alerting"
+OPEN = ("pending", "firing")
+# Findings per rule and evaluation: a rule matching more label sets than this keeps the
+# biggest (a bad rule must not write a million alert rows).
+MAX_FINDINGS_PER_RULE = 1000
+
+
+def lease_ttl_s(interval_s: float) -> float:
+    """A lease outlives three missed evaluations; a dead leader is replaced after that."""
+    return max(3 * interval_s, 3.0)
+
+
+def new_holder() -> str:
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+# ------------------------------------------------------------------------------ lease
+
+
+def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float) -> bool:
+    """Renew or take the lease in the caller's transaction; False when another holds it."""
+    expires = now + dt.timedelta(seconds=ttl_s)
+    values = {"holder": holder, "expires_at": expires, "renewed_at": now}
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    done = conn.execute(
+        update(alert_lease)
+        .where(alert_lease.c.name == LEASE_NAME)
+        .where(or_(alert_lease.c.holder == holder, alert_lease.c.expires_at < now))
+        .values(**values)
+        .returning(alert_lease.c.name)
+    ).first()
+    if done is not None:
+        return True
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(alert_lease)
+    created = conn.execute(
+        ins.values(name=LEASE_NAME, **values)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(alert_lease.c.name)
+    ).first()
+    return created is not None
+
+
+def release_lease(conn: Connection, holder: str) -> None:
+    conn.execute(delete(alert_lease).where(alert_lease.c.name == LEASE_NAME, alert_lease.c.holder == holder))
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+def ensure_builtin_rules(conn: Connection, now: dt.datetime) -> None:
+    """Create the built-in rules that do not exist yet (a retuned or disabled one is kept)."""
+    have = set(conn.execute(select(alert_rule.c.type).where(alert_rule.c.builtin.is_(True))).scalars())
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(alert_rule)
+    for spec in BUILTIN_RULES:
+        if spec["type"] in have:
+            continue
+        conn.execute(
+            ins.values(
+                **spec,
+                kind=None,
+                group_by=None,
+                for_s=0,
+                match={},
+                labels={},
+                annotations={},
+                builtin=True,
+                enabled=True,
+                created_at=now,
+                updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["name"])
+        )
+
+
+def rule_from_row(row: Any) -> Rule:
+    return Rule(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        kind=row.kind,
+        group_by=row.group_by,
+        window_s=row.window_s,
+        threshold=row.threshold,
+        for_s=row.for_s,
+        severity=row.severity,
+        match=dict(row.match or {}),
+        labels=dict(row.labels or {}),
+        annotations=dict(row.annotations or {}),
+        builtin=bool(row.builtin),
+        enabled=bool(row.enabled),
+    )
+
+
+def host_needs_action(
+    *,
+    last_seen_at: dt.datetime,
+    mode: str | None,
+    sld_supported: bool | None,
+    cpu_off_streak: Mapping[str, object] | None,
+    now: dt.datetime,
+    settings: Settings,
+) -> str | None:
+    """Why the host's detection state needs action, or None. The ONE place the
+    host_inconsistent rule reads the host verdict: today app/store/status.py's `drift`
+    (a core off in drift_streak samples while the mode says on); the host-truth work replaces
+    it with HostStatus.needs_action and its reason."""
+    verdict = host_status(
+        last_seen_at=last_seen_at,
+        mode=mode,
+        sld_supported=sld_supported,
+        cpu_off_streak=cpu_off_streak,
+        now=now,
+        silent_after_s=settings.silent_after_s,
+        drift_streak=settings.drift_streak,
+    )
+    if verdict.status != "drift":
+        return None
+    cpus = ", ".join(str(c) for c in verdict.drifting_cpus[:16])
+    more = f" and {len(verdict.drifting_cpus) - 16} more" if len(verdict.drifting_cpus) > 16 else ""
+    return (
+        f"mode {mode} keeps split-lock detection on, yet CPU {cpus}{more} read MSR_TEST_CTRL bit 29 off in "
+        f"{settings.drift_streak}+ samples in a row"
+    )
+
+
+@dataclass
+class _Names:
+    hosts: dict[int, str] = field(default_factory=dict)
+    guests: dict[int, tuple[str, int | None]] = field(default_factory=dict)  # id -> (name, last host id)
+
+
+def _names(conn: Connection, host_ids: set[int], guest_ids: set[int]) -> _Names:
+    names = _Names()
+    gids = sorted(guest_ids - {NO_GUEST_ID})
+    if gids:
+        for gid, name, last_host in conn.execute(
+            select(guest.c.id, guest.c.name, guest.c.last_host_id).where(guest.c.id.in_(gids))
+        ):
+            names.guests[gid] = (name, last_host)
+            if last_host is not None:
+                host_ids.add(last_host)
+    if host_ids:
+        names.hosts = dict(
+            conn.execute(select(host.c.id, host.c.name).where(host.c.id.in_(sorted(host_ids)))).all()
+        )
+    return names
+
+
+def _count_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
+    """threshold and guest_killed: sums of rollup_1m over the window, grouped."""
+    r = rollup_1m
+    since = dt.datetime.fromtimestamp(window_buckets_since(now.timestamp(), rule.window_s), dt.UTC)
+    conds = [r.c.bucket > since]
+    group_by = rule.group_by
+    if rule.type == "guest_killed":
+        conds.append(r.c.action == "sigbus")
+        conds.append(r.c.guest_id != NO_GUEST_ID)
+        group_by = "guest"
+    else:
+        if rule.kind:
+            conds.append(r.c.kind == rule.kind)
+        if "action" in rule.match:
+            conds.append(r.c.action == rule.match["action"])
+        if "source" in rule.match:
+            conds.append(r.c.source == rule.match["source"])
+    if "host" in rule.match:
+        hid = conn.execute(select(host.c.id).where(host.c.name == rule.match["host"])).scalar()
+        if hid is None:
+            return []
+        conds.append(r.c.host_id == hid)
+    if "guest" in rule.match and rule.type != "guest_killed":
+        if rule.match["guest"] == "(host)":
+            conds.append(r.c.guest_id == NO_GUEST_ID)
+        else:
+            gid = conn.execute(select(guest.c.id).where(guest.c.name == rule.match["guest"])).scalar()
+            if gid is None:
+                return []
+            conds.append(r.c.guest_id == gid)
+    total = func.sum(r.c.count)
+    counts: list[tuple[str | None, str | None, int]]
+    if group_by == "host":
+        rows = conn.execute(select(r.c.host_id, total).where(*conds).group_by(r.c.host_id)).all()
+        names = _names(conn, {h for h, _ in rows}, set())
+        counts = [(names.hosts.get(h, f"#{h}"), None, int(n or 0)) for h, n in rows]
+    elif group_by == "guest":
+        conds.append(r.c.guest_id != NO_GUEST_ID)
+        rows = conn.execute(select(r.c.guest_id, total).where(*conds).group_by(r.c.guest_id)).all()
+        names = _names(conn, set(), {g for g, _ in rows})
+        counts = []
+        for g, n in rows:
+            gname, last_host = names.guests.get(g, (f"#{g}", None))
+            counts.append((names.hosts.get(last_host) if last_host is not None else None, gname, int(n or 0)))
+    else:
+        n = conn.execute(select(total).where(*conds)).scalar()
+        counts = [(None, None, int(n or 0))]
+    counts.sort(key=lambda c: -c[2])
+    return threshold_findings(rule, counts[:MAX_FINDINGS_PER_RULE])
+
+
+def _host_findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
+    rows = conn.execute(
+        select(host.c.name, host.c.last_seen_at, host.c.mode, host.c.sld_supported, host.c.cpu_off_streak)
+    ).all()
+    out: list[Finding] = []
+    for row in rows:
+        if "host" in rule.match and row.name != rule.match["host"]:
+            continue
+        if rule.type == "agent_silent":
+            silent_s = int((now - row.last_seen_at).total_seconds())
+            if silent_s > rule.window_s:
+                out.append(host_finding(rule, row.name, "silent", silent_s))
+        else:
+            reason = host_needs_action(
+                last_seen_at=row.last_seen_at,
+                mode=row.mode,
+                sld_supported=row.sld_supported,
+                cpu_off_streak=row.cpu_off_streak if isinstance(row.cpu_off_streak, dict) else None,
+                now=now,
+                settings=settings,
+            )
+            if reason is not None:
+                out.append(host_finding(rule, row.name, reason, 1))
+    return out[:MAX_FINDINGS_PER_RULE]
+
+
+def _gap_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
+    since = now - dt.timedelta(seconds=rule.window_s)
+    forged = gap.c.reason == "forged"
+    rows = conn.execute(
+        select(gap.c.host_id, gap.c.reason, func.sum(gap.c.count))
+        .where(gap.c.received_at >= since, forged if rule.type == "forged_records" else ~forged)
+        .group_by(gap.c.host_id, gap.c.reason)
+    ).all()
+    per_host: dict[int, dict[str, int]] = defaultdict(dict)
+    for host_id, reason, n in rows:
+        per_host[host_id][reason] = int(n or 0)
+    names = _names(conn, set(per_host), set())
+    out = []
+    for host_id, reasons in per_host.items():
+        name = names.hosts.get(host_id, f"#{host_id}")
+        if "host" in rule.match and name != rule.match["host"]:
+            continue
+        text = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+        found = gap_finding(rule, name, sum(reasons.values()), text)
+        if found is not None:
+            out.append(found)
+    return out[:MAX_FINDINGS_PER_RULE]
+
+
+def _new_offender_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
+    since = now - dt.timedelta(seconds=rule.window_s)
+    rows = conn.execute(
+        select(guest.c.name, guest.c.first_seen_at, guest.c.last_host_id)
+        .where(guest.c.first_seen_at >= since)
+        .order_by(guest.c.first_seen_at.desc())
+        .limit(MAX_FINDINGS_PER_RULE)
+    ).all()
+    names = _names(conn, {r.last_host_id for r in rows if r.last_host_id is not None}, set())
+    out = []
+    for row in rows:
+        host_name = names.hosts.get(row.last_host_id) if row.last_host_id is not None else None
+        if "host" in rule.match and host_name != rule.match["host"]:
+            continue
+        first = row.first_seen_at.isoformat().replace("+00:00", "Z")
+        out.append(new_offender_finding(rule, row.name, host_name, first))
+    return out
+
+
+def findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
+    if rule.type in ("threshold", "guest_killed"):
+        return _count_findings(conn, rule, now)
+    if rule.type in ("host_inconsistent", "agent_silent"):
+        return _host_findings(conn, rule, now, settings)
+    if rule.type in ("events_lost", "forged_records"):
+        return _gap_findings(conn, rule, now)
+    if rule.type == "new_offender":
+        return _new_offender_findings(conn, rule, now)
+    log.warning("alert rule %s has unknown type %r: skipped", rule.name, rule.type)
+    return []
+
+
+# ------------------------------------------------------------------------------ one evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    fired: int = 0
+    resolved: int = 0
+    notices: int = 0  # outbox rows written
+
+
+def active_silences(conn: Connection, now: dt.datetime) -> list[tuple[int, Mapping[str, str]]]:
+    return [
+        (sid, dict(m or {}))
+        for sid, m in conn.execute(
+            select(silence.c.id, silence.c.matchers).where(
+                silence.c.starts_at <= now, silence.c.ends_at > now
+            )
+        )
+    ]
+
+
+def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime) -> Report | None:
+    """One evaluation in the caller's write transaction; None when another process leads."""
+    if not take_lease(conn, holder, now, lease_ttl_s(settings.alert_interval)):
+        return None
+    ensure_builtin_rules(conn, now)
+    rules = [rule_from_row(r) for r in conn.execute(select(alert_rule)).all()]
+    open_rows = conn.execute(select(alert).where(alert.c.status.in_(OPEN))).all()
+    open_by_rule: dict[int, dict[str, Any]] = defaultdict(dict)  # rule id -> fingerprint -> row
+    for open_row in open_rows:
+        open_by_rule[open_row.rule_id][open_row.fingerprint] = open_row
+    silences = active_silences(conn, now)
+    hooks = outbox.enabled_webhooks(conn)
+    fired = resolved = notices = 0
+
+    for rule in rules:
+        current = open_by_rule.get(rule.id, {})
+        found: dict[str, tuple[dict[str, str], Finding]] = {}
+        if rule.enabled:
+            for f in findings(conn, rule, now, settings):
+                labels = alert_labels(rule, f.labels)
+                found[fingerprint(labels)] = (labels, f)
+        for fp, (labels, f) in found.items():
+            row = current.get(fp)
+            annotations = alert_annotations(rule, f)
+            what = step(
+                row.status if row is not None else None,
+                True,
+                row.pending_since.timestamp() if row is not None else None,
+                rule.for_s,
+                now.timestamp(),
+            )
+            if row is None:
+                status = "firing" if what == "fire" else "pending"
+                alert_id = conn.execute(
+                    insert(alert)
+                    .values(
+                        rule_id=rule.id,
+                        fingerprint=fp,
+                        labels=labels,
+                        annotations=annotations,
+                        status=status,
+                        value=f.value,
+                        pending_since=now,
+                        starts_at=now if status == "firing" else None,
+                        ends_at=None,
+                        last_evaluated_at=now,
+                        notified_at=None,
+                    )
+                    .returning(alert.c.id)
+                ).scalar_one()
+            else:
+                alert_id = row.id
+                values: dict[str, Any] = {
+                    "value": f.value,
+                    "annotations": annotations,
+                    "last_evaluated_at": now,
+                }
+                if what == "fire":
+                    values.update(status="firing", starts_at=now)
+                conn.execute(update(alert).where(alert.c.id == row.id).values(**values))
+            if what == "fire":
+                fired += 1
+                if not silenced_by(labels, silences):
+                    notices += outbox.notify(conn, hooks, alert_id, settings, now)
+                    conn.execute(update(alert).where(alert.c.id == alert_id).values(notified_at=now))
+        for fp, row in current.items():
+            if fp in found:
+                continue
+            what = step(row.status, False, None, rule.for_s, now.timestamp())
+            if what == "drop":
+                conn.execute(delete(alert).where(alert.c.id == row.id))
+            elif what == "resolve":
+                conn.execute(
+                    update(alert)
+                    .where(alert.c.id == row.id)
+                    .values(status="resolved", ends_at=now, last_evaluated_at=now)
+                )
+                resolved += 1
+                if row.notified_at is not None:
+                    notices += outbox.notify_resolved(conn, row.id, settings)
+
+    # Firing alerts whose notice a silence held back: notify once the silence is gone.
+    for row in conn.execute(
+        select(alert.c.id, alert.c.labels).where(alert.c.status == "firing", alert.c.notified_at.is_(None))
+    ).all():
+        if not silenced_by(row.labels, silences):
+            notices += outbox.notify(conn, hooks, row.id, settings, now)
+            conn.execute(update(alert).where(alert.c.id == row.id).values(notified_at=now))
+    return Report(fired, resolved, notices)
+
+
+def resolve_rule_alerts(conn: Connection, rule_id: int, settings: Settings, now: dt.datetime) -> None:
+    """Before a rule is deleted: its firing alerts resolve (with their notices), pending ones go."""
+    for row in conn.execute(select(alert).where(alert.c.rule_id == rule_id, alert.c.status.in_(OPEN))).all():
+        if row.status == "pending":
+            continue
+        conn.execute(update(alert).where(alert.c.id == row.id).values(status="resolved", ends_at=now))
+        if row.notified_at is not None:
+            outbox.notify_resolved(conn, row.id, settings)
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def _evaluate_at(settings: Settings, holder: str, now: dt.datetime, conn: Connection) -> Report | None:
+    return evaluate(conn, settings, holder, now)
+
+
+class Leadership:
+    """Whether this process held the lease at its last evaluation (the sender reads it)."""
+
+    def __init__(self) -> None:
+        self.until: float = 0.0  # loop.time() until which the lease is ours
+
+    def held(self) -> bool:
+        return asyncio.get_running_loop().time() < self.until
+
+
+async def evaluator_loop(
+    writer: Any,
+    settings: Settings,
+    holder: str,
+    leadership: Leadership,
+    stop: asyncio.Event,
+    wake_sender: asyncio.Event,
+) -> None:
+    loop = asyncio.get_running_loop()
+    ttl = lease_ttl_s(settings.alert_interval)
+    while not stop.is_set():
+        started = loop.time()
+        now = dt.datetime.now(dt.UTC)
+        try:
+            report: Report | None = await writer.run(functools.partial(_evaluate_at, settings, holder, now))
+        except Exception as exc:
+            # Whatever failed (database away, a bug in one rule), alerting must keep trying;
+            # the transaction rolled back, so nothing half-done remains.
+            log.warning(
+                "alert evaluation failed (will retry in %.1fs): %s",
+                settings.alert_interval,
+                exc,
+                exc_info=not _expected(exc),
+            )
+            report = None
+            leadership.until = 0.0
+        else:
+            # A little under the TTL: stop sending before another process may take over.
+            leadership.until = started + ttl * 0.8 if report is not None else 0.0
+            if report is not None and (report.notices or report.fired or report.resolved):
+                log.info(
+                    "alerts: %d fired, %d resolved, %d notices queued",
+                    report.fired,
+                    report.resolved,
+                    report.notices,
+                )
+                wake_sender.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.alert_interval)
+
+
+def _expected(exc: Exception) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.ingest.writer import WriterStopped
+
+    return isinstance(exc, SQLAlchemyError | WriterStopped)
+
+
+class Alerting:
+    """The evaluator and the sender as two tasks of `serve` (started by the app's lifespan)."""
+
+    def __init__(self, engine: Any, writer: Any, settings: Settings) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.settings = settings
+        self.holder = new_holder()
+        self.leadership = Leadership()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        sender = outbox.Sender(self.engine, self.writer, self.settings, self.leadership)
+        self._tasks = [
+            asyncio.create_task(
+                evaluator_loop(
+                    self.writer, self.settings, self.holder, self.leadership, self._stop, self._wake
+                ),
+                name="splitwatch-alert-evaluator",
+            ),
+            asyncio.create_task(sender.run(self._stop, self._wake), name="splitwatch-webhook-sender"),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=self.settings.webhook_timeout_s * 2 + 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self._tasks = []
+        # Hand the lease over at once instead of making the next process wait for its expiry.
+        if self.leadership.until:
+            try:
+                await self.writer.run(lambda conn: release_lease(conn, self.holder))
+            except Exception as exc:  # the lease then simply expires
+                log.info("could not release the alerting lease (it expires by itself): %s", exc)
+
+
+def open_alert_count(conn: Connection) -> int:
+    return int(
+        conn.execute(select(func.count()).select_from(alert).where(alert.c.status == "firing")).scalar() or 0
+    )
+
+
+__all__: Sequence[str] = ("Alerting", "evaluate", "host_needs_action", "take_lease")

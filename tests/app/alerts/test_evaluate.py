@@ -1,0 +1,383 @@
+"""The evaluator on a real database, its clock passed in: rules fire once, resolve once, survive
+a restart, and only the lease holder evaluates (issue 12)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from agent.payload import Action, GapReason, Mode
+from app.alerts.evaluate import Report, evaluate, host_needs_action
+from app.ingest.rows import build_rows
+from app.ingest.schema import parse_payload
+from app.ingest.write import write_batch
+from app.settings import Settings
+from app.store import alerting as store
+from app.store.tables import alert, alert_lease, alert_rule, webhook_delivery
+from tests.app.ingest.payloads import event, gap, host_info, payload, state
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+A, B = "process-a", "process-b"
+
+
+@pytest.fixture
+def cfg(settings: Settings) -> Settings:
+    return settings.model_copy(update={"alert_interval": 1.0, "public_url": "https://sw.example.com"})
+
+
+def ingest(
+    engine: Engine,
+    evs: Sequence[Any] = (),
+    st: Any = None,
+    gaps: Sequence[Any] = (),
+    *,
+    host: str = "kvm-1",
+    at: datetime = NOW,
+) -> None:
+    body = payload(evs, st, gaps, host=host_info(name=host)).to_json().encode()
+    with engine.begin() as conn:
+        write_batch(conn, build_rows(parse_payload(body), at))
+
+
+_seq = iter(range(1, 1_000_000))
+
+
+def events(n: int, guest: str | None = "vm-1", at: datetime = NOW, action: Action = Action.WARN) -> list[Any]:
+    return [event(next(_seq), at, guest=guest, action=action) for _ in range(n)]
+
+
+def run(engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A) -> Report | None:
+    with engine.begin() as conn:
+        return evaluate(conn, cfg, holder, at)
+
+
+def add_webhook(engine: Engine, match: dict[str, str] | None = None) -> int:
+    with engine.begin() as conn:
+        return store.insert_webhook(
+            conn,
+            {
+                "url": "https://hooks.example.com/",
+                "format": "alertmanager",
+                "secret": "whsec_x",
+                "match": match or {},
+                "enabled": True,
+            },
+            NOW,
+        )
+
+
+def add_rule(engine: Engine, **values: Any) -> int:
+    base = {
+        "name": "busy",
+        "type": "threshold",
+        "kind": None,
+        "group_by": "guest",
+        "window_s": 60,
+        "threshold": 3,
+        "for_s": 0,
+        "severity": "warning",
+        "match": {},
+        "labels": {},
+        "annotations": {},
+        "enabled": True,
+    }
+    base.update(values)
+    with engine.begin() as conn:
+        return store.insert_rule(conn, base, NOW)
+
+
+def only_rule(engine: Engine, name: str) -> None:
+    """Disable every other rule (the built-ins would fire on the same data)."""
+    with engine.begin() as conn:
+        conn.execute(update(alert_rule).where(alert_rule.c.name != name).values(enabled=False))
+
+
+def notices(engine: Engine) -> list[tuple[str, str]]:
+    """(notice, alertname) of every outbox row, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(webhook_delivery.c.notice, webhook_delivery.c.body).order_by(webhook_delivery.c.id)
+        ).all()
+    import json
+
+    return [(n, json.loads(b)["alerts"][0]["labels"]["alertname"]) for n, b in rows]
+
+
+def alerts(engine: Engine, name: str | None = None) -> list[Any]:
+    with engine.connect() as conn:
+        q = (
+            select(alert, alert_rule.c.name)
+            .join(alert_rule, alert_rule.c.id == alert.c.rule_id)
+            .order_by(alert.c.id)
+        )
+        if name:
+            q = q.where(alert_rule.c.name == name)
+        return list(conn.execute(q).all())
+
+
+# ------------------------------------------------------------------------------ threshold
+
+
+def test_threshold_fires_once_writing_its_notice_in_the_same_evaluation(
+    engine: Engine, cfg: Settings
+) -> None:
+    run(engine, cfg)  # seeds the built-ins
+    add_rule(engine)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    ingest(engine, events(2))
+    assert run(engine, cfg) == Report(0, 0, 0)
+    ingest(engine, events(1))
+    assert run(engine, cfg, NOW + timedelta(seconds=1)) == Report(fired=1, resolved=0, notices=1)
+    [a] = alerts(engine)
+    assert (a.status, a.value, a.labels["guest"], a.labels["host"]) == ("firing", 3, "vm-1", "kvm-1")
+    assert a.notified_at is not None
+    for later in (2, 3, 4):
+        assert run(engine, cfg, NOW + timedelta(seconds=later)) == Report(0, 0, 0)
+    assert notices(engine) == [("firing", "busy")]
+
+
+def test_a_restarted_backend_resumes_and_never_fires_again(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    ingest(engine, events(5))
+    assert run(engine, cfg, holder=A) is not None
+    # Process A died; B starts on the same database once A's lease has lapsed.
+    after = NOW + timedelta(seconds=10)
+    assert run(engine, cfg, after, holder=B) == Report(0, 0, 0)
+    assert [a.status for a in alerts(engine)] == ["firing"]
+    assert notices(engine) == [("firing", "busy")]
+
+
+def test_alert_resolves_once_after_the_window_passes(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    ingest(engine, events(3))
+    run(engine, cfg)
+    # Still inside the window (rounded out to whole minute buckets).
+    assert run(engine, cfg, NOW + timedelta(seconds=60)).resolved == 0  # type: ignore[union-attr]
+    gone = NOW + timedelta(minutes=3)
+    assert run(engine, cfg, gone) == Report(fired=0, resolved=1, notices=1)
+    assert run(engine, cfg, gone + timedelta(seconds=1)) == Report(0, 0, 0)
+    [a] = alerts(engine)
+    assert (a.status, a.ends_at) == ("resolved", gone)
+    assert notices(engine) == [("firing", "busy"), ("resolved", "busy")]
+
+
+def test_for_keeps_it_pending_and_pending_that_clears_sends_nothing(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine, for_s=120)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    ingest(engine, events(3))
+    run(engine, cfg)
+    assert [a.status for a in alerts(engine)] == ["pending"]
+    run(engine, cfg, NOW + timedelta(seconds=60))
+    assert [a.status for a in alerts(engine)] == ["pending"]
+    run(engine, cfg, NOW + timedelta(minutes=5))  # the events left the window before `for` passed
+    assert alerts(engine) == []
+    assert notices(engine) == []
+
+
+def test_for_fires_when_the_condition_held_that_long(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine, for_s=30, window_s=600)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    ingest(engine, events(3))
+    run(engine, cfg)
+    assert run(engine, cfg, NOW + timedelta(seconds=29)).fired == 0  # type: ignore[union-attr]
+    assert run(engine, cfg, NOW + timedelta(seconds=30)).fired == 1  # type: ignore[union-attr]
+    [a] = alerts(engine)
+    assert a.pending_since == NOW and a.starts_at == NOW + timedelta(seconds=30)
+
+
+def test_group_by_fleet_and_host_and_filters(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine, name="fleet", group_by=None, threshold=4)
+    add_rule(engine, name="per-host", group_by="host", threshold=3)
+    add_rule(engine, name="sigbus-only", group_by="host", threshold=1, match={"action": "sigbus"})
+    ingest(engine, events(2), host="kvm-1")
+    ingest(engine, events(3, guest=None), host="kvm-2")
+    run(engine, cfg)
+    assert [(a.name, a.labels.get("host"), a.value) for a in alerts(engine) if a.name != "NewOffender"] == [
+        ("fleet", None, 5),
+        ("per-host", "kvm-2", 3),
+    ]
+
+
+def test_webhook_match_selects_what_it_is_told(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine)
+    only_rule(engine, "busy")
+    add_webhook(engine, {"guest": "vm-2"})
+    ingest(engine, events(3, guest="vm-1"))
+    ingest(engine, events(3, guest="vm-2"))
+    run(engine, cfg)
+    assert len(alerts(engine)) == 2
+    assert notices(engine) == [("firing", "busy")]
+
+
+def test_silenced_alert_writes_no_notice(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg)
+    add_rule(engine)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    with engine.begin() as conn:
+        store.insert_silence(
+            conn,
+            {
+                "matchers": {"guest": "vm-1"},
+                "starts_at": NOW - timedelta(minutes=1),
+                "ends_at": NOW + timedelta(hours=1),
+                "created_by": "t",
+                "comment": "",
+                "created_at": NOW,
+            },
+        )
+    ingest(engine, events(3))
+    assert run(engine, cfg).fired == 1  # type: ignore[union-attr]
+    assert notices(engine) == []
+    assert alerts(engine)[0].notified_at is None
+
+
+# ------------------------------------------------------------------------------ built-in rules
+
+
+def fired(engine: Engine, cfg: Settings, name: str, at: datetime = NOW) -> list[Any]:
+    run(engine, cfg, at)
+    return [a for a in alerts(engine, name) if a.status == "firing"]
+
+
+def test_guest_killed_fires_with_no_rule_configured(engine: Engine, cfg: Settings) -> None:
+    ingest(engine, events(1, guest="vm-dead", action=Action.SIGBUS), state(NOW, mode=Mode.FATAL))
+    [a] = fired(engine, cfg, "GuestKilled")
+    assert a.labels == {
+        "alertname": "GuestKilled",
+        "severity": "critical",
+        "host": "kvm-1",
+        "guest": "vm-dead",
+    }
+    assert "SIGBUS" in a.annotations["summary"]
+
+
+def test_host_process_sigbus_is_no_guest_killed(engine: Engine, cfg: Settings) -> None:
+    ingest(engine, events(1, guest=None, action=Action.SIGBUS), state(NOW, mode=Mode.FATAL))
+    assert fired(engine, cfg, "GuestKilled") == []
+
+
+def test_host_inconsistent_fires_on_a_core_off_three_samples_while_warn_says_on(
+    engine: Engine, cfg: Settings
+) -> None:
+    for i in range(3):
+        ingest(engine, st=state(NOW + timedelta(seconds=i), sld_on=(True, False, True, True)))
+    [a] = fired(engine, cfg, "HostInconsistent", NOW + timedelta(seconds=3))
+    assert a.labels["host"] == "kvm-1"
+    assert "CPU 1" in a.annotations["summary"]
+    ingest(engine, st=state(NOW + timedelta(seconds=4)))  # every core on again
+    assert fired(engine, cfg, "HostInconsistent", NOW + timedelta(seconds=5)) == []
+
+
+def test_host_needs_action_reads_the_host_status_rule(cfg: Settings) -> None:
+    common = {"last_seen_at": NOW, "now": NOW, "settings": cfg, "sld_supported": True}
+    assert host_needs_action(mode="warn", cpu_off_streak={"2": 3}, **common) is not None  # type: ignore[arg-type]
+    assert host_needs_action(mode="warn", cpu_off_streak={"2": 2}, **common) is None  # type: ignore[arg-type]
+    assert host_needs_action(mode="ratelimit", cpu_off_streak={"2": 9}, **common) is None  # type: ignore[arg-type]
+
+
+def test_agent_silent_fires_after_its_window_and_resolves_when_it_reports(
+    engine: Engine, cfg: Settings
+) -> None:
+    ingest(engine, st=state(NOW))
+    assert fired(engine, cfg, "AgentSilent", NOW + timedelta(seconds=299)) == []
+    [a] = fired(engine, cfg, "AgentSilent", NOW + timedelta(seconds=400))
+    assert a.labels["host"] == "kvm-1" and a.value >= 400
+    ingest(engine, st=state(NOW + timedelta(seconds=401)), at=NOW + timedelta(seconds=401))
+    assert fired(engine, cfg, "AgentSilent", NOW + timedelta(seconds=402)) == []
+
+
+def test_events_lost_over_the_threshold_fire(engine: Engine, cfg: Settings) -> None:
+    ingest(engine, gaps=[gap(1, 50)])
+    assert fired(engine, cfg, "EventsLost") == []
+    ingest(engine, gaps=[gap(100, 199, GapReason.SUPPRESSED)])
+    [a] = fired(engine, cfg, "EventsLost")
+    assert a.value == 150 and "overrun 50" in a.annotations["summary"]
+
+
+def test_forged_records_fire_and_do_not_count_as_losses(engine: Engine, cfg: Settings) -> None:
+    ingest(engine, gaps=[gap(7, 7, GapReason.FORGED)])
+    [a] = fired(engine, cfg, "ForgedKernelLog")
+    assert a.labels == {"alertname": "ForgedKernelLog", "severity": "critical", "host": "kvm-1"}
+    assert alerts(engine, "EventsLost") == []
+
+
+def test_new_offender_fires_for_a_guest_never_seen_before_only(engine: Engine, cfg: Settings) -> None:
+    ingest(engine, events(1, guest="vm-old", at=NOW - timedelta(days=2)))
+    ingest(engine, events(1, guest="vm-new"))
+    [a] = fired(engine, cfg, "NewOffender")
+    assert a.labels["guest"] == "vm-new" and a.labels["severity"] == "info"
+
+
+def test_disabled_builtin_fires_nothing_and_retuned_one_uses_its_new_threshold(
+    engine: Engine, cfg: Settings
+) -> None:
+    run(engine, cfg)
+    with engine.begin() as conn:
+        conn.execute(update(alert_rule).where(alert_rule.c.name == "ForgedKernelLog").values(enabled=False))
+        conn.execute(update(alert_rule).where(alert_rule.c.name == "EventsLost").values(threshold=10))
+    ingest(engine, gaps=[gap(1, 20), gap(30, 30, GapReason.FORGED)])
+    assert fired(engine, cfg, "ForgedKernelLog") == []
+    assert len(fired(engine, cfg, "EventsLost")) == 1
+
+
+# ------------------------------------------------------------------------------ one evaluator
+
+
+def test_only_the_lease_holder_evaluates_until_its_lease_lapses(engine: Engine, cfg: Settings) -> None:
+    assert run(engine, cfg, holder=A) is not None
+    assert run(engine, cfg, NOW + timedelta(seconds=1), holder=B) is None
+    assert run(engine, cfg, NOW + timedelta(seconds=2), holder=A) is not None
+    # A stops renewing; 3 intervals (min 3 s) later B takes over.
+    assert run(engine, cfg, NOW + timedelta(seconds=6), holder=B) is not None
+    assert run(engine, cfg, NOW + timedelta(seconds=7), holder=A) is None
+    with engine.connect() as conn:
+        assert conn.execute(select(alert_lease.c.holder)).scalar_one() == B
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_two_concurrent_evaluations_on_postgres_commit_one(engine: Engine, cfg: Settings) -> None:
+    run(engine, cfg, holder=A)
+    add_rule(engine)
+    add_webhook(engine)
+    ingest(engine, events(3))
+    # The lease has lapsed for everyone: both race for it at the same moment.
+    later = NOW + timedelta(seconds=60)
+    barrier = threading.Barrier(2)
+    results: dict[str, Report | None] = {}
+
+    def race(holder: str) -> None:
+        with engine.begin() as conn:
+            barrier.wait()
+            results[holder] = evaluate(conn, cfg, holder, later)
+
+    threads = [threading.Thread(target=race, args=(h,)) for h in (B, "process-c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(r is None for r in results.values()) == [False, True]
+    with engine.connect() as conn:
+        firing = conn.execute(
+            select(func.count()).select_from(alert).where(alert.c.status == "firing")
+        ).scalar()
+    assert firing == len([n for n in notices(engine) if n[0] == "firing"])
+    assert len(set(a.fingerprint for a in alerts(engine))) == len(alerts(engine))
