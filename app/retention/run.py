@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, Table, delete, literal_column, select, text
 
+from app.alerts.evaluate import new_holder, release_lease, take_lease
 from app.retention import partitions
 from app.retention.plan import DEFAULT_PARTITION, days_to_make, horizons, partitions_to_drop
 from app.settings import Settings
@@ -133,13 +134,20 @@ async def run_retention(
     return report
 
 
+LEASE_NAME = "retention"
+# The holder keeps the lease from one hourly run to the next; a dead holder is replaced by
+# another process after this long (retention is never urgent).
+LEASE_TTL_S = 2 * RETENTION_INTERVAL_S
+
+
 class Retention:
     """The retention task of `serve` (started and stopped by the app's lifespan)."""
 
-    def __init__(self, writer: Any, settings: Settings, lease: Lease = _no_lease) -> None:
+    def __init__(self, writer: Any, settings: Settings, lease: Lease | None = None) -> None:
         self.writer = writer
         self.settings = settings
-        self.lease = lease
+        self.holder = new_holder()
+        self.lease = lease or functools.partial(_take_lease, self.holder)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.runs = 0  # finished runs, failed ones included (tests wait for the first)
@@ -177,3 +185,16 @@ class Retention:
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
             self._task = None
+        # Hand the lease over at once rather than after its TTL.
+        try:
+            await self.writer.run(functools.partial(_release_lease, self.holder))
+        except Exception as exc:  # it then expires by itself
+            log.info("could not release the retention lease (it expires by itself): %s", exc)
+
+
+def _take_lease(holder: str, conn: Connection, now: dt.datetime) -> bool:
+    return take_lease(conn, holder, now, LEASE_TTL_S, name=LEASE_NAME)
+
+
+def _release_lease(holder: str, conn: Connection) -> None:
+    release_lease(conn, holder, name=LEASE_NAME)
