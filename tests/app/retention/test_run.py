@@ -133,11 +133,12 @@ def test_deletion_goes_in_bounded_chunks_and_removes_old_events_only(
         if statement.lstrip().upper().startswith("DELETE") and "event" in statement:
             deletes.append(cursor.rowcount)
 
-    event.listen(server.app.state.engine, "after_cursor_execute", watch)
+    # Every engine of this process (the writer has its own on PostgreSQL).
+    event.listen(Engine, "after_cursor_execute", watch)
     try:
         report = retain(server, dt.datetime.now(dt.UTC))
     finally:
-        event.remove(server.app.state.engine, "after_cursor_execute", watch)
+        event.remove(Engine, "after_cursor_execute", watch)
 
     assert report.deleted["event"] == 51
     assert deletes and max(deletes) <= 7 and len(deletes) >= 8  # 51 rows, 7 at a time
