@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # docker compose's `${SPLITWATCH_METRICS_TOKEN:-}` passes "" when .env has none.
         return None if value == "" else value
+
     # Raw events (and the minute rollups) are kept this many days; the hourly rollups and the
     # gaps this many: charts past the raw horizon read rollup_1h (app/retention/plan.py, #13).
     retention_days: int = Field(default=30, ge=1)
