@@ -4,10 +4,11 @@ Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module
 `router`); app/metrics.py mounts /metrics through `install_metrics(app, engine, settings)`.
 
 app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
-(app/auth.py). Startup (lifespan) checks that the database is at the migration head and
-refuses to start otherwise; it then starts the writer and alerting (app/alerts/evaluate.py:
-the rule evaluator and the webhook sender). Shutdown stops alerting, then the writer (queued
-batches are finished first), and disposes of the engine.
+(app/auth.py), and from startup on `alerting` and `retention`. Startup (lifespan) checks that
+the database is at the migration head and refuses to start otherwise; it then starts the
+writer, alerting (app/alerts/evaluate.py: the rule evaluator and the webhook sender) and
+retention (app/retention/run.py). Shutdown stops retention and alerting, then the writer
+(queued batches are finished first), and disposes of the engine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.headers import SecurityHeadersMiddleware
 from app.ingest.writer import Writer, WriterStopped, make_writer
 from app.logging import AccessLogMiddleware
 from app.metrics import install_metrics
+from app.retention.run import Retention
 from app.settings import Settings
 from app.store.engine import make_engine, pool_options
 from app.store.schema_check import schema_status
@@ -87,6 +89,10 @@ def create_app(settings: Settings) -> FastAPI:
         alerting = Alerting(engine, writer, settings)
         alerting.start()
         app.state.alerting = alerting
+        # Raw events expire, old partitions go (app/retention/run.py, #13); one process acts.
+        retention = Retention(writer, settings)
+        retention.start()
+        app.state.retention = retention
         # Everything built so far (modules, app, routes) lives as long as the process: move it
         # out of the collector's sight, so the full collections that a request's garbage
         # triggers scan only request-sized heaps (a full scan of the startup heap was the
@@ -96,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await retention.stop()
             await alerting.stop()
             writer.stop()
             engine.dispose()

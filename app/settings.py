@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -85,6 +85,21 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # docker compose's `${SPLITWATCH_METRICS_TOKEN:-}` passes "" when .env has none.
         return None if value == "" else value
+
+    # Raw events (and the minute rollups) are kept this many days; the hourly rollups and the
+    # gaps this many: charts past the raw horizon read rollup_1h (app/retention/plan.py, #13).
+    retention_days: int = Field(default=30, ge=1)
+    rollup_retention_days: int = Field(default=400, ge=1)
+
+    @model_validator(mode="after")
+    def _rollups_outlive_events(self) -> Settings:
+        if self.rollup_retention_days < self.retention_days:
+            raise ValueError(
+                f"rollup_retention_days ({self.rollup_retention_days}) is shorter than retention_days "
+                f"({self.retention_days}): charts would lose days whose raw events are still kept; "
+                "set SPLITWATCH_ROLLUP_RETENTION_DAYS >= SPLITWATCH_RETENTION_DAYS"
+            )
+        return self
 
     def base_url(self) -> str:
         if self.public_url:

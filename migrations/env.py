@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from app.retention.partitions import include_name, include_object
 from app.store.engine import make_engine
 from app.store.tables import metadata
 
@@ -21,6 +22,9 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # PostgreSQL's day partitions of event and its partition-keyed unique key (#13).
+        include_name=include_name,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -75,14 +75,16 @@ def new_holder() -> str:
 # ------------------------------------------------------------------------------ lease
 
 
-def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float) -> bool:
-    """Renew or take the lease in the caller's transaction; False when another holds it."""
+def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float, name: str = LEASE_NAME) -> bool:
+    """Renew or take the lease `name` in the caller's transaction; False when another holds it.
+
+    Retention (app/retention/run.py, #13) keeps its single runner with the lease "retention"."""
     expires = now + dt.timedelta(seconds=ttl_s)
     values = {"holder": holder, "expires_at": expires, "renewed_at": now}
     # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
     done = conn.execute(
         update(alert_lease)
-        .where(alert_lease.c.name == LEASE_NAME)
+        .where(alert_lease.c.name == name)
         .where(or_(alert_lease.c.holder == holder, alert_lease.c.expires_at < now))
         .values(**values)
         .returning(alert_lease.c.name)
@@ -91,15 +93,15 @@ def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float) ->
         return True
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(alert_lease)
     created = conn.execute(
-        ins.values(name=LEASE_NAME, **values)
+        ins.values(name=name, **values)
         .on_conflict_do_nothing(index_elements=["name"])
         .returning(alert_lease.c.name)
     ).first()
     return created is not None
 
 
-def release_lease(conn: Connection, holder: str) -> None:
-    conn.execute(delete(alert_lease).where(alert_lease.c.name == LEASE_NAME, alert_lease.c.holder == holder))
+def release_lease(conn: Connection, holder: str, name: str = LEASE_NAME) -> None:
+    conn.execute(delete(alert_lease).where(alert_lease.c.name == name, alert_lease.c.holder == holder))
 
 
 # ------------------------------------------------------------------------------ rules

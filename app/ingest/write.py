@@ -14,9 +14,12 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
    host's caps (GuestLimits): 413 for too many new in one batch; past the total, the events
    are stored without their guest and counted as a `guest_cap` gap (step 5).
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
-   keys actually inserted. PostgreSQL: INSERT ... SELECT FROM unnest(one array per column),
-   one statement and round trip per batch (#13). SQLite: the Core statement, compiled once,
-   with its VALUES group repeated per row and the
+   keys actually inserted. PostgreSQL partitions event by day and its unique key also holds
+   `time` (PARTITIONED_EVENT_KEY): the keys already stored are looked up first, whatever their
+   time, and only the others inserted (_stored_keys), so the contract holds there too; those go
+   in one INSERT ... SELECT FROM unnest(one array per column), one statement and round trip per
+   batch (#13). SQLite: the Core statement, compiled once, with its VALUES group repeated per
+   row and the
    rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
    cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
    result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
@@ -51,6 +54,10 @@ from app.ingest.rows import (
 from app.store.tables import ROLLUPS, event, gap, guest, guest_host, host, host_state
 
 EVENT_KEY = ("host_id", "boot_id", "source", "seq")
+# PostgreSQL's event table is partitioned by day on `time`, and a unique key of a partitioned
+# table must hold the partition key (migrations/versions/2026_11_30_scale.py, #13): the same
+# event resent carries the same time, so it is still a duplicate.
+PARTITIONED_EVENT_KEY = (*EVENT_KEY, "time")
 ROLLUP_KEY = ("bucket", "host_id", "guest_id", "kind", "action", "source")
 GAP_KEY = ("host_id", "boot_id", "source", "first_seq", "reason")
 
@@ -400,7 +407,8 @@ SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 @functools.cache  # built once: constructing it per batch cost more CPU than a small batch's insert (#13)
 def _event_insert(insert: Callable[[Table], Any], returning: bool = True) -> Any:
-    stmt = insert(event).on_conflict_do_nothing(index_elements=list(EVENT_KEY))
+    key = PARTITIONED_EVENT_KEY if insert is postgresql.insert else EVENT_KEY
+    stmt = insert(event).on_conflict_do_nothing(index_elements=list(key))
     return stmt.returning(event.c.source, event.c.seq) if returning else stmt
 
 
@@ -498,7 +506,7 @@ def _postgresql_event_sql() -> str:
         f"SELECT %(host_id)s, %(boot_id)s, u.source, u.seq, u.time, %(received_at)s, u.kind, u.comm, "
         f"u.tid, u.tgid, u.address, u.count, u.action, u.guest_id, u.vcpu, u.vmm "
         f"FROM unnest({arrays}) AS u({as_names}) "
-        f"ON CONFLICT ({', '.join(EVENT_KEY)}) DO NOTHING RETURNING source, seq"
+        f"ON CONFLICT ({', '.join(PARTITIONED_EVENT_KEY)}) DO NOTHING RETURNING source, seq"
     )
 
 
@@ -523,6 +531,29 @@ def _insert_events_postgresql(
         cursor.close()
 
 
+def _stored_keys(conn: Connection, host_id: int, events: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(source, seq) of the batch's events already stored, whatever their time (PostgreSQL).
+
+    The partitioned table's unique key holds `time` (PARTITIONED_EVENT_KEY), so ON CONFLICT
+    alone would store again an event resent with another time; the idempotency contract is
+    (host, boot_id, source, seq). This lookup keeps it: batches of one host are serialised by
+    the host row lock taken first in write_batch (FOR UPDATE), so nothing can slip in between.
+    """
+    wanted: dict[tuple[str, str], list[int]] = {}
+    for e in events:
+        wanted.setdefault((e["boot_id"], e["source"]), []).append(e["seq"])
+    found: set[tuple[str, int]] = set()
+    for (boot_id, source), seqs in wanted.items():
+        query = select(event.c.seq).where(
+            event.c.host_id == host_id,
+            event.c.boot_id == boot_id,
+            event.c.source == source,
+            event.c.seq.in_(seqs),
+        )
+        found.update((source, seq) for seq in conn.execute(query).scalars())
+    return found
+
+
 def _write_events(
     conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, guest_ids: dict[str, int]
 ) -> int:
@@ -532,7 +563,19 @@ def _write_events(
     if conn.dialect.name == "sqlite":
         inserted = _insert_events_sqlite(conn, rows.events, gids, host_id, rows.received_at)
     else:
-        inserted = _insert_events_postgresql(conn, rows.events, gids, host_id, rows.received_at)
+        stored = _stored_keys(conn, host_id, rows.events)
+        new = [
+            (e, gid)
+            for e, gid in zip(rows.events, gids, strict=True)
+            if (e["source"], e["seq"]) not in stored
+        ]
+        inserted = (
+            _insert_events_postgresql(
+                conn, [e for e, _ in new], [gid for _, gid in new], host_id, rows.received_at
+            )
+            if new
+            else set()
+        )
     if not inserted:
         return 0
     pairs = zip(rows.events, gids, strict=True)

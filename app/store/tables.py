@@ -198,7 +198,9 @@ event = Table(
     Column("guest_id", Integer, ForeignKey("guest.id", ondelete="SET NULL")),
     Column("vcpu", Integer),
     Column("vmm", String(32)),
-    # Idempotency key (DESIGN.md §2): a resent batch inserts nothing.
+    # Idempotency key (DESIGN.md §2): a resent batch inserts nothing. On PostgreSQL the table
+    # is partitioned by day on `time` (#13, migrations/versions/2026_11_30_scale.py), and this
+    # key and the primary key there also hold `time` (app/retention/partitions.py).
     UniqueConstraint("host_id", "boot_id", "source", "seq"),
     Index("ix_event_time_id", "time", "id"),
     Index("ix_event_host_id_time", "host_id", "time"),

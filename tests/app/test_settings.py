@@ -45,3 +45,21 @@ def test_importing_the_app_builds_no_settings() -> None:
     import app.main
 
     assert not any(isinstance(v, Settings) for v in vars(app.main).values())
+
+
+def test_retention_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("SPLITWATCH_"):
+            monkeypatch.delenv(key)
+    assert (Settings().retention_days, Settings().rollup_retention_days) == (30, 400)
+    monkeypatch.setenv("SPLITWATCH_RETENTION_DAYS", "7")
+    monkeypatch.setenv("SPLITWATCH_ROLLUP_RETENTION_DAYS", "90")
+    assert (Settings().retention_days, Settings().rollup_retention_days) == (7, 90)
+
+
+def test_rollups_kept_shorter_than_raw_events_is_refused_with_the_remedy() -> None:
+    remedy = "SPLITWATCH_ROLLUP_RETENTION_DAYS >= SPLITWATCH_RETENTION_DAYS"
+    with pytest.raises(ValidationError, match=remedy):
+        Settings(retention_days=60, rollup_retention_days=30)
+    with pytest.raises(ValidationError):
+        Settings(retention_days=0)
