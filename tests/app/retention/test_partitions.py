@@ -54,8 +54,8 @@ def test_existing_events_are_copied_into_day_partitions_and_ids_continue(db_url:
             conn.execute(
                 text(
                     "INSERT INTO host (id, name, boot_id, kernel, cpu_model, agent_version, first_seen_at,"
-                    " last_seen_at, cpu_off_streak, cpus)"
-                    " VALUES (1, 'h1', 'b', '6.8', 'x', '0.1', now(), now(), '{}', '[]')"
+                    " last_seen_at, cpus)"
+                    " VALUES (1, 'h1', 'b', '6.8', 'x', '0.1', now(), now(), '[]')"
                 )
             )
             _insert_event(conn, 1, TODAY - 10 * DAY + dt.timedelta(hours=3))
