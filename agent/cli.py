@@ -1,6 +1,6 @@
 """`splitwatch agent`'s own front door: an argparse parser and `run_agent()`, stdlib only.
 
-The agent runs on every host under a 30 MB budget (DESIGN.md §4). typer parses parameters
+The agent runs on every host under a 30 MB budget (docs/benchmarks.md). typer parses parameters
 through pydantic (~15 MB resident), so `splitwatch agent ...` is handed here by app/cli/main.py
 before typer is imported; app/cli/agent.py wraps the same `run_agent()` for `--help` and docs.
 """

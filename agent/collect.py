@@ -14,7 +14,7 @@ Guarantees:
   again by the next one (kmsg rewinds to the committed cursor, tracefs events are kept and
   re-sent with the same SEQs), so the backend's dedup on (host, boot_id, source, seq) makes a
   resend harmless.
-- No trap counted twice, every count says its source (DESIGN.md §1): without tracefs a kmsg
+- No trap counted twice, every count says its source (docs/kernel.md): without tracefs a kmsg
   trap line counts 1. Once the kprobes run, their hits are the counts (source tracefs) and a
   kmsg line the probes also see is a sighting with count 0 that still carries the address.
 - A pass with more than `max_events` events is split into several payloads (state and gaps on

@@ -299,7 +299,7 @@ def describe_cpus(cpus: Sequence[CpuState]) -> list[str]:
 
 
 def mode_meaning(mode: Mode, ratelimit: int | None, mitigate: int | None, kernel: tuple[int, int]) -> str:
-    """What the host does with a split lock in this mode, in words (DESIGN.md §1)."""
+    """What the host does with a split lock in this mode, in words (docs/kernel.md)."""
     if mode is Mode.OFF:
         return "off: split locks run undetected, nothing is logged or slowed"
     if mode is Mode.FATAL:

@@ -6,7 +6,7 @@ Every method writes the files at once, so a host can be grown while an agent rea
     vm = host.qemu("web-1", pid=4242, vcpus=2, uuid="...")      # libvirt-style QEMU guest
     host.split_lock(vm.vcpu_comm(0), vm.vcpu_tids[0])            # a `took a split_lock trap` line
 
-What it writes (DESIGN.md §2): `proc/{cmdline,cpuinfo,stat,modules}`, `proc/sys/kernel/{osrelease,
+What it writes (docs/agent.md): `proc/{cmdline,cpuinfo,stat,modules}`, `proc/sys/kernel/{osrelease,
 hostname,random/boot_id,split_lock_mitigate}`, per process `proc/PID/{status,cmdline,cgroup,comm}`,
 per thread `proc/TID/status` and `proc/PID/task/TID/comm`, sparse `dev/cpu/N/msr` files with 8
 bytes at offset = MSR index, a `dev/kmsg` text file of records (`PRIO,SEQ,USEC,FLAG;TEXT`, one per
@@ -262,7 +262,7 @@ class FakeHost:
         return self._boot_mode()
 
     def _implied_sld_on(self) -> bool:
-        # ratelimit:N turns #AC off (DESIGN.md §1); off is off; before 5.7 firmware left it clear.
+        # ratelimit:N turns #AC off (docs/kernel.md); off is off; before 5.7 firmware left it clear.
         return self._sld_supported and self._effective_mode() in ("warn", "fatal")
 
     def _implied_bld_on(self) -> bool:
@@ -506,7 +506,7 @@ class FakeHost:
         return seq
 
     def boot_messages(self) -> Self:
-        """The boot mode line(s) this kernel prints for the configured mode (DESIGN.md §1)."""
+        """The boot mode line(s) this kernel prints for the configured mode (docs/kernel.md)."""
         mode = self._boot_mode()
         self.kmsg("Linux version " + self._kernel + " (buildd@lcy02) #1 SMP", level=5)
         if self.kernel_version < (5, 7) and not self.backport:

@@ -18,7 +18,7 @@ events with source `import`. What it guarantees:
   previous line's time + its `[ +0.118315]` delta. Local times (syslog, dmesg -T/-H) are read in
   `tz` (default UTC); a syslog line has no year: `year`, else the current year, or the previous
   one when that would put the line in the future (rsyslog's rule).
-- Action: DESIGN.md §1 via agent.kernel.modes.derive_action when the mode is given; without it
+- Action: docs/kernel.md via agent.kernel.modes.derive_action when the mode is given; without it
   `unknown`, except the verbs that imply theirs (fatal, bogus: sigbus).
 - `traps: ... trap alignment check`: any unhandled SIGBUS from #AC, a task that set EFLAGS.AC
   itself included, so it is a split lock (action sigbus) only with `--mode fatal` on a kernel with
@@ -51,7 +51,7 @@ DEFAULT_KERNEL = "unknown"
 SEQ_MASK = (1 << 63) - 1
 MAX_LISTED = 20  # undated / unparsable lines named one by one in the summary; the rest are counted
 
-# Thread names of KVM vCPUs (DESIGN.md §1 "Which guest"): only to tell derive_action a guest ran.
+# Thread names of KVM vCPUs (docs/agent.md "Which guest"): only to tell derive_action a guest ran.
 _VCPU_COMM = re.compile(r"CPU [0-9]+/KVM|fc_vcpu [0-9]+|vcpu[0-9]+|crosvm_vcpu[0-9]+")
 _IMPLIED = ("fatal", "bogus")
 
@@ -328,7 +328,7 @@ def _action(trap: Trap, options: ImportOptions, kernel: tuple[int, int]) -> Acti
     if options.mode is None:
         if trap.verb not in _IMPLIED:
             return Action.UNKNOWN
-        # These verbs imply their action whatever the mode (DESIGN.md §1): any mode will do.
+        # These verbs imply their action whatever the mode (docs/kernel.md): any mode will do.
         return derive_action(
             trap.kind, trap.verb, mode=Mode.WARN, mitigate=None, kernel=UNKNOWN_KERNEL, guest=guest
         )

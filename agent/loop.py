@@ -1,6 +1,6 @@
 """The running agent: collect -> spool -> commit -> send, once per interval (#4).
 
-Order is the durability argument (DESIGN.md §2):
+Order is the durability argument (docs/agent.md):
   1. collect one pass (agent/collect.py; never raises on host trouble);
   2. append its payloads to the spool: written and fsynced before append returns;
   3. only then commit the collector (the kmsg cursor moves): a crash before 3 re-reads the

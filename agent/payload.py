@@ -1,4 +1,4 @@
-"""Ingest payload, schema 1, exactly as DESIGN.md §3 writes it.
+"""Ingest payload, schema 1, exactly as docs/api.md writes it.
 
 Frozen, slotted dataclasses: the agent's facts. `Payload.to_json()` is the one place the
 payload becomes JSON, so `agent --once --stdout`, the spool and the transport all print the
@@ -39,7 +39,7 @@ class Mode(StrEnum):
 
 
 class Action(StrEnum):
-    """What the host did with one trap (DESIGN.md §1)."""
+    """What the host did with one trap (docs/kernel.md)."""
 
     WARN = "warn"
     THROTTLE = "throttle"

@@ -9,7 +9,7 @@ sees exactly what it would see on such a host.
 
 Deterministic: a seed fixes the sequence of actions (which guest traps when, how often, what is
 printed, which PIDs). Record times follow the wall clock (FakeHost live=True), so a dashboard shows
-them as now. The kernel behaviour imitated, by kernel version (DESIGN.md §1):
+them as now. The kernel behaviour imitated, by kernel version (docs/kernel.md):
 
 - 5.19+: a task's `#AC ... took a split_lock trap` line is printed once per thread
   (`current->reported_split_lock`); 5.7-5.18: the first trap turns detection off for the rest of

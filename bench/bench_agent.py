@@ -1,4 +1,4 @@
-"""Agent footprint on a 64-CPU host at a 10 s interval (DESIGN.md §4, issue 4).
+"""Agent footprint on a 64-CPU host at a 10 s interval (docs/benchmarks.md, issue 4).
 
 A real agent process (agent.loop.run, the code `splitwatch agent` runs) watches a fake 64-CPU
 host with four QEMU guests and a tracefs, while this script keeps the host busy: a few

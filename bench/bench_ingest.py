@@ -1,4 +1,4 @@
-"""Ingest throughput and latency through the whole HTTP path (DESIGN.md §4, #13), on SQLite and
+"""Ingest throughput and latency through the whole HTTP path (docs/benchmarks.md, #13), on SQLite and
 PostgreSQL.
 
 1. Throughput: 1000-event batches POSTed one after another to a real `splitwatch serve`

@@ -1,4 +1,4 @@
-"""How fast is the 30-day fleet chart over 10 million events? (DESIGN.md §4: under 100 ms.)
+"""How fast is the 30-day fleet chart over 10 million events? (docs/benchmarks.md: under 100 ms.)
 
 Fills a fresh database (migrated by `splitwatch db upgrade`) with what ingest would have left
 after 10 million events over 30 days on ~50 hosts and ~300 guests: host and guest rows, the

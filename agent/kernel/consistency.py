@@ -7,7 +7,7 @@ backend derives the host status from it (app/store/status.py). Python 3.9 and th
 library only: this module ships to every host.
 
 Why a verdict and not "a core reads off": an off read of MSR_TEST_CTRL bit 29 means different
-things by kernel era (DESIGN.md §1, docs/kernel.md "Consistency verdicts"):
+things by kernel era (docs/kernel.md "Consistency verdicts"):
 
 - before 5.7 mainline has no split-lock detection: bit 29 is whatever firmware left. Distribution
   kernels backport it (RHEL 8.7's 4.18.0-394.el8: default off, a runtime sysfs knob), so the

@@ -1,4 +1,4 @@
-"""Split-lock modes and what the host did with one trap (DESIGN.md §1), as the kernel decides them.
+"""Split-lock modes and what the host did with one trap (docs/kernel.md), as the kernel decides them.
 
 Pure: text and facts in, values out. Three questions:
 
@@ -145,7 +145,7 @@ def _warn_action(mitigate: int | None, kernel: tuple[int, int]) -> Action:
 def derive_action(
     kind: Kind, verb: str, *, mode: Mode, mitigate: int | None, kernel: tuple[int, int], guest: bool
 ) -> Action:
-    """What the host did with one trap: DESIGN.md §1's action table.
+    """What the host did with one trap: docs/agent.md's action table ("Modes and actions").
 
     `verb` is a Trap verb (took, fatal, bogus, alignment_check) or a tracefs probe name
     (split_lock_warn, handle_guest_split_lock, handle_bus_lock); reflect and oops are accepted

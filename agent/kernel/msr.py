@@ -1,4 +1,4 @@
-"""The three MSRs splitwatch reads and what their bits mean (DESIGN.md §1). Pure: bytes in, values out.
+"""The three MSRs splitwatch reads and what their bits mean (docs/kernel.md). Pure: bytes in, values out.
 
 | MSR                 | index | bit | meaning                                      |
 |---------------------|-------|-----|----------------------------------------------|

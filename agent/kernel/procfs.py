@@ -1,4 +1,4 @@
-"""Pure parsers for the procfs files the agent reads (DESIGN.md §2). Text in, values or ParseError out.
+"""Pure parsers for the procfs files the agent reads (docs/agent.md). Text in, values or ParseError out.
 
 Shapes follow fs/proc and arch/x86/kernel/cpu/proc.c; like prometheus/procfs, each parser takes the
 whole file's text and tolerates what real kernels add around the lines it needs.

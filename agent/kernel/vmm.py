@@ -1,4 +1,4 @@
-"""Which guest a VMM process runs, from its cmdline, cgroup and thread names (DESIGN.md §1 "Which guest").
+"""Which guest a VMM process runs, from its cmdline, cgroup and thread names (docs/agent.md "Which guest").
 
 Pure: text in, identity out. The kinds and where each tells its guest apart:
 

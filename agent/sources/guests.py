@@ -1,4 +1,4 @@
-"""Which KVM guest a trapping thread belongs to (DESIGN.md §1 "Which guest"). Never raises.
+"""Which KVM guest a trapping thread belongs to (docs/agent.md "Which guest"). Never raises.
 
 Live first: `proc/TID/status` (Tgid, Name) -> `proc/TGID/cmdline` + `proc/TGID/cgroup` ->
 agent.kernel.vmm. A guest killed by its SIGBUS is gone before its trap is read, so `refresh()` keeps a

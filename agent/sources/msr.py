@@ -1,4 +1,4 @@
-"""Per-CPU split-lock state from `dev/cpu/N/msr` under the host root (DESIGN.md §1). Never raises.
+"""Per-CPU split-lock state from `dev/cpu/N/msr` under the host root (docs/kernel.md). Never raises.
 
 For each CPU: MSR_IA32_CORE_CAPS (0xcf) bit 5 first; MSR_TEST_CTRL (0x33) bit 29 only where the CPU
 supports split-lock detection (CORE_CAPS says so, or the kernel's `split_lock_detect` cpuinfo flag

@@ -1,4 +1,4 @@
-"""Host facts from procfs under the host root (DESIGN.md §2). Never raises.
+"""Host facts from procfs under the host root (docs/agent.md). Never raises.
 
 Reads, once per call: proc/sys/kernel/{hostname,osrelease,random/boot_id,split_lock_mitigate},
 proc/stat (btime), proc/cmdline, proc/cpuinfo, proc/modules, and the runtime split-lock knob

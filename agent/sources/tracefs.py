@@ -1,4 +1,4 @@
-"""True split-lock and bus-lock counts from kprobes on tracefs (DESIGN.md §1 "Counting"). Never raises.
+"""True split-lock and bus-lock counts from kprobes on tracefs (docs/kernel.md). Never raises.
 
 The kernel prints a trap once per thread (5.19+) and at most 10 lines per 5 s, so kmsg gives first
 sightings. A kprobe hit is one trap: `start()` registers `p:splitwatch/<func> <func>` for each of

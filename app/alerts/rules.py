@@ -6,12 +6,12 @@ Rule types (issue 12):
     threshold          sum of event counts (rollup_1m) of a kind/action over a window, grouped
                        by fleet, host or guest, at or above `threshold`, for `for_s`
     guest_killed       a guest got SIGBUS (action sigbus: the host is in fatal mode and QEMU
-                       died, DESIGN.md §1) in the window                         built in
+                       died, docs/kernel.md) in the window                         built in
     host_inconsistent  the host status needs action (the consistency verdict, #16)  built in
     agent_silent       the host's agent has not reported for `window_s`          built in
     events_lost        counted losses (gaps other than forged) in the window     built in
     forged_records     kernel-log records with facility >= 1 (a process wrote them to
-                       /dev/kmsg, DESIGN.md §1 "/dev/kmsg") in the window        built in
+                       /dev/kmsg, docs/kernel.md "/dev/kmsg") in the window        built in
     new_offender       a guest first seen split- or bus-locking within the window  built in
 
 Every alert's labels: alertname (the rule's name), severity, host and guest where they apply,

@@ -1,4 +1,4 @@
-"""POST /api/v1/ingest: agent batches in (DESIGN.md §3), idempotent.
+"""POST /api/v1/ingest: agent batches in (docs/api.md), idempotent.
 
 The body is read here, not by FastAPI, so its size is bounded while it arrives (413 over
 max_body_bytes, before and after gzip decompression: a gzip bomb is cut off at the limit),

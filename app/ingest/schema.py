@@ -1,4 +1,4 @@
-"""Ingest payload schema 1 (DESIGN.md §3) as strict pydantic models: the HTTP edge.
+"""Ingest payload schema 1 (docs/api.md) as strict pydantic models: the HTTP edge.
 
 Strict: JSON types are not coerced ("5" is not 5, 1.0 is not 1), every key of the schema is
 required (as `agent.payload.Payload.to_json()` writes them all), unknown keys are refused

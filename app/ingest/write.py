@@ -317,7 +317,7 @@ def _guest_upsert(dialect: str) -> Any:
     """The guest row by name, moved only by sightings of the same guest.
 
     Identity (#14): a guest is its name plus its uuid, a missing uuid being a value of its
-    own. The agent takes both from the same VMM command line (`-name`, `-uuid`: DESIGN.md §1),
+    own. The agent takes both from the same VMM command line (`-name`, `-uuid`: docs/kernel.md),
     so a guest that really moves between hosts (live migration keeps the uuid; a uuid-less
     VMM such as Firecracker has none anywhere) arrives with the same pair on every host. A
     sighting whose uuid differs from the one the guest row was created with (another uuid, or

@@ -1,7 +1,7 @@
 """Kernel eras of split-lock handling, from a release string and what the host reported. Pure.
 
 What a warn-mode trap costs, and how far its count can be trusted, depends on the kernel
-(DESIGN.md §1, read from kernel source):
+(docs/kernel.md, read from kernel source):
 
     < 5.7      `none`        no split-lock detection in mainline: nothing is trapped or counted
     5.7-5.18   `per_task`    after its first trap a task runs with detection off for life (TIF_SLD),

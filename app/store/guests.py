@@ -3,7 +3,7 @@
 A guest is known by name (ingest keys `guest` on it) and can move between hosts, so the hosts
 it ran on come from the events (`event.host_id`, via the rollups), not from `last_host_id`.
 `killed` means a SIGBUS killed it at `killed_at` (the last such kill; the host was in fatal
-mode, DESIGN.md §1). Last host, last action and kill follow only sightings of the guest's
+mode, docs/kernel.md). Last host, last action and kill follow only sightings of the guest's
 identity (name and uuid: app/ingest/write._guest_upsert); `sightings` shows each host's own
 view (`guest_host`), namesakes included and marked (#14).
 
@@ -87,7 +87,7 @@ def address_space(address: str) -> AddressSpace:
     """guest-kernel for the canonical upper half (bit 63 set, `0xffff...`), else guest-user.
 
     Bit 63 separates the halves under both 4- and 5-level paging; a trap RIP in the upper
-    half is guest kernel code (DESIGN.md §1).
+    half is guest kernel code (docs/kernel.md).
     """
     try:
         value = int(address, 16)

@@ -2,7 +2,7 @@
 
 Both read `rollup_1h` / `rollup_1m` (sums per bucket and host, guest, kind, action, source,
 maintained at ingest), never a scan of `event`, so a 30-day fleet chart reads ~720 rows per
-series whatever the number of events (DESIGN.md §4).
+series whatever the number of events (docs/benchmarks.md).
 
 - `read_series`: buckets of `step_s` seconds aligned to multiples of the step since the epoch
   (app/rollups/buckets.py), every bucket from the one holding `since` up to `until` present,
@@ -50,7 +50,7 @@ Measure = Literal["count", "events"]
 
 MAX_BUCKETS = 10_000  # a chart wider than this is unreadable and its answer megabytes
 
-# Keys of a closed vocabulary (DESIGN.md §3 contract words): summed per word in one pass.
+# Keys of a closed vocabulary (docs/api.md contract words): summed per word in one pass.
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {"action": tuple(map(str, Action)), "kind": tuple(map(str, Kind))}
 
 _MINUTE = dt.timedelta(seconds=60)

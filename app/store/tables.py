@@ -2,7 +2,7 @@
 
 Alembic migrations (migrations/versions/) create exactly these; tests/app/store checks that
 `alembic upgrade head` and this metadata agree. Core, not ORM: the ingest hot path writes
-with executemany / COPY (DESIGN.md §4), and the read paths select columns.
+with executemany / COPY (docs/benchmarks.md), and the read paths select columns.
 
 Shape, by who asks:
 - hosts and their detection state over time: `host` (current facts, one row per host),
@@ -198,7 +198,7 @@ event = Table(
     Column("guest_id", Integer, ForeignKey("guest.id", ondelete="SET NULL")),
     Column("vcpu", Integer),
     Column("vmm", String(32)),
-    # Idempotency key (DESIGN.md §2): a resent batch inserts nothing. On PostgreSQL the table
+    # Idempotency key (docs/agent.md): a resent batch inserts nothing. On PostgreSQL the table
     # is partitioned by day on `time` (#13, migrations/versions/2026_11_30_scale.py), and this
     # key and the primary key there also hold `time` (app/retention/partitions.py).
     UniqueConstraint("host_id", "boot_id", "source", "seq"),

@@ -35,7 +35,7 @@ export function plotTime(iso) {
 }
 
 // About 60-120 bars whatever the window: enough detail, bars still wide enough to click.
-// Whole hours from a day up, so /series reads rollup_1h (DESIGN.md §4: rollups, not scans).
+// Whole hours from a day up, so /series reads rollup_1h (docs/benchmarks.md: rollups, not scans).
 const NICE_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 
 export function chooseStep(range, targetBuckets = 100) {

@@ -195,7 +195,7 @@ export function plot(el, traces, layout, { onClick = null } = {}) {
   }
 }
 
-// Which source the charts count (DESIGN.md: every number says which source it came from).
+// Which source the charts count (docs/kernel.md: every number says which source it came from).
 export function sourcePicker(state) {
   return h(
     "label",

@@ -4,7 +4,7 @@ Each scenario arranges a fake host (agent/fakehost.py), may run the agent once f
 state directory, so the guest cache and cursor carry over, as on a real host), then runs it once
 more; that last output, with `observed_at` normalised, must equal the golden file line for line.
 `pytest tests/agent --update-golden` (or SPLITWATCH_UPDATE_GOLDEN=1) rewrites the files instead;
-review them by eye: the actions, guests and counts must be what DESIGN.md §1 says.
+review them by eye: the actions, guests and counts must be what docs/kernel.md says.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from app.cli.main import cli
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 OBSERVED_AT = re.compile(r'"observed_at":"[^"]*"')
 
-# DESIGN.md §3, ingest payload schema 1: the exact key sets.
+# docs/api.md, ingest payload schema 1: the exact key sets.
 PAYLOAD_KEYS = {"schema", "host", "state", "events", "gaps"}
 HOST_KEYS = {"name", "boot_id", "kernel", "cpu_model", "agent_version"}
 STATE_KEYS = {"observed_at", "mode", "ratelimit", "mitigate", "sld_supported", "bld_supported", "cpus"}

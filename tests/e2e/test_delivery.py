@@ -1,4 +1,4 @@
-"""From host to backend with nothing lost (#4, DESIGN.md §4): real uvicorn, real agent processes,
+"""From host to backend with nothing lost (#4, docs/benchmarks.md): real uvicorn, real agent processes,
 fake hosts; what arrived is read back through the REST API as a user would."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_agent_killed_with_sigkill_mid_send_and_restarted_loses_and_doubles_noth
 def test_database_sessions_killed_mid_ingest_every_event_arrives_exactly_once(
     tmp_path: Path, backend: Server, tokens: Tokens, agents: Agents, api: Api
 ) -> None:
-    # What a PostgreSQL restart does to the server (DESIGN.md §4: every event arrives once
+    # What a PostgreSQL restart does to the server (docs/benchmarks.md: every event arrives once
     # across a database restart): every session of its database dies, mid-transaction or idle.
     # Only this test's database is hit, so other databases on the server are left alone.
     fleet = []

@@ -2,7 +2,7 @@
 
 Every era the issue names (16): 5.4, RHEL 8's 4.18.0-394.el8 (knob off and on), 5.10, 5.13 (ratelimit
 falls back to warn), 5.15, 5.19, 6.1 with and without the sysctl, 6.6 with mitigate 0 and 1, 6.15+.
-The kernel facts are stated here on their own (DESIGN.md §1), not imported from the code.
+The kernel facts are stated here on their own (docs/kernel.md), not imported from the code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Modes and actions: DESIGN.md §1's tables, row by row, across the kernel eras that change them."""
+"""Modes and actions: the tables of docs/agent.md "Modes and actions", row by row, by kernel era."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MSR bit decoding (DESIGN.md §1 table): the three bits, little-endian u64, nothing else."""
+"""MSR bit decoding (docs/agent.md "MSRs"): the three bits, little-endian u64, nothing else."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""parse_message: every split-lock and bus-lock message of kernels 5.7 to 6.19 (DESIGN.md §1)."""
+"""parse_message: every split-lock and bus-lock message of kernels 5.7 to 6.19 (docs/kernel.md)."""
 
 from __future__ import annotations
 
