@@ -33,23 +33,15 @@ from pydantic import (
 from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
+from app.store.status import Verdict
+
 SourceName = Literal["kmsg", "tracefs", "import"]
 KindName = Literal["split_lock", "bus_lock"]
 ActionName = Literal["warn", "throttle", "sigbus", "ratelimit", "reflect", "oops", "unknown"]
 ModeName = Literal["off", "warn", "fatal", "ratelimit"]
 GapReasonName = Literal["overrun", "suppressed", "spool_full", "forged"]
-# agent/kernel/consistency.py VERDICTS: the agent's words, checked here as a closed set.
-VerdictName = Literal[
-    "consistent",
-    "unsupported",
-    "off_by_design",
-    "transient",
-    "per_task_off",
-    "stuck_off",
-    "drift",
-    "inconsistent_config",
-    "foreign_hypervisor",
-]
+# The agent's verdict words (agent/kernel/consistency.py), one closed set: app/store/status.py.
+VerdictName = Verdict
 EvidenceName = Literal["kernel_line", "tracefs", "vmm_exit"]
 MAX_DETAILS_CHARS = 4096
 

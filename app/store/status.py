@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Verdict = Literal[
     "consistent",
@@ -32,30 +32,8 @@ Verdict = Literal[
     "inconsistent_config",
     "foreign_hypervisor",
 ]
-Status = Literal[
-    "consistent",
-    "unsupported",
-    "off_by_design",
-    "transient",
-    "per_task_off",
-    "stuck_off",
-    "drift",
-    "inconsistent_config",
-    "foreign_hypervisor",
-    "unknown",
-    "silent",
-]
-VERDICTS: tuple[Verdict, ...] = (
-    "consistent",
-    "unsupported",
-    "off_by_design",
-    "transient",
-    "per_task_off",
-    "stuck_off",
-    "drift",
-    "inconsistent_config",
-    "foreign_hypervisor",
-)
+Status = Literal[Verdict, "unknown", "silent"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 STATUSES: tuple[Status, ...] = (*VERDICTS, "unknown", "silent")
 NEEDS_ACTION: frozenset[str] = frozenset({"drift", "stuck_off", "inconsistent_config", "foreign_hypervisor"})
 # The words people read (agent/kernel/consistency.py LABELS, doctor's words).

@@ -80,3 +80,13 @@ def test_needs_action_only_for_the_verdicts_an_operator_must_act_on(verdict: str
 def test_label_is_the_words_people_read() -> None:
     assert status(verdict="per_task_off").label == "per-task off"
     assert status(verdict="stuck_off").label == "stuck off"
+
+
+def test_the_backend_accepts_exactly_the_verdict_words_the_agent_sends() -> None:
+    # One closed set on each side of the wire (#16): a verdict the agent learns must be learnt here.
+    from agent.kernel.consistency import NEEDS_ACTION as AGENT_NEEDS_ACTION
+    from agent.kernel.consistency import VERDICTS as AGENT_VERDICTS
+    from app.store.status import NEEDS_ACTION, VERDICTS
+
+    assert set(VERDICTS) == set(AGENT_VERDICTS)
+    assert set(NEEDS_ACTION) == set(AGENT_NEEDS_ACTION)
