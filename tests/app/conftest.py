@@ -152,6 +152,16 @@ class _Postgres:
 
         url = make_url(self._shared)
         tables = ", ".join(f'"{t}"' for t in metadata.tables)
+        # Connections an earlier test left in a pool it never disposed (an engine of a stopped
+        # app, a worker thread's) would pile up over the session until PostgreSQL refuses new
+        # clients (max_connections 100): end every one still open on the shared database. A
+        # live engine reconnects (pool_pre_ping).
+        with self._admin() as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (url.database,),
+            )
         with psycopg.connect(
             host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database
         ) as conn:
