@@ -1,7 +1,7 @@
 """Nothing in the repository cites a document outside it (#17).
 
-DESIGN.md and STYLE.md were the team's notes, never shipped: a user or integrator who reads
-"exactly as DESIGN.md §3" has nowhere to look. The facts live in docs/ (kernel.md for the
+The team's design and style notes were never shipped: a user or integrator who reads "exactly as
+<that note> §3" has nowhere to look. The facts live in docs/ (kernel.md for the
 kernel, api.md for the contracts, agent.md for the agent). Every file git tracks is read,
 this one excepted.
 """
@@ -21,6 +21,8 @@ def test_no_tracked_file_cites_design_md_or_style_md() -> None:
     ).stdout.split("\0")
     found = []
     for name in filter(None, tracked):
+        if name == "tests/test_docs_stand_alone.py":
+            continue  # names them to look for them
         path = ROOT / name
         if not path.is_file() or path.is_symlink():
             continue
