@@ -27,10 +27,10 @@ from app.api.models import (
     KindFilter,
     RangeDep,
     SourceFilter,
+    time_position,
 )
 from app.deps import ConnDep, EngineDep, ViewerDep
-from app.errors import InvalidInput, error_responses
-from app.store.cursor import CursorError, decode_cursor
+from app.errors import error_responses
 from app.store.events import EVENT_COLUMNS, EventRow, Filters, iter_all_events, list_events, resolve_filters
 from app.store.series import range_totals
 
@@ -71,18 +71,7 @@ def get_events(
         Literal["json", "csv"], Query(description="`csv`: every event of the filter, not one page.")
     ] = "json",
 ) -> EventPage | StreamingResponse:
-    after = None
-    if cursor is not None and format == "json":
-        try:
-            after = decode_cursor(cursor)
-        except CursorError as exc:
-            raise InvalidInput(
-                str(exc),
-                code="invalid_cursor",
-                details=[
-                    {"field": "query.cursor", "problem": "not a cursor of this server", "type": "cursor"}
-                ],
-            ) from None
+    after = time_position(cursor) if format == "json" else None
     filters = Filters(
         host=host,
         guest=guest,

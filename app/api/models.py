@@ -69,6 +69,14 @@ NameCursorParam = Annotated[
 ]
 
 
+def _invalid_cursor(exc: CursorError) -> InvalidInput:
+    return InvalidInput(
+        str(exc),
+        code="invalid_cursor",
+        details=[{"field": "query.cursor", "problem": "not a cursor of this server", "type": "cursor"}],
+    )
+
+
 def name_position(cursor: str | None) -> NameCursor | None:
     """The decoded `cursor` of a name-ordered list, or 422 invalid_cursor with the remedy."""
     if cursor is None:
@@ -76,11 +84,7 @@ def name_position(cursor: str | None) -> NameCursor | None:
     try:
         return decode_name_cursor(cursor)
     except CursorError as exc:
-        raise InvalidInput(
-            str(exc),
-            code="invalid_cursor",
-            details=[{"field": "query.cursor", "problem": "not a cursor of this server", "type": "cursor"}],
-        ) from None
+        raise _invalid_cursor(exc) from None
 
 
 def time_position(cursor: str | None) -> Cursor | None:
@@ -90,11 +94,7 @@ def time_position(cursor: str | None) -> Cursor | None:
     try:
         return decode_cursor(cursor)
     except CursorError as exc:
-        raise InvalidInput(
-            str(exc),
-            code="invalid_cursor",
-            details=[{"field": "query.cursor", "problem": "not a cursor of this server", "type": "cursor"}],
-        ) from None
+        raise _invalid_cursor(exc) from None
 
 
 _ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
