@@ -322,6 +322,32 @@ class Backend:
             print(f"{self.label} stderr:\n{err[-2000:]}", file=sys.stderr)
 
 
+def _py_spy(b: Backend, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy on the serve process and its workers for `seconds`, folded stacks per thread."""
+    if b.key == "bare" or b.proc is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    cmd = [
+        str(spy),
+        "record",
+        "--pid",
+        str(b.proc.pid),
+        "--subprocesses",
+        "--threads",
+        "--nonblocking",
+        "-r",
+        "200",
+        "-d",
+        str(max(1, int(seconds))),
+        "-f",
+        "raw",
+        "-o",
+        str(out / f"{b.key}.txt"),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_cli(cmd: list[str], env: dict[str, str]) -> str:
     return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
 
@@ -376,6 +402,12 @@ def main() -> None:
     )
     parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each serve backend with py-spy (pip install py-spy) during its first round, "
+        "folded stacks into DIR/<backend>.txt (summarise with bench/profile_top.py)",
+    )
     args = parser.parse_args()
 
     splitwatch = str(Path(sys.executable).with_name("splitwatch"))
@@ -445,9 +477,12 @@ def main() -> None:
                     assert b.proc is not None
                     db0 = pids_cpu_seconds(backend_pids(args.pg_url, b.database)) if b.database else {}
                     cpu0 = tree_cpu_seconds(b.proc.pid)
+                    spy = _py_spy(b, args.profile, args.seconds) if args.profile and not b.rates else None
                     start = time.perf_counter()
                     n, lat = asyncio.run(_load(b.port, fleets[b.key], bodies, b.key, args.seconds, False))
                     wall = time.perf_counter() - start
+                    if spy is not None:
+                        spy.wait(timeout=60)
                     b.rates.append(n / wall)
                     b.latencies.extend(lat)
                     b.cpu_ms.append((tree_cpu_seconds(b.proc.pid) - cpu0) / n * 1000)
