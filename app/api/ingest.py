@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import zlib
 from datetime import UTC, datetime
-from functools import partial
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
@@ -31,7 +30,7 @@ from app.errors import (
 )
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload, payload_json_schema
-from app.ingest.write import GuestLimits, write_batch
+from app.ingest.write import BatchJob, GuestLimits
 from app.ingest.writer import WriterStopped
 from app.metrics import ingest_metrics
 
@@ -143,7 +142,7 @@ async def ingest(
     rows = build_rows(payload, datetime.now(UTC))
     try:
         limits = GuestLimits(settings.max_guests_per_host, settings.max_new_guests_per_batch)
-        result = await writer.run(partial(write_batch, rows=rows, limits=limits))
+        result = await writer.run(BatchJob(rows, limits))
     except OperationalError as exc:
         reason = (str(exc.orig).strip().splitlines() or ["no detail"])[0]
         raise NotReady(

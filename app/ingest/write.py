@@ -35,7 +35,7 @@ The same statements run on SQLite and PostgreSQL (each dialect's insert construc
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +69,25 @@ class WriteResult:
     host_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """write_batch as a writer job (app/ingest/writer.py): the jobs that queue together run as
+    one write_group, through `run_together`."""
+
+    rows: Rows
+    limits: GuestLimits
+
+    def __call__(self, conn: Connection) -> WriteResult:
+        return write_batch(conn, self.rows, self.limits)
+
+    @staticmethod
+    def run_together(conn: Connection, jobs: Sequence[BatchJob]) -> list[WriteResult]:
+        limits = {job.limits for job in jobs}
+        if len(limits) > 1:  # one server has one setting; a mix is written batch by batch
+            return [job(conn) for job in jobs]
+        return write_group(conn, [job.rows for job in jobs], limits.pop())
+
+
 def _insert_for(conn: Connection) -> Callable[[Table], Any]:
     if conn.dialect.name == "postgresql":
         return postgresql.insert
@@ -78,69 +97,159 @@ def _insert_for(conn: Connection) -> Callable[[Table], Any]:
 
 
 def write_batch(conn: Connection, rows: Rows, limits: GuestLimits | None = None) -> WriteResult:
+    """One batch: write_group of one."""
+    return write_group(conn, [rows], limits)[0]
+
+
+def write_group(
+    conn: Connection, batches: Sequence[Rows], limits: GuestLimits | None = None
+) -> list[WriteResult]:
+    """Several batches in the caller's transaction, as if written one after the other (#13).
+
+    The writer hands over the requests that queued together; each table then gets one
+    statement for all of them (one host SELECT, one executemany per table, one event INSERT)
+    instead of one per request: statements, not rows, are what a small batch costs. Batches
+    of the same host, or naming the same guest, go in successive rounds (`_rounds`), so each
+    round touches each host and guest row once and the result is that of writing the batches
+    in order. A batch that cannot be stored (too many new guests: PayloadTooLarge) raises for
+    the whole group: the writer then runs each batch alone, in its own SAVEPOINT
+    (app/ingest/writer.py), where only that one fails.
+    """
     insert = _insert_for(conn)
-    host_id = _write_host(conn, insert, rows)
-    guest_ids = _write_guests(conn, insert, rows, host_id, limits or GuestLimits())
-    accepted = _write_events(conn, insert, rows, host_id, guest_ids)
-    if rows.gaps:
-        conn.execute(
-            insert(gap).on_conflict_do_nothing(index_elements=list(GAP_KEY)),
-            [{**g, "host_id": host_id} for g in rows.gaps],
-        )
-    return WriteResult(accepted=accepted, duplicates=rows.received - accepted, host_id=host_id)
+    limits = limits or GuestLimits()
+    results: list[WriteResult | None] = [None] * len(batches)
+    for members in _rounds(batches):
+        for i, result in zip(
+            members, _write_round(conn, insert, [batches[i] for i in members], limits), strict=True
+        ):
+            results[i] = result
+    return [r for r in results if r is not None]
 
 
-def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows) -> int:
-    h = rows.host
-    received_at = rows.received_at
-    query = _host_select(conn.dialect.name)
-    by_name = {"host_name_": h["name"]}
-    current = conn.execute(query, by_name).first()
-    if current is None:
-        # A new host (an import creates it too, with the identity it has). Two first batches
+def _rounds(batches: Sequence[Rows]) -> list[list[int]]:
+    """Indexes of `batches` in rounds where no host name or guest name repeats; a batch comes
+    in a later round than every earlier batch it shares a host or a guest with."""
+    last: dict[tuple[str, str], int] = {}
+    rounds: list[list[int]] = []
+    for i, rows in enumerate(batches):
+        names = [("h", rows.host["name"]), *(("g", g["name"]) for g in rows.guests)]
+        k = max((last[n] + 1 for n in names if n in last), default=0)
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+        for n in names:
+            last[n] = k
+    return rounds
+
+
+def _write_round(
+    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], limits: GuestLimits
+) -> list[WriteResult]:
+    host_ids = _write_hosts(conn, insert, batches)
+    guest_ids = _write_guests(conn, batches, host_ids, limits)
+    accepted = _write_events(conn, insert, batches, host_ids, guest_ids)
+    gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]
+    if gaps:
+        conn.execute(insert(gap).on_conflict_do_nothing(index_elements=list(GAP_KEY)), gaps)
+    return [
+        WriteResult(accepted=n, duplicates=rows.received - n, host_id=hid)
+        for rows, hid, n in zip(batches, host_ids, accepted, strict=True)
+    ]
+
+
+def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]) -> list[int]:
+    """Each batch's host id; the hosts created, locked (PostgreSQL) and updated."""
+    dialect = conn.dialect.name
+    names = sorted(rows.host["name"] for rows in batches)  # one lock order for every transaction
+    held = {r.name: dict(r._mapping) for r in conn.execute(_hosts_select(dialect), {"names_": names})}
+    missing = sorted(
+        (rows for rows in batches if rows.host["name"] not in held), key=lambda r: r.host["name"]
+    )
+    if missing:
+        # New hosts (an import creates one too, with the identity it has). Two first batches
         # racing on PostgreSQL: the second insert waits for the first and does nothing.
         # An import-only batch creates the host as not reported by any agent (#16).
         conn.execute(
-            insert(host)
-            .values(
-                **h,
-                first_seen_at=received_at,
-                last_seen_at=received_at,
-                agent_reported=not rows.import_only,
-                cpus=[],
-            )
-            .on_conflict_do_nothing(index_elements=["name"])
+            insert(host).on_conflict_do_nothing(index_elements=["name"]),
+            [
+                {
+                    **rows.host,
+                    "first_seen_at": rows.received_at,
+                    "last_seen_at": rows.received_at,
+                    "agent_reported": not rows.import_only,
+                    "cpus": [],
+                }
+                for rows in missing
+            ],
         )
-        current = conn.execute(query, by_name).one()
-    host_id = int(current.id)
+        again = [rows.host["name"] for rows in missing]
+        held.update(
+            (r.name, dict(r._mapping)) for r in conn.execute(_hosts_select(dialect), {"names_": again})
+        )
+    newer = [
+        held[rows.host["name"]]
+        for rows in batches
+        if rows.state is not None
+        and (held[rows.host["name"]]["state_observed_at"] is None
+             or rows.state.observed_at > held[rows.host["name"]]["state_observed_at"])
+    ]  # fmt: skip
+    if newer:
+        # The per-CPU JSON is read only for hosts whose state may change: decoding it for
+        # every request cost more than the rest of the host's row (#13).
+        by_id = {h["id"]: h for h in newer}
+        for r in conn.execute(_HOST_STATE_COLUMNS, {"ids_": sorted(by_id)}):
+            by_id[r.id].update(cpus=r.cpus, verdict_details=r.verdict_details)
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    ids: list[int] = []
+    for rows in batches:
+        current = held[rows.host["name"]]
+        host_id = int(current["id"])
+        ids.append(host_id)
+        values, record = host_changes(current, rows)
+        if record is not None:
+            _record_state(conn, rows, host_id, record)
+        if values:
+            updates.setdefault(tuple(sorted(values)), []).append({**values, "host_id_": host_id})
+    for params in updates.values():
+        conn.execute(_HOST_UPDATE, params)
+    return ids
+
+
+def host_changes(held: Mapping[str, Any], rows: Rows) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """What a batch changes on its host's row, and the CPUs of a state sample to record.
+
+    Pure: `held` is the host's row as stored (its `cpus` and `verdict_details` only where the
+    batch's state is newer than the one held). Returns (the columns whose value changes, the
+    sample's per-CPU dicts when it goes to host_state or None).
+    """
+    received_at = rows.received_at
     values: dict[str, Any] = {}
     if not rows.import_only:
         # last_seen_at is the agent's liveness (status silent): old logs replayed by
         # `splitwatch import` must not make a silent host look alive.
-        values["last_seen_at"] = max(current.last_seen_at, received_at)
+        values["last_seen_at"] = max(held["last_seen_at"], received_at)
         values["agent_reported"] = True
     if rows.health is not None:
         values["health"] = rows.health
-
     state = rows.state
-    held_at: datetime | None = current.state_observed_at
+    held_at: datetime | None = held["state_observed_at"]
+    h = rows.host
     if not rows.import_only and (state is None or held_at is None or state.observed_at > held_at):
         # A batch with no state or a newer one: its identity (boot, kernel, agent) is current.
         # An import's is not: it replays old logs (maybe another boot's) through the CLI.
         values.update(h)
+    record: list[dict[str, Any]] | None = None
     if state is not None and (held_at is None or state.observed_at > held_at):
         counts = cpu_counts(state.cpus)
-        cpus = cpu_dicts(state.cpus)
+        record = cpu_dicts(state.cpus)
         judged = state.consistency
         verdict = judged.verdict if judged is not None else None
-        since = current.verdict_since if verdict == current.verdict and verdict is not None else None
+        since = held["verdict_since"] if verdict == held["verdict"] and verdict is not None else None
         values.update(
             verdict=verdict,
             verdict_reason=judged.reason if judged is not None else None,
             verdict_details=dict(judged.details) if judged is not None else None,
             verdict_since=since or (state.observed_at if verdict is not None else None),
-        )
-        values.update(
             state_observed_at=state.observed_at,
             mode=state.mode,
             ratelimit=state.ratelimit,
@@ -151,27 +260,31 @@ def _write_host(conn: Connection, insert: Callable[[Table], Any], rows: Rows) ->
             cpus_on=counts.on,
             cpus_off=counts.off,
             cpus_error=counts.error,
-            cpus=cpus,
+            cpus=record,
         )
-        _record_state(conn, rows, host_id, cpus)
     elif state is not None and state.observed_at < held_at:  # type: ignore[operator]
         # Out of order: history only; the host's current verdict follows the newest sample.
-        _record_state(conn, rows, host_id, cpu_dicts(state.cpus))
+        record = cpu_dicts(state.cpus)
     # Only what changed is written (#13): in steady state an agent's sample repeats the held
     # state, so the update is last_seen_at and state_observed_at, not the per-CPU JSON again.
-    held = current._mapping
-    values = {k: v for k, v in values.items() if held[k] != v}
-    if values:
-        conn.execute(_HOST_UPDATE, {**values, "host_id_": host_id})
-    return host_id
+    return {k: v for k, v in values.items() if k not in held or held[k] != v}, record
+
+
+# The host's row without its two JSON columns of the state (see _write_hosts), by name.
+_HOST_LIGHT = [c for c in host.c if c.name not in ("cpus", "verdict_details")]
 
 
 @functools.cache
-def _host_select(dialect: str) -> Any:
-    """The host row by name (PostgreSQL: locked), built once: statement construction and its
-    cache key cost more CPU than SQLite's lookup (#13, docs/benchmarks.md)."""
-    query = select(host).where(host.c.name == bindparam("host_name_"))
-    return query.with_for_update() if dialect == "postgresql" else query
+def _hosts_select(dialect: str) -> Any:
+    """Hosts by name (PostgreSQL: locked, in name order), built once: statement construction
+    and its cache key cost more CPU than SQLite's lookup (#13, docs/benchmarks.md)."""
+    query = select(*_HOST_LIGHT).where(host.c.name.in_(bindparam("names_", expanding=True)))
+    return query.order_by(host.c.name).with_for_update() if dialect == "postgresql" else query
+
+
+_HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).where(
+    host.c.id.in_(bindparam("ids_", expanding=True))
+)
 
 
 # The SET clause follows the parameters' keys (SQLAlchemy compiles and caches one per key set).
@@ -250,54 +363,76 @@ GUEST_CAP_REASON = "guest_cap"
 _IN_CHUNK = 1000  # names per IN (...): SQLite binds at most 32766 parameters per statement
 
 
-# Which of these guests the host reported before; built once (see _host_select).
+# Which of these guests these hosts reported before; built once (see _hosts_select).
 _KNOWN_GUESTS = (
-    select(guest.c.name)
+    select(guest_host.c.host_id, guest.c.name)
     .select_from(guest_host.join(guest, guest.c.id == guest_host.c.guest_id))
     .where(
-        guest_host.c.host_id == bindparam("host_id_"), guest.c.name.in_(bindparam("names_", expanding=True))
+        guest_host.c.host_id.in_(bindparam("host_ids_", expanding=True)),
+        guest.c.name.in_(bindparam("names_", expanding=True)),
     )
+)
+_GUESTS_HELD = (
+    select(guest_host.c.host_id, func.count())
+    .where(guest_host.c.host_id.in_(bindparam("host_ids_", expanding=True)))
+    .group_by(guest_host.c.host_id)
 )
 
 
 def _write_guests(
-    conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, limits: GuestLimits
-) -> dict[str, int]:
-    """Guest ids by name for the batch's guests; a guest over the host's cap gets none."""
-    if not rows.guests:
-        return {}
-    names = [g["name"] for g in rows.guests]
-    known: set[str] = set()
+    conn: Connection, batches: list[Rows], host_ids: list[int], limits: GuestLimits
+) -> list[dict[str, int]]:
+    """Per batch, guest ids by name for its guests; a guest over its host's cap gets none."""
+    with_guests = [(rows, hid) for rows, hid in zip(batches, host_ids, strict=True) if rows.guests]
+    if not with_guests:
+        return [{} for _ in batches]
+    names = sorted({g["name"] for rows, _ in with_guests for g in rows.guests})
+    wanted = [hid for _, hid in with_guests]
+    known: set[tuple[int, str]] = set()
     for start in range(0, len(names), _IN_CHUNK):
         chunk = names[start : start + _IN_CHUNK]
-        known.update(conn.execute(_KNOWN_GUESTS, {"host_id_": host_id, "names_": chunk}).scalars())
-    new = [n for n in names if n not in known]
-    if len(new) > limits.new_per_batch:
-        raise PayloadTooLarge(
-            f"this batch brings {len(new)} guests host {rows.host['name']!r} has not reported before, "
-            f"more than the {limits.new_per_batch} one batch may (SPLITWATCH_MAX_NEW_GUESTS_PER_BATCH): "
-            "send it in smaller batches (the agent does so by itself) or raise the setting",
-            code="too_many_new_guests",
+        known.update(
+            (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
         )
-    kept = rows.guests
+    new: dict[int, list[str]] = {}
+    for rows, hid in with_guests:
+        fresh = [g["name"] for g in rows.guests if (hid, g["name"]) not in known]
+        if len(fresh) > limits.new_per_batch:
+            raise PayloadTooLarge(
+                f"this batch brings {len(fresh)} guests host {rows.host['name']!r} has not reported "
+                f"before, more than the {limits.new_per_batch} one batch may "
+                "(SPLITWATCH_MAX_NEW_GUESTS_PER_BATCH): send it in smaller batches (the agent does so "
+                "by itself) or raise the setting",
+                code="too_many_new_guests",
+            )
+        if fresh:
+            new[hid] = fresh
+    held: dict[int, int] = {}
     if new:
-        held = conn.execute(
-            select(func.count()).select_from(guest_host).where(guest_host.c.host_id == host_id)
-        ).scalar_one()
-        room = max(limits.per_host - int(held), 0)
-        if room < len(new):
+        held = {int(r[0]): int(r[1]) for r in conn.execute(_GUESTS_HELD, {"host_ids_": sorted(new)})}
+    kept: dict[int, list[dict[str, Any]]] = {}
+    for rows, hid in with_guests:
+        mine = rows.guests
+        fresh = new.get(hid, [])
+        room = max(limits.per_host - held.get(hid, 0), 0)
+        if room < len(fresh):
             # Names are sorted: which guests get in is the same on a resend.
-            over = set(new[room:])
-            kept = [g for g in rows.guests if g["name"] not in over]
+            over = set(fresh[room:])
+            mine = [g for g in mine if g["name"] not in over]
+        if mine:
+            kept[hid] = mine
     if not kept:
-        return {}
-    params = [{**g, "last_host_id": host_id} for g in kept]
+        return [{} for _ in batches]
+    # Sorted by name: concurrent PostgreSQL transactions lock guest rows in one order.
+    params = sorted(
+        ({**g, "last_host_id": hid} for hid, gs in kept.items() for g in gs), key=lambda p: p["name"]
+    )
     ids = {name: gid for gid, name in conn.execute(_guest_upsert(conn.dialect.name), params)}
     conn.execute(
         _guest_host_upsert(conn.dialect.name),
         [
             {
-                "host_id": host_id,
+                "host_id": hid,
                 "guest_id": ids[g["name"]],
                 "uuid": g["uuid"],
                 "vmm": g["vmm"],
@@ -306,10 +441,11 @@ def _write_guests(
                 "last_action": g["last_action"],
                 "killed_at": g["killed_at"],
             }
-            for g in kept
+            for hid in sorted(kept)
+            for g in kept[hid]
         ],
     )
-    return ids
+    return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
 
 
 @functools.cache
@@ -409,7 +545,7 @@ SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 def _event_insert(insert: Callable[[Table], Any], returning: bool = True) -> Any:
     key = PARTITIONED_EVENT_KEY if insert is postgresql.insert else EVENT_KEY
     stmt = insert(event).on_conflict_do_nothing(index_elements=list(key))
-    return stmt.returning(event.c.source, event.c.seq) if returning else stmt
+    return stmt.returning(event.c.host_id, event.c.source, event.c.seq) if returning else stmt
 
 
 @functools.cache
@@ -432,34 +568,33 @@ _ZERO = timedelta(0)
 
 
 def _insert_events_sqlite(
-    conn: Connection,
-    events: list[dict[str, Any]],
-    guest_ids: list[int | None],
-    host_id: int,
-    received_at: datetime,
-) -> set[tuple[str, int]]:
-    inserted: set[tuple[str, int]] = set()
-    received = sqlite_time(received_at)
-    for start in range(0, len(events), SQLITE_ROWS_PER_STATEMENT):
-        chunk = events[start : start + SQLITE_ROWS_PER_STATEMENT]
-        flat: list[Any] = []
-        extend = flat.extend
-        # Event times passed the schema's offset-0 check: their isoformat is SQLITE_TIME_FORMAT
-        # plus "+00:00", so a slice replaces sqlite_time's astimezone/replace (1000 per batch).
-        iso = datetime.isoformat
-        for e, gid in zip(chunk, guest_ids[start : start + SQLITE_ROWS_PER_STATEMENT], strict=True):
-            extend(
-                (
-                    host_id, e["boot_id"], e["source"], e["seq"], iso(e["time"], " ", "microseconds")[:26],
-                    received,
-                    e["kind"], e["comm"], e["tid"], e["tgid"], e["address"], e["count"], e["action"],
-                    gid, e["vcpu"], e["vmm"],
-                )
-            )  # fmt: skip
-        # The DB-API cursor of this Core connection, inside its transaction: SQLAlchemy's
-        # parameter and result handling of 16 000 values cost as much as SQLite's insert.
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+    conn: Connection, batches: list[Rows], host_ids: list[int], guest_ids: list[list[int | None]]
+) -> set[tuple[int, str, int]]:
+    """(host_id, source, seq) of the events inserted: all the round's events in one INSERT
+    (per SQLITE_ROWS_PER_STATEMENT rows)."""
+    flat_rows: list[tuple[Any, ...]] = []
+    # Event times passed the schema's offset-0 check: their isoformat is SQLITE_TIME_FORMAT
+    # plus "+00:00", so a slice replaces sqlite_time's astimezone/replace (1000 per batch).
+    iso = datetime.isoformat
+    for rows, host_id, gids in zip(batches, host_ids, guest_ids, strict=True):
+        received = sqlite_time(rows.received_at)
+        flat_rows.extend(
+            (
+                host_id, e["boot_id"], e["source"], e["seq"], iso(e["time"], " ", "microseconds")[:26],
+                received,
+                e["kind"], e["comm"], e["tid"], e["tgid"], e["address"], e["count"], e["action"],
+                gid, e["vcpu"], e["vmm"],
+            )
+            for e, gid in zip(rows.events, gids, strict=True)
+        )  # fmt: skip
+    inserted: set[tuple[int, str, int]] = set()
+    # The DB-API cursor of this Core connection, inside its transaction: SQLAlchemy's
+    # parameter and result handling of 16 000 values cost as much as SQLite's insert.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, len(flat_rows), SQLITE_ROWS_PER_STATEMENT):
+            chunk = flat_rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+            flat = [v for row in chunk for v in row]
             # RETURNING adds a third to SQLite's insert (bench/bench_ingest.py), and a batch is
             # nearly always all new or all resent: the insert runs without it, and the row
             # count tells which. Only a partly stored chunk is rolled back to the savepoint
@@ -468,14 +603,14 @@ def _insert_events_sqlite(
             cursor.execute(_sqlite_event_sql(len(chunk), returning=False), flat)
             stored = cursor.rowcount
             if stored == len(chunk):
-                inserted.update((e["source"], e["seq"]) for e in chunk)
+                inserted.update((row[0], row[2], row[3]) for row in chunk)
             elif stored > 0:
                 cursor.execute("ROLLBACK TO splitwatch_events")
                 cursor.execute(_sqlite_event_sql(len(chunk), returning=True), flat)
-                inserted.update(cursor.fetchall())
+                inserted.update((r[0], r[1], r[2]) for r in cursor.fetchall())
             cursor.execute("RELEASE splitwatch_events")
-        finally:
-            cursor.close()
+    finally:
+        cursor.close()
     return inserted
 
 
@@ -555,47 +690,68 @@ def _stored_keys(conn: Connection, host_id: int, events: list[dict[str, Any]]) -
 
 
 def _write_events(
-    conn: Connection, insert: Callable[[Table], Any], rows: Rows, host_id: int, guest_ids: dict[str, int]
-) -> int:
-    if not rows.events:
-        return 0
-    gids = [guest_ids.get(g) if g is not None else None for g in rows.event_guests]
+    conn: Connection,
+    insert: Callable[[Table], Any],
+    batches: list[Rows],
+    host_ids: list[int],
+    guest_ids: list[dict[str, int]],
+) -> list[int]:
+    """The round's events and their rollups; per batch, how many of its events were new."""
+    gids = [
+        [ids.get(g) if g is not None else None for g in rows.event_guests]
+        for rows, ids in zip(batches, guest_ids, strict=True)
+    ]
+    if not any(rows.events for rows in batches):
+        return [0] * len(batches)
     if conn.dialect.name == "sqlite":
-        inserted = _insert_events_sqlite(conn, rows.events, gids, host_id, rows.received_at)
+        inserted = _insert_events_sqlite(conn, batches, host_ids, gids)
     else:
-        stored = _stored_keys(conn, host_id, rows.events)
-        new = [
-            (e, gid)
-            for e, gid in zip(rows.events, gids, strict=True)
-            if (e["source"], e["seq"]) not in stored
-        ]
-        inserted = (
-            _insert_events_postgresql(
-                conn, [e for e, _ in new], [gid for _, gid in new], host_id, rows.received_at
-            )
-            if new
-            else set()
+        inserted = set()
+        for rows, host_id, row_gids in zip(batches, host_ids, gids, strict=True):
+            if not rows.events:
+                continue
+            stored = _stored_keys(conn, host_id, rows.events)
+            new = [
+                (e, gid)
+                for e, gid in zip(rows.events, row_gids, strict=True)
+                if (e["source"], e["seq"]) not in stored
+            ]
+            if new:
+                keys = _insert_events_postgresql(
+                    conn, [e for e, _ in new], [gid for _, gid in new], host_id, rows.received_at
+                )
+                inserted.update((host_id, source, seq) for source, seq in keys)
+    accepted: list[int] = []
+    sums: dict[int, list[dict[str, Any]]] = {step_s: [] for step_s, _ in ROLLUPS}
+    everything_new = len(inserted) == sum(len(rows.events) for rows in batches)
+    for rows, host_id, row_gids, ids in zip(batches, host_ids, gids, guest_ids, strict=True):
+        pairs = zip(rows.events, row_gids, strict=True)
+        fresh = (
+            list(pairs)
+            if everything_new
+            else [(e, g) for e, g in pairs if (host_id, e["source"], e["seq"]) in inserted]
         )
-    if not inserted:
-        return 0
-    pairs = zip(rows.events, gids, strict=True)
-    fresh = (
-        pairs
-        if len(inserted) == len(rows.events)
-        else ((e, g) for e, g in pairs if (e["source"], e["seq"]) in inserted)
-    )
-    if len(guest_ids) < len(rows.guests):  # some guests were over the host's cap
-        listed = list(fresh)
-        _count_unattributed(conn, insert, rows, host_id, listed)
-        by_step = rollups(listed, host_id)
-    else:
-        by_step = rollups(fresh, host_id)
+        accepted.append(len(fresh))
+        if not fresh:
+            continue
+        if len(ids) < len(rows.guests):  # some guests were over the host's cap
+            _count_unattributed(conn, insert, rows, host_id, fresh)
+        for step_s, found in rollups(fresh, host_id).items():
+            sums[step_s].extend(found)
     for step_s, table in ROLLUPS:
+        # Keys sorted, so concurrent PostgreSQL transactions lock rollup rows in one order.
+        found = sorted(sums[step_s], key=_rollup_order)
+        if not found:
+            continue
         if conn.dialect.name == "sqlite":
-            _upsert_rollup_sqlite(conn, table, by_step[step_s])
+            _upsert_rollup_sqlite(conn, table, found)
         else:
-            conn.execute(_rollup_upsert(insert, table), by_step[step_s])
-    return len(inserted)
+            conn.execute(_rollup_upsert(insert, table), found)
+    return accepted
+
+
+def _rollup_order(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["bucket"], r["host_id"], r["guest_id"], r["kind"], r["action"], r["source"])
 
 
 def _count_unattributed(
@@ -668,4 +824,4 @@ def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, A
         cursor.close()
 
 
-__all__ = ["GUEST_CAP_REASON", "GuestLimits", "WriteResult", "write_batch"]
+__all__ = ["GUEST_CAP_REASON", "BatchJob", "GuestLimits", "WriteResult", "write_batch", "write_group"]

@@ -14,9 +14,13 @@ behind it; the writer's connection turns automatic checkpoints off and a helper 
 runs a PASSIVE checkpoint (it never blocks the writer) on its own connection every
 CHECKPOINT_INTERVAL_S while there were commits.
 
-On PostgreSQL, concurrent transactions are the engine's job: a job runs in its own
-transaction, in one of PG_WRITERS threads of its own on PG_WRITERS connections of its own
-(issue 14): readers filling the threadpool and the read pool never make ingest wait.
+On PostgreSQL, concurrent transactions are the engine's job: PG_WRITERS threads of their own
+on PG_WRITERS connections of their own (issue 14: readers filling the threadpool and the read
+pool never make ingest wait) each take the jobs waiting together into one transaction, and
+if it fails run them again one transaction each, so a failing job fails alone.
+
+On both engines, ingest batches that share a transaction are written together
+(`run_jobs`, app/ingest/write.py write_group): one statement per table for the group (#13).
 
 A job is `fn(conn) -> T`; `await writer.run(fn)` from async code, `writer.submit(fn)` (a
 concurrent.futures.Future) from threads.
@@ -29,7 +33,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -219,7 +223,7 @@ class SQLiteWriter:
         """
         try:
             with conn.begin():
-                values = [fn(conn) for fn, _future in jobs]
+                values = run_jobs(conn, [fn for fn, _future in jobs])
         except Exception:
             return False
         self._commits += 1
@@ -228,26 +232,109 @@ class SQLiteWriter:
         return True
 
 
+def run_jobs(conn: Connection, fns: list[Callable[[Connection], Any]]) -> list[Any]:
+    """Each job's value, all on `conn`. Jobs that carry a `run_together(conn, jobs)` (an ingest
+    batch: app/ingest/write.py BatchJob) run as one call for all of that kind, so the group
+    costs a statement per table rather than per request (#13); the others run one by one."""
+    values: list[Any] = [None] * len(fns)
+    kinds: dict[Callable[..., list[Any]], list[int]] = {}
+    for i, fn in enumerate(fns):
+        together = getattr(fn, "run_together", None)
+        if together is None:
+            values[i] = fn(conn)
+        else:
+            kinds.setdefault(together, []).append(i)
+    for together, members in kinds.items():
+        if len(members) == 1:
+            values[members[0]] = fns[members[0]](conn)
+            continue
+        for i, value in zip(members, together(conn, [fns[i] for i in members]), strict=True):
+            values[i] = value
+    return values
+
+
 class DirectWriter:
-    """PostgreSQL: each job in its own transaction on a writer thread; retried on deadlock."""
+    """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP)
+    into one transaction (group commit: one commit and, for ingest batches, one statement per
+    table for all of them). If that transaction fails, each of its jobs runs again in a
+    transaction of its own, so only a failing job fails. Retried on deadlock."""
 
     RETRIES = 3
 
     def __init__(self, engine: Engine, owns_engine: bool = False) -> None:
         self._engine = engine
         self._owns_engine = owns_engine
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running = False
 
     def start(self) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(PG_WRITERS, thread_name_prefix="splitwatch-writer")
+        if self._threads:
+            return
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"splitwatch-writer-{i}", daemon=True)
+            for i in range(PG_WRITERS)
+        ]
+        for t in self._threads:
+            t.start()
+        self._running = True
 
     def stop(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)  # jobs already taken are finished first
+        if not self._threads:
+            if self._owns_engine:
+                self._engine.dispose()
+            return
+        self._running = False
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()  # jobs queued before the stop are finished first
+        self._threads = []
+        while True:  # one submitted while stopping is answered, not dropped silently
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
         if self._owns_engine:
             self._engine.dispose()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            stop = False
+            while len(jobs) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+            self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+            if stop:
+                return
+
+    def _run_group(self, jobs: list[_Job]) -> None:
+        if len(jobs) > 1:
+            try:
+                values = self._run_tx(lambda conn: run_jobs(conn, [fn for fn, _future in jobs]))
+            except Exception:
+                pass  # each job again on its own, below: only a failing one fails
+            else:
+                for (_fn, future), value in zip(jobs, values, strict=True):
+                    future.set_result(value)
+                return
+        for fn, future in jobs:
+            try:
+                future.set_result(self._run_tx(fn))
+            except Exception as exc:
+                future.set_exception(exc)
 
     def _run_tx(self, fn: Callable[[Connection], T]) -> T:
         for attempt in range(self.RETRIES):
@@ -264,17 +351,12 @@ class DirectWriter:
         raise AssertionError("unreachable")
 
     def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
-        executor = self._executor
-        if executor is None:
-            future: Future[T] = Future()
+        future: Future[T] = Future()
+        if not self._running:
             future.set_exception(WriterStopped("the database writer is not running (server shutting down)"))
             return future
-        try:
-            return executor.submit(self._run_tx, fn)
-        except RuntimeError:  # shut down between the check and the submit
-            future = Future()
-            future.set_exception(WriterStopped("the database writer stopped (server shutting down)"))
-            return future
+        self._queue.put((fn, future))
+        return future
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.wrap_future(self.submit(fn))

@@ -1,0 +1,172 @@
+"""write_group: the requests that queue together are written as if one after the other (#13).
+
+The writer hands write_group every ingest batch that waited for the same transaction, and
+write_group writes each table once for all of them. Whatever the mix (several batches of one
+host, hosts sharing a guest name, resends, partial resends, a state change, an older state
+sample, a new host), the database must end exactly as with write_batch called batch by batch:
+compared here table by table, by natural keys (row ids may be handed out in another order).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from agent.payload import Action, Payload
+from app.errors import PayloadTooLarge
+from app.ingest.rows import Rows, build_rows
+from app.ingest.schema import parse_payload
+from app.ingest.write import BatchJob, GuestLimits, WriteResult, write_batch, write_group
+from app.ingest.writer import make_writer
+from app.store.engine import make_engine
+from app.store.tables import event, gap, guest, guest_host, host, host_state, rollup_1h, rollup_1m
+from tests.app.conftest import _Postgres, upgrade
+from tests.app.ingest.payloads import T0, host_info, payload, state
+from tests.app.ingest.payloads import event as ev
+from tests.app.ingest.payloads import gap as gp
+
+Batch = Callable[[], Rows]  # a fresh Rows each call: build_rows consumes its payload
+
+
+def batch(p: Payload, received: timedelta = timedelta(hours=1)) -> Batch:
+    body = p.to_json().encode()
+    return lambda: build_rows(parse_payload(body), T0 + received)
+
+
+def mixed_batches(seed: int) -> list[Batch]:
+    """Batches of 5 hosts in a shuffled order: the cases a group meets in a real fleet."""
+    rnd = random.Random(seed)
+    out: list[Batch] = []
+    for n in range(5):
+        name = f"host-{n}"
+        shared = "vm-shared" if n % 2 else f"vm-{n}"  # hosts 1 and 3 report a guest of the same name
+        for k in range(3):
+            at = T0 + timedelta(seconds=10 * k)
+            evs = [
+                ev(100 * k + i, at + timedelta(seconds=i), guest=rnd.choice([shared, f"vm-{n}-b", None]),
+                   action=rnd.choice([Action.WARN, Action.SIGBUS]))
+                for i in range(rnd.randint(0, 4))
+            ]  # fmt: skip
+            st = state(T0 + timedelta(seconds=10 * k), sld_on=(True, k != 2, True, True)) if k != 1 else None
+            gaps = [gp(1000 + k, 1001 + k)] if k == 2 else []
+            out.append(batch(payload(evs, st, gaps, host=host_info(name, boot_id=f"boot-{n}"))))
+            if rnd.random() < 0.5:
+                out.append(out[-1])  # a resend
+        # An older sample arriving late, and a batch partly stored before.
+        me = host_info(name, boot_id=f"boot-{n}")
+        out.append(batch(payload([], state(T0 - timedelta(minutes=5), sld_on=(False,) * 4), host=me)))
+        out.append(batch(payload([ev(0, T0), ev(999, T0 + timedelta(minutes=1))], host=me)))
+    rnd.shuffle(out)
+    return out
+
+
+def dump(engine: Engine) -> dict[str, Any]:
+    """Every ingest table by natural keys, ids replaced by the names they stand for."""
+    with engine.connect() as conn:
+        hosts = {r.id: r.name for r in conn.execute(select(host.c.id, host.c.name))}
+        guests = {r.id: r.name for r in conn.execute(select(guest.c.id, guest.c.name))}
+        guests[0] = None  # rollups key "no guest" as 0
+
+        def rows(table: Any, order: Sequence[str]) -> list[dict[str, Any]]:
+            out = []
+            for r in conn.execute(select(table)):
+                m = dict(r._mapping)
+                m.pop("id", None)
+                for key, names in (("host_id", hosts), ("last_host_id", hosts), ("guest_id", guests)):
+                    if key in m and m[key] is not None:
+                        m[key] = names[m[key]]
+                out.append(m)
+            return sorted(out, key=lambda m: tuple(str(m[k]) for k in order))
+
+        return {
+            "host": rows(host, ["name"]),
+            "host_state": rows(host_state, ["host_id", "observed_at"]),
+            "guest": rows(guest, ["name"]),
+            "guest_host": rows(guest_host, ["host_id", "guest_id"]),
+            "event": rows(event, ["host_id", "boot_id", "source", "seq"]),
+            "rollup_1m": rows(rollup_1m, ["bucket", "host_id", "guest_id", "kind", "action", "source"]),
+            "rollup_1h": rows(rollup_1h, ["bucket", "host_id", "guest_id", "kind", "action", "source"]),
+            "gap": rows(gap, ["host_id", "boot_id", "source", "first_seq", "reason"]),
+        }
+
+
+@pytest.fixture
+def second_engine(engine: Engine, tmp_path: Path, _postgres: _Postgres) -> Iterator[Engine]:
+    """An empty database of the same kind as `engine`, for the one-by-one reference."""
+    sqlite = engine.dialect.name == "sqlite"
+    url = f"sqlite:///{tmp_path / 'reference.db'}" if sqlite else _postgres.create()
+    upgrade(url)
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
+    if not sqlite:
+        _postgres.drop(url)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_group_leaves_the_database_as_its_batches_written_one_by_one(
+    engine: Engine, second_engine: Engine, seed: int
+) -> None:
+    batches = mixed_batches(seed)
+    one_by_one: list[WriteResult] = []
+    for b in batches:
+        with second_engine.begin() as conn:
+            one_by_one.append(write_batch(conn, b()))
+    grouped: list[WriteResult] = []
+    for start in range(0, len(batches), 16):  # groups of the writer's size
+        with engine.begin() as conn:
+            grouped.extend(write_group(conn, [b() for b in batches[start : start + 16]]))
+    assert [(r.accepted, r.duplicates) for r in grouped] == [(r.accepted, r.duplicates) for r in one_by_one]
+    assert sum(r.accepted for r in grouped) > 0 and sum(r.duplicates for r in grouped) > 0
+    assert dump(engine) == dump(second_engine)
+
+
+def test_a_batch_over_its_new_guest_limit_fails_the_group_and_alone_after(engine: Engine) -> None:
+    """The writer's fallback: the group raises, then each batch runs alone and only that one fails."""
+    limits = GuestLimits(per_host=100, new_per_batch=2)
+    ok = batch(payload([ev(1, guest="vm-a")], host=host_info("ok-host")))
+    over = batch(payload([ev(i, guest=f"vm-{i}") for i in range(3)], host=host_info("busy-host")))
+    with pytest.raises(PayloadTooLarge), engine.begin() as conn:
+        write_group(conn, [ok(), over()], limits)
+    with engine.connect() as conn:
+        assert conn.execute(select(host.c.name)).scalars().all() == []  # the group wrote nothing
+
+
+def test_the_writer_groups_waiting_batches_and_a_failing_one_fails_alone(engine: Engine) -> None:
+    writer = make_writer(engine)
+    writer.start()
+    gate = threading.Event()
+    try:
+        # Busy writers (every PostgreSQL writer thread, the one SQLite thread) let the batches queue.
+        blockers = [
+            writer.submit(lambda conn: gate.wait(10))
+            for _ in range(8 if engine.dialect.name != "sqlite" else 1)
+        ]
+        limits = GuestLimits(per_host=100, new_per_batch=2)
+        names = [f"host-{i}" for i in range(6)]
+        jobs = [BatchJob(batch(payload([ev(1), ev(2)], host=host_info(n)))(), limits) for n in names]
+        jobs.insert(
+            3,
+            BatchJob(
+                batch(payload([ev(i, guest=f"vm-{i}") for i in range(3)], host=host_info("over")))(), limits
+            ),
+        )
+        futures = [writer.submit(job) for job in jobs]
+        gate.set()
+        for b in blockers:
+            assert b.result(10) is True
+        with pytest.raises(PayloadTooLarge):
+            futures[3].result(10)
+        answers = [f.result(10) for i, f in enumerate(futures) if i != 3]
+        assert [(a.accepted, a.duplicates) for a in answers] == [(2, 0)] * 6
+    finally:
+        writer.stop()
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(host.c.name)).scalars()) == names
