@@ -201,15 +201,18 @@ def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list
             by_id[r.id].update(cpus=r.cpus, verdict_details=r.verdict_details)
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     ids: list[int] = []
+    samples: list[tuple[Rows, int, list[dict[str, Any]]]] = []
     for rows in batches:
         current = held[rows.host["name"]]
         host_id = int(current["id"])
         ids.append(host_id)
         values, record = host_changes(current, rows)
         if record is not None:
-            _record_state(conn, rows, host_id, record)
+            samples.append((rows, host_id, record))
         if values:
             updates.setdefault(tuple(sorted(values)), []).append({**values, "host_id_": host_id})
+    if samples:
+        _record_states(conn, samples, {h["id"] for h in newer})
     for params in updates.values():
         conn.execute(_HOST_UPDATE, params)
     return ids
@@ -291,38 +294,56 @@ _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).whe
 _HOST_UPDATE = update(host).where(host.c.id == bindparam("host_id_"))
 
 
-def _record_state(conn: Connection, rows: Rows, host_id: int, cpus: list[dict[str, Any]]) -> None:
-    state = rows.state
-    assert state is not None
-    h = rows.host
-    verdict = state.consistency.verdict if state.consistency is not None else None
-    in_force = conn.execute(_IN_FORCE, {"host_id_": host_id, "at_": state.observed_at}).first()
-    new = state_signature(
-        h["boot_id"], h["kernel"], state.mode, state.ratelimit, state.mitigate,
-        state.sld_supported, state.bld_supported, cpus, verdict,
-    )  # fmt: skip
-    if in_force is not None and state_signature(*in_force) == new:
-        return
-    counts = cpu_counts(state.cpus)
-    conn.execute(
-        _STATE_INSERT,
-        dict(
-            host_id=host_id,
-            observed_at=state.observed_at,
-            boot_id=h["boot_id"],
-            kernel=h["kernel"],
-            mode=state.mode,
-            ratelimit=state.ratelimit,
-            mitigate=state.mitigate,
-            sld_supported=state.sld_supported,
-            bld_supported=state.bld_supported,
-            cpus_on=counts.on,
-            cpus_off=counts.off,
-            cpus_error=counts.error,
-            verdict=verdict,
-            cpus=cpus,
-        ),
-    )
+def _record_states(
+    conn: Connection, samples: list[tuple[Rows, int, list[dict[str, Any]]]], newer: set[int]
+) -> None:
+    """A host_state row for each sample that differs from the state in force at its time.
+
+    The state in force at a sample newer than the host's held state is the host's latest
+    host_state row (every row is at or before the held state's time): one query for the
+    round. An older sample (out of order) looks up its own.
+    """
+    latest: dict[int, Any] = {}
+    if any(host_id in newer for _rows, host_id, _cpus in samples):
+        found = conn.execute(_LATEST_STATES, {"host_ids_": sorted(newer)})
+        latest = {int(r.host_id): r for r in found}
+    inserts: list[dict[str, Any]] = []
+    for rows, host_id, cpus in samples:
+        state = rows.state
+        assert state is not None
+        h = rows.host
+        verdict = state.consistency.verdict if state.consistency is not None else None
+        if host_id in newer:
+            in_force = latest.get(host_id)
+        else:
+            in_force = conn.execute(_IN_FORCE, {"host_id_": host_id, "at_": state.observed_at}).first()
+        new = state_signature(
+            h["boot_id"], h["kernel"], state.mode, state.ratelimit, state.mitigate,
+            state.sld_supported, state.bld_supported, cpus, verdict,
+        )  # fmt: skip
+        if in_force is not None and state_signature(*in_force[:9]) == new:
+            continue
+        counts = cpu_counts(state.cpus)
+        inserts.append(
+            dict(
+                host_id=host_id,
+                observed_at=state.observed_at,
+                boot_id=h["boot_id"],
+                kernel=h["kernel"],
+                mode=state.mode,
+                ratelimit=state.ratelimit,
+                mitigate=state.mitigate,
+                sld_supported=state.sld_supported,
+                bld_supported=state.bld_supported,
+                cpus_on=counts.on,
+                cpus_off=counts.off,
+                cpus_error=counts.error,
+                verdict=verdict,
+                cpus=cpus,
+            )
+        )
+    if inserts:
+        conn.execute(_STATE_INSERT, inserts)
 
 
 # The state sample in force at a time (the newest at or before it); built once (see _host_select).
@@ -343,6 +364,18 @@ _IN_FORCE = (
     .limit(1)
 )
 _STATE_INSERT = host_state.insert()
+# The latest host_state row of each of these hosts (the same columns as _IN_FORCE, then host_id).
+_older = host_state.alias("older")
+_latest_id = (
+    select(_older.c.id)
+    .where(_older.c.host_id == host.c.id)
+    .order_by(_older.c.observed_at.desc(), _older.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_LATEST_STATES = select(*_IN_FORCE.selected_columns, host_state.c.host_id).where(
+    host_state.c.id.in_(select(_latest_id).where(host.c.id.in_(bindparam("host_ids_", expanding=True))))
+)
 
 
 @dataclass(frozen=True, slots=True)
