@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.store.tables import host, token
@@ -246,12 +246,40 @@ def find_token(conn: Connection, raw: str, now: datetime | None = None) -> Token
     return find_token_by_hash(conn, hash_token(raw), now)
 
 
+# Built once, parameters bound per call (as app/ingest/write._host_select): every
+# authentication that misses app/auth.py's cache runs it, and constructing the statement and
+# its cache key per call cost more CPU than SQLite's indexed lookup itself (bench/bench_auth.py).
+_LIVE_AT_NOW = and_(
+    token.c.revoked_at.is_(None), or_(token.c.expires_at.is_(None), token.c.expires_at > bindparam("now_"))
+)
+_FIND_BY_HASH = select(*_COLUMNS).where(token.c.hash == bindparam("digest_"), _LIVE_AT_NOW)
+_LIVE_KEYS = select(token.c.id, token.c.hash, token.c.role, token.c.host_name).where(
+    token.c.id.in_(bindparam("ids_", expanding=True)), _LIVE_AT_NOW
+)
+# Ids per query of live_token_keys: far below SQLite's bound-parameter limit (999 before 3.32).
+LIVE_KEYS_CHUNK = 500
+
+
 def find_token_by_hash(conn: Connection, digest: str, now: datetime | None = None) -> TokenInfo | None:
     """The live token whose sha256 hex is `digest`, or None (app/auth.py hashes on the event loop)."""
-    row = conn.execute(
-        select(*_COLUMNS).where(token.c.hash == digest, _live(now or datetime.now(UTC)))
-    ).first()
+    row = conn.execute(_FIND_BY_HASH, {"digest_": digest, "now_": now or datetime.now(UTC)}).first()
     return _info(row) if row is not None else None
+
+
+def live_token_keys(
+    conn: Connection, ids: Iterable[int], now: datetime | None = None
+) -> set[tuple[int, str, str, str | None]]:
+    """Of the tokens `ids`, the live ones (neither revoked nor expired at `now`) as
+    (id, hash, role, host_name), LIVE_KEYS_CHUNK ids per query. An id that is gone, revoked
+    or expired is simply absent: app/auth.py drops what it remembered for it."""
+    now = now or datetime.now(UTC)
+    wanted = sorted(set(ids))
+    found: set[tuple[int, str, str, str | None]] = set()
+    for start in range(0, len(wanted), LIVE_KEYS_CHUNK):
+        chunk = wanted[start : start + LIVE_KEYS_CHUNK]
+        for row in conn.execute(_LIVE_KEYS, {"ids_": chunk, "now_": now}):
+            found.add((row[0], row[1], row[2], row[3]))
+    return found
 
 
 def find_any_token(conn: Connection, raw: str) -> TokenInfo | None:
