@@ -26,16 +26,18 @@ Revocation (the contract an operator relies on):
 - in the process that revoked (DELETE /api/v1/tokens/{id}, rekey): at once (`forget()`);
 - in every other process and replica: within `token_revocation_poll_s` (5 s) plus one query's
   time. Each process runs one poller (`start()`/`stop()`, from the app's lifespan) that asks the
-  database every interval which of the tokens it remembers are still live, and forgets the
-  others: one query per LIVE_KEYS_CHUNK remembered tokens per interval, none when it remembers
-  none, never one per request.
-- The poll re-checks the remembered ids (`live_token_keys`: id IN (...) AND live) rather than
-  asking "revoked since the last poll": revoked_at is written with the revoking replica's clock
-  and committed some time after it is taken, so a watermark on it misses a revocation whose
-  clock lags ours or whose transaction commits after the poll read past it. Re-checking needs
-  no clock agreement, and also catches a token that expired, was deleted by hand, or whose row
-  no longer matches what we remember (hash, role, host) — at a cost of an indexed primary-key
-  read per remembered token per interval.
+  database every interval which of the tokens it remembers are no longer live, and forgets them:
+  a query per 2,000 remembered tokens per interval, none when it remembers none, never one per
+  request.
+- The poll re-checks the remembered tokens themselves (`dead_token_hashes`: of these hashes,
+  which have no live row) rather than asking "revoked since the last poll": revoked_at is written
+  with the revoking replica's clock and committed some time after it is taken, so a watermark on
+  it misses a revocation whose clock lags ours or whose transaction commits after the poll read
+  past it. Re-checking needs no clock agreement and also catches a token that expired, or whose
+  row was deleted by hand. It costs one count per 2,000 remembered tokens per interval (an
+  index probe per token in the database, one row back, the hashes sent as one parameter) while
+  all are live; a chunk that counts short is listed to find which. (A token's role and host are
+  written only at its creation, so a live hash still means the same principal.)
 - A poll that fails (database down, pool exhausted) changes nothing and is retried at the next
   interval; the first failure of a streak logs a warning, the recovery an info line. While polls
   fail, a remembered token keeps working until its own TTL (`token_cache_ttl_s` after its
@@ -61,7 +63,7 @@ import anyio
 from sqlalchemy import Connection, Engine
 
 from app.errors import Forbidden, Unauthorized
-from app.store.tokens import PREFIX, find_token_by_hash, hash_token, live_token_keys, touch_token
+from app.store.tokens import PREFIX, dead_token_hashes, find_token_by_hash, hash_token, touch_token
 
 log = logging.getLogger("splitwatch")
 
@@ -209,22 +211,21 @@ class Authenticator:
 
     def poll_once(self) -> int | None:
         """Blocking: forget every remembered token that is no longer live in the database
-        (revoked, expired, gone or changed), and every expired entry. Returns how many live-token
+        (revoked, expired or gone), and every expired entry. Returns how many live-token
         entries were forgotten, or None when the database did not answer (nothing changes, a
         warning is logged on the first failure of a streak); never raises for a database error."""
         with self._lock:
-            remembered = [(d, e) for d, e in self._cache.items() if e[1] is not None]
+            remembered = {d: e for d, e in self._cache.items() if e[1] is not None}
         if not remembered:
             return 0
-        ids = [e[1].token_id for _d, e in remembered if e[1] is not None]
         try:
             with self._engine.connect() as conn:
-                live = live_token_keys(conn, ids)
+                dead = dead_token_hashes(conn, remembered)
         except Exception as exc:  # any database failure: the next poll tries again
             self.poll_failures += 1
             self._failed_in_a_row += 1
             if self._failed_in_a_row == 1:
-                # The driver's words: SQLAlchemy's own text repeats the statement, 500 ids long.
+                # The driver's words: SQLAlchemy's own text repeats the statement and its parameters.
                 log.warning(
                     "token revocation poll failed (%s): remembered tokens stay trusted for at most "
                     "%.0f s after their lookup while it keeps failing; retrying every %.0f s",
@@ -240,10 +241,8 @@ class Authenticator:
         now = time.monotonic()
         forgotten = 0
         with self._lock:
-            for digest, entry in remembered:
-                p = entry[1]
-                assert p is not None
-                if (p.token_id, digest, p.role, p.host_name) not in live and self._cache.get(digest) is entry:
+            for digest in dead:
+                if self._cache.get(digest) is remembered[digest]:  # not looked up again meanwhile
                     del self._cache[digest]
                     forgotten += 1
             for key in [k for k, (expiry, _p) in self._cache.items() if expiry < now]:
