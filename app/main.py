@@ -6,8 +6,9 @@ Routers come from app/api/<name>.py for each name in ROUTER_MODULES (each module
 app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
 (app/auth.py), and from startup on `alerting` and `retention`. Startup (lifespan) checks that
 the database is at the migration head and refuses to start otherwise; it then starts the
-writer, alerting (app/alerts/evaluate.py: the rule evaluator and the webhook sender) and
-retention (app/retention/run.py). Shutdown stops retention and alerting, then the writer
+writer, the token revocation poller (app/auth.py), alerting (app/alerts/evaluate.py: the rule
+evaluator and the webhook sender) and retention (app/retention/run.py). Shutdown stops
+retention, alerting and the poller, then the writer
 (queued batches are finished first), and disposes of the engine.
 """
 
@@ -84,6 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         app.state.read_slots = CapacityLimiter(settings.threadpool_size)  # app/deps.get_conn
         writer.start()
+        auth: Authenticator = app.state.auth
+        auth.start()  # the token revocation poller (app/auth.py)
         # The rule evaluator and the webhook sender (issue 12); with several workers every
         # process runs them, and the alerting lease lets exactly one of them act.
         alerting = Alerting(engine, writer, settings)
@@ -104,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await retention.stop()
             await alerting.stop()
+            await auth.stop()
             writer.stop()
             engine.dispose()
 
@@ -124,6 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.token_touch_interval_s,
         touch=lambda fn: _fire_and_forget(writer, fn),
         cache_ttl_s=settings.token_cache_ttl_s,
+        negative_ttl_s=settings.token_negative_ttl_s,
+        revocation_poll_s=settings.token_revocation_poll_s,
     )
     install_error_handlers(app)
     # Text answers of 1 KiB or more are gzipped when the client accepts it (dashboard files,

@@ -55,10 +55,19 @@ class Settings(BaseSettings):
     max_new_guests_per_batch: int = Field(default=256, ge=1)
     # token.last_used_at is written at most this often per token: no write per read request.
     token_touch_interval_s: int = Field(default=60, ge=1)
-    # A token's lookup is remembered this long (issue 14: a flood of requests, with or without a
-    # valid token, must not queue on the database): a revoked token stops working at most this
-    # many seconds later. 0 looks every request up.
-    token_cache_ttl_s: float = Field(default=10.0, ge=0, le=300)
+    # A live token's lookup is remembered this long per process (never past its expires_at):
+    # agents send every 10 s, so a shorter TTL made nearly every ingest request a query (#13).
+    # Revocation does not wait for it (token_revocation_poll_s); it bounds how long a process
+    # that cannot reach the database keeps trusting what it remembered. 0 looks every request up.
+    token_cache_ttl_s: float = Field(default=300.0, ge=0, le=3600)
+    # An unknown token's answer is remembered this long (issue 14: a flood with a bogus token
+    # costs one query per TTL), short so a token made by another process works soon after.
+    # Never longer than token_cache_ttl_s.
+    token_negative_ttl_s: float = Field(default=10.0, ge=0, le=300)
+    # Every process asks the database this often which of the tokens it remembers were revoked
+    # (or expired) meanwhile, and forgets them: a token revoked anywhere stops working everywhere
+    # within about this many seconds. 0: no polling (then token_cache_ttl_s bounds it).
+    token_revocation_poll_s: float = Field(default=5.0, ge=0, le=300)
     # Threads that run the read routes' blocking work (queries, CSV rows) per process (issue 14).
     # More requests than this wait as coroutines, taking no thread and no connection, and the
     # event loop (authentication, ingest validation) is not crowded out of the GIL by dozens of

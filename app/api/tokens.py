@@ -211,8 +211,8 @@ async def revoke_token(
 
 
 def _forget_lookups(request: Request) -> None:
-    # This process drops its remembered token lookups at once; other processes within
-    # SPLITWATCH_TOKEN_CACHE_TTL_S (app/auth.py, issue 14).
+    # This process drops its remembered token lookups at once; other processes at their next
+    # revocation poll, SPLITWATCH_TOKEN_REVOCATION_POLL_S (app/auth.py).
     request.app.state.auth.forget()
 
 

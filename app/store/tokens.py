@@ -14,14 +14,17 @@ executemany in the caller's transaction: 10,000 hosts cost one commit, not 10,00
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, String, and_, any_, bindparam, column, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.store.tables import host, token
@@ -246,12 +249,57 @@ def find_token(conn: Connection, raw: str, now: datetime | None = None) -> Token
     return find_token_by_hash(conn, hash_token(raw), now)
 
 
+# Built once, parameters bound per call (as app/ingest/write._host_select): every
+# authentication that misses app/auth.py's cache runs it, and constructing the statement and
+# its cache key per call cost more CPU than SQLite's indexed lookup itself (bench/bench_auth.py).
+_LIVE_AT_NOW = and_(
+    token.c.revoked_at.is_(None), or_(token.c.expires_at.is_(None), token.c.expires_at > bindparam("now_"))
+)
+_FIND_BY_HASH = select(*_COLUMNS).where(token.c.hash == bindparam("digest_"), _LIVE_AT_NOW)
+# Hashes per query of dead_token_hashes: one parameter each way (below), so only a bound on the
+# size of one statement's work.
+DEAD_HASHES_CHUNK = 2000
+
+
+@functools.cache
+def _dead_check(dialect: str) -> tuple[Any, Any]:
+    """(the count of live rows, the live hashes) among the hashes bound as ONE text parameter
+    `hashes_`: comma-separated, split by PostgreSQL (`= ANY(string_to_array(...))`); a JSON list
+    through json_each on SQLite. Built once per dialect. An expanding IN of 500 values, rendered
+    and parsed per query, cost ~3x the CPU of the whole poll, and psycopg's dumping of a list
+    as an array still cost ~4 µs a hash (bench/bench_auth.py)."""
+    if dialect == "postgresql":
+        among = token.c.hash == any_(func.string_to_array(bindparam("hashes_", type_=String), ","))
+    else:  # SQLite, the only other engine
+        among = token.c.hash.in_(select(column("value")).select_from(func.json_each(bindparam("hashes_"))))
+    count = select(func.count()).select_from(token).where(among, _LIVE_AT_NOW)
+    return count, select(token.c.hash).where(among, _LIVE_AT_NOW)
+
+
 def find_token_by_hash(conn: Connection, digest: str, now: datetime | None = None) -> TokenInfo | None:
     """The live token whose sha256 hex is `digest`, or None (app/auth.py hashes on the event loop)."""
-    row = conn.execute(
-        select(*_COLUMNS).where(token.c.hash == digest, _live(now or datetime.now(UTC)))
-    ).first()
+    row = conn.execute(_FIND_BY_HASH, {"digest_": digest, "now_": now or datetime.now(UTC)}).first()
     return _info(row) if row is not None else None
+
+
+def dead_token_hashes(conn: Connection, digests: Iterable[str], now: datetime | None = None) -> set[str]:
+    """Of the tokens whose sha256 hex are `digests`, those with no live row: revoked, expired at
+    `now`, or gone. One count per DEAD_HASHES_CHUNK hashes answers the usual case (all live) in
+    one row; only a chunk that counts short is listed. app/auth.py forgets what it remembered
+    for these. The hash is the token (unique; role and host are written only at creation)."""
+    now = now or datetime.now(UTC)
+    count_live, live_hashes = _dead_check(conn.dialect.name)
+    wanted = sorted(set(digests))
+    dead: set[str] = set()
+    for start in range(0, len(wanted), DEAD_HASHES_CHUNK):
+        chunk = wanted[start : start + DEAD_HASHES_CHUNK]
+        # Hex digests: no comma, nothing JSON escapes.
+        hashes = ",".join(chunk) if conn.dialect.name == "postgresql" else json.dumps(chunk)
+        params = {"hashes_": hashes, "now_": now}
+        if conn.execute(count_live, params).scalar_one() == len(chunk):
+            continue
+        dead.update(set(chunk) - set(conn.execute(live_hashes, params).scalars()))
+    return dead
 
 
 def find_any_token(conn: Connection, raw: str) -> TokenInfo | None:
