@@ -233,7 +233,7 @@ def register(cli: typer.Typer) -> None:
         ] = None,
         database_url: DatabaseUrl = None,
     ) -> None:
-        """Revoke a token, or a host's agent tokens: they stop working at once."""
+        """Revoke a token, or a host's agent tokens: servers refuse them within seconds."""
         from sqlalchemy import Engine
 
         from app.store.tokens import revoke_host_tokens, revoke_token
