@@ -60,7 +60,6 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E40
 
 # uvicorn and starlette type ASGI apps differently; any callable app(scope, receive, send).
 ASGI = Any
-]
 
 
 def bare_app() -> Starlette:
