@@ -17,8 +17,9 @@ Rows, measured in alternating rounds of the same run:
             touching the database): the edge alone, writer queue and future hop included
 Columns: requests/s (in-process, so not comparable to bench_fleet's), event-loop CPU ms per
 request (the CPU time of the thread running the loop: the client tasks are in it too, a few
-µs), all threads' CPU ms per request (writer and auth lookups included) and the ratio of
-event-loop CPU to bare's.
+µs), all threads' CPU ms per request (writer and auth lookups included), the ratio of
+event-loop CPU to bare's (median of the rounds' ratios) and the best round's event-loop CPU ms
+(the least disturbed by other processes on a shared machine: many short rounds make it steady).
 
 --profile: cProfile of the event-loop thread during the first round of each app row (cProfile
 sees only the thread it is enabled in: exactly the loop), top functions by own and inclusive time.
@@ -256,7 +257,9 @@ def main() -> None:
         rows = asyncio.run(run(args, Path(tmp)))
     bare = next((r for r in rows if r.key == "bare"), None)
     print(f"{args.rounds} rounds x {args.seconds:g} s per row, in-process ASGI")
-    print(f"{'row':32} {'req/s':>7} {'loop ms/req':>11} {'all ms/req':>10} {'loop x bare':>11}")
+    print(
+        f"{'row':32} {'req/s':>7} {'loop ms/req':>11} {'all ms/req':>10} {'loop x bare':>11} {'best loop':>9}"
+    )
     for row in rows:
         loop = statistics.median(row.loop_ms)
         ratio = (
@@ -266,7 +269,7 @@ def main() -> None:
         )
         print(
             f"{row.label:32} {statistics.median(row.rates):7.0f} {loop:11.3f} "
-            f"{statistics.median(row.all_ms):10.3f} {ratio}"
+            f"{statistics.median(row.all_ms):10.3f} {ratio} {min(row.loop_ms):9.3f}"
         )
         print(f"{'':32} rounds loop ms: " + ", ".join(f"{v:.3f}" for v in row.loop_ms))
 
