@@ -43,9 +43,9 @@ class IngestRoute(APIRoute):
     """The ingest route as FastAPI declares and documents it (OpenAPI from the endpoint's
     signature and the decorator, unchanged), served without FastAPI's per-request dependency
     solving: the same dependency functions are awaited directly, in the same order (token,
-    then role). Solving the dependency graph cost more event-loop CPU than the rest of the
-    request's edge (bench/bench_edge.py). With dependency overrides set on the app, FastAPI's
-    own handler serves, so an override applies as it would anywhere else."""
+    then role). Solving the dependency graph per request was the largest single share of the
+    route's event-loop CPU (bench/bench_edge.py --profile). With dependency overrides set on
+    the app, FastAPI's own handler serves, so an override applies as it would anywhere else."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         generic = super().get_route_handler()
