@@ -57,6 +57,13 @@ async def get_principal(
     return await auth.authenticate_async(credentials.credentials if credentials is not None else None)
 
 
+async def authenticate_agent(request: Request) -> str:
+    """AgentDep's value computed by direct calls, for a route served without FastAPI's
+    dependency solving (app/api/ingest.py): the same steps, the same errors, the same order."""
+    principal = await get_principal(request, await _bearer(request))
+    return await get_agent_host(principal)
+
+
 async def get_conn(
     request: Request, _principal: Annotated[Principal, Depends(get_principal)]
 ) -> AsyncIterator[Connection]:

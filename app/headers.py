@@ -9,13 +9,10 @@
     Referrer-Policy          no-referrer: dashboard URLs (filters, names) leave with no link
     X-Frame-Options          DENY, for browsers older than frame-ancestors
 
-A pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streamed CSV answers).
+app/edge.py's EdgeMiddleware adds them to every answer that does not set them itself.
 """
 
 from __future__ import annotations
-
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -38,22 +35,5 @@ HEADERS = {
     "x-frame-options": "DENY",
 }
 
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in HEADERS.items():
-                    if name not in headers:
-                        headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+# As ASGI sends them: lower-case latin-1 names and values, in HEADERS' order.
+RAW_HEADERS = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in HEADERS.items())

@@ -1,8 +1,8 @@
 """Structured logs: one JSON object per line on stderr.
 
 Every line has `time` (ISO 8601 UTC), `level`, `logger`, `msg`; request lines add `method`,
-`path`, `status`, `ms`; anything passed as `extra=` is kept. The access log is an ASGI
-middleware (no BaseHTTPMiddleware: it would buffer streamed CSV answers).
+`path`, `status`, `ms`; anything passed as `extra=` is kept. The access log lines are written
+by app/edge.py's EdgeMiddleware on `access_log`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Attributes every record has, and uvicorn's ANSI-coloured duplicate of its message.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -56,38 +53,3 @@ def configure_logging(level: str = "info") -> None:
 
 
 access_log = logging.getLogger("splitwatch.access")
-
-
-class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "ms": round((time.perf_counter() - start) * 1000, 2),
-                    },
-                )
