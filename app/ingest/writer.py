@@ -29,6 +29,7 @@ concurrent.futures.Future) from threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -79,7 +80,68 @@ def make_writer(engine: Engine, pool_timeout_s: float = 10.0) -> Writer:
     return DirectWriter(write_engine, owns_engine=True)
 
 
-_Job = tuple[Callable[[Connection], Any], "Future[Any]"]
+class _LoopAnswer:
+    """The answer to a job awaited on an event loop (`Writer.run`).
+
+    The writer thread fills it like a Future; `_deliver` then hands every answer of a group to
+    its loop in ONE call_soon_threadsafe: a concurrent Future wrapped for asyncio would wake the
+    loop once per job (a self-pipe write, a callback), a measurable share of the loop's CPU
+    at a few hundred requests a second (#13, bench/bench_edge.py).
+    """
+
+    __slots__ = ("future", "loop", "ok", "settled", "value")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.future = future
+        self.settled = False
+        self.ok = False
+        self.value: Any = None
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return not self.future.cancelled()  # a caller gone (client hung up): skip its job
+
+    def done(self) -> bool:
+        return self.settled
+
+    def set_result(self, value: Any) -> None:
+        self.ok, self.value, self.settled = True, value, True
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.ok, self.value, self.settled = False, exc, True
+
+
+def _settle(answers: list[_LoopAnswer]) -> None:
+    """On the loop: each waiting caller gets its answer (one whose await was cancelled, none)."""
+    for a in answers:
+        if a.future.done():
+            continue
+        if a.ok:
+            a.future.set_result(a.value)
+        else:
+            a.future.set_exception(a.value)
+
+
+def _deliver(jobs: list[_Job]) -> None:
+    """The settled answers of `jobs` awaited on event loops: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_LoopAnswer]] = {}
+    for _fn, answer in jobs:
+        if isinstance(answer, _LoopAnswer) and answer.settled:
+            by_loop.setdefault(answer.loop, []).append(answer)
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, answers)
+
+
+_Job = tuple[Callable[[Connection], Any], "Future[Any] | _LoopAnswer"]
+
+
+async def _await_answer(queue_: queue.SimpleQueue[_Job | None], fn: Callable[[Connection], T]) -> T:
+    loop = asyncio.get_running_loop()
+    answer = _LoopAnswer(loop, loop.create_future())
+    queue_.put((fn, answer))
+    result: T = await answer.future
+    return result
 
 
 class SQLiteWriter:
@@ -141,7 +203,9 @@ class SQLiteWriter:
         return future
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self.submit(fn))
+        if self._thread is None or self._stopping:
+            raise WriterStopped("the database writer is not running (server shutting down)")
+        return await _await_answer(self._queue, fn)
 
     def _loop(self) -> None:
         with self._engine.connect() as conn:
@@ -166,7 +230,10 @@ class SQLiteWriter:
                         stop = True
                         break
                     jobs.append(more)
-                self._run_group(conn, jobs)
+                try:
+                    self._run_group(conn, jobs)
+                finally:
+                    _deliver(jobs)
                 if stop:
                     break
         # Anything still queued after the stop marker is answered, not dropped silently.
@@ -177,6 +244,7 @@ class SQLiteWriter:
                 break
             if job is not None:
                 job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
+                _deliver([job])
 
     def _run_group(self, conn: Connection, jobs: list[_Job]) -> None:
         jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
@@ -184,7 +252,7 @@ class SQLiteWriter:
             return
         if len(jobs) > 1 and self._run_together(conn, jobs):
             return
-        results: list[tuple[Future[Any], bool, Any]] = []
+        results: list[tuple[Future[Any] | _LoopAnswer, bool, Any]] = []
         try:
             with conn.begin():
                 if len(jobs) == 1:
@@ -297,6 +365,7 @@ class DirectWriter:
                 break
             if job is not None:
                 job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
+                _deliver([job])
         if self._owns_engine:
             self._engine.dispose()
 
@@ -316,7 +385,10 @@ class DirectWriter:
                     stop = True
                     break
                 jobs.append(more)
-            self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+            try:
+                self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+            finally:
+                _deliver(jobs)
             if stop:
                 return
 
@@ -359,4 +431,6 @@ class DirectWriter:
         return future
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self.submit(fn))
+        if not self._running:
+            raise WriterStopped("the database writer is not running (server shutting down)")
+        return await _await_answer(self._queue, fn)
