@@ -19,12 +19,11 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
    time, and only the others inserted (_stored_keys, which skips the lookup for seqs above the
    highest one stored: SEQ_MARK_TABLE), so the contract holds there too; those go in one
    INSERT ... SELECT FROM unnest(one array per column), which also moves the marks, one
-   statement and round trip per batch (#13). SQLite: the Core statement, compiled once, with its VALUES group repeated per
-   row and the
-   rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
-   cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
-   result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
-   rollup upserts go the same way on SQLite.
+   statement and round trip per batch (#13). SQLite: the Core statement, compiled once, with
+   its VALUES group repeated per row and the rows' values flattened (times formatted as
+   SQLAlchemy stores them), run on the DB-API cursor of the same Core connection and
+   transaction: SQLAlchemy's per-row parameter and result processing cost more CPU than
+   SQLite's own insert (bench/bench_ingest.py). The rollup upserts go the same way on SQLite.
 5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
    adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
    Inserted events that lost their guest to the cap: one `guest_cap` gap per source, keyed

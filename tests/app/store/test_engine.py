@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,22 @@ def _admin() -> Any:
 
 
 def _terminate_backends(database_url: str) -> int:
+    """pg_terminate_backend on every connection to the database; returns once they are gone."""
+    name = make_url(database_url).database
     with _admin() as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (make_url(database_url).database,),
+            (name,),
         ).fetchall()
+        # The signal is only sent: wait for the processes to exit, as a restart completes.
+        for _ in range(500):
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            if left is not None and left[0] == 0:
+                break
+            time.sleep(0.01)
     return len(rows)
 
 
