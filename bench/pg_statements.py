@@ -60,7 +60,7 @@ def main() -> None:
         while conn.execute("SELECT 1 FROM pg_database WHERE oid = %s", (dbid,)).fetchone():
             last = snapshot(conn, dbid)
             if base is None:
-                inserts = sum(s[1] for s in last.values() if s[0].startswith("INSERT INTO event"))
+                inserts = sum(s[1] for s in last.values() if "INSERT INTO event " in s[0])
                 if inserts >= args.warmup:
                     base = last
                     db_url = args.admin_url.rsplit("/", 1)[0] + "/" + name

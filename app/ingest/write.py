@@ -542,24 +542,27 @@ def _insert_events_postgresql(
         cursor.close()
 
 
+def _lookup_sql(names: tuple[str, ...], table: str, returned: str) -> str:
+    """Per row of unnest(one array per name), `returned` from the one row of `table` with
+    those values, or no row. LATERAL ... LIMIT 1 keeps the lookup an index probe per key:
+    joined plainly, the planner, which cannot know the arrays' lengths, hashed the keys and
+    scanned the whole table (every seq mark, or every partition of `event`)."""
+    k = ", ".join(f"k.{n}" for n in names)
+    match = " AND ".join(f"t.{n} = k.{n}" for n in names)
+    return (
+        f"SELECT {k}, t.{returned} FROM unnest({_pg_arrays(names)}) AS k({', '.join(names)}) "
+        f"CROSS JOIN LATERAL (SELECT {returned} FROM {table} AS t WHERE {match} LIMIT 1) AS t"
+    )
+
+
 @functools.cache
 def _marks_sql() -> str:
-    keys = _PG_KEY_COLUMNS[:3]
-    return (
-        f"SELECT {', '.join(keys)}, m.max_seq FROM unnest({_pg_arrays(keys)}) AS k({', '.join(keys)}) "
-        f"JOIN {SEQ_MARK_TABLE} AS m USING ({', '.join(keys)})"
-    )
+    return _lookup_sql(_PG_KEY_COLUMNS[:3], SEQ_MARK_TABLE, "max_seq")
 
 
 @functools.cache
 def _probe_sql() -> str:
-    keys = ", ".join(_PG_KEY_COLUMNS)
-    return (
-        f"SELECT {', '.join(f'e.{c}' for c in _PG_KEY_COLUMNS)} "
-        f"FROM unnest({_pg_arrays(_PG_KEY_COLUMNS)}) AS k({keys}) "
-        f"JOIN event AS e ON ({', '.join(f'e.{c}' for c in _PG_KEY_COLUMNS)}) "
-        f"= ({', '.join(f'k.{c}' for c in _PG_KEY_COLUMNS)})"
-    )
+    return _lookup_sql(_PG_KEY_COLUMNS, "event", "seq")
 
 
 def _stored_keys(
