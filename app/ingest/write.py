@@ -1,7 +1,11 @@
-"""One batch into the database: SQLAlchemy Core, one transaction, idempotent.
+"""Batches into the database: SQLAlchemy Core, one transaction, idempotent.
 
-Order inside the transaction (the caller owns it: app/ingest/writer.py):
-1. host: created if new, then locked (PostgreSQL: FOR UPDATE) and updated — identity (not
+write_group writes the batches that queued together for one transaction (app/ingest/writer.py)
+as if one after the other, but each step below is one statement for all of them (#13): a
+small steady-state batch costs statements, not rows. write_batch is a group of one.
+
+Order inside the transaction (the caller owns it), per round of the group (_rounds):
+1. host: created if new, then locked (PostgreSQL: FOR UPDATE, in name order) and updated — identity (not
    from a batch of `splitwatch import` events only: old logs), last_seen_at, health, and the
    current state when the batch's state is newer than the one held (an older or the same
    sample changes no state: resends and out-of-order batches are harmless), with the
@@ -16,14 +20,14 @@ Order inside the transaction (the caller owns it: app/ingest/writer.py):
 4. event: INSERT ... ON CONFLICT (host_id, boot_id, source, seq) DO NOTHING RETURNING the
    keys actually inserted. PostgreSQL partitions event by day and its unique key also holds
    `time` (PARTITIONED_EVENT_KEY): the keys already stored are looked up first, whatever their
-   time, and only the others inserted (_stored_keys), so the contract holds there too; those go
-   in one INSERT ... SELECT FROM unnest(one array per column), one statement and round trip per
-   batch (#13). SQLite: the Core statement, compiled once, with its VALUES group repeated per
-   row and the
-   rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
-   cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
-   result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
-   rollup upserts go the same way on SQLite.
+   time, and only the others inserted (_stored_keys, which skips the lookup for seqs above the
+   highest one stored: SEQ_MARK_TABLE), so the contract holds there too; those go in one
+   INSERT ... SELECT FROM unnest(one array per column), which also moves the marks, one
+   statement and round trip per round (#13). SQLite: the Core statement, compiled once, with
+   its VALUES group repeated per row and the rows' values flattened (times formatted as
+   SQLAlchemy stores them), run on the DB-API cursor of the same Core connection and
+   transaction: SQLAlchemy's per-row parameter and result processing cost more CPU than
+   SQLite's own insert (bench/bench_ingest.py). The rollup upserts go the same way on SQLite.
 5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
    adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
    Inserted events that lost their guest to the cap: one `guest_cap` gap per source, keyed
@@ -51,6 +55,7 @@ from app.ingest.rows import (
     rollups,
     state_signature,
 )
+from app.retention.partitions import SEQ_MARK_TABLE
 from app.store.tables import ROLLUPS, event, gap, guest, guest_host, host, host_state
 
 EVENT_KEY = ("host_id", "boot_id", "source", "seq")
@@ -647,79 +652,129 @@ def _insert_events_sqlite(
     return inserted
 
 
-# Per-row columns of the PostgreSQL insert (host_id, boot_id and received_at are one value).
-_PG_ARRAY_COLUMNS = ("source", "seq", "time", "kind", "comm", "tid", "tgid", "address", "count", "action")
+# Per-row columns of the PostgreSQL insert (received_at too: a group holds several batches).
+_PG_ARRAY_COLUMNS = (
+    "host_id", "boot_id", "source", "seq", "time", "received_at", "kind", "comm", "tid", "tgid",
+    "address", "count", "action", "guest_id", "vcpu", "vmm",
+)  # fmt: skip
+_PG_KEY_COLUMNS = ("host_id", "boot_id", "source", "seq")
+
+
+def _pg_arrays(names: tuple[str, ...]) -> str:
+    """`%(name)b::type[]` per column: one binary array parameter each (psycopg adapts a list
+    in one go; the text format quotes every element through a regular expression)."""
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+    return ", ".join(f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]" for name in names)
 
 
 @functools.cache
 def _postgresql_event_sql() -> str:
-    """One INSERT ... SELECT FROM unnest(one array per column) for the whole batch.
+    """One statement for the new events of any number of hosts: INSERT ... SELECT FROM
+    unnest(one array per column), RETURNING (host_id, boot_id, source, seq) of the rows
+    inserted, and in the same statement each (host, boot_id, source)'s mark moved up to the
+    highest seq inserted (SEQ_MARK_TABLE, read by _stored_keys).
 
     executemany sent a statement per row, and SQLAlchemy's insertmanyvalues processed every
     parameter and result row in Python: a 1000-event batch cost ~80 ms of the server's CPU
-    (bench/bench_ingest.py). With one array per column, psycopg adapts 13 lists and the
-    server does the rest in one round trip. Same conflict target and RETURNING as
-    _event_insert.
+    (bench/bench_ingest.py). With one array per column, psycopg adapts 15 lists and the
+    server does the rest in one round trip. Same conflict target as _event_insert.
     """
-    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    arrays = ", ".join(
-        # %b: binary arrays (the text format quotes every element through a regular expression).
-        f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]"
-        for name in (*_PG_ARRAY_COLUMNS, "guest_id", "vcpu", "vmm")
-    )
     columns = ", ".join(EVENT_COLUMNS)
-    as_names = ", ".join((*_PG_ARRAY_COLUMNS, "guest_id", "vcpu", "vmm"))
+    selected = ", ".join(f"u.{c}" for c in EVENT_COLUMNS)
+    keys = ", ".join(_PG_KEY_COLUMNS[:3])
     return (
-        f"INSERT INTO event ({columns}) "
-        f"SELECT %(host_id)s, %(boot_id)s, u.source, u.seq, u.time, %(received_at)s, u.kind, u.comm, "
-        f"u.tid, u.tgid, u.address, u.count, u.action, u.guest_id, u.vcpu, u.vmm "
-        f"FROM unnest({arrays}) AS u({as_names}) "
-        f"ON CONFLICT ({', '.join(PARTITIONED_EVENT_KEY)}) DO NOTHING RETURNING source, seq"
+        f"WITH ins AS (INSERT INTO event ({columns}) SELECT {selected} "
+        f"FROM unnest({_pg_arrays(_PG_ARRAY_COLUMNS)}) AS u({', '.join(_PG_ARRAY_COLUMNS)}) "
+        f"ON CONFLICT ({', '.join(PARTITIONED_EVENT_KEY)}) DO NOTHING "
+        f"RETURNING {', '.join(_PG_KEY_COLUMNS)}), "
+        # Only upward, and no write at all when a late batch fills a gap below the mark.
+        f"mark AS (INSERT INTO {SEQ_MARK_TABLE} AS m ({keys}, max_seq) "
+        f"SELECT {keys}, max(seq) FROM ins GROUP BY {keys} ORDER BY {keys} "
+        f"ON CONFLICT ({keys}) DO UPDATE SET max_seq = excluded.max_seq WHERE m.max_seq < excluded.max_seq) "
+        f"SELECT {', '.join(_PG_KEY_COLUMNS)} FROM ins"
     )
 
 
-def _insert_events_postgresql(
-    conn: Connection,
-    events: list[dict[str, Any]],
-    guest_ids: list[int | None],
-    host_id: int,
-    received_at: datetime,
-) -> set[tuple[str, int]]:
-    params: dict[str, Any] = {name: [e[name] for e in events] for name in (*_PG_ARRAY_COLUMNS, "vcpu", "vmm")}
-    params["guest_id"] = guest_ids
-    params["host_id"] = host_id
-    params["boot_id"] = events[0]["boot_id"]
-    params["received_at"] = received_at
+def _insert_events_postgresql(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[int, str, str, int]]:
+    """Insert `rows` (event dicts that hold host_id, boot_id, received_at and guest_id; any hosts) in one
+    round trip; (host_id, boot_id, source, seq) of those inserted. Rows whose key and time are
+    stored already are skipped (ON CONFLICT): call _stored_keys first for the contract, whatever
+    the time. Every host's row must be locked by this transaction (_write_hosts' FOR UPDATE):
+    that is what keeps the seq marks and the lookup consistent."""
+    params: dict[str, Any] = {name: [r[name] for r in rows] for name in _PG_ARRAY_COLUMNS}
     # The DB-API cursor of this Core connection, inside its transaction (as on SQLite).
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(_postgresql_event_sql(), params)
-        return {(r[0], r[1]) for r in cursor.fetchall()}
+        return {(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()}
     finally:
         cursor.close()
 
 
-def _stored_keys(conn: Connection, host_id: int, events: list[dict[str, Any]]) -> set[tuple[str, int]]:
-    """(source, seq) of the batch's events already stored, whatever their time (PostgreSQL).
+def _lookup_sql(names: tuple[str, ...], table: str, returned: str) -> str:
+    """Per row of unnest(one array per name), `returned` from the one row of `table` with
+    those values, or no row. LATERAL ... LIMIT 1 keeps the lookup an index probe per key:
+    joined plainly, the planner, which cannot know the arrays' lengths, hashed the keys and
+    scanned the whole table (every seq mark, or every partition of `event`).
+
+    Each array is unnested through a (SELECT ...): PostgreSQL plans a prepared statement for
+    its parameters' values while that looks cheaper than its generic plan, and a literal
+    array's length made every one-host lookup look cheaper: the marks lookup was planned at
+    every execution (0.2 ms, more than it ran). An array from a sub-select has no length at
+    planning time, so the generic plan is kept after the fifth execution.
+    """
+    k = ", ".join(f"k.{n}" for n in names)
+    match = " AND ".join(f"t.{n} = k.{n}" for n in names)
+    arrays = ", ".join(f"(SELECT {a})" for a in _pg_arrays(names).split(", "))
+    return (
+        f"SELECT {k}, t.{returned} FROM unnest({arrays}) AS k({', '.join(names)}) "
+        f"CROSS JOIN LATERAL (SELECT {returned} FROM {table} AS t WHERE {match} LIMIT 1) AS t"
+    )
+
+
+@functools.cache
+def _marks_sql() -> str:
+    return _lookup_sql(_PG_KEY_COLUMNS[:3], SEQ_MARK_TABLE, "max_seq")
+
+
+@functools.cache
+def _probe_sql() -> str:
+    return _lookup_sql(_PG_KEY_COLUMNS, "event", "seq")
+
+
+def _stored_keys(
+    conn: Connection, keys: list[tuple[int, str, str, int, datetime]]
+) -> set[tuple[int, str, str, int]]:
+    """Of `keys` (host_id, boot_id, source, seq, time), the (host_id, boot_id, source, seq)
+    already stored, whatever their stored time (PostgreSQL; any number of hosts).
 
     The partitioned table's unique key holds `time` (PARTITIONED_EVENT_KEY), so ON CONFLICT
-    alone would store again an event resent with another time; the idempotency contract is
-    (host, boot_id, source, seq). This lookup keeps it: batches of one host are serialised by
-    the host row lock taken first in write_batch (FOR UPDATE), so nothing can slip in between.
+    alone would store again an event resent with another time (an agent that read its kernel
+    log again after the wall clock was stepped dates it anew); the idempotency contract is
+    (host, boot_id, source, seq). No time window is safe for that, so the time given is not
+    used to narrow the lookup; the seq is. SEQs of one (host, boot_id, source) only grow, and
+    SEQ_MARK_TABLE holds the highest one stored, moved by _insert_events_postgresql in the
+    statement that stores the events: a key above its mark is new for certain. One round
+    trip reads the marks; only keys at or below their mark (a resend, a late batch) or without
+    one (a first batch of a boot) are looked up in `event`, in every day partition, in a
+    second. Every host's row must be locked by this transaction (_write_hosts' FOR UPDATE),
+    so no other transaction stores or marks its events in between.
     """
-    wanted: dict[tuple[str, str], list[int]] = {}
-    for e in events:
-        wanted.setdefault((e["boot_id"], e["source"]), []).append(e["seq"])
-    found: set[tuple[str, int]] = set()
-    for (boot_id, source), seqs in wanted.items():
-        query = select(event.c.seq).where(
-            event.c.host_id == host_id,
-            event.c.boot_id == boot_id,
-            event.c.source == source,
-            event.c.seq.in_(seqs),
-        )
-        found.update((source, seq) for seq in conn.execute(query).scalars())
-    return found
+    if not keys:
+        return set()
+    triples = sorted({k[:3] for k in keys})
+    marks: dict[tuple[int, str, str], int] = {}
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_marks_sql(), {c: [t[i] for t in triples] for i, c in enumerate(_PG_KEY_COLUMNS[:3])})
+        marks = {(r[0], r[1], r[2]): r[3] for r in cursor.fetchall()}
+        unsure = [k[:4] for k in keys if k[3] <= marks.get(k[:3], k[3])]
+        if not unsure:
+            return set()
+        cursor.execute(_probe_sql(), {c: [k[i] for k in unsure] for i, c in enumerate(_PG_KEY_COLUMNS)})
+        return {(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()}
+    finally:
+        cursor.close()
 
 
 def _write_events(
@@ -739,21 +794,20 @@ def _write_events(
     if conn.dialect.name == "sqlite":
         inserted = _insert_events_sqlite(conn, batches, host_ids, gids)
     else:
-        inserted = set()
-        for rows, host_id, row_gids in zip(batches, host_ids, gids, strict=True):
-            if not rows.events:
-                continue
-            stored = _stored_keys(conn, host_id, rows.events)
-            new = [
-                (e, gid)
-                for e, gid in zip(rows.events, row_gids, strict=True)
-                if (e["source"], e["seq"]) not in stored
-            ]
-            if new:
-                keys = _insert_events_postgresql(
-                    conn, [e for e, _ in new], [gid for _, gid in new], host_id, rows.received_at
-                )
-                inserted.update((host_id, source, seq) for source, seq in keys)
+        keys = [
+            (host_id, e["boot_id"], e["source"], e["seq"], e["time"])
+            for rows, host_id in zip(batches, host_ids, strict=True)
+            for e in rows.events
+        ]
+        stored = _stored_keys(conn, keys)
+        new = [
+            {**e, "host_id": host_id, "guest_id": gid}
+            for rows, host_id, row_gids in zip(batches, host_ids, gids, strict=True)
+            for e, gid in zip(rows.events, row_gids, strict=True)
+            if (host_id, e["boot_id"], e["source"], e["seq"]) not in stored
+        ]
+        stored_now = _insert_events_postgresql(conn, new) if new else set()
+        inserted = {(host_id, source, seq) for host_id, _boot, source, seq in stored_now}
     accepted: list[int] = []
     sums: dict[int, list[dict[str, Any]]] = {step_s: [] for step_s, _ in ROLLUPS}
     everything_new = len(inserted) == sum(len(rows.events) for rows in batches)

@@ -25,6 +25,9 @@ DDL_LOCK_TIMEOUT = "2s"
 # The event table's unique key: the idempotency key, plus `time` on PostgreSQL.
 PARTITIONED_UNIQUE = "uq_event_host_id_boot_id_source_seq"
 PARTITIONED_EVENT_KEY = ("host_id", "boot_id", "source", "seq", "time")
+# The highest stored seq per (host_id, boot_id, source), PostgreSQL only
+# (migrations/versions/2026_11_30_event_marks.py): ingest looks up only the keys at or below it.
+SEQ_MARK_TABLE = "event_seq_mark"
 
 
 def set_lock_timeout(conn: Connection) -> None:
@@ -96,9 +99,12 @@ def drop_partition(conn: Connection, name: str) -> None:
 
 
 def include_name(name: str | None, type_: str, _parents: Mapping[str, str | None]) -> bool:
-    """Alembic's schema comparison skips the partitions: they are event's storage, not tables
-    of the metadata (their indexes go with them)."""
-    return not (type_ == "table" and name is not None and is_event_partition(name))
+    """Alembic's schema comparison skips the partitions and the seq marks: they are event's
+    storage and ingest's index to it on PostgreSQL, not tables of the metadata (their indexes
+    go with them)."""
+    return not (
+        type_ == "table" and name is not None and (is_event_partition(name) or name == SEQ_MARK_TABLE)
+    )
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:

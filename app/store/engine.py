@@ -8,7 +8,16 @@ transaction covers its SELECTs too; `IMMEDIATE` (execution option `sqlite_begin`
 write lock up front, which the single writer uses so it never has to upgrade a read snapshot.
 
 PostgreSQL: psycopg 3 (`postgresql+psycopg://`); `postgresql://` and `postgres://` are
-rewritten to it.
+rewritten to it. A pooled connection whose server process is gone (a restart, a failover,
+pg_terminate_backend) is replaced on checkout, without a round trip: a terminated backend
+sends its FATAL message and closes the socket, so an idle connection with anything to read is
+dead (`_alive`). SQLAlchemy's pool_pre_ping sent an empty query instead, a round trip per
+checkout: one per ingest request (#13). A connection silently cut by the network (no FIN
+reaches us) fails its first statement, which SQLAlchemy takes as a disconnect and invalidates;
+`pool_recycle` bounds how long such a connection can sit in the pool. psycopg prepares a
+statement on the server after its 5th execution on a connection (`prepare_threshold`): the
+statements of a request are built once (app/ingest/write.py), so their text repeats and from
+then on PostgreSQL neither parses nor plans them again.
 
 Pools (issue 14): `pool_options()` gives explicit sizes per engine, so a burst of readers waits
 a bounded time for a connection (then the API answers 503 with Retry-After, app/errors.py)
@@ -18,9 +27,10 @@ instead of the library's defaults (5 + 10, 30 s, then a 500). SQLite connections
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -29,6 +39,9 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # for a connection; the overflow covers the SQLite writer and checkpointer, CSV pages.
 SQLITE_POOL = (12, 12)
 POSTGRES_POOL = (12, 8)
+# Seconds a PostgreSQL connection is reused before the pool replaces it: an idle connection a
+# firewall dropped without a FIN looks alive to `_alive`; this bounds how long it can stay.
+POSTGRES_RECYCLE_S = 1800
 
 
 class DatabaseUrlError(ValueError):
@@ -83,11 +96,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 f"database URL {url!r} names driver {parsed.get_driver_name()!r}: "
                 "splitwatch uses psycopg 3, write postgresql://... or postgresql+psycopg://..."
             )
-        kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
+        kwargs.setdefault("pool_recycle", POSTGRES_RECYCLE_S)
+        engine = create_engine(url, **kwargs)
+        if not kwargs.get("pool_pre_ping"):
+            event.listen(engine, "checkout", _replace_dead)
+        return engine
     raise DatabaseUrlError(
         f"database URL {url!r} names {backend!r}: splitwatch supports sqlite:/// and postgresql://"
     )
+
+
+def _alive(dbapi_conn: Any) -> bool:
+    """False when the idle psycopg connection's server process is gone; no round trip.
+
+    Between transactions the server sends nothing unprompted (splitwatch does not LISTEN), so
+    a socket with something to read holds a terminated backend's FATAL message or the end of
+    the stream. A rare unprompted message (a NOTICE, a parameter change) costs a reconnect.
+    """
+    if dbapi_conn.closed:
+        return False
+    try:
+        fd = dbapi_conn.pgconn.socket
+    except Exception:  # psycopg raises when the connection is no longer usable
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
+
+
+def _replace_dead(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    if not _alive(dbapi_conn):
+        # The pool closes this connection and checks out a new one in its place.
+        raise exc.DisconnectionError("the PostgreSQL connection was closed by the server")
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

@@ -155,7 +155,7 @@ class _Postgres:
         # Connections an earlier test left in a pool it never disposed (an engine of a stopped
         # app, a worker thread's) would pile up over the session until PostgreSQL refuses new
         # clients (max_connections 100): end every one still open on the shared database. A
-        # live engine reconnects (pool_pre_ping).
+        # live engine reconnects (app/store/engine.py replaces a dead connection on checkout).
         with self._admin() as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine, func, select, text
 
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload
-from app.ingest.write import write_batch
+from app.ingest.write import _insert_events_postgresql, _stored_keys, write_batch
+from app.retention.plan import day_start
 from app.store.tables import event, host, rollup_1m
-from tests.app.ingest.payloads import T0, payload
+from tests.app.ingest.payloads import T0, host_info, payload
 from tests.app.ingest.payloads import event as ev
 
 
@@ -67,3 +69,95 @@ def test_batch_partly_stored_before_adds_only_its_new_events_to_the_rollups(engi
         assert conn.execute(select(func.count()).select_from(event)).scalar() == 3
         assert conn.execute(select(func.sum(rollup_1m.c.count))).scalar() == 17
         assert conn.execute(select(func.sum(rollup_1m.c.events))).scalar() == 3
+
+
+def _rows_at(*evs: object, boot_id: str = "boot-1") -> object:
+    received = datetime.now(UTC)
+    body = payload(evs, host=host_info(boot_id=boot_id)).to_json().encode()  # type: ignore[arg-type]
+    return build_rows(parse_payload(body), received)
+
+
+def test_an_event_resent_with_another_time_is_a_duplicate_even_in_another_day(engine: Engine) -> None:
+    # The idempotency key is (host, boot_id, source, seq) whatever the time: an agent that reads
+    # its kernel log again after the clock was stepped dates the same record anew. PostgreSQL
+    # partitions event by day, so the three times here land in three partitions (today's,
+    # tomorrow's and the default one for T0, days before the partitions made ahead).
+    today = day_start(datetime.now(UTC))
+    with engine.begin() as conn:
+        first = write_batch(conn, _rows_at(ev(1, today + timedelta(hours=1)), ev(2, T0)))  # type: ignore[arg-type]
+    resent = _rows_at(
+        ev(1, today + timedelta(days=1, hours=1)), ev(2, today + timedelta(hours=2)), ev(3, T0), ev(4, T0)
+    )
+    with engine.begin() as conn:
+        second = write_batch(conn, resent)  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        third = write_batch(conn, resent)  # type: ignore[arg-type]
+    assert (first.accepted, second.accepted, second.duplicates) == (2, 2, 2)
+    assert (third.accepted, third.duplicates) == (0, 4)
+    with engine.connect() as conn:
+        stored = conn.execute(select(event.c.seq, event.c.time).order_by(event.c.seq)).all()
+        assert conn.execute(select(func.sum(rollup_1m.c.count))).scalar() == 4
+    assert [tuple(r) for r in stored] == [(1, today + timedelta(hours=1)), (2, T0), (3, T0), (4, T0)]
+
+
+def test_a_late_batch_below_the_highest_stored_seq_is_stored_once(engine: Engine) -> None:
+    # SEQs 1 and 4 first, then the batch with 2 and 3 that was delayed (PostgreSQL: below the
+    # seq mark, so looked up rather than taken as new), then all of them again.
+    with engine.begin() as conn:
+        write_batch(conn, _rows_at(ev(1, T0), ev(4, T0)))  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        late = write_batch(conn, _rows_at(ev(2, T0), ev(3, T0 + timedelta(days=3))))  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        again = write_batch(conn, _rows_at(*(ev(s, T0 + timedelta(days=1)) for s in range(1, 6))))  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        new_boot = write_batch(conn, _rows_at(ev(1, T0), ev(2, T0), boot_id="boot-2"))  # type: ignore[arg-type]
+    assert (late.accepted, late.duplicates) == (2, 0)
+    assert (again.accepted, again.duplicates) == (1, 4)  # only seq 5
+    assert (new_boot.accepted, new_boot.duplicates) == (2, 0)  # another boot's seqs start again
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event)).scalar() == 7
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_event_lookup_and_insert_take_the_events_of_several_hosts_at_once(engine: Engine) -> None:
+    # The grouped writer's contract: one lookup and one insert for the events of many hosts.
+    b1, b2 = _rows_at(ev(1, T0), ev(2, T0)), _rows_at(ev(1, T0), boot_id="boot-2")
+    hosts = {}
+    for name, rows in (("host-1", b1), ("host-2", b2)):
+        rows.host["name"] = name  # type: ignore[attr-defined]
+        with engine.begin() as conn:
+            hosts[name] = write_batch(conn, rows).host_id  # type: ignore[arg-type]
+    h1, h2 = hosts["host-1"], hosts["host-2"]
+    later = T0 + timedelta(days=2)
+    with engine.begin() as conn:
+        conn.execute(select(host.c.id).where(host.c.id.in_([h1, h2])).with_for_update())
+        keys = [
+            (h1, "boot-1", "kmsg", 1, later),  # stored, at another time
+            (h1, "boot-1", "kmsg", 3, later),
+            (h2, "boot-2", "kmsg", 1, T0),  # stored
+            (h2, "boot-2", "kmsg", 2, T0),
+            (h2, "boot-1", "kmsg", 1, T0),  # host-2 has no boot-1
+        ]
+        stored = _stored_keys(conn, keys)
+        assert stored == {(h1, "boot-1", "kmsg", 1), (h2, "boot-2", "kmsg", 1)}
+        template = dict(b1.events[0])  # type: ignore[attr-defined]
+        fresh = [
+            {
+                **template,
+                "host_id": h,
+                "boot_id": boot,
+                "source": source,
+                "seq": seq,
+                "time": at,
+                "guest_id": None,
+            }
+            for h, boot, source, seq, at in keys
+            if (h, boot, source, seq) not in stored
+        ]
+        inserted = _insert_events_postgresql(conn, fresh)
+        assert inserted == {(h1, "boot-1", "kmsg", 3), (h2, "boot-2", "kmsg", 2), (h2, "boot-1", "kmsg", 1)}
+        assert _stored_keys(conn, keys) == {k[:4] for k in keys}
+        marks = conn.execute(text("SELECT host_id, boot_id, source, max_seq FROM event_seq_mark")).all()
+    assert sorted(tuple(m) for m in marks) == sorted(
+        [(h1, "boot-1", "kmsg", 3), (h2, "boot-2", "kmsg", 2), (h2, "boot-1", "kmsg", 1)]
+    )

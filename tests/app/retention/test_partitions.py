@@ -92,3 +92,43 @@ def test_existing_events_are_copied_into_day_partitions_and_ids_continue(db_url:
             assert conn.execute(text("SELECT count(*) FROM event")).scalar() == 4
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_event_marks_start_at_the_highest_seq_already_stored_so_old_events_stay_duplicates(
+    db_url: str,
+) -> None:
+    from app.ingest.rows import build_rows
+    from app.ingest.schema import parse_payload
+    from app.ingest.write import write_batch
+    from tests.app.ingest.payloads import event, host_info, payload
+
+    _migrate(db_url, "2026_11_30_scale")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO host (id, name, boot_id, kernel, cpu_model, agent_version, first_seen_at,"
+                    " last_seen_at, cpus)"
+                    " VALUES (1, 'host-1', 'b', '6.8', 'x', '0.1', now(), now(), '[]')"
+                )
+            )
+            for seq in (1, 5, 3):
+                _insert_event(conn, seq, TODAY - 2 * DAY)
+        upgrade(db_url)
+        with engine.begin() as conn:
+            marks = conn.execute(text("SELECT host_id, boot_id, source, max_seq FROM event_seq_mark")).all()
+            assert [tuple(m) for m in marks] == [(1, "b", "kmsg", 5)]
+        # Stored before the marks existed, resent now with another time: still duplicates.
+        at = TODAY + dt.timedelta(hours=1)
+        body = payload([event(s, at) for s in (3, 4, 5, 6)], host=host_info(boot_id="b")).to_json()
+        with engine.begin() as conn:
+            result = write_batch(conn, build_rows(parse_payload(body.encode()), at))
+        assert (result.accepted, result.duplicates) == (2, 2)
+        _migrate(db_url, "2026_11_30_scale", down=True)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT to_regclass('event_seq_mark')")).scalar() is None
+            assert conn.execute(text("SELECT count(*) FROM event")).scalar() == 5
+    finally:
+        engine.dispose()

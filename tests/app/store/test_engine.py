@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from app.store.engine import DatabaseUrlError, make_engine, normalize_url
 
@@ -62,3 +64,70 @@ def test_postgresql_urls_are_rewritten_to_psycopg_3(url: str, expected: str) -> 
 def test_unsupported_url_is_refused_with_what_to_write(url: str, says: str) -> None:
     with pytest.raises(DatabaseUrlError, match=says.replace("+", r"\+")):
         make_engine(url)
+
+
+def _admin() -> Any:
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    admin = make_url(PG_URL)
+    return psycopg.connect(
+        host=admin.host or "127.0.0.1", port=admin.port or 5432, user=admin.username or "postgres",
+        dbname=admin.database or "postgres", autocommit=True,
+    )  # fmt: skip
+
+
+def _terminate_backends(database_url: str) -> int:
+    """pg_terminate_backend on every connection to the database; returns once they are gone."""
+    name = make_url(database_url).database
+    with _admin() as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+        # The signal is only sent: wait for the processes to exit, as a restart completes.
+        for _ in range(500):
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            if left is not None and left[0] == 0:
+                break
+            time.sleep(0.01)
+    return len(rows)
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_pool_replaces_connections_whose_backend_was_terminated(db_url: str) -> None:
+    engine = make_engine(db_url, pool_size=2, max_overflow=0)
+    try:
+        with engine.connect() as a, engine.connect() as b:
+            before = {
+                a.execute(text("SELECT pg_backend_pid()")).scalar(),
+                b.execute(text("SELECT pg_backend_pid()")).scalar(),
+            }
+        assert _terminate_backends(db_url) >= 2  # as a restart or a failover does
+        for _ in range(3):  # every pooled connection was dead; each is replaced on checkout
+            with engine.begin() as conn:
+                pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+            assert pid not in before
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_checkout_sends_nothing_to_the_server(db_url: str) -> None:
+    """No ping per checkout (#13): the last statement the server saw is the previous use's."""
+    engine = make_engine(db_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid() AS first_use")).scalar()
+        with engine.connect() as conn, _admin() as admin:
+            last = admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+            # What the pool sent when the first use ended; a ping would show here instead.
+            assert last is not None and last[0] == "ROLLBACK"
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == pid
+    finally:
+        engine.dispose()
