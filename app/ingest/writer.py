@@ -48,7 +48,10 @@ log = logging.getLogger("splitwatch.writer")
 # Up to this many waiting jobs share one SQLite transaction.
 MAX_GROUP = 16
 # PostgreSQL: concurrent write transactions per process (threads and connections of their own).
-PG_WRITERS = 8
+# Few, so requests wait together and share a transaction (#13): bench_fleet pg1 on 2 cores,
+# state every 12th request: 8 writers 133 requests/s (2.2 ms of PostgreSQL CPU per request),
+# 4 writers 206/s (1.8 ms), 2 writers 207/s (1.3 ms). Four keep a slow group from holding up all.
+PG_WRITERS = 4
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
 WRITER_CACHE_KIB = 65536
