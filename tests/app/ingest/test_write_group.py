@@ -24,7 +24,7 @@ from app.errors import PayloadTooLarge
 from app.ingest.rows import Rows, build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import BatchJob, GuestLimits, WriteResult, write_batch, write_group
-from app.ingest.writer import make_writer
+from app.ingest.writer import PG_WRITERS, make_writer
 from app.store.engine import make_engine
 from app.store.tables import event, gap, guest, guest_host, host, host_state, rollup_1h, rollup_1m
 from tests.app.conftest import _Postgres, upgrade
@@ -147,7 +147,7 @@ def test_the_writer_groups_waiting_batches_and_a_failing_one_fails_alone(engine:
         # Busy writers (every PostgreSQL writer thread, the one SQLite thread) let the batches queue.
         blockers = [
             writer.submit(lambda conn: gate.wait(10))
-            for _ in range(8 if engine.dialect.name != "sqlite" else 1)
+            for _ in range(PG_WRITERS if engine.dialect.name != "sqlite" else 1)
         ]
         limits = GuestLimits(per_host=100, new_per_batch=2)
         names = [f"host-{i}" for i in range(6)]
