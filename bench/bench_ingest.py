@@ -4,13 +4,15 @@ PostgreSQL.
 1. Throughput: 1000-event batches POSTed one after another to a real `splitwatch serve`
    (uvicorn, its own process), in events/s; against the same-run baseline: a bare
    executemany of the same rows into an equivalent `event` table (the same DDL and indexes;
-   SQLite: `sqlite3.executemany` with the writer's pragmas; PostgreSQL: psycopg's
+   SQLite: `sqlite3.executemany` with the writer's pragmas, its WAL checkpointed after each
+   round, off the clock, as the server's helper thread does; PostgreSQL: psycopg's
    `executemany`, pipeline mode, into a database of its own), one transaction per 1000 rows.
    Bar: ratio >= 0.5, as the median of the rounds' ratios and as best HTTP / best bare.
 2. Latency: 8 concurrent senders (8 hosts), 1000-event batches; p50 and p99. Bar: p99 < 250 ms.
 PASS/FAIL is printed per bar and backend; the exit status is 1 when a bar is missed.
 
 Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N] [--backends sqlite,postgresql]
+     [--profile DIR]
 The request bodies and baseline rows are built before timing starts. On a shared machine,
 HTTP and bare runs alternate in rounds (--rounds); the ratio is the median of the rounds'
 ratios (a round compares equal table sizes under the same load), best-of-each is shown too.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -127,8 +130,13 @@ class BareSqlite:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        # The server's writer connection runs with the same page cache (app/ingest/writer.py).
+        # The server's writer connection runs with the same page cache and no automatic WAL
+        # checkpoint (app/ingest/writer.py: a helper thread checkpoints off the commit path).
+        # With SQLite's default (every 1000 WAL pages, inside a commit) the bare rounds after
+        # the first paid checkpoints the server does not, and the ratio rose by half from
+        # round 1 to rounds 2-3.
         self.conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         for statement in _event_ddl(sqlite_dialect.dialect()):
             self.conn.execute(statement)
         self.sql = f"INSERT INTO event ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 16)})"
@@ -139,7 +147,9 @@ class BareSqlite:
             self.conn.execute("BEGIN")
             self.conn.executemany(self.sql, rows)
             self.conn.execute("COMMIT")
-        return len(batches) * BATCH / (time.perf_counter() - start)
+        rate = len(batches) * BATCH / (time.perf_counter() - start)
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # untimed, as the server's helper
+        return rate
 
 
 def _event_ddl(dialect: Dialect) -> list[str]:
@@ -202,6 +212,20 @@ def main_thread_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the server (every thread, folded stacks) until interrupted: the sequential
+    1000-event batches only (the bare rounds between them leave the server idle, and
+    bench/profile_top.py drops idle samples)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    cmd = [str(spy), "record", "--pid", str(pid), "--threads", "--nonblocking", "-r", "200"]
+    proc = subprocess.Popen(
+        [*cmd, "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(1.0)  # py-spy attaches before the first timed batch
+    return proc
+
+
 def free_port() -> int:
     import socket
 
@@ -258,6 +282,7 @@ def run_backend(
             }
             for body in seq_bodies[-2:]:
                 client.post("/api/v1/ingest", content=body, headers=headers).raise_for_status()
+            spy = _py_spy(server.pid, args.profile / f"{kind}.txt") if args.profile else None
             for r_ in range(args.rounds):
                 chunk = seq_bodies[r_ * per_round : (r_ + 1) * per_round]
                 cpu0 = cpu_seconds(server.pid)
@@ -271,6 +296,9 @@ def run_backend(
                 cpu_used += cpu_seconds(server.pid) - cpu0
                 loop_cpu_used += main_thread_cpu_seconds(server.pid) - loop0
                 bare_rates.append(bare.rate(base_batches[r_ * per_round : (r_ + 1) * per_round]))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+            spy.wait(timeout=60)
         http_rate, bare_rate = max(http_rates), max(bare_rates)
         server_cpu_ms = cpu_used / (per_round * args.rounds) * 1000
         loop_cpu_ms = loop_cpu_used / (per_round * args.rounds) * 1000
@@ -355,6 +383,12 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="alternating HTTP/bare rounds (best kept)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma list: sqlite, postgresql")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the server with py-spy (pip install py-spy) during the sequential batches, "
+        "folded stacks into DIR/<backend>.txt (summarise with bench/profile_top.py)",
+    )
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+
+from pydantic_core import TzInfo
 
 from app.ingest.schema import CpuIn, PayloadIn, StateIn
 
@@ -216,30 +218,33 @@ def rollups(
 ) -> dict[int, list[dict[str, Any]]]:
     """{60: rollup_1m rows, 3600: rollup_1h rows} from (event row, guest_id) pairs.
 
-    Minutes are summed first, keyed by epoch seconds (cheaper than a datetime per event);
-    hours are summed from the minutes.
+    Minutes are summed first, keyed by the UTC minute's calendar fields (year to minute: five
+    attribute reads, where an epoch second per event cost two thirds of a 1000-event batch's
+    rollups, #13); hours are summed from the minutes. Times must be aware; any offset is
+    read as its UTC instant.
     """
-    minutes: dict[tuple[int, int, str, str, str], list[int]] = {}
+    minutes: dict[tuple[int, int, int, int, int, int, str, str, str], list[int]] = {}
+    utc: object = UTC  # the last tzinfo seen to be a fixed offset of 0: its fields are UTC
     for e, gid in events:
+        at = e["time"]
+        if at.tzinfo is not utc:
+            if _fixed_utc(at.tzinfo):
+                utc = at.tzinfo
+            else:
+                at = at.astimezone(UTC)
         key = (
-            # Whole seconds first: a float timestamp of year 9999 has ~30 µs resolution, so
-            # 23:59:59.999999 would round up into year 10000 (issue 14: a 500 that the agent
-            # retried forever). A microsecond-free time converts exactly.
-            int(e["time"].replace(microsecond=0).timestamp()) // 60 * 60,
-            NO_GUEST if gid is None else gid,
-            e["kind"],
-            e["action"],
-            e["source"],
-        )
+            at.year, at.month, at.day, at.hour, at.minute,
+            NO_GUEST if gid is None else gid, e["kind"], e["action"], e["source"],
+        )  # fmt: skip
         acc = minutes.get(key)
         if acc is None:
             minutes[key] = [e["count"], 1]
         else:
             acc[0] += e["count"]
             acc[1] += 1
-    hours: dict[tuple[int, int, str, str, str], list[int]] = {}
-    for (minute, gid, kind, action, source), (count, n) in minutes.items():
-        hkey = (minute // 3600 * 3600, gid, kind, action, source)
+    hours: dict[tuple[int, int, int, int, int, int, str, str, str], list[int]] = {}
+    for (year, month, day, hour, _minute, gid, kind, action, source), (count, n) in minutes.items():
+        hkey = (year, month, day, hour, 0, gid, kind, action, source)
         hacc = hours.get(hkey)
         if hacc is None:
             hours[hkey] = [count, n]
@@ -249,15 +254,25 @@ def rollups(
     return {60: _rows(minutes, host_id), 3600: _rows(hours, host_id)}
 
 
-def _rows(sums: Mapping[tuple[int, int, str, str, str], list[int]], host_id: int) -> list[dict[str, Any]]:
+def _fixed_utc(zone: object) -> bool:
+    """A time zone of constant offset 0 (UTC, or the schema's parsed `Z` / `+00:00`)."""
+    return isinstance(zone, timezone | TzInfo) and zone.utcoffset(None) == _ZERO
+
+
+_ZERO = timedelta(0)
+
+
+def _rows(
+    sums: Mapping[tuple[int, int, int, int, int, int, str, str, str], list[int]], host_id: int
+) -> list[dict[str, Any]]:
     return [
         {
-            "bucket": datetime.fromtimestamp(key[0], UTC),
+            "bucket": datetime(key[0], key[1], key[2], key[3], key[4], tzinfo=UTC),
             "host_id": host_id,
-            "guest_id": key[1],
-            "kind": key[2],
-            "action": key[3],
-            "source": key[4],
+            "guest_id": key[5],
+            "kind": key[6],
+            "action": key[7],
+            "source": key[8],
             "count": acc[0],
             "events": acc[1],
         }

@@ -39,6 +39,7 @@ The same statements run on SQLite and PostgreSQL (each dialect's insert construc
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -607,49 +608,65 @@ _ZERO = timedelta(0)
 
 def _insert_events_sqlite(
     conn: Connection, batches: list[Rows], host_ids: list[int], guest_ids: list[list[int | None]]
-) -> set[tuple[int, str, int]]:
-    """(host_id, source, seq) of the events inserted: all the round's events in one INSERT
-    (per SQLITE_ROWS_PER_STATEMENT rows)."""
-    flat_rows: list[tuple[Any, ...]] = []
+) -> set[tuple[int, str, int]] | None:
+    """(host_id, source, seq) of the events inserted, or None when every event of the round
+    was: all the round's events in one INSERT (per SQLITE_ROWS_PER_STATEMENT rows)."""
+    flat: list[Any] = []  # the rows' values one after the other, as the statement binds them
+    add = flat.extend
     # Event times passed the schema's offset-0 check: their isoformat is SQLITE_TIME_FORMAT
     # plus "+00:00", so a slice replaces sqlite_time's astimezone/replace (1000 per batch).
     iso = datetime.isoformat
     for rows, host_id, gids in zip(batches, host_ids, guest_ids, strict=True):
         received = sqlite_time(rows.received_at)
-        flat_rows.extend(
-            (
-                host_id, e["boot_id"], e["source"], e["seq"], iso(e["time"], " ", "microseconds")[:26],
-                received,
-                e["kind"], e["comm"], e["tid"], e["tgid"], e["address"], e["count"], e["action"],
-                gid, e["vcpu"], e["vmm"],
-            )
-            for e, gid in zip(rows.events, gids, strict=True)
-        )  # fmt: skip
+        for e, gid in zip(rows.events, gids, strict=True):
+            source, seq, at, kind, comm, tid, tgid, address, count, action, vcpu, vmm = _event_values(e)
+            add((
+                host_id, e["boot_id"], source, seq, iso(at, " ", "microseconds")[:26], received, kind,
+                comm, tid, tgid, address, count, action, gid, vcpu, vmm,
+            ))  # fmt: skip
+    width = len(EVENT_COLUMNS)
+    step = SQLITE_ROWS_PER_STATEMENT * width
     inserted: set[tuple[int, str, int]] = set()
+    whole: list[list[Any]] = []  # the chunks stored in full
+    partly = False
     # The DB-API cursor of this Core connection, inside its transaction: SQLAlchemy's
     # parameter and result handling of 16 000 values cost as much as SQLite's insert.
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        for start in range(0, len(flat_rows), SQLITE_ROWS_PER_STATEMENT):
-            chunk = flat_rows[start : start + SQLITE_ROWS_PER_STATEMENT]
-            flat = [v for row in chunk for v in row]
+        for start in range(0, len(flat), step):
+            chunk = flat[start : start + step]
+            n = len(chunk) // width
             # RETURNING adds a third to SQLite's insert (bench/bench_ingest.py), and a batch is
             # nearly always all new or all resent: the insert runs without it, and the row
             # count tells which. Only a partly stored chunk is rolled back to the savepoint
             # and inserted again with RETURNING, to learn its new keys.
             cursor.execute("SAVEPOINT splitwatch_events")
-            cursor.execute(_sqlite_event_sql(len(chunk), returning=False), flat)
+            cursor.execute(_sqlite_event_sql(n, returning=False), chunk)
             stored = cursor.rowcount
-            if stored == len(chunk):
-                inserted.update((row[0], row[2], row[3]) for row in chunk)
-            elif stored > 0:
-                cursor.execute("ROLLBACK TO splitwatch_events")
-                cursor.execute(_sqlite_event_sql(len(chunk), returning=True), flat)
-                inserted.update((r[0], r[1], r[2]) for r in cursor.fetchall())
+            if stored == n:
+                whole.append(chunk)
+            else:
+                partly = True
+                if stored > 0:
+                    cursor.execute("ROLLBACK TO splitwatch_events")
+                    cursor.execute(_sqlite_event_sql(n, returning=True), chunk)
+                    inserted.update((r[0], r[1], r[2]) for r in cursor.fetchall())
             cursor.execute("RELEASE splitwatch_events")
     finally:
         cursor.close()
+    if not partly:
+        return None  # the usual case: no key set to build
+    for chunk in whole:
+        # host_id, source and seq are each row's 1st, 3rd and 4th values.
+        inserted.update(zip(chunk[0::width], chunk[2::width], chunk[3::width], strict=True))
     return inserted
+
+
+# An event row's values in EVENT_COLUMNS order, less host_id, boot_id, received_at and guest_id
+# (one lookup for twelve keys).
+_event_values = operator.itemgetter(
+    "source", "seq", "time", "kind", "comm", "tid", "tgid", "address", "count", "action", "vcpu", "vmm"
+)
 
 
 # Per-row columns of the PostgreSQL insert (received_at too: a group holds several batches).
@@ -791,6 +808,7 @@ def _write_events(
     ]
     if not any(rows.events for rows in batches):
         return [0] * len(batches)
+    inserted: set[tuple[int, str, int]] | None  # None: every event of the round
     if conn.dialect.name == "sqlite":
         inserted = _insert_events_sqlite(conn, batches, host_ids, gids)
     else:
@@ -810,13 +828,14 @@ def _write_events(
         inserted = {(host_id, source, seq) for host_id, _boot, source, seq in stored_now}
     accepted: list[int] = []
     sums: dict[int, list[dict[str, Any]]] = {step_s: [] for step_s, _ in ROLLUPS}
-    everything_new = len(inserted) == sum(len(rows.events) for rows in batches)
+    everything_new = inserted is None or len(inserted) == sum(len(rows.events) for rows in batches)
+    new_keys = inserted or set()
     for rows, host_id, row_gids, ids in zip(batches, host_ids, gids, guest_ids, strict=True):
         pairs = zip(rows.events, row_gids, strict=True)
         fresh = (
             list(pairs)
             if everything_new
-            else [(e, g) for e, g in pairs if (host_id, e["source"], e["seq"]) in inserted]
+            else [(e, g) for e, g in pairs if (host_id, e["source"], e["seq"]) in new_keys]
         )
         accepted.append(len(fresh))
         if not fresh:
