@@ -1,8 +1,11 @@
 """Counts over time from the rollups: the chart series and exact totals over any range.
 
 Both read `rollup_1h` / `rollup_1m` (sums per bucket and host, guest, kind, action, source,
-maintained at ingest), never a scan of `event`, so a 30-day fleet chart reads ~720 rows per
-series whatever the number of events (docs/benchmarks.md).
+maintained at ingest), never a scan of `event`, so a 30-day chart reads ~720 rows per series
+and host or guest whatever the number of events (docs/benchmarks.md). Hourly sums over the
+whole fleet (no host or guest filter: the fleet chart by action or kind, the "(other)" line)
+read `rollup_fleet_1h`, the same sums without host and guest, so their cost does not grow with
+the fleet either.
 
 - `read_series`: buckets of `step_s` seconds aligned to multiples of the step since the epoch
   (app/rollups/buckets.py), every bucket from the one holding `since` up to `until` present,
@@ -39,7 +42,7 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 from agent.payload import Action, Kind
 from app.rollups.buckets import bucket_count, bucket_start, rollup_step_for
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID, Resolved, event_conditions
-from app.store.tables import event, guest, host, rollup_1h, rollup_1m
+from app.store.tables import event, guest, host, rollup_1h, rollup_1m, rollup_fleet_1h
 
 GroupBy = Literal["action", "kind", "host", "guest"]
 GROUP_BY: tuple[GroupBy, ...] = ("action", "kind", "host", "guest")
@@ -136,28 +139,37 @@ def read_series(
     and an answer of `top` + 1 series, not 40,000 series (#14).
     """
     rollup_s = rollup_step_for(step_s)
-    table = rollup_1h if rollup_s == 3600 else rollup_1m
     first = bucket_start(since, step_s)
     n = bucket_count(since, until, step_s)
     end = first + dt.timedelta(seconds=step_s * n)
     if resolved.nothing or n == 0:
         return SeriesResult(step_s, [])
-
-    key_column = table.c[{"host": "host_id", "guest": "guest_id"}.get(group_by, group_by)]
     first_epoch = int((first - _EPOCH).total_seconds())
-    if step_s == rollup_s:
-        # One rollup bucket per chart bucket: group on the indexed column itself, fetched as
-        # the driver gives it (text on SQLite): parsing thousands of equal timestamps into
-        # datetimes cost half the call (bench/bench_series.py), so `position` parses each
-        # distinct value once.
-        index_column: ColumnElement[Any] = type_coerce(table.c.bucket, String)
-    else:
-        index_column = (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
-    where: tuple[ColumnElement[bool], ...] = (
-        table.c.bucket >= first,
-        table.c.bucket < end,
-        *_rollup_conditions(table, resolved),
+
+    def index_of(table: Table) -> ColumnElement[Any]:
+        """What the rows are grouped by: the bucket itself, or its number since `first`."""
+        if step_s == rollup_s:
+            # One rollup bucket per chart bucket: group on the indexed column itself, fetched
+            # as the driver gives it (text on SQLite): parsing thousands of equal timestamps
+            # into datetimes cost half the call (bench/bench_series.py), so `position` parses
+            # each distinct value once.
+            return type_coerce(table.c.bucket, String)
+        return (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
+
+    def range_of(table: Table) -> tuple[ColumnElement[bool], ...]:
+        return (table.c.bucket >= first, table.c.bucket < end, *_rollup_conditions(table, resolved))
+
+    # Hourly sums over the whole fleet (no host or guest filter) come from rollup_fleet_1h, a
+    # few dozen rows per hour, not the ~2,000 per hour of rollup_1h with 100,000 guests (#13).
+    fleet_wide = rollup_s == 3600 and all(
+        v is None for v in (resolved.host_id, resolved.guest_id, resolved.host_ids, resolved.guest_ids)
     )
+    table = rollup_1h if rollup_s == 3600 else rollup_1m
+    if fleet_wide and group_by in ("action", "kind"):
+        table = rollup_fleet_1h
+    key_column = table.c[{"host": "host_id", "guest": "guest_id"}.get(group_by, group_by)]
+    index_column = index_of(table)
+    where = range_of(table)
     others = 0
     folded = False
     if group_by in ("host", "guest"):
@@ -199,8 +211,9 @@ def read_series(
         return i
 
     # group_by=action with a step of one rollup bucket is the order of the covering index
-    # (bucket, action, ...: tables.SERIES_INDEX), so SQLite streams (bucket, action) groups
-    # out of it with no sort: the plain query below, ~2x faster than the CASE sums.
+    # (bucket, action, ...: tables.SERIES_INDEX; rollup_fleet_1h's unique key), so SQLite
+    # streams (bucket, action) groups out of it with no sort: the plain query below, ~2x
+    # faster than the CASE sums.
     in_index_order = group_by == "action" and slot is not None
     known = _KNOWN_KEYS.get(group_by) if conn.dialect.name == "sqlite" and not in_index_order else None
     if known is not None:
@@ -233,9 +246,11 @@ def read_series(
         others = len(ranking) - top
     elif folded:
         rest = [0] * n
-        every = (where[0], where[1], *_rollup_conditions(table, resolved))
+        # Every key's sum per bucket, less the top keys' sums: the rest.
+        whole = rollup_fleet_1h if fleet_wide else table
+        whole_index = index_of(whole)
         for index, total_ in conn.execute(
-            select(index_column, func.sum(table.c.count)).where(*every).group_by(index_column)
+            select(whole_index, func.sum(whole.c.count)).where(*range_of(whole)).group_by(whole_index)
         ).all():
             i = position(index)
             if 0 <= i < n and total_:
