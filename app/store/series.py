@@ -1,8 +1,11 @@
 """Counts over time from the rollups: the chart series and exact totals over any range.
 
 Both read `rollup_1h` / `rollup_1m` (sums per bucket and host, guest, kind, action, source,
-maintained at ingest), never a scan of `event`, so a 30-day fleet chart reads ~720 rows per
-series whatever the number of events (docs/benchmarks.md).
+maintained at ingest), never a scan of `event`, so a 30-day chart reads ~720 rows per series
+and host or guest whatever the number of events (docs/benchmarks.md). Hourly sums over the
+whole fleet (no host or guest filter: the fleet chart by action or kind, the "(other)" line)
+read `rollup_fleet_1h`, the same sums without host and guest, so their cost does not grow with
+the fleet either.
 
 - `read_series`: buckets of `step_s` seconds aligned to multiples of the step since the epoch
   (app/rollups/buckets.py), every bucket from the one holding `since` up to `until` present,
@@ -32,6 +35,7 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    text,
     type_coerce,
 )
 from sqlalchemy.sql.elements import KeyedColumnElement
@@ -39,7 +43,7 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 from agent.payload import Action, Kind
 from app.rollups.buckets import bucket_count, bucket_start, rollup_step_for
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID, Resolved, event_conditions
-from app.store.tables import event, guest, host, rollup_1h, rollup_1m
+from app.store.tables import event, guest, host, rollup_1h, rollup_1m, rollup_fleet_1h
 
 GroupBy = Literal["action", "kind", "host", "guest"]
 GROUP_BY: tuple[GroupBy, ...] = ("action", "kind", "host", "guest")
@@ -136,34 +140,45 @@ def read_series(
     and an answer of `top` + 1 series, not 40,000 series (#14).
     """
     rollup_s = rollup_step_for(step_s)
-    table = rollup_1h if rollup_s == 3600 else rollup_1m
     first = bucket_start(since, step_s)
     n = bucket_count(since, until, step_s)
     end = first + dt.timedelta(seconds=step_s * n)
     if resolved.nothing or n == 0:
         return SeriesResult(step_s, [])
-
-    key_column = table.c[{"host": "host_id", "guest": "guest_id"}.get(group_by, group_by)]
     first_epoch = int((first - _EPOCH).total_seconds())
-    if step_s == rollup_s:
-        # One rollup bucket per chart bucket: group on the indexed column itself, fetched as
-        # the driver gives it (text on SQLite): parsing thousands of equal timestamps into
-        # datetimes cost half the call (bench/bench_series.py), so `position` parses each
-        # distinct value once.
-        index_column: ColumnElement[Any] = type_coerce(table.c.bucket, String)
-    else:
-        index_column = (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
-    where: tuple[ColumnElement[bool], ...] = (
-        table.c.bucket >= first,
-        table.c.bucket < end,
-        *_rollup_conditions(table, resolved),
+
+    def index_of(table: Table) -> ColumnElement[Any]:
+        """What the rows are grouped by: the bucket itself, or its number since `first`."""
+        if step_s == rollup_s:
+            # One rollup bucket per chart bucket: group on the indexed column itself, fetched
+            # as the driver gives it (text on SQLite): parsing thousands of equal timestamps
+            # into datetimes cost half the call (bench/bench_series.py), so `position` parses
+            # each distinct value once.
+            return type_coerce(table.c.bucket, String)
+        return (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
+
+    def range_of(table: Table) -> tuple[ColumnElement[bool], ...]:
+        return (table.c.bucket >= first, table.c.bucket < end, *_rollup_conditions(table, resolved))
+
+    # Hourly sums over the whole fleet (no host or guest filter) come from rollup_fleet_1h, a
+    # few dozen rows per hour, not the ~2,000 per hour of rollup_1h with 100,000 guests (#13).
+    fleet_wide = rollup_s == 3600 and all(
+        v is None for v in (resolved.host_id, resolved.guest_id, resolved.host_ids, resolved.guest_ids)
     )
+    table = rollup_1h if rollup_s == 3600 else rollup_1m
+    if fleet_wide and group_by in ("action", "kind"):
+        table = rollup_fleet_1h
+    key_column = table.c[{"host": "host_id", "guest": "guest_id"}.get(group_by, group_by)]
+    index_column = index_of(table)
+    where = range_of(table)
     others = 0
     folded = False
     if group_by in ("host", "guest"):
         total = func.sum(table.c.count)
+        # One grouped scan ranks the keys and counts them (the window runs over every group
+        # before the LIMIT): a second scan only to count them cost as much again (#13).
         ranked = conn.execute(
-            select(key_column, total)
+            select(key_column, total, func.count().over())
             .where(*where)
             .group_by(key_column)
             .having(total > 0)
@@ -172,17 +187,8 @@ def read_series(
         ).all()
         if len(ranked) > top:
             folded = True
-            others = (
-                int(
-                    conn.execute(
-                        select(func.count()).select_from(
-                            select(key_column).where(*where).group_by(key_column).having(total > 0).subquery()
-                        )
-                    ).scalar_one()
-                )
-                - top
-            )
-            where = (*where, key_column.in_([k for k, _ in ranked[:top]]))
+            others = int(ranked[0][2]) - top
+            where = (*where, key_column.in_([k for k, _, _ in ranked[:top]]))
     counts: dict[object, list[int]] = defaultdict(lambda: [0] * n)
     # Rows carry the bucket itself (step == rollup step) or its number since `first`.
     slot = {first + dt.timedelta(seconds=step_s * i): i for i in range(n)} if step_s == rollup_s else None
@@ -199,8 +205,9 @@ def read_series(
         return i
 
     # group_by=action with a step of one rollup bucket is the order of the covering index
-    # (bucket, action, ...: tables.SERIES_INDEX), so SQLite streams (bucket, action) groups
-    # out of it with no sort: the plain query below, ~2x faster than the CASE sums.
+    # (bucket, action, ...: tables.SERIES_INDEX; rollup_fleet_1h's unique key), so SQLite
+    # streams (bucket, action) groups out of it with no sort: the plain query below, ~2x
+    # faster than the CASE sums.
     in_index_order = group_by == "action" and slot is not None
     known = _KNOWN_KEYS.get(group_by) if conn.dialect.name == "sqlite" and not in_index_order else None
     if known is not None:
@@ -233,9 +240,11 @@ def read_series(
         others = len(ranking) - top
     elif folded:
         rest = [0] * n
-        every = (where[0], where[1], *_rollup_conditions(table, resolved))
+        # Every key's sum per bucket, less the top keys' sums: the rest.
+        whole = rollup_fleet_1h if fleet_wide else table
+        whole_index = index_of(whole)
         for index, total_ in conn.execute(
-            select(index_column, func.sum(table.c.count)).where(*every).group_by(index_column)
+            select(whole_index, func.sum(whole.c.count)).where(*range_of(whole)).group_by(whole_index)
         ).all():
             i = position(index)
             if 0 <= i < n and total_:
@@ -351,3 +360,40 @@ def _add_events(
     )
     for row in conn.execute(query):
         totals[tuple(row[:-1])] += int(row[-1] or 0)
+
+
+_COMPACT_FLEET = text(
+    """
+    WITH gone AS (
+        DELETE FROM rollup_fleet_1h
+        WHERE (bucket, action, kind, source, shard) IN (
+            SELECT bucket, action, kind, source, shard FROM rollup_fleet_1h
+            WHERE bucket < :before AND shard <> 0
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING bucket, action, kind, source, count, events
+    )
+    INSERT INTO rollup_fleet_1h AS f (bucket, action, kind, source, shard, count, events)
+    SELECT bucket, action, kind, source, 0, sum(count), sum(events) FROM gone
+    GROUP BY bucket, action, kind, source
+    ORDER BY bucket, action, kind, source
+    ON CONFLICT (bucket, action, kind, source, shard) DO UPDATE
+    SET count = f.count + excluded.count, events = f.events + excluded.events
+    """
+)
+
+
+def compact_fleet_rollup(conn: Connection, before: dt.datetime) -> int:
+    """Fold the PostgreSQL writers' shards of rollup_fleet_1h hours before `before` into shard 0;
+    the number of shard-0 rows written. Sums are unchanged; a fleet chart reads fewer rows.
+
+    On PostgreSQL the triggers write one row per (bucket, action, kind, source) and writer
+    connection (migrations/versions/2026_11_30_fleet_rollup.py): with 8 writers in each of 2
+    replicas the 30-day chart sums ~16 times the rows. Rows a writer holds (a late event's
+    hour) are skipped, not waited for, so ingest never deadlocks with this; they are folded by
+    the next call. Each folded row's count is the one it had when deleted (RETURNING), so a
+    concurrent increment is never lost. SQLite writes shard 0 only: nothing to do.
+    """
+    if conn.dialect.name != "postgresql":
+        return 0
+    return int(conn.execute(_COMPACT_FLEET, {"before": before}).rowcount or 0)

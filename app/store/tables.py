@@ -14,7 +14,8 @@ Shape, by who asks:
 - the history: `event` (one row per observation, idempotent on host, boot_id, source, seq),
   `gap` (counted losses, idempotent on host, boot_id, source, first_seq, reason).
 - charts: `rollup_1m` and `rollup_1h`, sums per bucket and (host, guest, kind, action, source),
-  maintained in the ingest transaction so a 30-day chart reads ~720 rows per series.
+  maintained in the ingest transaction so a 30-day chart reads ~720 rows per series;
+  `rollup_fleet_1h`, rollup_1h without host and guest, kept by triggers (the fleet chart).
 - access: `token` (sha256 of the token, never the token; enrollment tokens too, role `enroll`).
 - alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
   `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table),
@@ -38,6 +39,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -259,6 +261,27 @@ def _rollup(name: str, *, metrics_index: bool) -> Table:
 rollup_1m = _rollup("rollup_1m", metrics_index=False)
 rollup_1h = _rollup("rollup_1h", metrics_index=True)
 ROLLUPS: tuple[tuple[int, Table], ...] = ((3600, rollup_1h), (60, rollup_1m))  # coarsest first
+
+# rollup_1h summed over hosts and guests, per (bucket, action, kind, source): what the fleet
+# chart reads (app/store/series.py), a few dozen rows per hour however large the fleet. Kept
+# by triggers on rollup_1h in the writer's transaction, and `shard` spreads concurrent
+# PostgreSQL writers over rows of their own: migrations/versions/2026_11_30_fleet_rollup.py.
+# Its key starts (bucket, action): a group_by=action chart in key order, no sort.
+rollup_fleet_1h = Table(
+    "rollup_fleet_1h",
+    metadata,
+    Column("bucket", UtcDateTime, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    PrimaryKeyConstraint("bucket", "action", "kind", "source", "shard"),
+    # SQLite: the rows live in the primary key's B-tree, so a chart reads them in key order
+    # from one structure (no row lookup per entry).
+    sqlite_with_rowid=False,
+)
 
 token = Table(
     "token",

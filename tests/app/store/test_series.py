@@ -155,7 +155,7 @@ def plans(engine: Engine, call: Callable[[Connection], object]) -> list[str]:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_hourly_fleet_chart_by_action_reads_only_the_covering_index_in_its_order(
+def test_hourly_fleet_chart_by_action_reads_only_the_fleet_rollup_in_its_key_order(
     scattered: list[tuple[str, Event]], engine: Engine
 ) -> None:
     found = plans(
@@ -165,8 +165,22 @@ def test_hourly_fleet_chart_by_action_reads_only_the_covering_index_in_its_order
         ),
     )
     assert len(found) == 1
-    assert "USING COVERING INDEX ix_rollup_1h_bucket_action_kind_source_host_id_guest_id_count" in found[0]
+    assert "SEARCH rollup_fleet_1h USING PRIMARY KEY" in found[0]
     assert "TEMP B-TREE" not in found[0]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_hourly_chart_of_one_host_reads_the_hourly_rollup_not_the_fleet_one(
+    scattered: list[tuple[str, Event]], engine: Engine
+) -> None:
+    with engine.connect() as conn:
+        h1 = resolve_filters(conn, Filters(host="h1"))
+    found = plans(
+        engine,
+        lambda conn: read_series(conn, h1, since=T0, until=T0 + 5 * HOUR, step_s=3600, group_by="action"),
+    )
+    assert len(found) == 1
+    assert "SEARCH rollup_1h " in found[0] and "rollup_fleet_1h" not in found[0]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -185,4 +199,7 @@ def test_charts_by_any_key_read_rows_from_the_covering_index_not_the_table(
     )
     # group_by=guest ranks the guests first (the `top` ones): a second read of the same index.
     assert len(found) == (2 if group_by == "guest" else 1)
-    assert all("USING COVERING INDEX ix_rollup_1" in plan for plan in found), found
+    # Hourly sums of the whole fleet by kind: the fleet rollup, its rows in its key's B-tree.
+    fleet_wide = group_by == "kind" and step_s == 3600
+    expected = "rollup_fleet_1h USING PRIMARY KEY" if fleet_wide else "USING COVERING INDEX ix_rollup_1"
+    assert all(expected in plan for plan in found), found
