@@ -8,7 +8,12 @@ One run (`run_retention`), every RETENTION_INTERVAL_S and once at startup:
    (app/ingest/writer.py) with a pause between chunks so ingest batches queued meanwhile go
    first: `event` rows older than the raw horizon (SQLite: the whole table; PostgreSQL: only
    the default partition, where a late or far-off event lands), then `rollup_1m`, `rollup_1h`
-   and `gap` past their horizons (app/retention/plan.py says which and why).
+   and `gap` past their horizons (app/retention/plan.py says which and why), and
+   `rollup_fleet_1h` past rollup_1h's (its triggers zero its rows as rollup_1h goes; the rows
+   themselves go here).
+3. PostgreSQL: the writers' shards of rollup_fleet_1h's past hours are folded into one row per
+   hour and key (app/store/series.py compact_fleet_rollup), so the fleet chart reads ~one row per
+   hour and key, not one per writer connection that ever wrote it.
 
 Several `serve` processes (workers, replicas) run the task; one acts: every job first takes or
 renews the lease row `retention` in `alert_lease` (app/alerts/evaluate.py's lease, #12) in its
@@ -26,13 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Table, delete, literal_column, select, text
+from sqlalchemy import Connection, Integer, Table, delete, literal_column, select, text, tuple_
 
 from app.alerts.evaluate import new_holder, release_lease, take_lease
 from app.retention import partitions
 from app.retention.plan import DEFAULT_PARTITION, days_to_make, horizons, partitions_to_drop
+from app.rollups.buckets import bucket_start
 from app.settings import Settings
-from app.store.tables import event, gap, rollup_1h, rollup_1m
+from app.store.series import compact_fleet_rollup
+from app.store.tables import event, gap, rollup_1h, rollup_1m, rollup_fleet_1h
 
 log = logging.getLogger("splitwatch.retention")
 
@@ -51,6 +58,7 @@ class RetentionReport:
     partitions_made: list[str] = field(default_factory=list)
     partitions_dropped: list[str] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)  # table -> rows deleted in chunks
+    fleet_rows_folded: int = 0  # PostgreSQL: rollup_fleet_1h shard rows folded into one per key
 
 
 def _no_lease(_conn: Connection, _now: dt.datetime) -> bool:
@@ -73,6 +81,11 @@ def delete_chunk(
             {"before": before, "limit": limit},
         )
         return int(result.rowcount)
+    if table is rollup_fleet_1h:
+        # A WITHOUT ROWID table on SQLite: chosen by its primary key instead.
+        key = tuple_(*table.primary_key.columns)
+        picked = select(*table.primary_key.columns).where(table.c[column] < before).limit(limit)
+        return int(conn.execute(delete(table).where(key.in_(picked))).rowcount)
     rowid = literal_column("rowid", Integer)
     chosen = select(rowid).select_from(table).where(table.c[column] < before).limit(limit)
     return int(conn.execute(delete(table).where(rowid.in_(chosen.scalar_subquery()))).rowcount)
@@ -119,6 +132,7 @@ async def run_retention(
         (rollup_1m, "bucket", cutoff.rollup_1m),
         (rollup_1h, "bucket", cutoff.rollup_1h),
         (gap, "received_at", cutoff.gap),
+        (rollup_fleet_1h, "bucket", cutoff.rollup_1h),
     ):
         total = 0
         while True:
@@ -131,7 +145,19 @@ async def run_retention(
                 break
             await asyncio.sleep(CHUNK_PAUSE_S)
         report.deleted[table.name] = total
+    folded = await writer.run(functools.partial(_compact, now, lease))
+    if folded is None:
+        report.held = False
+        return report
+    report.fleet_rows_folded = folded
     return report
+
+
+def _compact(now: dt.datetime, lease: Lease, conn: Connection) -> int | None:
+    if not lease(conn, now):
+        return None
+    # Hours before the current one: the current hour's rows are still being written.
+    return compact_fleet_rollup(conn, bucket_start(now, 3600) - dt.timedelta(hours=1))
 
 
 LEASE_NAME = "retention"

@@ -21,7 +21,7 @@ from app.retention.plan import day_start, partition_name
 from app.retention.run import RetentionReport, run_retention
 from app.settings import Settings
 from app.store.tables import event as event_table
-from app.store.tables import gap, rollup_1h, rollup_1m
+from app.store.tables import gap, rollup_1h, rollup_1m, rollup_fleet_1h
 from tests.app.conftest import Server, Tokens, auth
 from tests.app.fill import DAY, HOUR, MINUTE, Filler, ev, lost
 
@@ -223,3 +223,44 @@ def test_a_far_off_event_lands_in_the_default_partition_and_moves_when_its_day_i
     with engine.begin() as conn:  # leave no future partition to the next test on this database
         for day in range(1, 13):
             conn.execute(text(f"DROP TABLE IF EXISTS {partition_name(TODAY + day * DAY)}"))
+
+
+def fleet_rows(engine: Engine, since: dt.datetime, until: dt.datetime) -> tuple[int, int]:
+    """(rows, summed count) of rollup_fleet_1h in [since, until)."""
+    with engine.connect() as conn:
+        c = rollup_fleet_1h.c.bucket
+        rows, summed = conn.execute(
+            select(func.count(), func.coalesce(func.sum(rollup_fleet_1h.c.count), 0)).where(
+                c >= since, c < until
+            )
+        ).one()
+    return int(rows), int(summed)
+
+
+def test_the_fleet_rollup_is_folded_to_one_row_per_hour_and_key_and_expires_with_the_hourly_rollups(
+    server: Server, tokens: Tokens, engine: Engine
+) -> None:
+    """The fleet chart's own table: PostgreSQL writers each add their own shard row for an hour;
+    a run folds past hours into one row per key, the sums unchanged; past the rollup horizon
+    its rows go with rollup_1h's."""
+    _started(server)
+    hour = TODAY - 2 * DAY + 5 * HOUR
+    old_hour = TODAY - 20 * DAY
+    fill = Filler(server.url, tokens)
+    for n in range(6):  # batches of several hosts: on PostgreSQL, several writer connections
+        fill.send(f"h{n}", events=[ev(hour + n * MINUTE, count=2), ev(old_hour, count=1)])
+    fill.close()
+    before = fleet_rows(engine, hour, hour + HOUR)
+    assert before[1] == 12 == total(engine, rollup_1h, hour, hour + HOUR)
+
+    retain(server, dt.datetime.now(dt.UTC))
+    # One (action, kind, source) in that hour: one row, however many writers wrote it; same sum.
+    assert fleet_rows(engine, hour, hour + HOUR) == (1, 12)
+    assert fleet_rows(engine, old_hour, old_hour + HOUR)[1] == 6
+
+    settings = server.settings.model_copy(update={"retention_days": 5, "rollup_retention_days": 10})
+    report = retain(server, dt.datetime.now(dt.UTC), settings)
+    assert total(engine, rollup_1h, old_hour, old_hour + HOUR) == 0
+    assert fleet_rows(engine, old_hour, old_hour + HOUR) == (0, 0)  # zeroed by the triggers, then deleted
+    assert report.deleted["rollup_fleet_1h"] >= 1
+    assert fleet_rows(engine, hour, hour + HOUR) == (1, 12)
