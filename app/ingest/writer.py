@@ -139,6 +139,36 @@ def _deliver(jobs: list[_Job]) -> None:
 _Job = tuple[Callable[[Connection], Any], "Future[Any] | _LoopAnswer"]
 
 
+def _next_group(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
+    """The next job and those queued behind it, up to MAX_GROUP (they share a transaction);
+    True when the stop marker came (the jobs taken before it still run)."""
+    job = jobs.get()
+    if job is None:
+        return [], True
+    group = [job]
+    while len(group) < MAX_GROUP:
+        try:
+            more = jobs.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return group, True
+        group.append(more)
+    return group, False
+
+
+def _refuse_queued(jobs: queue.SimpleQueue[_Job | None]) -> None:
+    """Every job still queued gets WriterStopped: answered, not dropped silently."""
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return
+        if job is not None:
+            job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
+            _deliver([job])
+
+
 async def _await_answer(queue_: queue.SimpleQueue[_Job | None], fn: Callable[[Connection], T]) -> T:
     loop = asyncio.get_running_loop()
     answer = _LoopAnswer(loop, loop.create_future())
@@ -219,35 +249,15 @@ class SQLiteWriter:
             conn.commit()
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             while True:
-                job = self._queue.get()
-                if job is None:
-                    break
-                jobs = [job]
-                stop = False
-                while len(jobs) < MAX_GROUP:
+                jobs, stop = _next_group(self._queue)
+                if jobs:
                     try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    jobs.append(more)
-                try:
-                    self._run_group(conn, jobs)
-                finally:
-                    _deliver(jobs)
+                        self._run_group(conn, jobs)
+                    finally:
+                        _deliver(jobs)
                 if stop:
                     break
-        # Anything still queued after the stop marker is answered, not dropped silently.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
-                _deliver([job])
+        _refuse_queued(self._queue)  # anything queued after the stop marker
 
     def _run_group(self, conn: Connection, jobs: list[_Job]) -> None:
         jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
@@ -361,37 +371,18 @@ class DirectWriter:
         for t in self._threads:
             t.join()  # jobs queued before the stop are finished first
         self._threads = []
-        while True:  # one submitted while stopping is answered, not dropped silently
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[1].set_exception(WriterStopped("the database writer stopped (server shutting down)"))
-                _deliver([job])
+        _refuse_queued(self._queue)  # one submitted while stopping
         if self._owns_engine:
             self._engine.dispose()
 
     def _loop(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            stop = False
-            while len(jobs) < MAX_GROUP:
+            jobs, stop = _next_group(self._queue)
+            if jobs:
                 try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                jobs.append(more)
-            try:
-                self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
-            finally:
-                _deliver(jobs)
+                    self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+                finally:
+                    _deliver(jobs)
             if stop:
                 return
 
