@@ -547,17 +547,13 @@ class Demo:
             raise DemoError(str(exc)) from None
 
     def _upgrade(self) -> str:
-        from alembic import command
         from sqlalchemy.exc import SQLAlchemyError
 
-        from app.store.schema_check import alembic_config, head_revision
+        from app.store.schema_check import head_revision, migrate
 
         engine = self._engine()
         try:
-            with engine.begin() as conn:
-                cfg = alembic_config()
-                cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-                command.upgrade(cfg, "head")  # type: ignore[arg-type]
+            migrate(engine)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise DemoError(

@@ -43,16 +43,11 @@ PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def _upgrade(url: str) -> None:
-    from alembic import command
-
-    from app.store.schema_check import alembic_config
+    from app.store.schema_check import migrate
 
     engine = make_engine(url)
     try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-            command.upgrade(cfg, "head")  # type: ignore[arg-type]
+        migrate(engine)
     finally:
         engine.dispose()
 

@@ -65,16 +65,11 @@ TABLES = ("event", "rollup_1m", "rollup_1h", "host_state", "gap", "guest", "gues
 
 
 def upgrade(url: str) -> None:
-    from alembic import command
-
-    from app.store.schema_check import alembic_config
+    from app.store.schema_check import migrate
 
     engine = make_engine(url)
     try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-            command.upgrade(cfg, "head")  # type: ignore[arg-type]
+        migrate(engine)
     finally:
         engine.dispose()
 

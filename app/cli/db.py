@@ -23,12 +23,11 @@ def register(cli: typer.Typer) -> None:
     @db.command("upgrade")
     def upgrade(database_url: DatabaseUrl = None) -> None:
         """Migrate the database to the newest schema (creates it when empty)."""
-        from alembic import command
         from sqlalchemy.exc import SQLAlchemyError
 
         from app.settings import Settings
         from app.store.engine import DatabaseUrlError, make_engine
-        from app.store.schema_check import alembic_config, head_revision, safe_url
+        from app.store.schema_check import head_revision, migrate, safe_url
 
         url = database_url or Settings().database_url
         try:
@@ -36,11 +35,8 @@ def register(cli: typer.Typer) -> None:
         except DatabaseUrlError as exc:
             typer.echo(f"splitwatch db upgrade: {exc}", err=True)
             raise typer.Exit(2) from None
-        cfg = alembic_config()
         try:
-            with engine.begin() as conn:
-                cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-                command.upgrade(cfg, "head")  # type: ignore[arg-type]
+            migrate(engine)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             typer.echo(

@@ -30,6 +30,18 @@ def alembic_config(url: str | None = None) -> object:
     return cfg
 
 
+def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
+    """Upgrade (or, with `down`, downgrade) the database to `revision` in one transaction: a
+    failed migration leaves the schema where it was. `splitwatch db upgrade`, the demo, the
+    tests and the benches all migrate through here."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
+        (command.downgrade if down else command.upgrade)(cfg, revision)  # type: ignore[arg-type]
+
+
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 

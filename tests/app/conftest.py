@@ -67,19 +67,14 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def upgrade(url: str) -> None:
-    """Migrate `url` to head the way `splitwatch db upgrade` does."""
-    from alembic import command
-
+def upgrade(url: str, revision: str = "head", *, down: bool = False) -> None:
+    """Migrate `url` to `revision` (head: the way `splitwatch db upgrade` does; `down`: back)."""
     from app.store.engine import make_engine
-    from app.store.schema_check import alembic_config
+    from app.store.schema_check import migrate
 
     engine = make_engine(url)
     try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-            command.upgrade(cfg, "head")  # type: ignore[arg-type]
+        migrate(engine, revision, down=down)
     finally:
         engine.dispose()
 

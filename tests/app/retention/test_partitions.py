@@ -20,21 +20,6 @@ TODAY = day_start(dt.datetime.now(dt.UTC))
 DAY = dt.timedelta(days=1)
 
 
-def _migrate(url: str, revision: str, down: bool = False) -> None:
-    from alembic import command
-
-    from app.store.schema_check import alembic_config
-
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-            (command.downgrade if down else command.upgrade)(cfg, revision)  # type: ignore[arg-type]
-    finally:
-        engine.dispose()
-
-
 def _insert_event(conn: object, seq: int, at: dt.datetime) -> None:
     conn.execute(  # type: ignore[attr-defined]
         text(
@@ -47,7 +32,7 @@ def _insert_event(conn: object, seq: int, at: dt.datetime) -> None:
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_existing_events_are_copied_into_day_partitions_and_ids_continue(db_url: str) -> None:
-    _migrate(db_url, "2026_11_30_enrollment")
+    upgrade(db_url, "2026_11_30_enrollment")
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -86,7 +71,7 @@ def test_existing_events_are_copied_into_day_partitions_and_ids_continue(db_url:
             _insert_event(conn, 4, TODAY + dt.timedelta(minutes=2))
             ids = dict(conn.execute(text("SELECT seq, id FROM event")).all())
             assert ids[4] > max(ids[1], ids[2], ids[3])  # the old sequence goes on
-        _migrate(db_url, "2026_11_30_enrollment", down=True)
+        upgrade(db_url, "2026_11_30_enrollment", down=True)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM pg_partitioned_table")).scalar() == 0
             assert conn.execute(text("SELECT count(*) FROM event")).scalar() == 4
@@ -103,7 +88,7 @@ def test_event_marks_start_at_the_highest_seq_already_stored_so_old_events_stay_
     from app.ingest.write import write_batch
     from tests.app.ingest.payloads import event, host_info, payload
 
-    _migrate(db_url, "2026_11_30_scale")
+    upgrade(db_url, "2026_11_30_scale")
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -126,7 +111,7 @@ def test_event_marks_start_at_the_highest_seq_already_stored_so_old_events_stay_
         with engine.begin() as conn:
             result = write_batch(conn, build_rows(parse_payload(body.encode()), at))
         assert (result.accepted, result.duplicates) == (2, 2)
-        _migrate(db_url, "2026_11_30_scale", down=True)
+        upgrade(db_url, "2026_11_30_scale", down=True)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT to_regclass('event_seq_mark')")).scalar() is None
             assert conn.execute(text("SELECT count(*) FROM event")).scalar() == 5

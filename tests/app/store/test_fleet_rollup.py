@@ -18,7 +18,7 @@ from app.store.engine import make_engine
 from app.store.events import Filters, Resolved, resolve_filters
 from app.store.series import GroupBy, compact_fleet_rollup, read_series
 from app.store.tables import host, rollup_1h, rollup_fleet_1h
-from tests.app.conftest import Server, Tokens
+from tests.app.conftest import Server, Tokens, upgrade
 from tests.app.fill import HOUR, MINUTE, T0, Filler, ev
 
 KINDS = ("split_lock", "bus_lock")
@@ -122,25 +122,10 @@ def test_fleet_wide_charts_equal_the_same_charts_read_from_every_host(
         assert a.others > 0 and a.series[-1].key == "(other)"
 
 
-def _migrate(url: str, revision: str, down: bool = False) -> None:
-    from alembic import command
-
-    from app.store.schema_check import alembic_config
-
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-            (command.downgrade if down else command.upgrade)(cfg, revision)  # type: ignore[arg-type]
-    finally:
-        engine.dispose()
-
-
 def test_the_migration_fills_the_fleet_rollup_from_the_stored_hours_and_its_downgrade_removes_it(
     db_url: str,
 ) -> None:
-    _migrate(db_url, BEFORE)
+    upgrade(db_url, BEFORE)
     engine = make_engine(db_url)
     try:
         row = {"bucket": T0, "guest_id": 0, "kind": "split_lock", "source": "kmsg", "events": 1}
@@ -153,7 +138,7 @@ def test_the_migration_fills_the_fleet_rollup_from_the_stored_hours_and_its_down
                     {**row, "host_id": 2, "action": "sigbus", "count": 1, "bucket": T0 + HOUR},
                 ],
             )
-        _migrate(db_url, "head")
+        upgrade(db_url, "head")
         assert fleet(engine) == +summed_hourly(engine)
         assert fleet(engine)[(T0, "warn", "split_lock", "kmsg", "count")] == 7
         with engine.begin() as conn:  # the triggers take over from there
@@ -163,7 +148,7 @@ def test_the_migration_fills_the_fleet_rollup_from_the_stored_hours_and_its_down
         assert fleet(engine)[(T0, "warn", "split_lock", "kmsg", "count")] == 12
 
         engine.dispose()
-        _migrate(db_url, BEFORE, down=True)
+        upgrade(db_url, BEFORE, down=True)
         assert "rollup_fleet_1h" not in inspect(engine).get_table_names()
         with engine.begin() as conn:  # no trigger left behind that names the dropped table
             conn.execute(

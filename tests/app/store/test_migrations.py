@@ -66,24 +66,9 @@ def test_unreachable_database_is_reported_not_raised() -> None:
     assert "cannot be reached" in status.message
 
 
-def _upgrade_to(url: str, revision: str) -> None:
-    from alembic import command
-
-    from app.store.schema_check import alembic_config
-
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-            command.upgrade(cfg, revision)  # type: ignore[arg-type]
-    finally:
-        engine.dispose()
-
-
 def test_hardening_carries_each_hosts_sightings_of_existing_guests_into_guest_host(db_url: str) -> None:
     # #14: guest_host did not exist; guests and their events did. Each host gets its own view.
-    _upgrade_to(db_url, "2026_11_25_initial")
+    upgrade(db_url, "2026_11_25_initial")
     engine = make_engine(db_url)
     t0, t1, t2 = "2026-11-24 12:00:00", "2026-11-24 13:00:00", "2026-11-24 14:00:00"
     try:
@@ -142,7 +127,7 @@ def test_hardening_carries_each_hosts_sightings_of_existing_guests_into_guest_ho
 def test_host_truth_drops_the_drift_streaks_in_place_and_keeps_every_event(db_url: str) -> None:
     # #16: on SQLite a batch copy of `host` would drop it, and with foreign keys on that drop
     # cascades into event and host_state. The columns are altered in place instead.
-    _upgrade_to(db_url, "2026_11_30_hardening")
+    upgrade(db_url, "2026_11_30_hardening")
     t0 = "2026-11-24 12:00:00"
     engine = make_engine(db_url)
     try:
