@@ -62,6 +62,7 @@ from datetime import UTC, datetime
 import anyio
 from sqlalchemy import Connection, Engine
 
+from app.background import finish
 from app.errors import Forbidden, Unauthorized
 from app.store.tokens import PREFIX, dead_token_hashes, find_token_by_hash, hash_token, touch_token
 
@@ -266,12 +267,8 @@ class Authenticator:
     async def stop(self) -> None:
         """Stop the poller; a poll under way finishes first (one short query)."""
         self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            self._task = None
+        await finish(self._task, timeout=5)
+        self._task = None
 
     async def _poll_loop(self) -> None:
         # On the event loop, its query in a worker thread (one at a time): the timer costs the

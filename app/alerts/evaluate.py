@@ -49,6 +49,7 @@ from app.alerts.rules import (
     threshold_findings,
     window_buckets_since,
 )
+from app.background import finish
 from app.settings import Settings
 from app.store.events import NO_GUEST_ID
 from app.store.hosts import StatusRule, row_status
@@ -528,10 +529,7 @@ class Alerting:
     async def stop(self) -> None:
         self._stop.set()
         for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=self.settings.webhook_timeout_s * 2 + 5)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+            await finish(task, timeout=self.settings.webhook_timeout_s * 2 + 5)
         self._tasks = []
         # Hand the lease over at once instead of making the next process wait for its expiry.
         if self.leadership.until:

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, Table, delete, literal_column, select, text, tuple_
 
 from app.alerts.evaluate import new_holder, release_lease, take_lease
+from app.background import finish
 from app.retention import partitions
 from app.retention.plan import DEFAULT_PARTITION, days_to_make, horizons, partitions_to_drop
 from app.rollups.buckets import bucket_start
@@ -205,12 +206,8 @@ class Retention:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            self._task = None
+        await finish(self._task, timeout=5)
+        self._task = None
         # Hand the lease over at once rather than after its TTL.
         try:
             await self.writer.run(functools.partial(_release_lease, self.holder))
