@@ -98,6 +98,26 @@ def drop_partition(conn: Connection, name: str) -> None:
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
+def purge_seq_marks(conn: Connection) -> int:
+    """Delete the seq marks of past boots that have no event left; how many went.
+
+    Call it in the transaction that dropped partitions, after the drops: DROP TABLE of a
+    partition holds the parent's ACCESS EXCLUSIVE lock until commit, so no ingest transaction
+    is storing events (or moving a mark, which it does in the same statement) meanwhile, and
+    this statement's snapshot sees every stored event. That matters: a mark may be missing (the
+    keys are then looked up) but never below a stored seq, and deleting the mark of a boot
+    whose events another transaction is storing, then a late batch of lower seqs making it
+    anew, would leave it below. Only past boots (not the host's current `boot_id`) are looked
+    at: they are what retention makes empty, and they are few, so the lock is held briefly."""
+    result = conn.exec_driver_sql(
+        f"DELETE FROM {SEQ_MARK_TABLE} AS m USING host AS h"
+        " WHERE h.id = m.host_id AND m.boot_id <> h.boot_id"
+        " AND NOT EXISTS (SELECT 1 FROM event AS e"
+        " WHERE e.host_id = m.host_id AND e.boot_id = m.boot_id AND e.source = m.source)"
+    )
+    return int(result.rowcount)
+
+
 def include_name(name: str | None, type_: str, _parents: Mapping[str, str | None]) -> bool:
     """Alembic's schema comparison skips the partitions and the seq marks: they are event's
     storage and ingest's index to it on PostgreSQL, not tables of the metadata (their indexes

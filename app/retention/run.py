@@ -3,7 +3,8 @@
 One run (`run_retention`), every RETENTION_INTERVAL_S and once at startup:
 1. PostgreSQL: the day partitions of `event` from today to PARTITIONS_AHEAD days ahead are
    made (rows of those days waiting in the default partition move in), then every day
-   partition older than the raw horizon is dropped: DROP TABLE, no DELETE.
+   partition older than the raw horizon is dropped: DROP TABLE, no DELETE; with them go the
+   seq marks of past boots that have no event left (partitions.purge_seq_marks).
 2. Bounded deletions, CHUNK_ROWS rows per transaction, each a job of the app's writer
    (app/ingest/writer.py) with a pause between chunks so ingest batches queued meanwhile go
    first: `event` rows older than the raw horizon (SQLite: the whole table; PostgreSQL: only
@@ -60,6 +61,7 @@ class RetentionReport:
     partitions_dropped: list[str] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)  # table -> rows deleted in chunks
     fleet_rows_folded: int = 0  # PostgreSQL: rollup_fleet_1h shard rows folded into one per key
+    seq_marks_purged: int = 0  # PostgreSQL: marks of past boots whose events are all gone
 
 
 def _no_lease(_conn: Connection, _now: dt.datetime) -> bool:
@@ -107,6 +109,8 @@ def _partition_step(settings: Settings, now: dt.datetime, lease: Lease, conn: Co
     for name in partitions_to_drop(partitions.event_partitions(conn), cutoff.event):
         partitions.drop_partition(conn, name)
         report.partitions_dropped.append(name)
+    if report.partitions_dropped:
+        report.seq_marks_purged = partitions.purge_seq_marks(conn)
     return report
 
 

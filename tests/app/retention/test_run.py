@@ -225,6 +225,64 @@ def test_a_far_off_event_lands_in_the_default_partition_and_moves_when_its_day_i
             conn.execute(text(f"DROP TABLE IF EXISTS {partition_name(TODAY + day * DAY)}"))
 
 
+def seq_marks(engine: Engine) -> dict[tuple[str, str], int]:
+    """(host, boot) -> max_seq of the kmsg seq marks (PostgreSQL)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT h.name, m.boot_id, m.max_seq FROM event_seq_mark m JOIN host h ON h.id = m.host_id"
+                " WHERE m.source = 'kmsg'"
+            )
+        ).all()
+    return {(name, boot): seq for name, boot, seq in rows}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_dropping_days_purges_the_seq_marks_of_past_boots_with_no_event_left_and_keeps_the_others(
+    server: Server, tokens: Tokens, engine: Engine
+) -> None:
+    _started(server)
+    retain(server, OLD + 12 * HOUR)  # the old days' partitions, as they were made back then
+    fill = Filler(server.url, tokens)
+    fill.send("h1", boot_id="h1-gone", events=[ev(OLD + HOUR), ev(OLD + 2 * HOUR)])
+    fill.send("h1", boot_id="h1-kept", events=[ev(OLD + HOUR), ev(TODAY + MINUTE)])  # one event stays
+    fill.send("h1", boot_id="h1-now", events=[ev(OLD + 3 * HOUR)])  # the current boot: all old
+    fill.send("h2", boot_id="h2-gone", events=[ev(OLD + HOUR)])
+    fill.send("h2", boot_id="h2-now", events=[ev(TODAY + MINUTE)])
+    assert set(seq_marks(engine)) == {
+        ("h1", "h1-gone"),
+        ("h1", "h1-kept"),
+        ("h1", "h1-now"),
+        ("h2", "h2-gone"),
+        ("h2", "h2-now"),
+    }
+
+    report = retain(server, dt.datetime.now(dt.UTC))
+
+    assert partition_name(OLD) in report.partitions_dropped
+    assert report.seq_marks_purged == 2
+    marks = seq_marks(engine)
+    # Past boots with nothing stored go; a past boot with an event left and every host's current
+    # boot (whose next batch is due any moment) keep theirs.
+    assert marks == {("h1", "h1-kept"): 2, ("h1", "h1-now"): 1, ("h2", "h2-now"): 1}
+    # What ingest relies on: no stored seq is above its mark.
+    with engine.connect() as conn:
+        above = conn.execute(
+            text(
+                "SELECT count(*) FROM event e JOIN event_seq_mark m ON (m.host_id, m.boot_id, m.source)"
+                " = (e.host_id, e.boot_id, e.source) WHERE e.seq > m.max_seq"
+            )
+        ).scalar()
+    assert above == 0
+    # The kept boot's stored event is still recognised when resent.
+    again = fill.send("h1", boot_id="h1-kept", events=[ev(TODAY + MINUTE, seq=2)])
+    assert again == {"accepted": 0, "duplicates": 1}
+    # A second run drops nothing and purges nothing more.
+    assert retain(server, dt.datetime.now(dt.UTC)).seq_marks_purged == 0
+    fill.close()
+
+
 def fleet_rows(engine: Engine, since: dt.datetime, until: dt.datetime) -> tuple[int, int]:
     """(rows, summed count) of rollup_fleet_1h in [since, until)."""
     with engine.connect() as conn:
