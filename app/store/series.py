@@ -154,12 +154,16 @@ def read_series(
 
     def index_of(table: Table) -> ColumnElement[Any]:
         """What the rows are grouped by: the bucket itself, or its number since `first`."""
-        if step_s == rollup_s:
+        if step_s == rollup_s and conn.dialect.name == "sqlite":
             # One rollup bucket per chart bucket: group on the indexed column itself, fetched
             # as the driver gives it (text on SQLite): parsing thousands of equal timestamps
             # into datetimes cost half the call (bench/bench_series.py), so `position` parses
             # each distinct value once.
             return type_coerce(table.c.bucket, String)
+        # PostgreSQL: a number, whatever the step. Fetched as timestamptz, each row's bucket
+        # became an aware datetime, and loading then hashing those was half the Python time of
+        # the 30-day fleet chart (py-spy, docs/benchmarks.md); PostgreSQL hash-aggregates on
+        # the expression as cheaply as on the column.
         return (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
 
     def range_of(table: Table) -> tuple[ColumnElement[bool], ...]:
@@ -194,7 +198,8 @@ def read_series(
             where = (*where, key_column.in_([k for k, _, _ in ranked[:top]]))
     counts: dict[object, list[int]] = defaultdict(lambda: [0] * n)
     # Rows carry the bucket itself (step == rollup step) or its number since `first`.
-    slot = {first + dt.timedelta(seconds=step_s * i): i for i in range(n)} if step_s == rollup_s else None
+    by_bucket = step_s == rollup_s and conn.dialect.name == "sqlite"
+    slot = {first + dt.timedelta(seconds=step_s * i): i for i in range(n)} if by_bucket else None
 
     seen: dict[object, int] = {}
 
