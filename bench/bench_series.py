@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from app.metrics import EVENTS_CACHE_S  # noqa: E402
 from app.rollups.buckets import bucket_start  # noqa: E402
 from app.store.engine import make_engine  # noqa: E402
 from app.store.events import Resolved  # noqa: E402
+from app.store.guests import list_guests  # noqa: E402
 from app.store.series import key_totals, read_series  # noqa: E402
 from app.store.tables import (  # noqa: E402
     SERIES_INDEX,
@@ -389,6 +390,37 @@ def memory_kb(pid: int) -> dict[str, int]:
     return found
 
 
+def store_call_cpu(engine: Engine, since: dt.datetime, end: dt.datetime, repeats: int) -> dict[str, float]:
+    """CPU ms of each store call behind the by-guest and by-host reads, median of `repeats`:
+    this process's, plus on PostgreSQL its backend's (utime + stime from /proc; run with
+    PGOPTIONS='-c max_parallel_workers_per_gather=0' so no parallel worker's CPU is left out)."""
+    out: dict[str, float] = {}
+    with engine.connect() as conn:
+        pg = engine.dialect.name == "postgresql"
+        backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()) if pg else None
+        calls: dict[str, Callable[[], object]] = {
+            "group_by=guest": lambda: read_series(
+                conn, Resolved(), since=since, until=end, step_s=3600, group_by="guest"
+            ),
+            "group_by=host": lambda: read_series(
+                conn, Resolved(), since=since, until=end, step_s=3600, group_by="host"
+            ),
+            "/guests?sort=events": lambda: list_guests(conn, since=since, until=end, sort="events"),
+            "fleet chart": lambda: read_series(
+                conn, Resolved(), since=since, until=end, step_s=3600, group_by="action"
+            ),
+        }
+        for label, call in calls.items():
+            call()
+            used = []
+            for _ in range(repeats):
+                before = time.process_time() * 1000 + (cpu_ms(backend) if backend else 0.0)
+                call()
+                used.append(time.process_time() * 1000 + (cpu_ms(backend) if backend else 0.0) - before)
+            out[label] = statistics.median(used)
+    return out
+
+
 def raw_scan_ms(engine: Engine, since: dt.datetime, until: dt.datetime, repeats: int) -> float:
     """The chart from raw rows (sum per hour and action) over the sample table: p50 in ms."""
 
@@ -636,6 +668,7 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
             for key in ("guest_id", "host_id")
             for grouped in (False, True)
         }
+        store_cpu = store_call_cpu(engine, since, end, slow)
         sample_since = end - dt.timedelta(days=2)
         raw_ms = raw_scan_ms(engine, sample_since, end, args.repeats)
         raw_scaled = raw_ms * total / sizes["event"]
@@ -682,6 +715,10 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
     )
     for path, times in lists.items():
         print(f"30-day list {path:20} (a page of 100): HTTP p50 {statistics.median(times):7.1f} ms")
+    where = "this process + its PostgreSQL backend" if "postgresql" in url else "this process"
+    print(
+        f"  store calls alone, CPU ({where}): " + ", ".join(f"{k} {v:.0f} ms" for k, v in store_cpu.items())
+    )
     key_verdicts = {}
     for label, times in (
         ("group_by=guest", guest_http),
