@@ -6,6 +6,8 @@ and host or guest whatever the number of events (docs/benchmarks.md). Hourly sum
 whole fleet (no host or guest filter: the fleet chart by action or kind, the "(other)" line)
 read `rollup_fleet_1h`, the same sums without host and guest, so their cost does not grow with
 the fleet either.
+Charts by guest or host rank every guest or host key by key on rollup_1h's indexes led by
+guest_id and host_id (`key_totals`), then read the top ones' rows, a few index ranges.
 
 - `read_series`: buckets of `step_s` seconds aligned to multiples of the step since the epoch
   (app/rollups/buckets.py), every bucket from the one holding `since` up to `until` present,
@@ -141,8 +143,9 @@ def read_series(
 
     At most `top` keys, the largest totals over the range (ties: the lower id or word); the
     rest are summed into one last series, key OTHER_KEY (`others` says how many), so they still add
-    up to the total. The keys are ranked in SQL first, so 40,000 guests cost one grouped scan
-    and an answer of `top` + 1 series, not 40,000 series (#14).
+    up to the total. The keys are ranked in SQL first (`key_totals`: key by key on rollup_1h's
+    key-led indexes, #13), so 100,000 guests cost one ranking statement and an answer of `top`
+    + 1 series, not 100,000 series (#14).
     """
     rollup_s = rollup_step_for(step_s)
     first = bucket_start(since, step_s)

@@ -237,7 +237,7 @@ SERIES_INDEX = ("bucket", "action", "kind", "source", "host_id", "guest_id", "co
 METRICS_INDEX = ("host_id", "guest_id", "kind", "action", "source", "count")
 # Reads about some guests or hosts over a range (the top 10's series by guest or host, a list
 # page's totals) and the ranking of every guest or host by its range total
-# (app/store/series.py rank_keys): each key's rows of the range are one range of these, so a
+# (app/store/series.py key_totals): each key's rows of the range are one range of these, so a
 # few keys cost a few seeks and a ranking sums key by key with no sort. Not on rollup_1m, whose
 # ranges are the minutes at a range's edges. migrations/versions/2026_11_30_rollup_key_indexes.py
 GUEST_INDEX = ("guest_id", "bucket", "host_id", "count")

@@ -7,7 +7,7 @@ those read every row of the range: ~1.5 million rows over 30 days with 10,000 ho
 guests, and the ranking sorted them all by key (SQLite has no hash aggregation), seconds per
 click (bench/bench_series.py --hosts 10000 --guests 100000). Led by the key, then the bucket,
 each guest's or host's rows of the range are one index range: a few guests cost a few seeks,
-and the ranking sums each key's range with no sort (app/store/series.py rank_keys).
+and the ranking sums each key's range with no sort (app/store/series.py key_totals).
 
 Covering (count, and the other key for the lists' per-guest hosts and per-host guests), so the
 reads never visit the table. No new table: retention deletes rollup_1h rows and their entries
