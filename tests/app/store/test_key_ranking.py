@@ -173,3 +173,51 @@ def test_range_totals_per_guest_or_host_equal_the_hourly_rollup_summed(
         got = range_totals(conn, Resolved(), since=since, until=until, by=(key,))  # type: ignore[arg-type]
     assert got == dict(want)
     assert 0 in got.values()  # a key with rows summing to 0 stays, as with a grouped sum
+
+
+def test_the_migration_adds_the_key_led_indexes_to_a_filled_database_and_its_downgrade_drops_them(
+    db_url: str,
+) -> None:
+    from sqlalchemy import inspect
+
+    from app.store.engine import make_engine
+    from tests.app.store.test_fleet_rollup import _migrate
+
+    _migrate(db_url, "2026_11_30_fleet_rollup")
+    engine = make_engine(db_url)
+    try:
+        row = {"kind": "split_lock", "action": "warn", "source": "kmsg", "events": 1}
+        seen = {"first_seen_at": T0, "last_seen_at": T0}
+        with engine.begin() as conn:  # as ingest leaves them: host and guest rows, then rollups
+            host_row = {
+                "id": 1,
+                "name": "h1",
+                "boot_id": "b",
+                "kernel": "k",
+                "cpu_model": "c",
+                "agent_version": "0",
+            }
+            conn.execute(host.insert(), [host_row | seen])
+            conn.execute(guest.insert(), [{"id": g, "name": f"vm-{g}", "vmm": "qemu"} | seen for g in (1, 2)])
+            conn.execute(
+                rollup_1h.insert(),
+                [
+                    {**row, "bucket": T0 + h * HOUR, "host_id": 1, "guest_id": h % 3, "count": h}
+                    for h in range(6)
+                ],
+            )
+        _migrate(db_url, "head")
+
+        def names() -> set[str]:
+            return {str(i["name"]) for i in inspect(engine).get_indexes("rollup_1h")}
+
+        key_led = {"ix_rollup_1h_guest_id_bucket_host_id_count", "ix_rollup_1h_host_id_bucket_guest_id_count"}
+        assert key_led <= names()
+        with engine.connect() as conn:  # the rows stored before the migration are ranked on them
+            got = range_totals(conn, Resolved(), since=T0, until=T0 + 6 * HOUR, by=("guest_id",))
+        assert got == {(0,): 0 + 3, (1,): 1 + 4, (2,): 2 + 5}
+        engine.dispose()
+        _migrate(db_url, "2026_11_30_fleet_rollup", down=True)
+        assert not key_led & names()
+    finally:
+        engine.dispose()
