@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,10 @@ from app.metrics import EVENTS_CACHE_S  # noqa: E402
 from app.rollups.buckets import bucket_start  # noqa: E402
 from app.store.engine import make_engine  # noqa: E402
 from app.store.events import Resolved  # noqa: E402
-from app.store.series import read_series  # noqa: E402
+from app.store.guests import list_guests  # noqa: E402
+from app.store.series import key_totals, read_series  # noqa: E402
 from app.store.tables import (  # noqa: E402
+    SERIES_INDEX,
     event,
     guest,
     host,
@@ -113,6 +115,8 @@ def sized_fleet(hosts: int, guests: int) -> Fleet:
 ACTIVE_MINUTES = 8  # minutes of an active guest-hour that hold its events
 RAW_SAMPLE = 200_000
 BAR_MS = 100.0
+# A click on "by guest" or "by host", or the guest list ranked by events (#13): well under a second.
+KEY_BAR_MS = 250.0
 
 ACTIONS = (
     ("warn", 0.35),
@@ -386,6 +390,37 @@ def memory_kb(pid: int) -> dict[str, int]:
     return found
 
 
+def store_call_cpu(engine: Engine, since: dt.datetime, end: dt.datetime, repeats: int) -> dict[str, float]:
+    """CPU ms of each store call behind the by-guest and by-host reads, median of `repeats`:
+    this process's, plus on PostgreSQL its backend's (utime + stime from /proc; run with
+    PGOPTIONS='-c max_parallel_workers_per_gather=0' so no parallel worker's CPU is left out)."""
+    out: dict[str, float] = {}
+    with engine.connect() as conn:
+        pg = engine.dialect.name == "postgresql"
+        backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()) if pg else None
+        calls: dict[str, Callable[[], object]] = {
+            "group_by=guest": lambda: read_series(
+                conn, Resolved(), since=since, until=end, step_s=3600, group_by="guest"
+            ),
+            "group_by=host": lambda: read_series(
+                conn, Resolved(), since=since, until=end, step_s=3600, group_by="host"
+            ),
+            "/guests?sort=events": lambda: list_guests(conn, since=since, until=end, sort="events"),
+            "fleet chart": lambda: read_series(
+                conn, Resolved(), since=since, until=end, step_s=3600, group_by="action"
+            ),
+        }
+        for label, call in calls.items():
+            call()
+            used = []
+            for _ in range(repeats):
+                before = time.process_time() * 1000 + (cpu_ms(backend) if backend else 0.0)
+                call()
+                used.append(time.process_time() * 1000 + (cpu_ms(backend) if backend else 0.0) - before)
+            out[label] = statistics.median(used)
+    return out
+
+
 def raw_scan_ms(engine: Engine, since: dt.datetime, until: dt.datetime, repeats: int) -> float:
     """The chart from raw rows (sum per hour and action) over the sample table: p50 in ms."""
 
@@ -410,6 +445,7 @@ def raw_scan_ms(engine: Engine, since: dt.datetime, until: dt.datetime, repeats:
     return min(statistics.median(timed(scan, max(3, repeats // 10))), statistics.median(timed(scan_sql, 5)))
 
 
+BUCKET_INDEX = f"ix_rollup_1h_{'_'.join(SERIES_INDEX)}"
 FILLED = (event, rollup_1h, rollup_fleet_1h, rollup_1m, guest, host)
 COVERING_INDEXES = [
     index.name for table in (rollup_1h, rollup_1m) for index in table.indexes if "count" in index.columns
@@ -480,10 +516,20 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
 
     migrate(url)
     engine = make_engine(url)
-    empty(engine, args.without_covering_indexes)
     t = time.perf_counter()
     offenders = set(rng.sample(range(1, fleet.guests + 1), round(fleet.guests * fleet.offenders)))
-    sizes = fill(engine, fleet, args.events, end, rng, offenders)
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.max(rollup_1h.c.bucket))).scalar()
+    if args.reuse and stored is not None:
+        # The fill of an earlier run with the same arguments (9 minutes at fleet size on SQLite):
+        # its window ends after its newest hour, whenever that run was.
+        end = stored + dt.timedelta(hours=1)
+        since = end - dt.timedelta(days=DAYS)
+        with engine.connect() as conn:
+            sizes = {"event": int(conn.execute(select(func.count()).select_from(event)).scalar_one())}
+    else:
+        empty(engine, args.without_covering_indexes)
+        sizes = fill(engine, fleet, args.events, end, rng, offenders)
     with engine.connect() as conn:
         total = int(conn.execute(select(func.sum(rollup_1h.c.count))).scalar() or 0)
         counted = {
@@ -492,7 +538,8 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
     indexes = "WITHOUT the covering indexes" if args.without_covering_indexes else "with the covering indexes"
     print(f"== fleet {name}: database {url.split('@')[-1]}, {indexes}")
     print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
-    print(f"filled in {time.perf_counter() - t:.1f}s: {total:,} events over {DAYS} days as rows")
+    how = "reused an earlier run's fill" if args.reuse and stored is not None else "filled in"
+    print(f"{how} ({time.perf_counter() - t:.1f}s): {total:,} events over {DAYS} days as rows")
     print("  " + ", ".join(f"{table} {n:,}" for table, n in counted.items()))
     print(
         f"  {fleet.hosts:,} hosts, {fleet.guests:,} guests ({len(offenders):,} lock in "
@@ -588,6 +635,40 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
                 ).all()
 
         hourly = timed(from_hourly_rollup, slow)
+
+        def key_ranking(key: str, grouped: bool) -> Any:
+            """The store's ranking of every guest or host over the range, or (`grouped`) the
+            statement before the key-led indexes: every row of the range grouped by key, on
+            the bucket-led index (SQLite is told so: it would now pick the key-led one)."""
+            series = key_totals(rollup_1h, key, Resolved(), since, end)  # type: ignore[arg-type]
+            if grouped:
+                column, total = rollup_1h.c[key], func.sum(rollup_1h.c.count)
+                series = (
+                    select(column.label("key"), total.label("total"))
+                    .where(rollup_1h.c.bucket >= since, rollup_1h.c.bucket < end)
+                    .group_by(column)
+                    .with_hint(rollup_1h, f"INDEXED BY {BUCKET_INDEX}", "sqlite")
+                    .subquery()
+                )
+            query = (
+                select(series.c.key, series.c.total, func.count().over())
+                .where(series.c.total > 0)
+                .order_by(series.c.total.desc(), series.c.key)
+                .limit(11)
+            )
+
+            def call() -> None:
+                with engine.connect() as conn:
+                    conn.execute(query).all()
+
+            return call
+
+        ranking = {
+            (key, grouped): statistics.median(timed(key_ranking(key, grouped), slow))
+            for key in ("guest_id", "host_id")
+            for grouped in (False, True)
+        }
+        store_cpu = store_call_cpu(engine, since, end, slow)
         sample_since = end - dt.timedelta(days=2)
         raw_ms = raw_scan_ms(engine, sample_since, end, args.repeats)
         raw_scaled = raw_ms * total / sizes["event"]
@@ -634,6 +715,19 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
     )
     for path, times in lists.items():
         print(f"30-day list {path:20} (a page of 100): HTTP p50 {statistics.median(times):7.1f} ms")
+    where = "this process + its PostgreSQL backend" if "postgresql" in url else "this process"
+    print(
+        f"  store calls alone, CPU ({where}): " + ", ".join(f"{k} {v:.0f} ms" for k, v in store_cpu.items())
+    )
+    key_verdicts = {}
+    for label, times in (
+        ("group_by=guest", guest_http),
+        ("group_by=host", host_http),
+        ("/guests?sort=events", lists["/guests?sort=events"]),
+    ):
+        m = statistics.median(times)
+        key_verdicts[label] = "PASS" if m < KEY_BAR_MS else "FAIL"
+        print(f"  bar: {label:20} HTTP p50 {m:7.1f} ms < {KEY_BAR_MS:.0f} ms: {key_verdicts[label]}")
     print("baselines, same run:")
     print(f"  GET /healthz  p50 {f50:7.1f} ms   chart/healthz = {p50 / f50:.1f}x")
     h50 = statistics.median(hourly)
@@ -641,6 +735,13 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
         f"  the same sums from every rollup_1h row (the chart before rollup_fleet_1h): "
         f"p50 {h50:7.1f} ms   hourly/direct = {h50 / d50:.0f}x"
     )
+    for key in ("guest_id", "host_id"):
+        new, old = ranking[(key, False)], ranking[(key, True)]
+        print(
+            f"  ranking every {key[:-3]} over the range: key by key on its index p50 {new:7.1f} ms, "
+            f"every row grouped (before the key-led indexes) p50 {old:7.1f} ms   "
+            f"grouped/keyed = {old / new:.1f}x"
+        )
     print(f"  raw event scan {raw_ms:.1f} ms over {sizes['event']:,} rows, scaled to {total:,} rows:")
     print(f"    {raw_scaled:,.0f} ms   scan/chart = {raw_scaled / d50:,.0f}x")
     cold, warm = statistics.median(cold_scrape), statistics.median(warm_scrape)
@@ -656,6 +757,7 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
         "verdict50": verdict50,
         "scrape": cold,
         "guest": statistics.median(guest_http),
+        "keys": key_verdicts,
         "cpu": cpu["chart"],
         "peak_mb": after["VmHWM"] / 1024,
     }
@@ -672,6 +774,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory per fleet")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --database-url: time the fill an earlier run left there (same arguments), no refill",
+    )
     parser.add_argument(
         "--without-covering-indexes", action="store_true", help="drop the rollups' covering indexes first"
     )
@@ -695,6 +802,10 @@ def main() -> None:
             f"  bar: p99 {r['verdict']:4} p50 {r['verdict50']:4}"
             f"   direct p50 {r['direct']:6.1f} ms   /metrics {r['scrape']:6.1f} ms"
             f"   by guest p50 {r['guest']:7.1f} ms, server peak {r['peak_mb']:.0f} MB"
+        )
+        print(
+            f"  {'':12} under {KEY_BAR_MS:.0f} ms: "
+            + ", ".join(f"{label} {verdict}" for label, verdict in r["keys"].items())
         )
 
 

@@ -6,6 +6,8 @@ and host or guest whatever the number of events (docs/benchmarks.md). Hourly sum
 whole fleet (no host or guest filter: the fleet chart by action or kind, the "(other)" line)
 read `rollup_fleet_1h`, the same sums without host and guest, so their cost does not grow with
 the fleet either.
+Charts by guest or host rank every guest or host key by key on rollup_1h's indexes led by
+guest_id and host_id (`key_totals`), then read the top ones' rows, a few index ranges.
 
 - `read_series`: buckets of `step_s` seconds aligned to multiples of the step since the epoch
   (app/rollups/buckets.py), every bucket from the one holding `since` up to `until` present,
@@ -26,17 +28,22 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import (
+    CTE,
     BigInteger,
     ColumnElement,
     Connection,
+    Integer,
     String,
+    Subquery,
     Table,
     case,
     cast,
     func,
+    literal,
     select,
     text,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.sql.elements import KeyedColumnElement
 
@@ -136,8 +143,9 @@ def read_series(
 
     At most `top` keys, the largest totals over the range (ties: the lower id or word); the
     rest are summed into one last series, key OTHER_KEY (`others` says how many), so they still add
-    up to the total. The keys are ranked in SQL first, so 40,000 guests cost one grouped scan
-    and an answer of `top` + 1 series, not 40,000 series (#14).
+    up to the total. The keys are ranked in SQL first (`key_totals`: key by key on rollup_1h's
+    key-led indexes, #13), so 100,000 guests cost one ranking statement and an answer of `top`
+    + 1 series, not 100,000 series (#14).
     """
     rollup_s = rollup_step_for(step_s)
     first = bucket_start(since, step_s)
@@ -149,12 +157,16 @@ def read_series(
 
     def index_of(table: Table) -> ColumnElement[Any]:
         """What the rows are grouped by: the bucket itself, or its number since `first`."""
-        if step_s == rollup_s:
+        if step_s == rollup_s and conn.dialect.name == "sqlite":
             # One rollup bucket per chart bucket: group on the indexed column itself, fetched
             # as the driver gives it (text on SQLite): parsing thousands of equal timestamps
             # into datetimes cost half the call (bench/bench_series.py), so `position` parses
             # each distinct value once.
             return type_coerce(table.c.bucket, String)
+        # PostgreSQL: a number, whatever the step. Fetched as timestamptz, each row's bucket
+        # became an aware datetime, and loading then hashing those was half the Python time of
+        # the 30-day fleet chart (py-spy, docs/benchmarks.md); PostgreSQL hash-aggregates on
+        # the expression as cheaply as on the column.
         return (_epoch_seconds(conn, table.c.bucket) - first_epoch) // step_s
 
     def range_of(table: Table) -> tuple[ColumnElement[bool], ...]:
@@ -174,15 +186,13 @@ def read_series(
     others = 0
     folded = False
     if group_by in ("host", "guest"):
-        total = func.sum(table.c.count)
-        # One grouped scan ranks the keys and counts them (the window runs over every group
-        # before the LIMIT): a second scan only to count them cost as much again (#13).
+        per_key = key_totals(table, "host_id" if group_by == "host" else "guest_id", resolved, first, end)
+        # One statement ranks the keys and counts them (the window runs over every key before
+        # the LIMIT): a second pass only to count them cost as much again (#13).
         ranked = conn.execute(
-            select(key_column, total, func.count().over())
-            .where(*where)
-            .group_by(key_column)
-            .having(total > 0)
-            .order_by(total.desc(), key_column)
+            select(per_key.c.key, per_key.c.total, func.count().over())
+            .where(per_key.c.total > 0)
+            .order_by(per_key.c.total.desc(), per_key.c.key)
             .limit(top + 1)
         ).all()
         if len(ranked) > top:
@@ -191,7 +201,8 @@ def read_series(
             where = (*where, key_column.in_([k for k, _, _ in ranked[:top]]))
     counts: dict[object, list[int]] = defaultdict(lambda: [0] * n)
     # Rows carry the bucket itself (step == rollup step) or its number since `first`.
-    slot = {first + dt.timedelta(seconds=step_s * i): i for i in range(n)} if step_s == rollup_s else None
+    by_bucket = step_s == rollup_s and conn.dialect.name == "sqlite"
+    slot = {first + dt.timedelta(seconds=step_s * i): i for i in range(n)} if by_bucket else None
 
     seen: dict[object, int] = {}
 
@@ -263,6 +274,61 @@ def read_series(
     return SeriesResult(step_s, series, others)
 
 
+KeyName = Literal["host_id", "guest_id"]
+
+
+def key_totals(
+    table: Table,
+    key: KeyName,
+    resolved: Resolved,
+    start: dt.datetime,
+    end: dt.datetime,
+    measure: Measure = "count",
+    *,
+    read_twice: bool = True,
+) -> Subquery | CTE:
+    """(key, total): each host's or guest's sum of `measure` over [start, end) in `table`.
+
+    On rollup_1h with nothing but the other key filtering, summed key by key on the index led
+    by that key and the bucket (tables.GUEST_INDEX, HOST_INDEX): one index range per key and
+    no sort. Grouping every row of the range instead sorted them all by key on SQLite (no hash
+    aggregation): 1.5 million rows and a second per click with 100,000 guests over 30 days
+    (#13). The keys are the `guest` ids and "no guest" (0), or the `host` ids: every key a
+    rollup row holds, since ingest writes a host or guest row before its rollups and nothing
+    deletes one. Keys whose total is 0 or null (no rows) are the caller's to drop.
+    """
+    range_and_filters = (table.c.bucket >= start, table.c.bucket < end, *_rollup_conditions(table, resolved))
+    # kind, action, source and `events` are not in the key indexes: summing key by key would
+    # visit the table for each row. A filter on the key itself names the few keys wanted.
+    if (
+        table is not rollup_1h
+        or measure != "count"
+        or any((resolved.kind, resolved.action, resolved.source))
+        or getattr(resolved, key) is not None
+        or getattr(resolved, f"{key}s") is not None
+    ):
+        column = table.c[key]
+        total = func.sum(table.c[measure])
+        return (
+            select(column.label("key"), total.label("total"))
+            .where(*range_and_filters)
+            .group_by(column)
+            .subquery()
+        )
+    ids = (
+        select(host.c.id.label("id"))
+        if key == "host_id"
+        else union_all(select(guest.c.id.label("id")), select(literal(NO_GUEST_ID, Integer).label("id")))
+    ).subquery("ids")
+    # The other key's filter is in the index (its third column): still no table visit.
+    per_key = select(func.sum(table.c.count)).where(table.c[key] == ids.c.id, *range_and_filters)
+    totals = select(ids.c.id.label("key"), per_key.scalar_subquery().label("total"))
+    if not read_twice:
+        return totals.subquery("key_totals")
+    # MATERIALIZED: a ranking reads `total` twice (filter, order); inlined, SQLite sums twice.
+    return totals.cte("key_totals").prefix_with("MATERIALIZED")
+
+
 def _key_labels(conn: Connection, group_by: GroupBy, keys: Iterable[object]) -> dict[object, str]:
     keys = list(keys)
     if group_by == "host":
@@ -328,6 +394,14 @@ def _add_rollup(
     measure: Measure,
 ) -> None:
     if start >= end:
+        return
+    if tuple(by) in (("guest_id",), ("host_id",)):
+        # Every guest's (host's) total: the /guests list ranked by events (#13).
+        per_key = key_totals(table, by[0], resolved, start, end, measure, read_twice=False)  # type: ignore[arg-type]
+        # One fetch of ~100,000 rows: a fetchone per row cost a fifth of the /guests ranking.
+        for key, total in conn.execute(select(per_key.c.key, per_key.c.total)).all():
+            if total is not None:  # None: no row (a key with rows summing to 0 is kept, as before)
+                totals[(key,)] += int(total)
         return
     columns = [table.c[name] for name in by]
     query = (

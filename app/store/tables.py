@@ -235,12 +235,18 @@ SERIES_INDEX = ("bucket", "action", "kind", "source", "host_id", "guest_id", "co
 # /metrics (app/metrics.py) sums all of rollup_1h per label set: in this order SQLite streams
 # the groups out of the index with no temp B-tree. Not on rollup_1m, which nothing scans whole.
 METRICS_INDEX = ("host_id", "guest_id", "kind", "action", "source", "count")
+# Reads about some guests or hosts over a range (the top 10's series by guest or host, a list
+# page's totals) and the ranking of every guest or host by its range total
+# (app/store/series.py key_totals): each key's rows of the range are one range of these, so a
+# few keys cost a few seeks and a ranking sums key by key with no sort. Not on rollup_1m, whose
+# ranges are the minutes at a range's edges. migrations/versions/2026_11_30_rollup_key_indexes.py
+GUEST_INDEX = ("guest_id", "bucket", "host_id", "count")
+HOST_INDEX = ("host_id", "bucket", "guest_id", "count")
 
 
-def _rollup(name: str, *, metrics_index: bool) -> Table:
-    indexes = [Index(f"ix_{name}_{'_'.join(SERIES_INDEX)}", *SERIES_INDEX)]
-    if metrics_index:
-        indexes.append(Index(f"ix_{name}_{'_'.join(METRICS_INDEX)}", *METRICS_INDEX))
+def _rollup(name: str, *, hourly: bool) -> Table:
+    extra = (METRICS_INDEX, GUEST_INDEX, HOST_INDEX) if hourly else ()
+    indexes = [Index(f"ix_{name}_{'_'.join(columns)}", *columns) for columns in (SERIES_INDEX, *extra)]
     # guest_id 0 = no guest: a NULL would make the upsert key never match.
     return Table(
         name,
@@ -258,8 +264,8 @@ def _rollup(name: str, *, metrics_index: bool) -> Table:
     )
 
 
-rollup_1m = _rollup("rollup_1m", metrics_index=False)
-rollup_1h = _rollup("rollup_1h", metrics_index=True)
+rollup_1m = _rollup("rollup_1m", hourly=False)
+rollup_1h = _rollup("rollup_1h", hourly=True)
 ROLLUPS: tuple[tuple[int, Table], ...] = ((3600, rollup_1h), (60, rollup_1m))  # coarsest first
 
 # rollup_1h summed over hosts and guests, per (bucket, action, kind, source): what the fleet
