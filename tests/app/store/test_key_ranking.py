@@ -18,6 +18,7 @@ from app.rollups.buckets import bucket_count, bucket_start
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID, Resolved
 from app.store.series import OTHER_KEY, GroupBy, Series, SeriesResult, range_totals, read_series
 from app.store.tables import guest, host, rollup_1h
+from tests.app.conftest import upgrade
 from tests.app.fill import HOUR, T0
 
 HOSTS = 7  # the last one and the last guest: rows, all of count 0
@@ -181,9 +182,8 @@ def test_the_migration_adds_the_key_led_indexes_to_a_filled_database_and_its_dow
     from sqlalchemy import inspect
 
     from app.store.engine import make_engine
-    from tests.app.store.test_fleet_rollup import _migrate
 
-    _migrate(db_url, "2026_11_30_fleet_rollup")
+    upgrade(db_url, "2026_11_30_fleet_rollup")
     engine = make_engine(db_url)
     try:
         row = {"kind": "split_lock", "action": "warn", "source": "kmsg", "events": 1}
@@ -206,7 +206,7 @@ def test_the_migration_adds_the_key_led_indexes_to_a_filled_database_and_its_dow
                     for h in range(6)
                 ],
             )
-        _migrate(db_url, "head")
+        upgrade(db_url, "head")
 
         def names() -> set[str]:
             return {str(i["name"]) for i in inspect(engine).get_indexes("rollup_1h")}
@@ -217,7 +217,7 @@ def test_the_migration_adds_the_key_led_indexes_to_a_filled_database_and_its_dow
             got = range_totals(conn, Resolved(), since=T0, until=T0 + 6 * HOUR, by=("guest_id",))
         assert got == {(0,): 0 + 3, (1,): 1 + 4, (2,): 2 + 5}
         engine.dispose()
-        _migrate(db_url, "2026_11_30_fleet_rollup", down=True)
+        upgrade(db_url, "2026_11_30_fleet_rollup", down=True)
         assert not key_led & names()
     finally:
         engine.dispose()
