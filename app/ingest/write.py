@@ -677,11 +677,28 @@ _PG_ARRAY_COLUMNS = (
 _PG_KEY_COLUMNS = ("host_id", "boot_id", "source", "seq")
 
 
-def _pg_arrays(names: tuple[str, ...]) -> str:
-    """`%(name)b::type[]` per column: one binary array parameter each (psycopg adapts a list
-    in one go; the text format quotes every element through a regular expression)."""
-    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    return ", ".join(f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]" for name in names)
+def _pg_arrays(names: tuple[str, ...], table: Table = event, prefix: str = "") -> str:
+    """`%(prefix+name)b::type[]` per column of `table`: one binary array parameter each (psycopg
+    adapts a list in one go; the text format quotes every element through a regular expression)."""
+    types = [table.c[name].type.compile(dialect=_PG_DIALECT) for name in names]
+    return ", ".join(f"%({prefix}{name})b::{type_}[]" for name, type_ in zip(names, types, strict=True))
+
+
+_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _unnest_upsert_sql(stmt: Any, columns: Sequence[str], prefix: str = "") -> str:
+    """`stmt`, an INSERT ... ON CONFLICT of one row built with SQLAlchemy, as INSERT ... SELECT
+    FROM unnest(one array per column, named prefix + column) in the arrays' order: any number
+    of rows in one statement whose text never changes, so psycopg prepares it once. The
+    ON CONFLICT clause is SQLAlchemy's, as compiled; it must bind no value of its own."""
+    compiled = stmt.compile(dialect=_PG_DIALECT, column_keys=list(columns))
+    assert list(compiled.params) == list(columns), compiled.params
+    text = str(compiled)
+    head, tail = text[: text.index(" VALUES (")], text[text.index(" ON CONFLICT ") :]
+    names = ", ".join(columns)
+    arrays = _pg_arrays(tuple(columns), stmt.table, prefix)
+    return f"{head} SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY n{tail}"
 
 
 @functools.cache
@@ -844,6 +861,7 @@ def _write_events(
             _count_unattributed(conn, insert, rows, host_id, fresh)
         for step_s, found in rollups(fresh, host_id).items():
             sums[step_s].extend(found)
+    by_table: dict[str, list[dict[str, Any]]] = {}
     for step_s, table in ROLLUPS:
         # Keys sorted, so concurrent PostgreSQL transactions lock rollup rows in one order.
         found = sorted(sums[step_s], key=_rollup_order)
@@ -852,7 +870,9 @@ def _write_events(
         if conn.dialect.name == "sqlite":
             _upsert_rollup_sqlite(conn, table, found)
         else:
-            conn.execute(_rollup_upsert(insert, table), found)
+            by_table[table.name] = found
+    if by_table:
+        _upsert_rollups_postgresql(conn, by_table)
     return accepted
 
 
@@ -913,6 +933,37 @@ def _sqlite_rollup_sql(name: str) -> str:
     # Positional parameters follow ROLLUP_COLUMNS; the SET clause binds none.
     assert list(compiled.positiontup or []) == list(ROLLUP_COLUMNS), compiled.positiontup
     return str(compiled)
+
+
+@functools.cache
+def _postgresql_rollups_sql(names: tuple[str, ...]) -> str:
+    """The rollup upserts of the tables `names`, in one statement: each INSERT ... SELECT FROM
+    unnest(one array per column) in rows' order, all but the last as a WITH clause.
+
+    An executemany sent one statement per row: 16 statements a group of four agent requests,
+    each with its share of psycopg's and PostgreSQL's per-statement work (#13). The rows of
+    one table never repeat a key (rollups() sums per key, and a round holds each host once),
+    which ON CONFLICT DO UPDATE needs in one statement.
+    """
+    tables = {t.name: t for _, t in ROLLUPS}
+    upserts = [
+        _unnest_upsert_sql(_rollup_upsert(postgresql.insert, tables[name]), ROLLUP_COLUMNS, prefix=f"{name}_")
+        for name in names
+    ]
+    ctes = ", ".join(f"w_{name} AS ({sql})" for name, sql in zip(names[:-1], upserts, strict=False))
+    return f"WITH {ctes} {upserts[-1]}" if ctes else upserts[-1]
+
+
+def _upsert_rollups_postgresql(conn: Connection, by_table: dict[str, list[dict[str, Any]]]) -> None:
+    names = tuple(sorted(by_table))
+    params = {
+        f"{name}_{column}": [r[column] for r in by_table[name]] for name in names for column in ROLLUP_COLUMNS
+    }
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_rollups_sql(names), params)
+    finally:
+        cursor.close()
 
 
 def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
