@@ -23,6 +23,9 @@ Bars (PASS/FAIL per row): >= 1,000 requests/s, p99 < 250 ms, >= 0.4 x the bare r
 
 Run: .venv/bin/python bench/bench_fleet.py [--rounds 3] [--seconds 4] [--pg-workers 2]
      [--only sqlite,pg1] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+     [--compare-src DIR]
+--compare-src runs each serve row a second time from another source tree (before/after a change
+in the same run, the same rounds and load): git archive BASE | tar -x -C DIR.
 Bounded: about rounds x backends x (seconds + 1) s plus set-up (~1 min with the defaults).
 """
 
@@ -403,6 +406,12 @@ def main() -> None:
     parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
+        "--compare-src",
+        type=Path,
+        help="also run each serve backend from this source tree (PYTHONPATH), e.g. the commit before a "
+        "change: `git archive BASE | tar -x -C DIR`; rows labelled `(DIR's name)`, same run, same rounds",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="record each serve backend with py-spy (pip install py-spy) during its first round, "
@@ -447,10 +456,23 @@ def main() -> None:
             plan.append(("pg1", "serve, PostgreSQL, 1 worker", 1))
         if "pgN" in wanted:
             plan.append(("pgN", f"serve, PostgreSQL, {args.pg_workers} workers", args.pg_workers))
+        compared: set[str] = set()
+        if args.compare_src:
+            src = args.compare_src.resolve()
+            tag = "".join(c for c in src.name.lower() if c.isalnum())
+            compared = {f"{tag}_{key}" for key, _label, _workers in plan}
+            plan = [
+                row
+                for key, label, workers in plan
+                for row in ((key, label, workers), (f"{tag}_{key}", f"{label} ({src.name})", workers))
+            ]
         try:
             for key, label, workers in plan:
-                if key == "sqlite":
-                    url = f"sqlite:///{tmp / 'fleet.db'}"
+                env = base_env
+                if key in compared:
+                    env = {**base_env, "PYTHONPATH": str(args.compare_src.resolve())}
+                if key.endswith("sqlite"):
+                    url = f"sqlite:///{tmp / f'{key}.db'}"
                 else:
                     name = f"bench_fleet_{key}_{uuid.uuid4().hex[:8]}".lower()
                     url = pg_database(args.pg_url, name, create=True)
@@ -461,8 +483,8 @@ def main() -> None:
                 cmd = [splitwatch, "serve", "--port", str(port), "--database-url", url]
                 if workers > 1:
                     cmd += ["--workers", str(workers)]
-                database = None if key == "sqlite" else pg_names[-1]
-                backends.append(Backend(key, label, cmd, base_env, port, database=database))
+                database = None if key.endswith("sqlite") else pg_names[-1]
+                backends.append(Backend(key, label, cmd, env, port, database=database))
             for b in backends:
                 b.start()
             for b in backends:
