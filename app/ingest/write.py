@@ -58,7 +58,7 @@ from app.ingest.rows import (
     state_signature,
 )
 from app.retention.partitions import SEQ_MARK_TABLE
-from app.store.tables import ROLLUPS, event, gap, guest, guest_host, host, host_state
+from app.store.tables import ROLLUPS, UtcDateTime, event, gap, guest, guest_host, host, host_state
 
 EVENT_KEY = ("host_id", "boot_id", "source", "seq")
 # PostgreSQL's event table is partitioned by day on `time`, and a unique key of a partitioned
@@ -152,8 +152,8 @@ def _rounds(batches: Sequence[Rows]) -> list[list[int]]:
 def _write_round(
     conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], limits: GuestLimits
 ) -> list[WriteResult]:
-    host_ids = _write_hosts(conn, insert, batches)
-    guest_ids = _write_guests(conn, batches, host_ids, limits)
+    host_ids, known = _write_hosts(conn, insert, batches)
+    guest_ids = _write_guests(conn, batches, host_ids, limits, known)
     accepted = _write_events(conn, insert, batches, host_ids, guest_ids)
     gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]
     if gaps:
@@ -164,11 +164,16 @@ def _write_round(
     ]
 
 
-def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]) -> list[int]:
-    """Each batch's host id; the hosts created, locked (PostgreSQL) and updated."""
+def _write_hosts(
+    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]
+) -> tuple[list[int], set[tuple[int, str]] | None]:
+    """Each batch's host id; the hosts created, locked (PostgreSQL) and updated. PostgreSQL:
+    also which of the round's guests each host reported before, (host_id, guest name), read
+    with the hosts (_write_guests looks them up itself otherwise)."""
     dialect = conn.dialect.name
     names = sorted(rows.host["name"] for rows in batches)  # one lock order for every transaction
-    held = {r.name: dict(r._mapping) for r in conn.execute(_hosts_select(dialect), {"names_": names})}
+    guest_names = sorted({g["name"] for rows in batches for g in rows.guests})
+    held = _held_hosts(conn, names, guest_names)
     missing = sorted(
         (rows for rows in batches if rows.host["name"] not in held), key=lambda r: r.host["name"]
     )
@@ -189,10 +194,10 @@ def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list
                 for rows in missing
             ],
         )
-        again = [rows.host["name"] for rows in missing]
-        held.update(
-            (r.name, dict(r._mapping)) for r in conn.execute(_hosts_select(dialect), {"names_": again})
-        )
+        held.update(_held_hosts(conn, [rows.host["name"] for rows in missing], guest_names))
+    known = None
+    if dialect == "postgresql":
+        known = {(h["id"], name) for h in held.values() for name in h.pop("known_guests")}
     newer = [
         held[rows.host["name"]]
         for rows in batches
@@ -225,7 +230,26 @@ def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list
             _update_hosts_postgresql(conn, keys, params)
         else:
             conn.execute(_HOST_UPDATE, params)
-    return ids
+    return ids, known
+
+
+def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The hosts' rows by name (_HOST_LIGHT), locked on PostgreSQL in name order, where each
+    also holds `known_guests`: the names of `guest_names` it reported before."""
+    if conn.dialect.name != "postgresql":
+        return {r.name: dict(r._mapping) for r in conn.execute(_hosts_select("sqlite"), {"names_": names})}
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
+        columns = [c[0] for c in cursor.description or ()]
+        rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+    for r in rows:  # as UtcDateTime reads them (psycopg gives the session's time zone)
+        for c in _HOST_TIMES:
+            if r[c] is not None:
+                r[c] = r[c].astimezone(UTC)
+    return {r["name"]: r for r in rows}
 
 
 def host_changes(held: Mapping[str, Any], rows: Rows) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
@@ -293,6 +317,26 @@ def _hosts_select(dialect: str) -> Any:
     and its cache key cost more CPU than SQLite's lookup (#13, docs/benchmarks.md)."""
     query = select(*_HOST_LIGHT).where(host.c.name.in_(bindparam("names_", expanding=True)))
     return query.order_by(host.c.name).with_for_update() if dialect == "postgresql" else query
+
+
+_HOST_TIMES = [c.name for c in _HOST_LIGHT if isinstance(c.type, UtcDateTime)]
+
+
+@functools.cache
+def _postgresql_hosts_sql() -> str:
+    """_hosts_select for PostgreSQL, with the known-guests lookup of _write_guests folded in
+    (an array per host): one statement and round trip instead of two, and no IN list for
+    SQLAlchemy to expand per request (#13). The arrays go through a (SELECT ...), so the
+    generic plan is kept (see _lookup_sql)."""
+    columns = ", ".join(f"host.{c.name}" for c in _HOST_LIGHT)
+    known = (
+        "SELECT guest.name FROM guest_host JOIN guest ON guest.id = guest_host.guest_id "
+        "WHERE guest_host.host_id = host.id AND guest.name = ANY((SELECT %(guests)b::TEXT[])::TEXT[])"
+    )
+    return (
+        f"SELECT {columns}, ARRAY({known}) AS known_guests FROM host "
+        "WHERE host.name = ANY((SELECT %(names)b::TEXT[])::TEXT[]) ORDER BY host.name FOR UPDATE OF host"
+    )
 
 
 _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).where(
@@ -464,20 +508,27 @@ _GUESTS_HELD = (
 
 
 def _write_guests(
-    conn: Connection, batches: list[Rows], host_ids: list[int], limits: GuestLimits
+    conn: Connection,
+    batches: list[Rows],
+    host_ids: list[int],
+    limits: GuestLimits,
+    known: set[tuple[int, str]] | None = None,
 ) -> list[dict[str, int]]:
-    """Per batch, guest ids by name for its guests; a guest over its host's cap gets none."""
+    """Per batch, guest ids by name for its guests; a guest over its host's cap gets none.
+    `known`: (host_id, guest name) of the batches' guests their hosts reported before, when
+    read already (_write_hosts on PostgreSQL)."""
     with_guests = [(rows, hid) for rows, hid in zip(batches, host_ids, strict=True) if rows.guests]
     if not with_guests:
         return [{} for _ in batches]
-    names = sorted({g["name"] for rows, _ in with_guests for g in rows.guests})
-    wanted = [hid for _, hid in with_guests]
-    known: set[tuple[int, str]] = set()
-    for start in range(0, len(names), _IN_CHUNK):
-        chunk = names[start : start + _IN_CHUNK]
-        known.update(
-            (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
-        )
+    if known is None:
+        names = sorted({g["name"] for rows, _ in with_guests for g in rows.guests})
+        wanted = [hid for _, hid in with_guests]
+        known = set()
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            known.update(
+                (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
+            )
     new: dict[int, list[str]] = {}
     for rows, hid in with_guests:
         fresh = [g["name"] for g in rows.guests if (hid, g["name"]) not in known]
