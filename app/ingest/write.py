@@ -641,6 +641,29 @@ def _guest_upsert(dialect: str) -> Any:
     return stmt
 
 
+_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _prefixed_arrays(names: tuple[str, ...], table: Table, prefix: str) -> str:
+    """_pg_arrays with each parameter named prefix + column: several tables' columns in one statement."""
+    types = [table.c[name].type.compile(dialect=_PG_DIALECT) for name in names]
+    return ", ".join(f"%({prefix}{name})b::{type_}[]" for name, type_ in zip(names, types, strict=True))
+
+
+def _unnest_upsert_sql(stmt: Any, columns: Sequence[str], prefix: str = "") -> str:
+    """`stmt`, an INSERT ... ON CONFLICT of one row built with SQLAlchemy, as INSERT ... SELECT
+    FROM unnest(one array per column, named prefix + column) in the arrays' order: any number
+    of rows in one statement whose text never changes, so psycopg prepares it once. The
+    ON CONFLICT clause is SQLAlchemy's, as compiled; it must bind no value of its own."""
+    compiled = stmt.compile(dialect=_PG_DIALECT, column_keys=list(columns))
+    assert list(compiled.params) == list(columns), compiled.params
+    text = str(compiled)
+    head, tail = text[: text.index(" VALUES (")], text[text.index(" ON CONFLICT ") :]
+    names = ", ".join(columns)
+    arrays = _prefixed_arrays(tuple(columns), stmt.table, prefix)
+    return f"{head} SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY n{tail}"
+
+
 _GUEST_COLUMNS = (
     "name", "uuid", "vmm", "first_seen_at", "last_seen_at", "last_host_id", "last_action", "killed_at",
     "killed_by",
@@ -666,7 +689,7 @@ def _postgresql_guests_sql() -> str:
     )
     head, tail = compiled[: compiled.index(" VALUES (")], compiled[compiled.index(" ON CONFLICT ") :]
     columns = ("guest_name", *_SIGHTING_COLUMNS)
-    arrays = _pg_arrays(_SIGHTING_COLUMNS, guest_host, prefix="s_")
+    arrays = _prefixed_arrays(_SIGHTING_COLUMNS, guest_host, prefix="s_")
     name_type = guest.c.name.type.compile(dialect=_PG_DIALECT)
     selected = ", ".join(["u.host_id", "g.id", *(f"u.{c}" for c in _SIGHTING_COLUMNS[1:])])
     return (
@@ -830,28 +853,11 @@ _PG_ARRAY_COLUMNS = (
 _PG_KEY_COLUMNS = ("host_id", "boot_id", "source", "seq")
 
 
-def _pg_arrays(names: tuple[str, ...], table: Table = event, prefix: str = "") -> str:
-    """`%(prefix+name)b::type[]` per column of `table`: one binary array parameter each (psycopg
+def _pg_arrays(names: tuple[str, ...], table: Table = event) -> str:
+    """`%(name)b::type[]` per column of `table`: one binary array parameter each (psycopg
     adapts a list in one go; the text format quotes every element through a regular expression)."""
-    types = [table.c[name].type.compile(dialect=_PG_DIALECT) for name in names]
-    return ", ".join(f"%({prefix}{name})b::{type_}[]" for name, type_ in zip(names, types, strict=True))
-
-
-_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-
-
-def _unnest_upsert_sql(stmt: Any, columns: Sequence[str], prefix: str = "") -> str:
-    """`stmt`, an INSERT ... ON CONFLICT of one row built with SQLAlchemy, as INSERT ... SELECT
-    FROM unnest(one array per column, named prefix + column) in the arrays' order: any number
-    of rows in one statement whose text never changes, so psycopg prepares it once. The
-    ON CONFLICT clause is SQLAlchemy's, as compiled; it must bind no value of its own."""
-    compiled = stmt.compile(dialect=_PG_DIALECT, column_keys=list(columns))
-    assert list(compiled.params) == list(columns), compiled.params
-    text = str(compiled)
-    head, tail = text[: text.index(" VALUES (")], text[text.index(" ON CONFLICT ") :]
-    names = ", ".join(columns)
-    arrays = _pg_arrays(tuple(columns), stmt.table, prefix)
-    return f"{head} SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY n{tail}"
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+    return ", ".join(f"%({name})b::{table.c[name].type.compile(dialect=dialect)}[]" for name in names)
 
 
 @functools.cache
@@ -1014,7 +1020,6 @@ def _write_events(
             _count_unattributed(conn, insert, rows, host_id, fresh)
         for step_s, found in rollups(fresh, host_id).items():
             sums[step_s].extend(found)
-    by_table: dict[str, list[dict[str, Any]]] = {}
     for step_s, table in ROLLUPS:
         # Keys sorted, so concurrent PostgreSQL transactions lock rollup rows in one order.
         found = sorted(sums[step_s], key=_rollup_order)
@@ -1023,9 +1028,7 @@ def _write_events(
         if conn.dialect.name == "sqlite":
             _upsert_rollup_sqlite(conn, table, found)
         else:
-            by_table[table.name] = found
-    if by_table:
-        _upsert_rollups_postgresql(conn, by_table)
+            _upsert_rollup_postgresql(conn, table, found)
     return accepted
 
 
@@ -1088,37 +1091,6 @@ def _sqlite_rollup_sql(name: str) -> str:
     return str(compiled)
 
 
-@functools.cache
-def _postgresql_rollups_sql(names: tuple[str, ...]) -> str:
-    """The rollup upserts of the tables `names`, in one statement: each INSERT ... SELECT FROM
-    unnest(one array per column) in rows' order, all but the last as a WITH clause.
-
-    An executemany sent one statement per row: 16 statements a group of four agent requests,
-    each with its share of psycopg's and PostgreSQL's per-statement work (#13). The rows of
-    one table never repeat a key (rollups() sums per key, and a round holds each host once),
-    which ON CONFLICT DO UPDATE needs in one statement.
-    """
-    tables = {t.name: t for _, t in ROLLUPS}
-    upserts = [
-        _unnest_upsert_sql(_rollup_upsert(postgresql.insert, tables[name]), ROLLUP_COLUMNS, prefix=f"{name}_")
-        for name in names
-    ]
-    ctes = ", ".join(f"w_{name} AS ({sql})" for name, sql in zip(names[:-1], upserts, strict=False))
-    return f"WITH {ctes} {upserts[-1]}" if ctes else upserts[-1]
-
-
-def _upsert_rollups_postgresql(conn: Connection, by_table: dict[str, list[dict[str, Any]]]) -> None:
-    names = tuple(sorted(by_table))
-    params = {
-        f"{name}_{column}": [r[column] for r in by_table[name]] for name in names for column in ROLLUP_COLUMNS
-    }
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(_postgresql_rollups_sql(names), params)
-    finally:
-        cursor.close()
-
-
 def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -1130,6 +1102,30 @@ def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, A
                 for r in sums
             ],
         )  # fmt: skip
+    finally:
+        cursor.close()
+
+
+@functools.cache
+def _postgresql_rollup_sql(name: str) -> str:
+    """_rollup_upsert as one INSERT ... SELECT FROM unnest(one array per column), rows in the
+    order given (WITH ORDINALITY): the sorted keys, one lock order for every transaction."""
+    table = {t.name: t for _, t in ROLLUPS}[name]
+    columns = ", ".join(ROLLUP_COLUMNS)
+    return (
+        f"INSERT INTO {name} AS t ({columns}) SELECT {columns} "
+        f"FROM unnest({_pg_arrays(ROLLUP_COLUMNS, table)}) WITH ORDINALITY AS u({columns}, n_) ORDER BY n_ "
+        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
+        "SET count = t.count + excluded.count, events = t.events + excluded.events"
+    )
+
+
+def _upsert_rollup_postgresql(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
+    """One statement for the round's rows of `table`: SQLAlchemy's executemany sent one per
+    row (~100 for a 1000-event batch: bench/bench_ingest.py, #13)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_rollup_sql(table.name), {c: [r[c] for r in sums] for c in ROLLUP_COLUMNS})
     finally:
         cursor.close()
 
