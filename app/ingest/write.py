@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, and_, bindparam, case, func, not_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import JSON
 
 from app.errors import PayloadTooLarge
 from app.ingest.rows import (
