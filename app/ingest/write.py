@@ -2,7 +2,13 @@
 
 write_group writes the batches that queued together for one transaction (app/ingest/writer.py)
 as if one after the other, but each step below is one statement for all of them (#13): a
-small steady-state batch costs statements, not rows. write_batch is a group of one.
+small steady-state batch costs statements, not rows. write_batch is a group of one. On
+PostgreSQL the statements take one array per column (INSERT/UPDATE ... FROM unnest), so their
+text never changes with the group's size and psycopg prepares each once, and steps share a
+statement where they can: the hosts' lock and the guests they reported before (step 1, for
+step 3), guest and guest_host (step 3); a steady group of agent requests is then BEGIN, the
+hosts, the guests, the host update (one per set of changed columns), the seq marks, the
+events, two rollups and COMMIT, however many requests it holds.
 
 Order inside the transaction (the caller owns it), per round of the group (_rounds):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE, in name order) and updated — identity (not
