@@ -5,8 +5,11 @@ The payload is what a real agent sends every 10 s in steady state: `splitwatch a
 32 CPU states, ~3.9 KB; printed below). 16 concurrent senders (keep-alive HTTP/1.1 connections
 from one asyncio client, so the client costs little CPU) cycle over 400 hosts, each host with its
 own agent token, its own guest (the payload's guest renamed per host) and its own advancing
-SEQs, times and state sample, so every request stores new events and a new state sample, as in
-production.
+SEQs, times and state sample, so every request stores new events, as in production. By default
+one request of 12 per host carries the full state and the others `state: null` (1.1 KB): what
+the agent sends at its default 10 s interval, whose state refresh (agent/state_refresh.py) sends
+an unchanged state every 120 s only. `--state-every 1` sends the full state in every request,
+the payload of the issue's first table: a fleet whose agents predate the refresh.
 
 Rows, all measured in this one run:
   bare      a Starlette app on the same uvicorn that only json-decodes the body and answers
@@ -23,6 +26,9 @@ Bars (PASS/FAIL per row): >= 1,000 requests/s, p99 < 250 ms, >= 0.4 x the bare r
 
 Run: .venv/bin/python bench/bench_fleet.py [--rounds 3] [--seconds 4] [--pg-workers 2]
      [--only sqlite,pg1] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+     [--compare-src DIR]
+--compare-src runs each serve row a second time from another source tree (before/after a change
+in the same run, the same rounds and load): git archive BASE | tar -x -C DIR.
 Bounded: about rounds x backends x (seconds + 1) s plus set-up (~1 min with the defaults).
 """
 
@@ -396,12 +402,18 @@ def main() -> None:
     parser.add_argument(
         "--state-every",
         type=int,
-        default=1,
-        help="full state in every Nth request of a host, state null in the others (1: every request, "
-        "the issue's payload; 12: the agent's 120 s refresh at a 10 s interval)",
+        default=12,
+        help="full state in every Nth request of a host, state null in the others (12, the default: "
+        "the agent's 120 s refresh at a 10 s interval; 1: every request, the issue's first payload)",
     )
     parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        help="also run each serve backend from this source tree (PYTHONPATH), e.g. the commit before a "
+        "change: `git archive BASE | tar -x -C DIR`; rows labelled `(DIR's name)`, same run, same rounds",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -447,10 +459,23 @@ def main() -> None:
             plan.append(("pg1", "serve, PostgreSQL, 1 worker", 1))
         if "pgN" in wanted:
             plan.append(("pgN", f"serve, PostgreSQL, {args.pg_workers} workers", args.pg_workers))
+        compared: set[str] = set()
+        if args.compare_src:
+            src = args.compare_src.resolve()
+            tag = "".join(c for c in src.name.lower() if c.isalnum())
+            compared = {f"{tag}_{key}" for key, _label, _workers in plan}
+            plan = [
+                row
+                for key, label, workers in plan
+                for row in ((key, label, workers), (f"{tag}_{key}", f"{label} ({src.name})", workers))
+            ]
         try:
             for key, label, workers in plan:
-                if key == "sqlite":
-                    url = f"sqlite:///{tmp / 'fleet.db'}"
+                env = base_env
+                if key in compared:
+                    env = {**base_env, "PYTHONPATH": str(args.compare_src.resolve())}
+                if key.endswith("sqlite"):
+                    url = f"sqlite:///{tmp / f'{key}.db'}"
                 else:
                     name = f"bench_fleet_{key}_{uuid.uuid4().hex[:8]}".lower()
                     url = pg_database(args.pg_url, name, create=True)
@@ -461,8 +486,8 @@ def main() -> None:
                 cmd = [splitwatch, "serve", "--port", str(port), "--database-url", url]
                 if workers > 1:
                     cmd += ["--workers", str(workers)]
-                database = None if key == "sqlite" else pg_names[-1]
-                backends.append(Backend(key, label, cmd, base_env, port, database=database))
+                database = None if key.endswith("sqlite") else pg_names[-1]
+                backends.append(Backend(key, label, cmd, env, port, database=database))
             for b in backends:
                 b.start()
             for b in backends:

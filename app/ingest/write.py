@@ -2,7 +2,13 @@
 
 write_group writes the batches that queued together for one transaction (app/ingest/writer.py)
 as if one after the other, but each step below is one statement for all of them (#13): a
-small steady-state batch costs statements, not rows. write_batch is a group of one.
+small steady-state batch costs statements, not rows. write_batch is a group of one. On
+PostgreSQL the statements take one array per column (INSERT/UPDATE ... FROM unnest), so their
+text never changes with the group's size and psycopg prepares each once, and steps share a
+statement where they can: the hosts' lock and the guests they reported before (step 1, for
+step 3), guest and guest_host (step 3); a steady group of agent requests is then BEGIN, the
+hosts, the guests, the host update (one per set of changed columns), the seq marks, the
+events, two rollups and COMMIT, however many requests it holds.
 
 Order inside the transaction (the caller owns it), per round of the group (_rounds):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE, in name order) and updated — identity (not
@@ -39,6 +45,7 @@ The same statements run on SQLite and PostgreSQL (each dialect's insert construc
 from __future__ import annotations
 
 import functools
+import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +54,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, case, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import JSON
 
 from app.errors import PayloadTooLarge
 from app.ingest.rows import (
@@ -57,7 +65,7 @@ from app.ingest.rows import (
     state_signature,
 )
 from app.retention.partitions import SEQ_MARK_TABLE
-from app.store.tables import ROLLUPS, event, gap, guest, guest_host, host, host_state
+from app.store.tables import ROLLUPS, UtcDateTime, event, gap, guest, guest_host, host, host_state
 
 EVENT_KEY = ("host_id", "boot_id", "source", "seq")
 # PostgreSQL's event table is partitioned by day on `time`, and a unique key of a partitioned
@@ -151,8 +159,8 @@ def _rounds(batches: Sequence[Rows]) -> list[list[int]]:
 def _write_round(
     conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], limits: GuestLimits
 ) -> list[WriteResult]:
-    host_ids = _write_hosts(conn, insert, batches)
-    guest_ids = _write_guests(conn, batches, host_ids, limits)
+    host_ids, known = _write_hosts(conn, insert, batches)
+    guest_ids = _write_guests(conn, batches, host_ids, limits, known)
     accepted = _write_events(conn, insert, batches, host_ids, guest_ids)
     gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]
     if gaps:
@@ -163,11 +171,16 @@ def _write_round(
     ]
 
 
-def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]) -> list[int]:
-    """Each batch's host id; the hosts created, locked (PostgreSQL) and updated."""
+def _write_hosts(
+    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]
+) -> tuple[list[int], set[tuple[int, str]] | None]:
+    """Each batch's host id; the hosts created, locked (PostgreSQL) and updated. PostgreSQL:
+    also which of the round's guests each host reported before, (host_id, guest name), read
+    with the hosts (_write_guests looks them up itself otherwise)."""
     dialect = conn.dialect.name
     names = sorted(rows.host["name"] for rows in batches)  # one lock order for every transaction
-    held = {r.name: dict(r._mapping) for r in conn.execute(_hosts_select(dialect), {"names_": names})}
+    guest_names = sorted({g["name"] for rows in batches for g in rows.guests})
+    held = _held_hosts(conn, names, guest_names)
     missing = sorted(
         (rows for rows in batches if rows.host["name"] not in held), key=lambda r: r.host["name"]
     )
@@ -188,10 +201,10 @@ def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list
                 for rows in missing
             ],
         )
-        again = [rows.host["name"] for rows in missing]
-        held.update(
-            (r.name, dict(r._mapping)) for r in conn.execute(_hosts_select(dialect), {"names_": again})
-        )
+        held.update(_held_hosts(conn, [rows.host["name"] for rows in missing], guest_names))
+    known = None
+    if dialect == "postgresql":
+        known = {(h["id"], name) for h in held.values() for name in h.pop("known_guests")}
     newer = [
         held[rows.host["name"]]
         for rows in batches
@@ -219,9 +232,31 @@ def _write_hosts(conn: Connection, insert: Callable[[Table], Any], batches: list
             updates.setdefault(tuple(sorted(values)), []).append({**values, "host_id_": host_id})
     if samples:
         _record_states(conn, samples, {h["id"] for h in newer})
-    for params in updates.values():
-        conn.execute(_HOST_UPDATE, params)
-    return ids
+    for keys, params in updates.items():
+        if dialect == "postgresql":
+            _update_hosts_postgresql(conn, keys, params)
+        else:
+            conn.execute(_HOST_UPDATE, params)
+    return ids, known
+
+
+def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The hosts' rows by name (_HOST_LIGHT), locked on PostgreSQL in name order, where each
+    also holds `known_guests`: the names of `guest_names` it reported before."""
+    if conn.dialect.name != "postgresql":
+        return {r.name: dict(r._mapping) for r in conn.execute(_hosts_select("sqlite"), {"names_": names})}
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
+        columns = [c[0] for c in cursor.description or ()]
+        rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+    for r in rows:  # as UtcDateTime reads them (psycopg gives the session's time zone)
+        for c in _HOST_TIMES:
+            if r[c] is not None:
+                r[c] = r[c].astimezone(UTC)
+    return {r["name"]: r for r in rows}
 
 
 def host_changes(held: Mapping[str, Any], rows: Rows) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
@@ -291,6 +326,26 @@ def _hosts_select(dialect: str) -> Any:
     return query.order_by(host.c.name).with_for_update() if dialect == "postgresql" else query
 
 
+_HOST_TIMES = [c.name for c in _HOST_LIGHT if isinstance(c.type, UtcDateTime)]
+
+
+@functools.cache
+def _postgresql_hosts_sql() -> str:
+    """_hosts_select for PostgreSQL, with the known-guests lookup of _write_guests folded in
+    (an array per host): one statement and round trip instead of two, and no IN list for
+    SQLAlchemy to expand per request (#13). The arrays go through a (SELECT ...), so the
+    generic plan is kept (see _lookup_sql)."""
+    columns = ", ".join(f"host.{c.name}" for c in _HOST_LIGHT)
+    known = (
+        "SELECT guest.name FROM guest_host JOIN guest ON guest.id = guest_host.guest_id "
+        "WHERE guest_host.host_id = host.id AND guest.name = ANY((SELECT %(guests)b::TEXT[])::TEXT[])"
+    )
+    return (
+        f"SELECT {columns}, ARRAY({known}) AS known_guests FROM host "
+        "WHERE host.name = ANY((SELECT %(names)b::TEXT[])::TEXT[]) ORDER BY host.name FOR UPDATE OF host"
+    )
+
+
 _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).where(
     host.c.id.in_(bindparam("ids_", expanding=True))
 )
@@ -298,6 +353,47 @@ _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).whe
 
 # The SET clause follows the parameters' keys (SQLAlchemy compiles and caches one per key set).
 _HOST_UPDATE = update(host).where(host.c.id == bindparam("host_id_"))
+
+
+@functools.lru_cache(maxsize=64)
+def _postgresql_host_update_sql(keys: tuple[str, ...]) -> str:
+    """UPDATE host SET `keys` FROM unnest(one array per key, and the ids): the hosts whose
+    changes have these keys, in one statement (an executemany sent one per host, #13). JSON
+    columns travel as text, cast on the server. Few key sets occur (the changes of a steady
+    agent are last_seen_at, its state's time and its health figures), each text prepared once.
+    """
+    arrays = ", ".join(
+        f"(SELECT %({k})b::TEXT[]::JSON[])"
+        if isinstance(host.c[k].type, JSON)
+        else f"(SELECT {_pg_arrays((k,), host)})"
+        for k in keys
+    )
+    # Each array through a (SELECT ...), as in _lookup_sql: with its length known, the plan
+    # for the parameters' values looked cheaper than the generic one, and PostgreSQL planned
+    # the update at every execution (0.15 ms, more than it ran). The generic plan, blind to
+    # the length, hash-joined a scan of every host: `id = ANY(ids)` makes it an index probe.
+    ids = "(SELECT %(host_id_)b::INTEGER[])"
+    return (
+        f"UPDATE host SET {', '.join(f'{k} = u.{k}' for k in keys)} "
+        f"FROM unnest({ids}, {arrays}) AS u(host_id_, {', '.join(keys)}) "
+        f"WHERE host.id = u.host_id_ AND host.id = ANY({ids}::INTEGER[])"
+    )
+
+
+def _update_hosts_postgresql(conn: Connection, keys: tuple[str, ...], params: list[dict[str, Any]]) -> None:
+    values: dict[str, list[Any]] = {"host_id_": [p["host_id_"] for p in params]}
+    for k in keys:
+        column = [p[k] for p in params]
+        if isinstance(host.c[k].type, JSON):
+            # The text SQLAlchemy's JSON type sends (json.dumps, None as JSON null, not SQL
+            # NULL): `json` keeps it as is, so the row is the one SQLAlchemy would store.
+            column = [json.dumps(v) for v in column]
+        values[k] = column
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_host_update_sql(keys), values)
+    finally:
+        cursor.close()
 
 
 def _record_states(
@@ -419,20 +515,27 @@ _GUESTS_HELD = (
 
 
 def _write_guests(
-    conn: Connection, batches: list[Rows], host_ids: list[int], limits: GuestLimits
+    conn: Connection,
+    batches: list[Rows],
+    host_ids: list[int],
+    limits: GuestLimits,
+    known: set[tuple[int, str]] | None = None,
 ) -> list[dict[str, int]]:
-    """Per batch, guest ids by name for its guests; a guest over its host's cap gets none."""
+    """Per batch, guest ids by name for its guests; a guest over its host's cap gets none.
+    `known`: (host_id, guest name) of the batches' guests their hosts reported before, when
+    read already (_write_hosts on PostgreSQL)."""
     with_guests = [(rows, hid) for rows, hid in zip(batches, host_ids, strict=True) if rows.guests]
     if not with_guests:
         return [{} for _ in batches]
-    names = sorted({g["name"] for rows, _ in with_guests for g in rows.guests})
-    wanted = [hid for _, hid in with_guests]
-    known: set[tuple[int, str]] = set()
-    for start in range(0, len(names), _IN_CHUNK):
-        chunk = names[start : start + _IN_CHUNK]
-        known.update(
-            (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
-        )
+    if known is None:
+        names = sorted({g["name"] for rows, _ in with_guests for g in rows.guests})
+        wanted = [hid for _, hid in with_guests]
+        known = set()
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            known.update(
+                (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
+            )
     new: dict[int, list[str]] = {}
     for rows, hid in with_guests:
         fresh = [g["name"] for g in rows.guests if (hid, g["name"]) not in known]
@@ -466,6 +569,10 @@ def _write_guests(
     params = sorted(
         ({**g, "last_host_id": hid} for hid, gs in kept.items() for g in gs), key=lambda p: p["name"]
     )
+    sightings = [(hid, g) for hid in sorted(kept) for g in kept[hid]]
+    if conn.dialect.name == "postgresql":
+        ids = _upsert_guests_postgresql(conn, params, sightings)
+        return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
     ids = {name: gid for gid, name in conn.execute(_guest_upsert(conn.dialect.name), params)}
     conn.execute(
         _guest_host_upsert(conn.dialect.name),
@@ -480,8 +587,7 @@ def _write_guests(
                 "last_action": g["last_action"],
                 "killed_at": g["killed_at"],
             }
-            for hid in sorted(kept)
-            for g in kept[hid]
+            for hid, g in sightings
         ],
     )
     return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
@@ -540,6 +646,83 @@ def _guest_upsert(dialect: str) -> Any:
         },
     ).returning(guest.c.id, guest.c.name)
     return stmt
+
+
+_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _prefixed_arrays(names: tuple[str, ...], table: Table, prefix: str) -> str:
+    """_pg_arrays with each parameter named prefix + column: several tables' columns in one statement."""
+    types = [table.c[name].type.compile(dialect=_PG_DIALECT) for name in names]
+    return ", ".join(f"%({prefix}{name})b::{type_}[]" for name, type_ in zip(names, types, strict=True))
+
+
+def _unnest_upsert_sql(stmt: Any, columns: Sequence[str], prefix: str = "") -> str:
+    """`stmt`, an INSERT ... ON CONFLICT of one row built with SQLAlchemy, as INSERT ... SELECT
+    FROM unnest(one array per column, named prefix + column) in the arrays' order: any number
+    of rows in one statement whose text never changes, so psycopg prepares it once. The
+    ON CONFLICT clause is SQLAlchemy's, as compiled; it must bind no value of its own."""
+    compiled = stmt.compile(dialect=_PG_DIALECT, column_keys=list(columns))
+    assert list(compiled.params) == list(columns), compiled.params
+    text = str(compiled)
+    head, tail = text[: text.index(" VALUES (")], text[text.index(" ON CONFLICT ") :]
+    names = ", ".join(columns)
+    arrays = _prefixed_arrays(tuple(columns), stmt.table, prefix)
+    return f"{head} SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY n{tail}"
+
+
+_GUEST_COLUMNS = (
+    "name", "uuid", "vmm", "first_seen_at", "last_seen_at", "last_host_id", "last_action", "killed_at",
+    "killed_by",
+)  # fmt: skip
+# guest_host's columns but guest_id, which the statement takes from the guest upsert by name.
+_SIGHTING_COLUMNS = ("host_id", "uuid", "vmm", "first_seen_at", "last_seen_at", "last_action", "killed_at")
+
+
+@functools.cache
+def _postgresql_guests_sql() -> str:
+    """_guest_upsert and _guest_host_upsert in one statement (PostgreSQL): the guest rows
+    upserted from unnest(one array per column), in name order, as a WITH clause whose ids
+    by name feed the guest_host upsert; the guests' (id, name) returned.
+
+    An insertmanyvalues for the guests and an executemany (one statement per row) for
+    guest_host were five statements for a group of four agent requests (#13).
+    """
+    guests = _unnest_upsert_sql(_guest_upsert("postgresql"), _GUEST_COLUMNS, prefix="g_")
+    compiled = str(
+        _guest_host_upsert("postgresql").compile(
+            dialect=_PG_DIALECT, column_keys=["host_id", "guest_id", *_SIGHTING_COLUMNS[1:]]
+        )
+    )
+    head, tail = compiled[: compiled.index(" VALUES (")], compiled[compiled.index(" ON CONFLICT ") :]
+    columns = ("guest_name", *_SIGHTING_COLUMNS)
+    arrays = _prefixed_arrays(_SIGHTING_COLUMNS, guest_host, prefix="s_")
+    name_type = guest.c.name.type.compile(dialect=_PG_DIALECT)
+    selected = ", ".join(["u.host_id", "g.id", *(f"u.{c}" for c in _SIGHTING_COLUMNS[1:])])
+    return (
+        f"WITH g AS ({guests}), "
+        f"s AS ({head} SELECT {selected} "
+        f"FROM unnest(%(s_guest_name)b::{name_type}[], {arrays}) AS u({', '.join(columns)}) "
+        f"JOIN g ON g.name = u.guest_name{tail}) "
+        "SELECT id, name FROM g"
+    )
+
+
+def _upsert_guests_postgresql(
+    conn: Connection, guests: list[dict[str, Any]], sightings: list[tuple[int, dict[str, Any]]]
+) -> dict[str, int]:
+    """Guest ids by name: `guests` upserted, and each (host_id, guest row) of `sightings` into
+    guest_host, in one round trip."""
+    params: dict[str, Any] = {f"g_{c}": [g[c] for g in guests] for c in _GUEST_COLUMNS}
+    params["s_guest_name"] = [g["name"] for _hid, g in sightings]
+    params["s_host_id"] = [hid for hid, _g in sightings]
+    params.update((f"s_{c}", [g[c] for _hid, g in sightings]) for c in _SIGHTING_COLUMNS[1:])
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_guests_sql(), params)
+        return {name: gid for gid, name in cursor.fetchall()}
+    finally:
+        cursor.close()
 
 
 @functools.cache
@@ -677,11 +860,11 @@ _PG_ARRAY_COLUMNS = (
 _PG_KEY_COLUMNS = ("host_id", "boot_id", "source", "seq")
 
 
-def _pg_arrays(names: tuple[str, ...]) -> str:
-    """`%(name)b::type[]` per column: one binary array parameter each (psycopg adapts a list
-    in one go; the text format quotes every element through a regular expression)."""
+def _pg_arrays(names: tuple[str, ...], table: Table = event) -> str:
+    """`%(name)b::type[]` per column of `table`: one binary array parameter each (psycopg
+    adapts a list in one go; the text format quotes every element through a regular expression)."""
     dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    return ", ".join(f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]" for name in names)
+    return ", ".join(f"%({name})b::{table.c[name].type.compile(dialect=dialect)}[]" for name in names)
 
 
 @functools.cache
@@ -852,7 +1035,7 @@ def _write_events(
         if conn.dialect.name == "sqlite":
             _upsert_rollup_sqlite(conn, table, found)
         else:
-            conn.execute(_rollup_upsert(insert, table), found)
+            _upsert_rollup_postgresql(conn, table, found)
     return accepted
 
 
@@ -926,6 +1109,30 @@ def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, A
                 for r in sums
             ],
         )  # fmt: skip
+    finally:
+        cursor.close()
+
+
+@functools.cache
+def _postgresql_rollup_sql(name: str) -> str:
+    """_rollup_upsert as one INSERT ... SELECT FROM unnest(one array per column), rows in the
+    order given (WITH ORDINALITY): the sorted keys, one lock order for every transaction."""
+    table = {t.name: t for _, t in ROLLUPS}[name]
+    columns = ", ".join(ROLLUP_COLUMNS)
+    return (
+        f"INSERT INTO {name} AS t ({columns}) SELECT {columns} "
+        f"FROM unnest({_pg_arrays(ROLLUP_COLUMNS, table)}) WITH ORDINALITY AS u({columns}, n_) ORDER BY n_ "
+        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
+        "SET count = t.count + excluded.count, events = t.events + excluded.events"
+    )
+
+
+def _upsert_rollup_postgresql(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
+    """One statement for the round's rows of `table`: SQLAlchemy's executemany sent one per
+    row (~100 for a 1000-event batch: bench/bench_ingest.py, #13)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_rollup_sql(table.name), {c: [r[c] for r in sums] for c in ROLLUP_COLUMNS})
     finally:
         cursor.close()
 

@@ -50,8 +50,11 @@ MAX_GROUP = 16
 # PostgreSQL: concurrent write transactions per process (threads and connections of their own).
 # Few, so requests wait together and share a transaction (#13): bench_fleet pg1 on 2 cores,
 # state every 12th request: 8 writers 133 requests/s (2.2 ms of PostgreSQL CPU per request),
-# 4 writers 206/s (1.8 ms), 2 writers 207/s (1.3 ms). Four keep a slow group from holding up all.
-PG_WRITERS = 4
+# 4 writers 206/s (1.8 ms), 2 writers 207/s (1.3 ms). Once a group cost a few statements, not
+# a few per request, its size is what a request costs: 4 -> 2 writers, 1.42 -> 1.02 ms of the
+# server's CPU and 1.02 -> 0.73 ms of PostgreSQL's per request at the same rate (bench_fleet
+# --compare-src, loaded box). Two, not one, so a slow group (a large batch) holds up only half.
+PG_WRITERS = 2
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
 WRITER_CACHE_KIB = 65536
