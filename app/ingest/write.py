@@ -83,6 +83,11 @@ class BatchJob:
     rows: Rows
     limits: GuestLimits
 
+    @property
+    def events(self) -> int:
+        """How many events the batch brings: the writer groups jobs by it too."""
+        return len(self.rows.events)
+
     def __call__(self, conn: Connection) -> WriteResult:
         return write_batch(conn, self.rows, self.limits)
 

@@ -45,8 +45,15 @@ from app.store.engine import is_sqlite, make_engine
 T = TypeVar("T")
 log = logging.getLogger("splitwatch.writer")
 
-# Up to this many waiting jobs share one SQLite transaction.
+# Up to this many waiting jobs share one transaction.
 MAX_GROUP = 16
+# A group takes no more jobs once they hold this many events (a job's `events`, app/ingest/
+# write.py BatchJob): sharing a transaction saves statements and a commit per job, which
+# matter for small batches, but every job of a group is answered when the whole group
+# commits. Eight senders of 1000-event batches made groups of several, whose first batch
+# waited for all the others: PostgreSQL's p99 was 2.7x its p50, 1.6x with this cap
+# (bench/bench_ingest.py, #13; docs/benchmarks.md).
+GROUP_EVENTS = 1000
 # PostgreSQL: concurrent write transactions per process (threads and connections of their own).
 # Few, so requests wait together and share a transaction (#13): bench_fleet pg1 on 2 cores,
 # state every 12th request: 8 writers 133 requests/s (2.2 ms of PostgreSQL CPU per request),
@@ -140,13 +147,15 @@ _Job = tuple[Callable[[Connection], Any], "Future[Any] | _LoopAnswer"]
 
 
 def _next_group(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
-    """The next job and those queued behind it, up to MAX_GROUP (they share a transaction);
-    True when the stop marker came (the jobs taken before it still run)."""
+    """The next job and those queued behind it, up to MAX_GROUP jobs or GROUP_EVENTS events
+    (they share a transaction); True when the stop marker came (the jobs taken before it
+    still run)."""
     job = jobs.get()
     if job is None:
         return [], True
     group = [job]
-    while len(group) < MAX_GROUP:
+    events = _events(job)
+    while len(group) < MAX_GROUP and events < GROUP_EVENTS:
         try:
             more = jobs.get_nowait()
         except queue.Empty:
@@ -154,7 +163,14 @@ def _next_group(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]
         if more is None:
             return group, True
         group.append(more)
+        events += _events(more)
     return group, False
+
+
+def _events(job: _Job) -> int:
+    """The events a job writes, when it says (an ingest batch does); 0 otherwise."""
+    events = getattr(job[0], "events", 0)
+    return events if isinstance(events, int) else 0
 
 
 def _refuse_queued(jobs: queue.SimpleQueue[_Job | None]) -> None:
@@ -335,10 +351,11 @@ def run_jobs(conn: Connection, fns: list[Callable[[Connection], Any]]) -> list[A
 
 
 class DirectWriter:
-    """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP)
-    into one transaction (group commit: one commit and, for ingest batches, one statement per
-    table for all of them). If that transaction fails, each of its jobs runs again in a
-    transaction of its own, so only a failing job fails. Retried on deadlock."""
+    """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP,
+    or GROUP_EVENTS events) into one transaction (group commit: one commit and, for ingest
+    batches, one statement per table for all of them). If that transaction fails, each of
+    its jobs runs again in a transaction of its own, so only a failing job fails. Retried on
+    deadlock."""
 
     RETRIES = 3
 

@@ -24,7 +24,7 @@ from app.errors import PayloadTooLarge
 from app.ingest.rows import Rows, build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import BatchJob, GuestLimits, WriteResult, write_batch, write_group
-from app.ingest.writer import PG_WRITERS, make_writer
+from app.ingest.writer import GROUP_EVENTS, PG_WRITERS, make_writer
 from app.store.engine import make_engine
 from app.store.tables import event, gap, guest, guest_host, host, host_state, rollup_1h, rollup_1m
 from tests.app.conftest import _Postgres, upgrade
@@ -170,3 +170,28 @@ def test_the_writer_groups_waiting_batches_and_a_failing_one_fails_alone(engine:
         writer.stop()
     with engine.connect() as conn:
         assert sorted(conn.execute(select(host.c.name)).scalars()) == names
+
+
+def test_a_large_batch_is_answered_without_waiting_for_the_batches_queued_behind_it(engine: Engine) -> None:
+    """Its own transaction (GROUP_EVENTS): its sender is not held up by the group's others."""
+    writer = make_writer(engine)
+    writer.start()
+    gate = threading.Event()
+    try:
+        blockers = [
+            writer.submit(lambda conn: gate.wait(10))
+            for _ in range(PG_WRITERS if engine.dialect.name != "sqlite" else 1)
+        ]
+        events = [ev(i) for i in range(GROUP_EVENTS)]
+        big = BatchJob(batch(payload(events, host=host_info("big")))(), GuestLimits())
+        answered = writer.submit(big)
+        # Queued behind it: a job that needs the large batch answered first. In the same
+        # transaction it would wait for itself.
+        behind = writer.submit(lambda conn: answered.exception(timeout=10) is None)
+        gate.set()
+        for b in blockers:
+            assert b.result(10) is True
+        assert answered.result(10).accepted == GROUP_EVENTS
+        assert behind.result(20) is True
+    finally:
+        writer.stop()
