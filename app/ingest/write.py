@@ -685,11 +685,11 @@ _PG_ARRAY_COLUMNS = (
 _PG_KEY_COLUMNS = ("host_id", "boot_id", "source", "seq")
 
 
-def _pg_arrays(names: tuple[str, ...]) -> str:
-    """`%(name)b::type[]` per column: one binary array parameter each (psycopg adapts a list
-    in one go; the text format quotes every element through a regular expression)."""
+def _pg_arrays(names: tuple[str, ...], table: Table = event) -> str:
+    """`%(name)b::type[]` per column of `table`: one binary array parameter each (psycopg
+    adapts a list in one go; the text format quotes every element through a regular expression)."""
     dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    return ", ".join(f"%({name})b::{event.c[name].type.compile(dialect=dialect)}[]" for name in names)
+    return ", ".join(f"%({name})b::{table.c[name].type.compile(dialect=dialect)}[]" for name in names)
 
 
 @functools.cache
@@ -959,7 +959,7 @@ def _write_events(
         if conn.dialect.name == "sqlite":
             _upsert_rollup_sqlite(conn, table, found)
         else:
-            conn.execute(_rollup_upsert(insert, table), found)
+            _upsert_rollup_postgresql(conn, table, found)
     return accepted
 
 
@@ -1033,6 +1033,30 @@ def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, A
                 for r in sums
             ],
         )  # fmt: skip
+    finally:
+        cursor.close()
+
+
+@functools.cache
+def _postgresql_rollup_sql(name: str) -> str:
+    """_rollup_upsert as one INSERT ... SELECT FROM unnest(one array per column), rows in the
+    order given (WITH ORDINALITY): the sorted keys, one lock order for every transaction."""
+    table = {t.name: t for _, t in ROLLUPS}[name]
+    columns = ", ".join(ROLLUP_COLUMNS)
+    return (
+        f"INSERT INTO {name} AS t ({columns}) SELECT {columns} "
+        f"FROM unnest({_pg_arrays(ROLLUP_COLUMNS, table)}) WITH ORDINALITY AS u({columns}, n_) ORDER BY n_ "
+        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
+        "SET count = t.count + excluded.count, events = t.events + excluded.events"
+    )
+
+
+def _upsert_rollup_postgresql(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
+    """One statement for the round's rows of `table`: SQLAlchemy's executemany sent one per
+    row (~100 for a 1000-event batch: bench/bench_ingest.py, #13)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_postgresql_rollup_sql(table.name), {c: [r[c] for r in sums] for c in ROLLUP_COLUMNS})
     finally:
         cursor.close()
 
