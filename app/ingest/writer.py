@@ -47,12 +47,14 @@ log = logging.getLogger("splitwatch.writer")
 
 # Up to this many waiting jobs share one transaction.
 MAX_GROUP = 16
-# A group takes no more jobs once they hold this many events (a job's `events`, app/ingest/
-# write.py BatchJob): sharing a transaction saves statements and a commit per job, which
-# matter for small batches, but every job of a group is answered when the whole group
-# commits. Eight senders of 1000-event batches made groups of several, whose first batch
-# waited for all the others: PostgreSQL's p99 was 2.7x its p50, 1.6x with this cap
-# (bench/bench_ingest.py, #13; docs/benchmarks.md).
+# PostgreSQL: a group takes no more jobs once they hold this many events (a job's `events`,
+# app/ingest/write.py BatchJob). Sharing a transaction saves statements and a commit per job,
+# which matter for small batches; but one writer taking every large batch queued kept the
+# others idle, and answered each batch only when all of its group had been written: with 8
+# senders of 1000-event batches, p99 was 2.7x p50, 1.6x with this cap (bench/bench_ingest.py,
+# #13; docs/benchmarks.md). SQLite's one writer has no other writer to hand work to: there a
+# group stays whole (a batch waits for the others in the queue either way, and the group
+# writes them for less).
 GROUP_EVENTS = 1000
 # PostgreSQL: concurrent write transactions per process (threads and connections of their own).
 # Few, so requests wait together and share a transaction (#13): bench_fleet pg1 on 2 cores,
@@ -146,16 +148,18 @@ def _deliver(jobs: list[_Job]) -> None:
 _Job = tuple[Callable[[Connection], Any], "Future[Any] | _LoopAnswer"]
 
 
-def _next_group(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
-    """The next job and those queued behind it, up to MAX_GROUP jobs or GROUP_EVENTS events
-    (they share a transaction); True when the stop marker came (the jobs taken before it
-    still run)."""
+def _next_group(
+    jobs: queue.SimpleQueue[_Job | None], max_events: int | None = None
+) -> tuple[list[_Job], bool]:
+    """The next job and those queued behind it, up to MAX_GROUP jobs and, when given, until
+    they hold `max_events` events (they share a transaction); True when the stop marker came
+    (the jobs taken before it still run)."""
     job = jobs.get()
     if job is None:
         return [], True
     group = [job]
     events = _events(job)
-    while len(group) < MAX_GROUP and events < GROUP_EVENTS:
+    while len(group) < MAX_GROUP and (max_events is None or events < max_events):
         try:
             more = jobs.get_nowait()
         except queue.Empty:
@@ -394,7 +398,7 @@ class DirectWriter:
 
     def _loop(self) -> None:
         while True:
-            jobs, stop = _next_group(self._queue)
+            jobs, stop = _next_group(self._queue, GROUP_EVENTS)
             if jobs:
                 try:
                     self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])

@@ -173,16 +173,14 @@ def test_the_writer_groups_waiting_batches_and_a_failing_one_fails_alone(engine:
         assert sorted(conn.execute(select(host.c.name)).scalars()) == names
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_large_batch_is_answered_without_waiting_for_the_batches_queued_behind_it(engine: Engine) -> None:
-    """Its own transaction (GROUP_EVENTS): its sender is not held up by the group's others."""
+    """PostgreSQL: its own transaction (GROUP_EVENTS), its sender not held up by the others."""
     writer = make_writer(engine)
     writer.start()
     gate = threading.Event()
     try:
-        blockers = [
-            writer.submit(lambda conn: gate.wait(10))
-            for _ in range(PG_WRITERS if engine.dialect.name != "sqlite" else 1)
-        ]
+        blockers = [writer.submit(lambda conn: gate.wait(10)) for _ in range(PG_WRITERS)]
         events = [ev(i) for i in range(GROUP_EVENTS)]
         big = BatchJob(batch(payload(events, host=host_info("big")))(), GuestLimits())
         answered = writer.submit(big)
