@@ -25,11 +25,12 @@ Order inside the transaction (the caller owns it), per round of the group (_roun
    INSERT ... SELECT FROM unnest(one array per column), which also moves the marks, one
    statement and round trip per round (#13); from PG_COPY_EVENTS new events in a round, by
    binary COPY and a marks upsert instead (in C on both sides: a backlog's large batches).
-   SQLite: the Core statement, compiled once, with
-   its VALUES group repeated per row and the rows' values flattened (times formatted as
-   SQLAlchemy stores them), run on the DB-API cursor of the same Core connection and
-   transaction: SQLAlchemy's per-row parameter and result processing cost more CPU than
-   SQLite's own insert (bench/bench_ingest.py). The rollup upserts go the same way on SQLite.
+   SQLite: the Core statement, compiled once, with its VALUES group repeated per row and the
+   rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
+   cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
+   result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
+   rollup upserts go the same way on SQLite; on PostgreSQL, one INSERT ... SELECT FROM unnest
+   per rollup table.
 5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
    adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
    Inserted events that lost their guest to the cap: one `guest_cap` gap per source, keyed
