@@ -51,7 +51,7 @@ MAX_GROUP = 16
 # app/ingest/write.py BatchJob). Sharing a transaction saves statements and a commit per job,
 # which matter for small batches; but one writer taking every large batch queued kept the
 # others idle, and answered each batch only when all of its group had been written: with 8
-# senders of 1000-event batches, p99 was 2.7x p50, 1.6x with this cap (bench/bench_ingest.py,
+# senders of 1000-event batches, p99 was 2.5-3.0x p50, 1.5-1.7x with this cap (bench/bench_ingest.py,
 # #13; docs/benchmarks.md). SQLite's one writer has no other writer to hand work to: there a
 # group stays whole (a batch waits for the others in the queue either way, and the group
 # writes them for less).
