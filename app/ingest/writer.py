@@ -45,8 +45,17 @@ from app.store.engine import is_sqlite, make_engine
 T = TypeVar("T")
 log = logging.getLogger("splitwatch.writer")
 
-# Up to this many waiting jobs share one SQLite transaction.
+# Up to this many waiting jobs share one transaction.
 MAX_GROUP = 16
+# PostgreSQL: a group takes no more jobs once they hold this many events (a job's `events`,
+# app/ingest/write.py BatchJob). Sharing a transaction saves statements and a commit per job,
+# which matter for small batches; but one writer taking every large batch queued kept the
+# others idle, and answered each batch only when all of its group had been written: with 8
+# senders of 1000-event batches, p99 was 2.5-3.0x p50, 1.5-1.7x with this cap (bench/bench_ingest.py,
+# #13; docs/benchmarks.md). SQLite's one writer has no other writer to hand work to: there a
+# group stays whole (a batch waits for the others in the queue either way, and the group
+# writes them for less).
+GROUP_EVENTS = 1000
 # PostgreSQL: concurrent write transactions per process (threads and connections of their own).
 # Few, so requests wait together and share a transaction (#13): bench_fleet pg1 on 2 cores,
 # state every 12th request: 8 writers 133 requests/s (2.2 ms of PostgreSQL CPU per request),
@@ -142,14 +151,18 @@ def _deliver(jobs: list[_Job]) -> None:
 _Job = tuple[Callable[[Connection], Any], "Future[Any] | _LoopAnswer"]
 
 
-def _next_group(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]:
-    """The next job and those queued behind it, up to MAX_GROUP (they share a transaction);
-    True when the stop marker came (the jobs taken before it still run)."""
+def _next_group(
+    jobs: queue.SimpleQueue[_Job | None], max_events: int | None = None
+) -> tuple[list[_Job], bool]:
+    """The next job and those queued behind it, up to MAX_GROUP jobs and, when given, until
+    they hold `max_events` events (they share a transaction); True when the stop marker came
+    (the jobs taken before it still run)."""
     job = jobs.get()
     if job is None:
         return [], True
     group = [job]
-    while len(group) < MAX_GROUP:
+    events = _events(job)
+    while len(group) < MAX_GROUP and (max_events is None or events < max_events):
         try:
             more = jobs.get_nowait()
         except queue.Empty:
@@ -157,7 +170,14 @@ def _next_group(jobs: queue.SimpleQueue[_Job | None]) -> tuple[list[_Job], bool]
         if more is None:
             return group, True
         group.append(more)
+        events += _events(more)
     return group, False
+
+
+def _events(job: _Job) -> int:
+    """The events a job writes, when it says (an ingest batch does); 0 otherwise."""
+    events = getattr(job[0], "events", 0)
+    return events if isinstance(events, int) else 0
 
 
 def _refuse_queued(jobs: queue.SimpleQueue[_Job | None]) -> None:
@@ -338,10 +358,11 @@ def run_jobs(conn: Connection, fns: list[Callable[[Connection], Any]]) -> list[A
 
 
 class DirectWriter:
-    """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP)
-    into one transaction (group commit: one commit and, for ingest batches, one statement per
-    table for all of them). If that transaction fails, each of its jobs runs again in a
-    transaction of its own, so only a failing job fails. Retried on deadlock."""
+    """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP,
+    or GROUP_EVENTS events) into one transaction (group commit: one commit and, for ingest
+    batches, one statement per table for all of them). If that transaction fails, each of
+    its jobs runs again in a transaction of its own, so only a failing job fails. Retried on
+    deadlock."""
 
     RETRIES = 3
 
@@ -380,7 +401,7 @@ class DirectWriter:
 
     def _loop(self) -> None:
         while True:
-            jobs, stop = _next_group(self._queue)
+            jobs, stop = _next_group(self._queue, GROUP_EVENTS)
             if jobs:
                 try:
                     self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
 
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload
-from app.ingest.write import _insert_events_postgresql, _stored_keys, write_batch
+from app.ingest.write import (
+    EVENT_COLUMNS,
+    PG_COPY_EVENTS,
+    _insert_events_postgresql,
+    _stored_keys,
+    write_batch,
+)
 from app.retention.plan import day_start
 from app.store.tables import event, host, rollup_1m
 from tests.app.ingest.payloads import T0, host_info, payload
@@ -142,15 +149,7 @@ def test_postgresql_event_lookup_and_insert_take_the_events_of_several_hosts_at_
         assert stored == {(h1, "boot-1", "kmsg", 1), (h2, "boot-2", "kmsg", 1)}
         template = dict(b1.events[0])  # type: ignore[attr-defined]
         fresh = [
-            {
-                **template,
-                "host_id": h,
-                "boot_id": boot,
-                "source": source,
-                "seq": seq,
-                "time": at,
-                "guest_id": None,
-            }
+            pg_row({**template, "host_id": h, "boot_id": boot, "source": source, "seq": seq, "time": at})
             for h, boot, source, seq, at in keys
             if (h, boot, source, seq) not in stored
         ]
@@ -161,3 +160,45 @@ def test_postgresql_event_lookup_and_insert_take_the_events_of_several_hosts_at_
     assert sorted(tuple(m) for m in marks) == sorted(
         [(h1, "boot-1", "kmsg", 3), (h2, "boot-2", "kmsg", 2), (h2, "boot-1", "kmsg", 1)]
     )
+
+
+def pg_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    """An event dict as _insert_events_postgresql takes it (no guest)."""
+    return tuple({**e, "guest_id": None}[c] for c in EVENT_COLUMNS)
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_large_insert_by_copy_stores_every_event_and_moves_the_marks(engine: Engine) -> None:
+    first = _rows_at(ev(1, T0))
+    with engine.begin() as conn:
+        host_id = write_batch(conn, first).host_id  # type: ignore[arg-type]
+    template = {**dict(first.events[0]), "host_id": host_id}  # type: ignore[attr-defined]
+    rows = [
+        pg_row({**template, "seq": seq, "time": T0 + timedelta(seconds=seq)})
+        for seq in range(2, 2 + PG_COPY_EVENTS)
+    ]
+    with engine.begin() as conn:
+        conn.execute(select(host.c.id).where(host.c.id == host_id).with_for_update())
+        assert _insert_events_postgresql(conn, rows) is None  # every one inserted
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event)).scalar() == 1 + PG_COPY_EVENTS
+        assert conn.execute(text("SELECT max_seq FROM event_seq_mark")).scalar() == 1 + PG_COPY_EVENTS
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_large_insert_skips_a_stored_event_even_when_its_mark_is_behind(engine: Engine) -> None:
+    """COPY meets the stored key; the insert falls back to ON CONFLICT and stores the others once."""
+    first = _rows_at(ev(1, T0))
+    with engine.begin() as conn:
+        host_id = write_batch(conn, first).host_id  # type: ignore[arg-type]
+        conn.execute(text("DELETE FROM event_seq_mark"))  # a mark behind what is stored
+    template = {**dict(first.events[0]), "host_id": host_id}  # type: ignore[attr-defined]
+    seqs = range(1, 1 + PG_COPY_EVENTS)  # seq 1 at T0 is stored
+    rows = [pg_row({**template, "seq": seq, "time": T0 + timedelta(seconds=seq - 1)}) for seq in seqs]
+    with engine.begin() as conn:
+        conn.execute(select(host.c.id).where(host.c.id == host_id).with_for_update())
+        inserted = _insert_events_postgresql(conn, rows)
+    assert inserted == {(host_id, "boot-1", "kmsg", seq) for seq in seqs if seq != 1}
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event)).scalar() == PG_COPY_EVENTS
+        assert conn.execute(text("SELECT max_seq FROM event_seq_mark")).scalar() == PG_COPY_EVENTS

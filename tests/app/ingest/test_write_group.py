@@ -21,10 +21,11 @@ from sqlalchemy import Engine, select
 
 from agent.payload import Action, Payload
 from app.errors import PayloadTooLarge
+from app.ingest import write as write_module
 from app.ingest.rows import Rows, build_rows
 from app.ingest.schema import parse_payload
-from app.ingest.write import BatchJob, GuestLimits, WriteResult, write_batch, write_group
-from app.ingest.writer import PG_WRITERS, make_writer
+from app.ingest.write import PG_COPY_EVENTS, BatchJob, GuestLimits, WriteResult, write_batch, write_group
+from app.ingest.writer import GROUP_EVENTS, PG_WRITERS, make_writer
 from app.store.engine import make_engine
 from app.store.tables import event, gap, guest, guest_host, host, host_state, rollup_1h, rollup_1m
 from tests.app.conftest import _Postgres, upgrade
@@ -170,3 +171,57 @@ def test_the_writer_groups_waiting_batches_and_a_failing_one_fails_alone(engine:
         writer.stop()
     with engine.connect() as conn:
         assert sorted(conn.execute(select(host.c.name)).scalars()) == names
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_large_batch_is_answered_without_waiting_for_the_batches_queued_behind_it(engine: Engine) -> None:
+    """PostgreSQL: its own transaction (GROUP_EVENTS), its sender not held up by the others."""
+    writer = make_writer(engine)
+    writer.start()
+    gate = threading.Event()
+    try:
+        blockers = [writer.submit(lambda conn: gate.wait(10)) for _ in range(PG_WRITERS)]
+        events = [ev(i) for i in range(GROUP_EVENTS)]
+        big = BatchJob(batch(payload(events, host=host_info("big")))(), GuestLimits())
+        answered = writer.submit(big)
+        # Queued behind it: a job that needs the large batch answered first. In the same
+        # transaction it would wait for itself.
+        behind = writer.submit(lambda conn: answered.exception(timeout=10) is None)
+        gate.set()
+        for b in blockers:
+            assert b.result(10) is True
+        assert answered.result(10).accepted == GROUP_EVENTS
+        assert behind.result(20) is True
+    finally:
+        writer.stop()
+
+
+def test_large_batches_leave_the_database_as_small_ones(
+    engine: Engine, second_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stores a round of PG_COPY_EVENTS new events or more by COPY: the same rows and
+    answers as its INSERT ... ON CONFLICT for fewer, with a partial and a whole resend."""
+    me = host_info("big-host")
+    n = PG_COPY_EVENTS + 100
+
+    def evs(first: int) -> list[Any]:
+        guests = ["vm-a", "vm-b", None]
+        return [ev(first + i, T0 + timedelta(seconds=first + i), guest=guests[i % 3]) for i in range(n)]
+
+    batches = [
+        batch(payload(evs(0), host=me)),
+        batch(payload(evs(200), host=me)),
+        batch(payload(evs(0), host=me)),
+    ]
+    by_copy: list[WriteResult] = []
+    for b in batches:
+        with engine.begin() as conn:
+            by_copy.append(write_batch(conn, b()))
+    monkeypatch.setattr(write_module, "PG_COPY_EVENTS", 10**9)  # the reference: never COPY
+    by_insert: list[WriteResult] = []
+    for b in batches:
+        with second_engine.begin() as conn:
+            by_insert.append(write_batch(conn, b()))
+    assert [(r.accepted, r.duplicates) for r in by_copy] == [(n, 0), (200, n - 200), (0, n)]
+    assert [(r.accepted, r.duplicates) for r in by_copy] == [(r.accepted, r.duplicates) for r in by_insert]
+    assert dump(engine) == dump(second_engine)
