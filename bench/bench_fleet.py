@@ -372,6 +372,24 @@ def prepare_database(splitwatch: str, url: str, hosts: list[str], tmp: Path) -> 
     return tokens
 
 
+def make_day_partitions(url: str, first: datetime) -> None:
+    """PostgreSQL: the event day partitions from `first` on, as the server's retention task
+    would have made them when those days came. The bench's times start two days back, and
+    without them every event would land in the default partition, which production ingest
+    (events of today) never writes to."""
+    from app.retention.partitions import ensure_day_partition
+    from app.retention.plan import days_to_make
+    from app.store.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for day in days_to_make(datetime.now(UTC), first=first):
+                ensure_day_partition(conn, day)
+    finally:
+        engine.dispose()
+
+
 def pg_database(admin_url: str, name: str, create: bool) -> str:
     import psycopg
 
@@ -481,6 +499,8 @@ def main() -> None:
                     url = pg_database(args.pg_url, name, create=True)
                     pg_names.append(name)
                 tokens = prepare_database(splitwatch, url, hosts, tmp)
+                if not key.endswith("sqlite"):
+                    make_day_partitions(url, base)
                 fleets[key] = Fleet(hosts, tokens)
                 port = free_port()
                 cmd = [splitwatch, "serve", "--port", str(port), "--database-url", url]
