@@ -118,7 +118,7 @@ class Kept(Generic[T]):
     def get(self) -> T:
         with self._lock:
             value = self._value
-            if value is not None and time.monotonic() - self._at < self._max_age(self._cost):
+            if value is not None and self._fresh():
                 return value
             if value is None or self._cost < INLINE_READ_S:
                 return self._load()  # errors reach the scrape: database_up 0
@@ -137,10 +137,22 @@ class Kept(Generic[T]):
         self._value, self._at, self._cost = value, time.monotonic(), time.monotonic() - started
         return value
 
+    def start(self) -> None:
+        """Read in the background now if nothing is kept yet: a process's first scrape reads
+        its kept figures side by side instead of one after the other."""
+        with self._lock:
+            if self._value is None and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name=f"metrics-{self._what}", daemon=True).start()
+
+    def _fresh(self) -> bool:
+        return self._value is not None and time.monotonic() - self._at < self._max_age(self._cost)
+
     def _refresh(self) -> None:
         try:
             with self._lock:
-                self._load()
+                if not self._fresh():  # a scrape may have read it meanwhile
+                    self._load()
         except Exception as exc:  # kept as it was; the next stale scrape tries again
             log.warning(
                 "metrics: re-reading %s failed (%s): the previous figures are served", self._what, exc
@@ -207,6 +219,7 @@ class DatabaseFigures:
             ).order_by(host.c.name)
         ).all()
         host_names = {row.id: row.name for row in hosts}
+        self._throttle.start()  # the first scrape: the week's throttling alongside the events
         base = self._base.get()
         live, live_names = self._live_sums(conn, base)
         out = [
