@@ -100,7 +100,7 @@ class Kept(Generic[T]):
     """A figure read from the database and kept for `max_age()` seconds. Stale, it is re-read in
     the scrape when its last read took under INLINE_READ_S; else a background thread re-reads
     it while scrapes get the kept one, so only a process's first scrape waits for a costly read.
-    One reader at a time: concurrent scrapes share a read."""
+    One read at a time: concurrent scrapes share one."""
 
     def __init__(
         self, engine: Engine, read: Callable[[Connection], T], max_age: Callable[[float], float], what: str
@@ -109,56 +109,64 @@ class Kept(Generic[T]):
         self._read = read
         self._max_age = max_age  # seconds, from the last read's duration
         self._what = what
-        self._lock = threading.Lock()
+        self._reading = threading.Lock()  # held for a whole read
+        self._state = threading.Lock()  # held for a glance at what is kept
         self._value: T | None = None
         self._at = 0.0  # time.monotonic() when the kept value was read
         self._cost = 0.0  # seconds its read took
         self._refreshing = False
 
     def get(self) -> T:
-        with self._lock:
+        with self._state:
             value = self._value
-            if value is not None and self._fresh():
+            if value is not None and (self._fresh() or self._cost >= INLINE_READ_S):
+                if not self._fresh():
+                    self._start()
                 return value
-            if value is None or self._cost < INLINE_READ_S:
-                return self._load()  # errors reach the scrape: database_up 0
-            if not self._refreshing:
-                self._refreshing = True
-                threading.Thread(target=self._refresh, name=f"metrics-{self._what}", daemon=True).start()
-            return value
+        with self._reading:  # nothing kept yet, or quick to read: read it here
+            with self._state:
+                if self._value is not None and self._fresh():  # read meanwhile
+                    return self._value
+            return self._load()  # errors reach the scrape: database_up 0
 
-    def _load(self) -> T:
+    def start(self) -> None:
+        """Read in the background now if nothing is kept yet: a process's first scrape reads
+        its kept figures side by side instead of one after the other."""
+        with self._state:
+            if self._value is None:
+                self._start()
+
+    def _start(self) -> None:  # with self._state held
+        if not self._refreshing:
+            self._refreshing = True
+            threading.Thread(target=self._refresh, name=f"metrics-{self._what}", daemon=True).start()
+
+    def _fresh(self) -> bool:  # with self._state held
+        return self._value is not None and time.monotonic() - self._at < self._max_age(self._cost)
+
+    def _load(self) -> T:  # with self._reading held
         started = time.monotonic()
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # One snapshot for all of the read's statements (SQLite's transaction is one).
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             value = self._read(conn)
-        self._value, self._at, self._cost = value, time.monotonic(), time.monotonic() - started
+        with self._state:
+            self._value, self._at, self._cost = value, time.monotonic(), time.monotonic() - started
         return value
-
-    def start(self) -> None:
-        """Read in the background now if nothing is kept yet: a process's first scrape reads
-        its kept figures side by side instead of one after the other."""
-        with self._lock:
-            if self._value is None and not self._refreshing:
-                self._refreshing = True
-                threading.Thread(target=self._refresh, name=f"metrics-{self._what}", daemon=True).start()
-
-    def _fresh(self) -> bool:
-        return self._value is not None and time.monotonic() - self._at < self._max_age(self._cost)
 
     def _refresh(self) -> None:
         try:
-            with self._lock:
-                if not self._fresh():  # a scrape may have read it meanwhile
+            with self._reading:
+                with self._state:
+                    fresh = self._fresh()  # a scrape may have read it meanwhile
+                if not fresh:
                     self._load()
         except Exception as exc:  # kept as it was; the next stale scrape tries again
-            log.warning(
-                "metrics: re-reading %s failed (%s): the previous figures are served", self._what, exc
-            )
+            log.warning("metrics: reading %s failed (%s): the kept figures are served", self._what, exc)
         finally:
-            self._refreshing = False
+            with self._state:
+                self._refreshing = False
 
 
 def _base_age(cost: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import threading
 
 import httpx
 import pytest
@@ -12,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 import app.metrics
+import app.metrics_events
 from app.settings import Settings
 from app.store.engine import make_engine
-from tests.app.alerts.conftest import poll
+from tests.app.alerts.conftest import POLL_BOUND_S, poll
 from tests.app.conftest import Server, Tokens, assert_error, auth
 from tests.app.fill import MINUTE, T0, Filler, ev, lost, state
 from tests.app.ingest.payloads import events, payload
@@ -334,3 +336,30 @@ def guest_sums(client: httpx.Client) -> dict[str, float]:
             guest = dict(k[1])["guest"]
             out[guest] = out.get(guest, 0) + v
     return out
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_scrape_is_served_the_kept_sums_while_they_are_reread_in_the_background(
+    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.metrics, "INLINE_READ_S", 0.0)
+    before = samples(client)[LEGACY_SIGBUS]  # the first read, in the scrape
+    monkeypatch.setattr(app.metrics, "EVENTS_BASE_S", 0.0)
+    # The re-read waits at this gate: a scrape that waited for it would never answer.
+    gate, reading = threading.Event(), threading.Event()
+    real = app.metrics_events.read_base
+
+    def gated(*args: object, **kwargs: object) -> app.metrics_events.Base:
+        reading.set()
+        assert gate.wait(POLL_BOUND_S)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app.metrics_events, "read_base", gated)
+    fleet.send("kvm-2", events=[ev(T0 + 2 * MINUTE, guest="legacy", action="sigbus", count=5)])  # days late
+    try:
+        assert samples(client)[LEGACY_SIGBUS] == before  # served the kept sums at once
+        assert reading.wait(POLL_BOUND_S)
+        assert samples(client)[LEGACY_SIGBUS] == before  # one re-read at a time, still kept
+    finally:
+        gate.set()
+    poll(lambda: samples(client)[LEGACY_SIGBUS] == before + 5, "the late events once re-read")
