@@ -138,23 +138,19 @@ def samples(
     base: Base, live: dict[Key, int], live_names: dict[int, str], host_names: dict[int, str]
 ) -> Iterator[tuple[tuple[str, str, str, str, str], float]]:
     """(host, guest, action, kind, source), value: the base and the live rows added up."""
-
-    def guest_label(guest_id: int) -> str:
-        if guest_id == NO_GUEST_ID:
-            return HOST_GUEST_KEY
-        if guest_id == OTHER_GUEST_ID:
-            return "(other)"
-        return base.names.get(guest_id) or live_names.get(guest_id) or f"#{guest_id}"
-
-    def labels(key: Key) -> tuple[str, str, str, str, str]:
-        host_id, guest_id, kind, action, source = key
-        return (host_names.get(host_id, f"#{host_id}"), guest_label(guest_id), action, kind, source)
-
+    guests = {NO_GUEST_ID: HOST_GUEST_KEY, OTHER_GUEST_ID: "(other)", **live_names, **base.names}
+    hosts = host_names
     for key, n in base.sums.items():
-        yield labels(key), float(n + live.get(key, 0))
+        host_id, guest_id, kind, action, source = key
+        host_name = hosts.get(host_id, f"#{host_id}")
+        guest_name = guests.get(guest_id, f"#{guest_id}")
+        yield (host_name, guest_name, action, kind, source), float(n + live.get(key, 0))
     for key, n in live.items():
         if key not in base.sums:
-            yield labels(key), float(n)
+            host_id, guest_id, kind, action, source = key
+            host_name = hosts.get(host_id, f"#{host_id}")
+            guest_name = guests.get(guest_id, f"#{guest_id}")
+            yield (host_name, guest_name, action, kind, source), float(n)
 
 
 __all__ = ["Base", "live_sums", "read_base", "samples"]

@@ -25,6 +25,7 @@ floatToGoString: Callable[[float], str] = _untyped_go_float  # how both encoders
 EOF = "# EOF\n"  # OpenMetrics' last line: the encoder of the ingest figures writes it
 MARK = "\x00"  # around each probe label value; no encoder escapes it, no label holds it
 CHUNK = 4096  # sample lines per piece of the response: the body is never held whole
+MAX_VALUES_KEPT = 10_000  # values written once per scrape and reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ def _template(family: Family, encoder: Encoder) -> _Template:
 def render(families: Iterable[Family], encoder: Encoder) -> Iterator[bytes]:
     """The families as `encoder` writes them (without OpenMetrics' EOF line), in pieces."""
     escaped: dict[str, str] = {}  # host and guest names recur across families
+    written: dict[float, str] = {}  # and values: 0, 1, a host's 64 CPUs...
     for family in families:
         t = _template(family, encoder)
         line = t.line.format
@@ -95,7 +97,12 @@ def render(families: Iterable[Family], encoder: Encoder) -> Iterator[bytes]:
                 if e is None:
                     e = escaped[v] = _escape(v)
                 labels.append(e)
-            out.append(line(*labels, floatToGoString(number)))
+            w = written.get(number)
+            if w is None:
+                w = floatToGoString(number)
+                if len(written) < MAX_VALUES_KEPT:
+                    written[number] = w
+            out.append(line(*labels, w))
             if len(out) >= CHUNK:
                 yield "".join(out).encode()
                 out = []

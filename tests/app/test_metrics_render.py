@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
+import app.metrics_render
 from app.metrics_render import CHUNK, EOF, Family, render
 
 FAMILIES = [
@@ -26,7 +27,13 @@ FAMILIES = [
     ),
     Family("splitwatch_hosts", "gauge", "Hosts known.", (), [((), 3.0)]),
     Family("splitwatch_host_cpus", "gauge", "CPUs", ("host", "state"), []),
-    Family("splitwatch_host_needs_action", "gauge", "1 when ...", ("host",), [(("kvm-1",), 0.0)]),
+    Family(
+        "splitwatch_host_needs_action",
+        "gauge",
+        "1 when ...",
+        ("host",),
+        [(("kvm-1",), 0.0), (("kvm-2",), 7.0)],
+    ),
 ]
 
 
@@ -58,7 +65,11 @@ class Families:
         "text/plain; version=1.0.0; escaping=dots",
     ],
 )
-def test_render_writes_what_the_encoder_the_scraper_chose_writes(accept: str) -> None:
+@pytest.mark.parametrize("values_kept", [10_000, 1])
+def test_render_writes_what_the_encoder_the_scraper_chose_writes(
+    accept: str, values_kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.metrics_render, "MAX_VALUES_KEPT", values_kept)  # values written once, reused
     encoder, _ = choose_encoder(accept)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Families())
