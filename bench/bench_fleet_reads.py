@@ -202,13 +202,14 @@ def freshen(engine: Engine, hosts: int, seed: int) -> dt.datetime:
     now = dt.datetime.now(dt.UTC)
     silent = set(rng.sample(range(1, hosts + 1), round(hosts * SILENT)))
     with engine.begin() as conn:
-        filled_until = conn.execute(select(func.max(rollup_1h.c.bucket))).scalar_one()
+        # The fill ended DAYS after the hosts' first sighting (later runs move rows past it).
+        fill_end = conn.execute(select(func.min(host.c.first_seen_at))).scalar_one() + dt.timedelta(days=DAYS)
+        filled_until = fill_end - dt.timedelta(hours=1)  # the last filled hour
         conn.execute(update(host).values(last_seen_at=now))
         conn.execute(
             update(host).where(host.c.id.in_(sorted(silent))).values(last_seen_at=now - dt.timedelta(hours=1))
         )
         # The rollup_1m rows of the fill's last 30 minutes, moved to the last 30 minutes.
-        fill_end = filled_until + dt.timedelta(hours=1)
         source = fill_end - dt.timedelta(minutes=30)
         shift = bucket_start(now, 60) - fill_end
         recent = conn.execute(
@@ -218,6 +219,14 @@ def freshen(engine: Engine, hosts: int, seed: int) -> dt.datetime:
         conn.execute(delete(rollup_1m).where(rollup_1m.c.bucket >= min(fill_end, source + shift)))
         if recent and shift > dt.timedelta(0):
             conn.execute(insert(rollup_1m), [{**r._asdict(), "bucket": r.bucket + shift} for r in recent])
+        # The fill's last two hours of rollup_1h as the present ones: what a scrape re-reads.
+        conn.execute(delete(rollup_1h).where(rollup_1h.c.bucket > filled_until))
+        hour_shift = bucket_start(now, 3600) - filled_until
+        if hour_shift >= dt.timedelta(hours=2):  # else the copies would land on filled hours
+            hours = conn.execute(
+                select(rollup_1h).where(rollup_1h.c.bucket > filled_until - dt.timedelta(hours=2))
+            ).all()
+            conn.execute(insert(rollup_1h), [{**r._asdict(), "bucket": r.bucket + hour_shift} for r in hours])
         # A few counted losses in the last hour (EventsLost reads them).
         conn.execute(delete(gap).where(gap.c.boot_id == "bench-fresh"))
         conn.execute(
