@@ -23,9 +23,9 @@ after the first (a process's first scrape waits for the sums it then keeps: prin
 The fill takes minutes; it is kept and reused: the database is filled only when it does not
 hold this fleet yet (or with --refill). A SQLite file by default (--db PATH), or --database-url
 (PostgreSQL: a scratch database you created; its tables are emptied before a fill). Each run
-first brings the fleet up to now: agents report (last_seen_at), the last 30 minutes of
-rollup_1m are copied to the present (what the rules' windows read), so a reused database is as
-busy as a live one.
+first brings the fleet up to now: agents report (last_seen_at), the fill's last 30 minutes of
+rollup_1m (what the rules' windows read) and last two hours of rollup_1h (what a scrape re-reads)
+are copied to the present, so a reused database is as busy as a live one.
 
     .venv/bin/python bench/bench_fleet_reads.py [--hosts 10000 --guests 100000]
         [--db /tmp/splitwatch-fleet-reads.db | --database-url URL] [--refill]
