@@ -51,78 +51,169 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Histogram, multiprocess
-from prometheus_client import Counter as PromCounter  # collections.Counter is used above
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import Counter as PromCounter
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics_events as events
 from app.errors import Unauthorized, error_responses
+from app.metrics_render import Family, render
 from app.settings import Settings
-from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
-from app.store.insights import read_hosts, throttling
+from app.store.insights import host_throttling
 from app.store.status import host_status
-from app.store.tables import alert, alert_rule, gap, guest, host, rollup_1h, webhook_delivery
+from app.store.tables import alert, alert_rule, gap, guest, host, webhook_delivery
 
 log = logging.getLogger("splitwatch.metrics")
 
 MAX_EVENT_SERIES = 5000
 TOP_GUESTS = 200
 OTHER_GUEST = "(other)"
-# events_total sums the whole of rollup_1h (85k rows for a dense 30-day fleet, more with a
-# longer retention): even from its covering index (tables.METRICS_INDEX) that is the costly
-# part of a scrape, and an HA pair of Prometheus servers, or several, each pay it. Its sums
-# are kept per process for this long: a counter a few seconds old is still a counter
-# (rate() is unaffected), while the other families, cheap, stay live on every scrape.
+# events_total sums the whole of rollup_1h (1.5 M rows at 10,000 hosts over 30 days), split in
+# two (app/metrics_events.py): the rows of the last hour or two, re-read after EVENTS_CACHE_S
+# (a counter a few seconds old is still a counter; an HA pair of Prometheus servers shares the
+# read), and the older hours' sums, kept. Those are re-read after EVENTS_CACHE_S too when that
+# takes under INLINE_READ_S (a small fleet: every figure as fresh as before), else every
+# EVENTS_BASE_S in a background thread, the scrapes meanwhile served the kept sums: only events
+# arriving hours late (an agent's backlog) wait that long to be counted.
 EVENTS_CACHE_S = 5.0
+EVENTS_BASE_S = 300.0
+INLINE_READ_S = 0.25
 # The throttling gauge is a fixed trailing window, not a counter: it comes from the same rule as
 # GET /api/v1/insights/throttling (the state in force from host_state history decides which
 # traps slept), and a late host_state row may re-classify old traps, which a counter could
-# not take back. Computing it reads a week of rollups and state changes: kept for a minute.
+# not take back. Computing it reads a week of rollups and state changes: kept for a minute
+# (re-read in the background like the events' base when that is not quick).
 THROTTLE_WINDOW = dt.timedelta(days=7)
 THROTTLE_CACHE_S = 60.0
 
+T = TypeVar("T")
 
-class DatabaseCollector(Collector):
-    """Reads the figures from the database on each collect() (each scrape)."""
+
+class Kept(Generic[T]):
+    """A figure read from the database and kept for `max_age()` seconds. Stale, it is re-read in
+    the scrape when its last read took under INLINE_READ_S; else a background thread re-reads
+    it while scrapes get the kept one, so only a process's first scrape waits for a costly read.
+    One read at a time: concurrent scrapes share one."""
+
+    def __init__(
+        self, engine: Engine, read: Callable[[Connection], T], max_age: Callable[[float], float], what: str
+    ) -> None:
+        self._engine = engine
+        self._read = read
+        self._max_age = max_age  # seconds, from the last read's duration
+        self._what = what
+        self._reading = threading.Lock()  # held for a whole read
+        self._state = threading.Lock()  # held for a glance at what is kept
+        self._value: T | None = None
+        self._at = 0.0  # time.monotonic() when the kept value was read
+        self._cost = 0.0  # seconds its read took
+        self._refreshing = False
+
+    def get(self) -> T:
+        with self._state:
+            value = self._value
+            if value is not None and (self._fresh() or self._cost >= INLINE_READ_S):
+                if not self._fresh():
+                    self._start()
+                return value
+        with self._reading:  # nothing kept yet, or quick to read: read it here
+            with self._state:
+                if self._value is not None and self._fresh():  # read meanwhile
+                    return self._value
+            return self._load()  # errors reach the scrape: database_up 0
+
+    def start(self) -> None:
+        """Read in the background now if nothing is kept yet: a process's first scrape reads
+        its kept figures side by side instead of one after the other."""
+        with self._state:
+            if self._value is None:
+                self._start()
+
+    def _start(self) -> None:  # with self._state held
+        if not self._refreshing:
+            self._refreshing = True
+            threading.Thread(target=self._refresh, name=f"metrics-{self._what}", daemon=True).start()
+
+    def _fresh(self) -> bool:  # with self._state held
+        return self._value is not None and time.monotonic() - self._at < self._max_age(self._cost)
+
+    def _load(self) -> T:  # with self._reading held
+        started = time.monotonic()
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for all of the read's statements (SQLite's transaction is one).
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            value = self._read(conn)
+        with self._state:
+            self._value, self._at, self._cost = value, time.monotonic(), time.monotonic() - started
+        return value
+
+    def _refresh(self) -> None:
+        try:
+            with self._reading:
+                with self._state:
+                    fresh = self._fresh()  # a scrape may have read it meanwhile
+                if not fresh:
+                    self._load()
+        except Exception as exc:  # kept as it was; the next stale scrape tries again
+            log.warning("metrics: reading %s failed (%s): the kept figures are served", self._what, exc)
+        finally:
+            with self._state:
+                self._refreshing = False
+
+
+def _base_age(cost: float) -> float:
+    return EVENTS_CACHE_S if cost < INLINE_READ_S else EVENTS_BASE_S
+
+
+class DatabaseFigures:
+    """The database's families for each scrape (app/metrics_render.py writes them out)."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        # (time.monotonic() when read, the events_total family); one reader at a time, so
-        # concurrent scrapes after expiry run the aggregate once, not once each.
-        self._events_cache: tuple[float, CounterMetricFamily] | None = None
-        self._events_lock = threading.Lock()
-        self._throttle_cache: tuple[float, GaugeMetricFamily] | None = None
-        self._throttle_lock = threading.Lock()
-
-    def describe(self) -> Iterable[object]:
-        # Names only, without touching the database at registration.
-        return []
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        try:
-            with self._engine.connect() as conn:
-                families = list(self._read(conn))
-        except SQLAlchemyError as exc:
-            log.warning("metrics: database query failed (%s): reporting splitwatch_database_up 0", exc)
-            families = []
-            up = 0.0
-        else:
-            up = 1.0
-        yield from families
-        yield GaugeMetricFamily(
-            "splitwatch_database_up", "1 when the scrape could read the database, else 0.", value=up
+        self._base: Kept[events.Base] = Kept(
+            engine,
+            lambda conn: events.read_base(conn, dt.datetime.now(dt.UTC), MAX_EVENT_SERIES, TOP_GUESTS),
+            _base_age,
+            "event sums",
+        )
+        # The rows after the base's hours: (the base they extend, sums, guest names they add).
+        self._live: tuple[float, events.Base, dict[events.Key, int], dict[int, str]] | None = None
+        self._live_lock = threading.Lock()
+        self._throttle: Kept[dict[int, float | None]] = Kept(
+            engine, self._throttling, lambda _cost: THROTTLE_CACHE_S, "throttling"
         )
 
-    def _read(self, conn: Connection) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def read(self) -> list[Family]:
+        """Every database family, read now; splitwatch_database_up 0 alone when that failed."""
+        try:
+            with self._engine.connect() as conn:
+                families = self._read(conn)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: database query failed (%s): reporting splitwatch_database_up 0", exc)
+            families, up = [], 0.0
+        else:
+            up = 1.0
+        families.append(
+            Family(
+                "splitwatch_database_up",
+                "gauge",
+                "1 when the scrape could read the database, else 0.",
+                (),
+                [((), up)],
+            )
+        )
+        return families
+
+    def _read(self, conn: Connection) -> list[Family]:
         hosts = conn.execute(
             select(
                 host.c.id,
@@ -136,56 +227,43 @@ class DatabaseCollector(Collector):
             ).order_by(host.c.name)
         ).all()
         host_names = {row.id: row.name for row in hosts}
-        yield self._cached_events(conn, host_names)
-
-        gaps = CounterMetricFamily(
-            "splitwatch_gaps",
-            "Events lost and counted by the agents (sum of gap counts).",
-            labels=["host", "reason"],
-        )
-        for host_id, reason, total in conn.execute(
+        self._throttle.start()  # the first scrape: the week's throttling alongside the events
+        base = self._base.get()
+        live, live_names = self._live_sums(conn, base)
+        out = [
+            Family(
+                "splitwatch_events",
+                "counter",
+                "Split and bus locks observed (sum of event counts), by host, guest, what the host did, kind "
+                'and source. guest="(host)": plain host processes.',
+                ("host", "guest", "action", "kind", "source"),
+                events.samples(base, live, live_names, host_names),
+            )
+        ]
+        gaps = conn.execute(
             select(gap.c.host_id, gap.c.reason, func.sum(gap.c.count)).group_by(gap.c.host_id, gap.c.reason)
-        ):
-            gaps.add_metric([host_names.get(host_id, f"#{host_id}"), reason], float(total or 0))
-        yield gaps
-
-        last_seen = GaugeMetricFamily(
-            "splitwatch_host_last_seen_timestamp_seconds",
-            "When the host's agent last reported.",
-            labels=["host"],
-        )
-        cpus = GaugeMetricFamily(
-            "splitwatch_host_cpus",
-            "CPUs by split-lock detection state in the latest sample.",
-            labels=["host", "state"],
-        )
-        # One series per host for status and verdict (the current one, value 1), not one per
-        # possible word: 11 statuses x 10,000 hosts would be 110,000 series of zeros.
-        status = GaugeMetricFamily(
-            "splitwatch_host_status",
-            "1 for the host's current status: silent, else its consistency verdict, else unknown "
-            "(only the current status is exported).",
-            labels=["host", "status"],
-        )
-        consistency = GaugeMetricFamily(
-            "splitwatch_host_consistency",
-            "1 for the agent's newest consistency verdict on the host (kept while it is silent; "
-            "unknown when none was sent).",
-            labels=["host", "verdict"],
-        )
-        needs_action = GaugeMetricFamily(
-            "splitwatch_host_needs_action",
-            "1 when the host's status needs action (drift, stuck_off, inconsistent_config, "
-            "foreign_hypervisor), else 0.",
-            labels=["host"],
+        ).all()
+        out.append(
+            Family(
+                "splitwatch_gaps",
+                "counter",
+                "Events lost and counted by the agents (sum of gap counts).",
+                ("host", "reason"),
+                [((host_names.get(h, f"#{h}"), reason), float(total or 0)) for h, reason, total in gaps],
+            )
         )
         now = dt.datetime.now(dt.UTC)
+        last_seen: list[tuple[tuple[str, ...], float]] = []
+        cpus: list[tuple[tuple[str, ...], float]] = []
+        status: list[tuple[tuple[str, ...], float]] = []
+        consistency: list[tuple[tuple[str, ...], float]] = []
+        needs_action: list[tuple[tuple[str, ...], float]] = []
         for row in hosts:
             last_seen_at = row.last_seen_at if row.agent_reported else None
             if last_seen_at is not None:  # none: no agent ever reported (an imported host)
-                last_seen.add_metric([row.name], last_seen_at.timestamp())
+                last_seen.append(((row.name,), last_seen_at.timestamp()))
             for state, n in (("on", row.cpus_on), ("off", row.cpus_off), ("error", row.cpus_error)):
-                cpus.add_metric([row.name, state], float(n))
+                cpus.append(((row.name, state), float(n)))
             verdict = host_status(
                 last_seen_at=last_seen_at,
                 verdict=row.verdict,
@@ -195,143 +273,112 @@ class DatabaseCollector(Collector):
                 now=now,
                 silent_after_s=self._settings.silent_after_s,
             )
-            status.add_metric([row.name, verdict.status], 1.0)
-            consistency.add_metric([row.name, verdict.verdict], 1.0)
-            needs_action.add_metric([row.name], 1.0 if verdict.needs_action else 0.0)
-        yield last_seen
-        yield cpus
-        yield status
-        yield consistency
-        yield needs_action
-        yield GaugeMetricFamily("splitwatch_hosts", "Hosts known.", value=float(len(hosts)))
+            status.append(((row.name, verdict.status), 1.0))
+            consistency.append(((row.name, verdict.verdict), 1.0))
+            needs_action.append(((row.name,), 1.0 if verdict.needs_action else 0.0))
+        # One series per host for status and verdict (the current one, value 1), not one per
+        # possible word: 11 statuses x 10,000 hosts would be 110,000 series of zeros.
+        out += [
+            Family(
+                "splitwatch_host_last_seen_timestamp_seconds", "gauge",
+                "When the host's agent last reported.", ("host",), last_seen,
+            ),
+            Family(
+                "splitwatch_host_cpus", "gauge", "CPUs by split-lock detection state in the latest sample.",
+                ("host", "state"), cpus,
+            ),
+            Family(
+                "splitwatch_host_status", "gauge",
+                "1 for the host's current status: silent, else its consistency verdict, else unknown "
+                "(only the current status is exported).",
+                ("host", "status"), status,
+            ),
+            Family(
+                "splitwatch_host_consistency", "gauge",
+                "1 for the agent's newest consistency verdict on the host (kept while it is silent; "
+                "unknown when none was sent).",
+                ("host", "verdict"), consistency,
+            ),
+            Family(
+                "splitwatch_host_needs_action", "gauge",
+                "1 when the host's status needs action (drift, stuck_off, inconsistent_config, "
+                "foreign_hypervisor), else 0.",
+                ("host",), needs_action,
+            ),
+            Family("splitwatch_hosts", "gauge", "Hosts known.", (), [((), float(len(hosts)))]),
+        ]  # fmt: skip
         guests = conn.execute(select(func.count()).select_from(guest)).scalar()
-        yield GaugeMetricFamily("splitwatch_guests", "Guests known.", value=float(guests or 0))
-        yield self._cached_throttling(conn)
-        yield from self._alerting(conn, now)
+        out.append(Family("splitwatch_guests", "gauge", "Guests known.", (), [((), float(guests or 0))]))
+        throttled = self._throttle.get()
+        out.append(
+            Family(
+                "splitwatch_throttled_vcpu_seconds_lower_bound",
+                "gauge",
+                "vCPU-seconds split-lock misery mode took at least over the last 7 days: tracefs-counted "
+                "traps while it was on x 10 ms. Absent for a host whose traps were only seen in the kernel "
+                "log (no count known).",
+                ("host",),
+                [((row.name,), value) for row in hosts if (value := throttled.get(row.id, 0.0)) is not None],
+            )
+        )
+        out += self._alerting(conn, now)
+        return out
 
-    def _alerting(
-        self, conn: Connection, now: dt.datetime
-    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def _live_sums(self, conn: Connection, base: events.Base) -> tuple[dict[events.Key, int], dict[int, str]]:
+        with self._live_lock:
+            cached = self._live
+            if cached is not None and cached[1] is base and time.monotonic() - cached[0] < EVENTS_CACHE_S:
+                return cached[2], cached[3]
+            live, names = events.live_sums(conn, base)
+            # Only a successful read is kept: after a failure the next scrape tries again.
+            self._live = (time.monotonic(), base, live, names)
+            return live, names
+
+    def _throttling(self, conn: Connection) -> dict[int, float | None]:
+        until = dt.datetime.now(dt.UTC)
+        host_ids = list(conn.execute(select(host.c.id)).scalars())
+        return host_throttling(conn, host_ids, since=until - THROTTLE_WINDOW, until=until)
+
+    def _alerting(self, conn: Connection, now: dt.datetime) -> list[Family]:
         """Alerts and the webhook outbox (issue 12), from the database: every worker agrees."""
-        firing = GaugeMetricFamily(
-            "splitwatch_alerts_firing", "Alerts firing now, by rule (alertname) and severity.",
-            labels=["alertname", "severity"],
-        )  # fmt: skip
-        for name, severity, n in conn.execute(
+        firing = conn.execute(
             select(alert_rule.c.name, alert_rule.c.severity, func.count(alert.c.id))
             .join(alert, alert.c.rule_id == alert_rule.c.id)
             .where(alert.c.status == "firing")
             .group_by(alert_rule.c.name, alert_rule.c.severity)
-        ):
-            firing.add_metric([name, severity], float(n))
-        yield firing
+        ).all()
         d = webhook_delivery
-        sent = CounterMetricFamily(
-            "splitwatch_notifications",
-            "Webhook deliveries finished, by webhook id and result: delivered (2xx), failed (refused, "
-            "or retries exhausted), gone (410).",
-            labels=["webhook", "result"],
-        )
-        for webhook_id, status, n in conn.execute(
+        sent = conn.execute(
             select(d.c.webhook_id, d.c.status, func.count())
             .where(d.c.status.in_(("delivered", "failed", "gone")))
             .group_by(d.c.webhook_id, d.c.status)
-        ):
-            sent.add_metric([str(webhook_id), status], float(n))
-        yield sent
+        ).all()
         depth, oldest = conn.execute(
             select(func.count(), func.min(d.c.created_at)).where(d.c.status == "pending")
         ).one()
-        yield GaugeMetricFamily(
-            "splitwatch_outbox_depth",
-            "Webhook deliveries waiting to be sent (pending).",
-            value=float(depth or 0),
-        )
         if isinstance(oldest, str):  # SQLite hands an aggregate back as text, untyped
             oldest = dt.datetime.fromisoformat(oldest).replace(tzinfo=dt.UTC)
         age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-        yield GaugeMetricFamily(
-            "splitwatch_outbox_oldest_age_seconds",
-            "Age of the oldest pending webhook delivery; 0 when none waits.",
-            value=age,
-        )
-
-    def _cached_throttling(self, conn: Connection) -> GaugeMetricFamily:
-        with self._throttle_lock:
-            cached = self._throttle_cache
-            if cached is not None and time.monotonic() - cached[0] < THROTTLE_CACHE_S:
-                return cached[1]
-            family = self._throttling(conn)
-            self._throttle_cache = (time.monotonic(), family)
-            return family
-
-    def _throttling(self, conn: Connection) -> GaugeMetricFamily:
-        until = dt.datetime.now(dt.UTC)
-        rows, _ = read_hosts(conn, None)
-        result = throttling(conn, rows, since=until - THROTTLE_WINDOW, until=until, limit=len(rows) or 1)
-        family = GaugeMetricFamily(
-            "splitwatch_throttled_vcpu_seconds_lower_bound",
-            "vCPU-seconds split-lock misery mode took at least over the last 7 days: tracefs-counted "
-            "traps while it was on x 10 ms. Absent for a host whose traps were only seen in the kernel "
-            "log (no count known).",
-            labels=["host"],
-        )
-        figures = {h.host: h.cost.vcpu_seconds for h in result.hosts}
-        for row in rows:
-            value = figures.get(row.name, 0.0)
-            if value is not None:
-                family.add_metric([row.name], value)
-        return family
-
-    def _cached_events(self, conn: Connection, host_names: dict[int, str]) -> CounterMetricFamily:
-        with self._events_lock:
-            cached = self._events_cache
-            if cached is not None and time.monotonic() - cached[0] < EVENTS_CACHE_S:
-                return cached[1]
-            family = self._events(conn, host_names)
-            # Only a successful read is kept: after a failure the next scrape tries again.
-            self._events_cache = (time.monotonic(), family)
-            return family
-
-    def _events(self, conn: Connection, host_names: dict[int, str]) -> CounterMetricFamily:
-        r = rollup_1h
-        # Grouped in the column order of tables.METRICS_INDEX: SQLite reads the groups off
-        # that covering index in order (no table rows, no temp B-tree); PostgreSQL scans it
-        # index-only or hash-aggregates, whichever its statistics favour.
-        dims = (r.c.host_id, r.c.guest_id, r.c.kind, r.c.action, r.c.source)
-        rows = conn.execute(select(*dims, func.sum(r.c.count)).group_by(*dims)).all()
-        guest_ids = {g for _, g, *_ in rows if g != NO_GUEST_ID}
-        kept = guest_ids
-        if len(rows) > MAX_EVENT_SERIES:
-            per_guest: Counter[int] = Counter()
-            for _, g, _, _, _, total in rows:
-                per_guest[g] += int(total or 0)
-            kept = {g for g, _ in per_guest.most_common(TOP_GUESTS)}
-        names: dict[int, str] = (
-            dict(conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(sorted(kept)))).all())
-            if kept
-            else {}
-        )
-        sums: dict[tuple[str, str, str, str, str], float] = defaultdict(float)
-        for host_id, guest_id, kind, action, source, total in rows:
-            if guest_id == NO_GUEST_ID:
-                guest_label = HOST_GUEST_KEY
-            elif guest_id in kept:
-                guest_label = names.get(guest_id, f"#{guest_id}")
-            else:
-                guest_label = OTHER_GUEST
-            sums[(host_names.get(host_id, f"#{host_id}"), guest_label, action, kind, source)] += float(
-                total or 0
-            )
-        family = CounterMetricFamily(
-            "splitwatch_events",
-            "Split and bus locks observed (sum of event counts), by host, guest, what the host did, kind "
-            'and source. guest="(host)": plain host processes.',
-            labels=["host", "guest", "action", "kind", "source"],
-        )
-        for labels, value in sorted(sums.items()):
-            family.add_metric(list(labels), value)
-        return family
+        return [
+            Family(
+                "splitwatch_alerts_firing", "gauge", "Alerts firing now, by rule (alertname) and severity.",
+                ("alertname", "severity"), [((name, severity), float(n)) for name, severity, n in firing],
+            ),
+            Family(
+                "splitwatch_notifications", "counter",
+                "Webhook deliveries finished, by webhook id and result: delivered (2xx), failed (refused, "
+                "or retries exhausted), gone (410).",
+                ("webhook", "result"), [((str(w), status), float(n)) for w, status, n in sent],
+            ),
+            Family(
+                "splitwatch_outbox_depth", "gauge", "Webhook deliveries waiting to be sent (pending).",
+                (), [((), float(depth or 0))],
+            ),
+            Family(
+                "splitwatch_outbox_oldest_age_seconds", "gauge",
+                "Age of the oldest pending webhook delivery; 0 when none waits.", (), [((), age)],
+            ),
+        ]  # fmt: skip
 
 
 INGEST_PATH = "/api/v1/ingest"
@@ -415,8 +462,8 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     """Mount GET /metrics (no token unless settings.metrics_token) on `app`, served from a
     registry of its own, and make the ingest figures counted on it (app.state.ingest_metrics;
     app/edge.py's EdgeMiddleware needs it to count the ingest requests)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine, settings))
+    registry = CollectorRegistry(auto_describe=False)  # the ingest figures
+    database = DatabaseFigures(engine, settings)
     app.state.metrics_registry = registry
     shared_dir = os.environ.get(MULTIPROC_ENV)
     if shared_dir:
@@ -434,7 +481,15 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
         # text format 0.0.4 that every Prometheus version reads.
         check_metrics_token(settings.metrics_token, request.headers.get("authorization"))
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), headers={"Content-Type": content_type})
+        families = database.read()  # every query now, before the first byte goes out
+
+        def body() -> Iterator[bytes]:
+            # Written out piece by piece (a fleet's text is tens of MB); then the ingest
+            # figures, whose encoder ends OpenMetrics with its EOF line.
+            yield from render(families, encoder)
+            yield encoder(registry)
+
+        return StreamingResponse(body(), headers={"Content-Type": content_type})
 
     app.add_api_route(
         "/metrics",
@@ -452,4 +507,4 @@ def install_metrics(app: FastAPI, engine: Engine, settings: Settings) -> Collect
     return registry
 
 
-__all__ = ["MULTIPROC_ENV", "DatabaseCollector", "IngestMetrics", "ingest_metrics", "install_metrics"]
+__all__ = ["MULTIPROC_ENV", "DatabaseFigures", "IngestMetrics", "ingest_metrics", "install_metrics"]

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.alerts import outbox
@@ -53,6 +53,7 @@ from app.background import finish
 from app.settings import Settings
 from app.store.events import NO_GUEST_ID
 from app.store.hosts import StatusRule, row_status
+from app.store.status import NEEDS_ACTION
 from app.store.tables import alert, alert_lease, alert_rule, gap, guest, host, rollup_1m, silence
 
 log = logging.getLogger("splitwatch.alerts")
@@ -151,7 +152,7 @@ def rule_from_row(row: Any) -> Rule:
     )
 
 
-def host_needs_action(row: Row[Any], now: dt.datetime, settings: Settings) -> str | None:
+def host_needs_action(row: Any, now: dt.datetime, settings: Settings) -> str | None:
     """Why the host's detection state needs action, or None. The ONE place the
     host_inconsistent rule reads the host status: app/store/status.py's rule (the agent's
     consistency verdict, #16) and its `needs_action` (drift, stuck off, inconsistent config,
@@ -236,15 +237,36 @@ def _count_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Find
     return threshold_findings(rule, counts[:MAX_FINDINGS_PER_RULE])
 
 
+# What the host rules read of a host row: never its per-CPU list or health JSON (kilobytes per
+# host: at 10,000 hosts, reading whole rows was most of an evaluation's CPU, issue 13).
+_HOST_RULE_COLUMNS = (
+    host.c.id,
+    host.c.name,
+    host.c.last_seen_at,
+    host.c.agent_reported,
+    host.c.verdict,
+    host.c.verdict_reason,
+    host.c.verdict_details,
+    host.c.verdict_since,
+)
+
+
 def _host_findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
-    rows = conn.execute(select(host)).all()
+    """The hosts the rule finds. SQL narrows the rows to those that may match (a superset: a
+    verdict that needs action, or a report older than the window); the rule itself then decides
+    on each, so the answer is the rule's whatever the fleet's size."""
+    query = select(*_HOST_RULE_COLUMNS).order_by(host.c.id)
+    if "host" in rule.match:
+        query = query.where(host.c.name == rule.match["host"])
+    if rule.type == "agent_silent":
+        # Not a host only `splitwatch import` made: no agent ever reported there to go silent.
+        since = now - dt.timedelta(seconds=rule.window_s)
+        query = query.where(host.c.agent_reported.is_(True), host.c.last_seen_at < since)
+    else:
+        query = query.where(host.c.verdict.in_(sorted(NEEDS_ACTION)))
     out: list[Finding] = []
-    for row in rows:
-        if "host" in rule.match and row.name != rule.match["host"]:
-            continue
+    for row in conn.execute(query):
         if rule.type == "agent_silent":
-            if not row.agent_reported:
-                continue  # made by `splitwatch import` alone: no agent ever reported to go silent
             silent_s = int((now - row.last_seen_at).total_seconds())
             if silent_s > rule.window_s:
                 out.append(host_finding(rule, row.name, "silent", silent_s))
@@ -252,7 +274,9 @@ def _host_findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Set
             reason = host_needs_action(row, now, settings)
             if reason is not None:
                 out.append(host_finding(rule, row.name, reason, 1))
-    return out[:MAX_FINDINGS_PER_RULE]
+        if len(out) >= MAX_FINDINGS_PER_RULE:
+            break
+    return out
 
 
 def _gap_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
@@ -345,6 +369,7 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
     silences = active_silences(conn, now)
     hooks = outbox.enabled_webhooks(conn)
     fired = resolved = notices = 0
+    still: list[int] = []  # open alerts found again with the same figures
 
     for rule in rules:
         current = open_by_rule.get(rule.id, {})
@@ -382,6 +407,9 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
                     )
                     .returning(alert.c.id)
                 ).scalar_one()
+            elif what != "fire" and row.value == f.value and row.annotations == annotations:
+                alert_id = row.id
+                still.append(row.id)  # the same figure: only when it was seen, below
             else:
                 alert_id = row.id
                 values: dict[str, Any] = {
@@ -412,6 +440,15 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
                 resolved += 1
                 if row.notified_at is not None:
                     notices += outbox.notify_resolved(conn, row.id, settings)
+
+    # One statement for the alerts that only need their evaluation time, not one per alert:
+    # a fleet-wide outage keeps up to MAX_FINDINGS_PER_RULE open per rule, cycle after cycle.
+    for i in range(0, len(still), MAX_FINDINGS_PER_RULE):
+        conn.execute(
+            update(alert)
+            .where(alert.c.id.in_(still[i : i + MAX_FINDINGS_PER_RULE]))
+            .values(last_evaluated_at=now)
+        )
 
     # Firing alerts whose notice a silence held back: notify once the silence is gone.
     for row in conn.execute(

@@ -263,23 +263,26 @@ def _rank(cost: Cost) -> tuple[float, int, int]:
     return (-(cost.vcpu_seconds or 0.0), -cost.uncounted_sightings, 0 if cost.reason is None else 1)
 
 
-def throttling(
-    conn: Connection, hosts: Sequence[HostRow], *, since: dt.datetime, until: dt.datetime, limit: int
-) -> Throttling:
-    window_s = (until - since).total_seconds()
-    by_id = {h.id: h for h in hosts}
-    stretches = {h: misery_stretches(s) for h, s in state_spans(conn, list(by_id), since, until).items()}
+def _tallies(
+    conn: Connection, host_ids: Sequence[int], since: dt.datetime, until: dt.datetime, *, per_guest: bool
+) -> tuple[dict[tuple[int, int], Tally], dict[int, list[Stretch]]]:
+    """Throttled traps per (host, guest) over the window, and each host's misery stretches.
+    Without `per_guest`, one tally per host (guest NO_GUEST_ID): a host's figure depends only
+    on its sums (see host_throttling), and a week of a 10,000-host fleet is 100,000s of
+    (host, guest) keys against a few per host (#13)."""
+    stretches = {h: misery_stretches(s) for h, s in state_spans(conn, host_ids, since, until).items()}
     tallies: dict[tuple[int, int], Tally] = {}
+    guest_dim: tuple[Dimension, ...] = ("guest_id",) if per_guest else ()
     # One read for every host with one answer over the whole window (no read at all for those
     # that never throttled: mitigate 0, fatal, off, a kernel before 5.19).
     steady = {h: s[0].misery for h, s in stretches.items() if len(s) == 1 and s[0].misery is not False}
     if steady:
         resolved = Resolved(host_id=next(iter(steady)) if len(steady) == 1 else None, kind="split_lock")
-        by: tuple[Dimension, ...] = ("host_id", "guest_id", "source", "action")
+        by: tuple[Dimension, ...] = ("host_id", *guest_dim, "source", "action")
         counts = range_totals(conn, resolved, since=since, until=until, by=by)
         lines = range_totals(conn, resolved, since=since, until=until, by=by, measure="events")
         lines = {k: v for k, v in lines.items() if k[0] in steady}
-        _tally_rows(tallies, counts, lines, steady, lambda k: k)
+        _tally_rows(tallies, counts, lines, steady, lambda k: k if per_guest else (k[0], NO_GUEST_ID, *k[1:]))
     for host_id, host_stretches in stretches.items():
         if len(host_stretches) == 1:
             continue
@@ -287,12 +290,39 @@ def throttling(
             if stretch.misery is False:
                 continue
             resolved = Resolved(host_id=host_id, kind="split_lock")
-            by2: tuple[Dimension, ...] = ("guest_id", "source", "action")
+            by2: tuple[Dimension, ...] = (*guest_dim, "source", "action")
             counts = range_totals(conn, resolved, since=stretch.start, until=stretch.end, by=by2)
             lines = range_totals(
                 conn, resolved, since=stretch.start, until=stretch.end, by=by2, measure="events"
             )
-            _tally_rows(tallies, counts, lines, {host_id: stretch.misery}, lambda k, h=host_id: (h, *k))
+            _tally_rows(
+                tallies,
+                counts,
+                lines,
+                {host_id: stretch.misery},
+                lambda k, h=host_id: (h, *k) if per_guest else (h, NO_GUEST_ID, *k),
+            )
+    return tallies, stretches
+
+
+def host_throttling(
+    conn: Connection, host_ids: Sequence[int], *, since: dt.datetime, until: dt.datetime
+) -> dict[int, float | None]:
+    """vCPU-seconds misery mode took per host, as throttling()'s hosts say (hosts with no
+    throttled trap: absent, i.e. 0; None: only kernel-log sightings or an unknown era, no count).
+    A host's figure needs only its own sums: its true counts add up across guests, and only
+    when it has none do its sightings (or uncertain traps) decide that no figure is known."""
+    tallies, _ = _tallies(conn, sorted(set(host_ids)), since, until, per_guest=False)
+    window_s = (until - since).total_seconds()
+    return {host_id: throttling_cost(tally, window_s).vcpu_seconds for (host_id, _), tally in tallies.items()}
+
+
+def throttling(
+    conn: Connection, hosts: Sequence[HostRow], *, since: dt.datetime, until: dt.datetime, limit: int
+) -> Throttling:
+    window_s = (until - since).total_seconds()
+    by_id = {h.id: h for h in hosts}
+    tallies, stretches = _tallies(conn, list(by_id), since, until, per_guest=True)
 
     guest_names = _guest_names(conn, (g for _, g in tallies if g != NO_GUEST_ID))
     guests: list[GuestCost] = []
@@ -330,11 +360,18 @@ def throttling(
     )
 
 
+# Ids per IN list: a week of a 100,000-guest fleet names 70,000+ guests, past PostgreSQL's
+# 65,535 parameters per statement (every /metrics scrape failed on it at fleet size, #13).
+NAMES_PER_QUERY = 10_000
+
+
 def _guest_names(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    return dict(conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(wanted))).all())
+    names: dict[int, str] = {}
+    for i in range(0, len(wanted), NAMES_PER_QUERY):
+        chunk = wanted[i : i + NAMES_PER_QUERY]
+        names.update(conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(chunk))).all())
+    return names
 
 
 # ---------------------------------------------------------------------- offenders (§3 and §4)

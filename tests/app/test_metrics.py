@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import threading
 
 import httpx
 import pytest
@@ -12,8 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 import app.metrics
+import app.metrics_events
 from app.settings import Settings
 from app.store.engine import make_engine
+from tests.app.alerts.conftest import POLL_BOUND_S, poll
 from tests.app.conftest import Server, Tokens, assert_error, auth
 from tests.app.fill import MINUTE, T0, Filler, ev, lost, state
 from tests.app.ingest.payloads import events, payload
@@ -286,3 +289,77 @@ def test_throttled_vcpu_seconds_is_the_weeks_tracefs_count_times_10_ms_per_host(
         timeout=60,
     )
     assert check.returncode == 0 and check.stdout.strip() == "", check.stdout + check.stderr
+
+
+def test_past_an_inline_read_recent_events_count_at_once_and_late_ones_when_the_base_is_reread(
+    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every read of the older hours counts as costly (as at fleet size): they are kept for
+    # EVENTS_BASE_S and re-read in the background; the last hours are read on every scrape.
+    monkeypatch.setattr(app.metrics, "INLINE_READ_S", 0.0)
+    monkeypatch.setattr(app.metrics, "EVENTS_CACHE_S", 0.0)
+    monkeypatch.setattr(app.metrics, "EVENTS_BASE_S", 3600.0)
+    before = samples(client)[LEGACY_SIGBUS]
+    now = dt.datetime.now(dt.UTC)
+    fleet.send("kvm-2", events=[ev(now, guest="legacy", action="sigbus", count=4)])
+    assert samples(client)[LEGACY_SIGBUS] == before + 4
+    fleet.send("kvm-2", events=[ev(T0 + 2 * MINUTE, guest="legacy", action="sigbus", count=5)])  # days late
+    assert samples(client)[LEGACY_SIGBUS] == before + 4  # its hour's sum is the kept one
+    monkeypatch.setattr(app.metrics, "EVENTS_BASE_S", 0.0)
+    poll(lambda: samples(client)[LEGACY_SIGBUS] == before + 9, "the late events in the re-read base")
+    events_total = {k: v for k, v in samples(client).items() if k[0] == "splitwatch_events_total"}
+    assert sum(events_total.values()) == 1 + 7 + 2 + 1 + 4 + 5  # counted once each, base or live
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_series_cap_folds_the_same_way_in_the_kept_hours_and_the_live_ones(
+    server: Server, tokens: Tokens, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.metrics, "INLINE_READ_S", 0.0)
+    monkeypatch.setattr(app.metrics, "EVENTS_CACHE_S", 0.0)
+    monkeypatch.setattr(app.metrics, "MAX_EVENT_SERIES", 2)
+    monkeypatch.setattr(app.metrics, "TOP_GUESTS", 1)
+    fill = Filler(server.url, tokens)
+    fill.send("kvm-1", events=[ev(T0, guest="loud", count=10), ev(T0, guest="quiet-1", count=2), ev(T0)])
+    assert guest_sums(client) == {"loud": 10, "(other)": 2, "(host)": 1}
+    now = dt.datetime.now(dt.UTC)
+    fill.send("kvm-1", events=[ev(now, guest="quiet-2", count=50), ev(now, guest="loud", count=1)])
+    # quiet-2 is now the busiest, but the cut was made with the kept hours: it joins (other)
+    # until they are re-read; host totals stay exact either way.
+    assert guest_sums(client) == {"loud": 11, "(other)": 52, "(host)": 1}
+
+
+def guest_sums(client: httpx.Client) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in samples(client).items():
+        if k[0] == "splitwatch_events_total":
+            guest = dict(k[1])["guest"]
+            out[guest] = out.get(guest, 0) + v
+    return out
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_scrape_is_served_the_kept_sums_while_they_are_reread_in_the_background(
+    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.metrics, "INLINE_READ_S", 0.0)
+    before = samples(client)[LEGACY_SIGBUS]  # the first read, in the scrape
+    monkeypatch.setattr(app.metrics, "EVENTS_BASE_S", 0.0)
+    # The re-read waits at this gate: a scrape that waited for it would never answer.
+    gate, reading = threading.Event(), threading.Event()
+    real = app.metrics_events.read_base
+
+    def gated(*args: object, **kwargs: object) -> app.metrics_events.Base:
+        reading.set()
+        assert gate.wait(POLL_BOUND_S)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app.metrics_events, "read_base", gated)
+    fleet.send("kvm-2", events=[ev(T0 + 2 * MINUTE, guest="legacy", action="sigbus", count=5)])  # days late
+    try:
+        assert samples(client)[LEGACY_SIGBUS] == before  # served the kept sums at once
+        assert reading.wait(POLL_BOUND_S)
+        assert samples(client)[LEGACY_SIGBUS] == before  # one re-read at a time, still kept
+    finally:
+        gate.set()
+    poll(lambda: samples(client)[LEGACY_SIGBUS] == before + 5, "the late events once re-read")

@@ -398,3 +398,38 @@ def test_two_concurrent_evaluations_on_postgres_commit_one(engine: Engine, cfg: 
         ).scalar()
     assert firing == len([n for n in notices(engine) if n[0] == "firing"])
     assert len(set(a.fingerprint for a in alerts(engine))) == len(alerts(engine))
+
+
+def test_an_open_alert_found_again_gets_its_evaluation_time_and_its_new_figure(
+    engine: Engine, cfg: Settings
+) -> None:
+    run(engine, cfg)
+    add_rule(engine)
+    only_rule(engine, "busy")
+    ingest(engine, events(3))
+    run(engine, cfg, NOW)
+    # The same figure: only last_evaluated_at moves (one statement for all such alerts).
+    run(engine, cfg, NOW + timedelta(seconds=5))
+    [a] = alerts(engine)
+    assert (a.status, a.value, a.last_evaluated_at) == ("firing", 3, NOW + timedelta(seconds=5))
+    ingest(engine, events(2))
+    run(engine, cfg, NOW + timedelta(seconds=6))
+    [a] = alerts(engine)
+    assert (a.value, a.last_evaluated_at) == (5, NOW + timedelta(seconds=6))
+    assert a.annotations["summary"].startswith("5 ")
+
+
+def test_host_rules_judge_only_hosts_that_may_match_yet_miss_none(engine: Engine, cfg: Settings) -> None:
+    # The SQL narrows the host rows (a verdict needing action; a report older than the window);
+    # the rule still decides: a drifting host that went silent is AgentSilent, not inconsistent.
+    ingest(engine, st=state(NOW, verdict="drift"), host="kvm-drift")
+    ingest(
+        engine,
+        st=state(NOW - timedelta(minutes=20), verdict="drift"),
+        host="kvm-gone",
+        at=NOW - timedelta(minutes=20),
+    )
+    ingest(engine, st=state(NOW), host="kvm-ok")
+    inconsistent = fired(engine, cfg, "HostInconsistent")
+    assert [a.labels["host"] for a in inconsistent] == ["kvm-drift"]
+    assert [a.labels["host"] for a in fired(engine, cfg, "AgentSilent")] == ["kvm-gone"]
