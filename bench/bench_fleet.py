@@ -358,8 +358,12 @@ def run_cli(cmd: list[str], env: dict[str, str]) -> str:
     return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def prepare_database(splitwatch: str, url: str, hosts: list[str], tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+def prepare_database(
+    splitwatch: str, url: str, hosts: list[str], tmp: Path, env: dict[str, str]
+) -> dict[str, str]:
+    """Migrate and make the hosts' agent tokens with the CLI of the tree `env` runs (its
+    PYTHONPATH: --compare-src trees may be at another migration head)."""
+    env = {**env, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
     run_cli([splitwatch, "db", "upgrade"], env)
     hosts_file = tmp / "hosts.txt"
     hosts_file.write_text("\n".join(hosts) + "\n")
@@ -498,7 +502,7 @@ def main() -> None:
                     name = f"bench_fleet_{key}_{uuid.uuid4().hex[:8]}".lower()
                     url = pg_database(args.pg_url, name, create=True)
                     pg_names.append(name)
-                tokens = prepare_database(splitwatch, url, hosts, tmp)
+                tokens = prepare_database(splitwatch, url, hosts, tmp, env)
                 if not key.endswith("sqlite"):
                     make_day_partitions(url, base)
                 fleets[key] = Fleet(hosts, tokens)
