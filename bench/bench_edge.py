@@ -6,7 +6,8 @@ caps one process when the writer is not the bottleneck. It drives the real app (
 create_app, a real SQLite file migrated and filled with one agent token per host by the CLI, the
 lifespan run so the writer thread and the auth cache are live) in-process through its ASGI
 interface, wrapped in uvicorn's ProxyHeadersMiddleware as `splitwatch serve` is, with bench_fleet's
-steady-state agent payload (Bodies: per host its own name, SEQs, times and state sample) from
+steady-state agent payload (Bodies: per host its own name, SEQs, times and state sample; the full
+state in one request of 12, `state: null` in the others, as the agent sends; --state-every) from
 SENDERS concurrent tasks. No sockets: uvicorn's own HTTP parsing is the same for every app and
 is left out.
 
@@ -34,10 +35,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import functools
 import io
 import json
 import logging
+import os
 import pstats
 import statistics
 import sys
@@ -132,7 +133,7 @@ class NoopJobs:
     async def run(self, fn: Any) -> Any:
         from app.ingest.write import WriteResult
 
-        rows = fn.keywords.get("rows") if isinstance(fn, functools.partial) else None
+        rows = getattr(fn, "rows", None)  # app/ingest/write.py BatchJob
         if rows is None:  # not an ingest write (a token touch): run it
             return await self._writer.run(fn)
         n = len(rows.events)
@@ -197,7 +198,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Row]:
     hosts = [f"fleet-{i:04d}" for i in range(HOSTS)]
     print(
         f"payload: bench_fleet's agent payload, {bodies.n_events} events, "
-        f"{len(bodies.body(hosts[0], 'b', 0))} bytes; {SENDERS} concurrent tasks over {HOSTS} hosts"
+        f"{len(bodies.body(hosts[0], 'b', 0))} bytes with the state, {len(bodies.body(hosts[0], 'b', 1))} "
+        f"without; the state in every {args.state_every}th request of a host; "
+        f"{SENDERS} concurrent tasks over {HOSTS} hosts"
     )
     wanted = args.rows.split(",")
     rows: list[Row] = []
@@ -209,7 +212,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Row]:
         if key not in wanted:
             continue
         url = f"sqlite:///{tmp / (key + '.db')}"
-        tokens = prepare_database(splitwatch, url, hosts, tmp)
+        # This tree's CLI (run from a copy of this file in another tree, that tree's).
+        tokens = prepare_database(splitwatch, url, hosts, tmp, {**os.environ, "PYTHONPATH": str(ROOT)})
         app = create_app(Settings(database_url=url, log_level="warning"))
         if key == "noop":
             app.state.writer = NoopJobs(app.state.writer)
@@ -248,7 +252,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rows", default="bare,app,noop", help="comma list of bare, app, noop")
-    parser.add_argument("--state-every", type=int, default=1, help="as bench_fleet's --state-every")
+    parser.add_argument(
+        "--state-every",
+        type=int,
+        default=12,
+        help="as bench_fleet's --state-every: full state in every Nth request of a host, state null "
+        "in the others (12, the default: what the agent sends; 1: the full state every time)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the loop in the first round")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
