@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
 from app.alerts.evaluate import Alerting
+from app.api.ingest import IngestShortcut
 from app.auth import Authenticator
 from app.edge import EdgeMiddleware
 from app.errors import NotReady, install_error_handlers
@@ -59,6 +61,9 @@ ROUTER_MODULES = (
     "docs",
     "frontend",
 )
+
+
+GZIP_OPTIONS: dict[str, Any] = {"minimum_size": 1024, "compresslevel": 6}
 
 
 class SchemaNotAtHead(RuntimeError):
@@ -133,11 +138,13 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # Text answers of 1 KiB or more are gzipped when the client accepts it (dashboard files,
     # Plotly, JSON, CSV); level 6 is most of level 9's gain for a fraction of its CPU.
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(GZipMiddleware, **GZIP_OPTIONS)
 
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(f"app.api.{name}").router)
     install_metrics(app, engine, settings)
+    # POST /api/v1/ingest past the layers below it (app/api/ingest.py), inside the edge.
+    app.add_middleware(IngestShortcut, gzip_options=GZIP_OPTIONS)
     # Security headers, the access log and the ingest request figures, outside gzip
     # (app/edge.py): one layer for all three.
     app.add_middleware(EdgeMiddleware, ingest_metrics=app.state.ingest_metrics)

@@ -15,10 +15,13 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.deps import AgentDep, SettingsDep, WriterDep, authenticate_agent
 from app.errors import (
@@ -35,7 +38,7 @@ from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload, payload_json_schema
 from app.ingest.write import BatchJob, GuestLimits
 from app.ingest.writer import WriterStopped
-from app.metrics import ingest_metrics
+from app.metrics import INGEST_PATH, ingest_metrics
 
 
 class IngestRoute(APIRoute):
@@ -50,13 +53,76 @@ class IngestRoute(APIRoute):
         generic = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            app = request.app
-            if app.dependency_overrides:
+            if request.app.dependency_overrides:
                 return await generic(request)
-            host_name = await authenticate_agent(request)
-            return await ingest(request, host_name, app.state.writer, app.state.settings)
+            return await serve_ingest(request)
 
         return handler
+
+
+async def serve_ingest(request: Request) -> Response:
+    """The route's answer without FastAPI's dependency solving: the token, then the batch."""
+    app = request.app
+    host_name = await authenticate_agent(request)
+    return await ingest(request, host_name, app.state.writer, app.state.settings)
+
+
+class IngestShortcut:
+    """POST /api/v1/ingest served straight from the middleware stack, past GZip, Starlette's
+    ExceptionMiddleware, FastAPI's AsyncExitStackMiddleware, the router's route matching and
+    request_response: on the steady-state ingest path those layers were about half of the
+    event loop's CPU per request (bench/bench_edge.py --profile, #13), and none of them changes
+    what ingest answers:
+    - the answer of a stored batch is under GZip's minimum size, which GZip sends untouched;
+    - an error (ApiError, a database error, a client gone) goes through `errors`: the same
+      GZip options and ExceptionMiddleware with the app's handlers, as it would from the route;
+      an exception without a handler there propagates to ServerErrorMiddleware as before.
+    It sits inside app/edge.py's EdgeMiddleware (headers, access log, ingest figures stay as
+    they are). Any other request, a root_path, FastAPI telemetry or dependency overrides (a
+    test's): the normal stack serves.
+    """
+
+    def __init__(self, app: ASGIApp, gzip_options: dict[str, Any]) -> None:
+        self.app = app
+        self.gzip_options = gzip_options
+        self._errors: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != INGEST_PATH
+            or scope["method"] != "POST"
+            or scope.get("root_path")
+            or scope.get("fastapi.telemetry") is not None
+            or scope["app"].dependency_overrides
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await serve_ingest(request)
+        except Exception as exc:
+            scope[_ERROR_KEY] = exc
+            await self._error_stack(scope["app"])(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    def _error_stack(self, app: FastAPI) -> ASGIApp:
+        if self._errors is None:
+            # As FastAPI.build_middleware_stack splits them: 500 and Exception belong to
+            # ServerErrorMiddleware, outside this one.
+            handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
+            self._errors = GZipMiddleware(
+                ExceptionMiddleware(_raise_error, handlers=handlers, debug=app.debug), **self.gzip_options
+            )
+        return self._errors
+
+
+_ERROR_KEY = "splitwatch.ingest_error"
+
+
+async def _raise_error(scope: Scope, _receive: Receive, _send: Send) -> None:
+    raise scope.pop(_ERROR_KEY)
 
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=IngestRoute)

@@ -654,3 +654,65 @@ def test_a_verdict_detail_that_is_not_finite_is_stored_as_null_not_a_500(
     )
     assert response.status_code == 200, response.text
     assert scalar(engine, select(host.c.verdict_details)) == {"x": None}
+
+
+# ----------------------------------------------------------------------------- the shortcut
+
+
+def _answer(
+    client: httpx.Client, body: bytes, headers: dict[str, str]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """What a client gets, header for header (the date aside), the body as sent (gzip undone not)."""
+    with client.stream("POST", URL, content=body, headers=headers) as r:
+        sent = b"".join(r.iter_raw())
+        return r.status_code, [(k, v) for k, v in r.headers.multi_items() if k != "date"], sent
+
+
+def test_ingest_answers_are_the_same_as_the_fastapi_routes(
+    server: Server, client: httpx.Client, tokens: Tokens
+) -> None:
+    # app/api/ingest.py IngestShortcut serves POST /api/v1/ingest past GZip, the exception
+    # middleware and the router; with a dependency override set, FastAPI's own stack serves it.
+    from app.deps import get_engine
+
+    agent = tokens.agent()
+    big_invalid = payload(events(0, 300)).to_json().replace('"kmsg"', '"klog"')
+    cases: list[tuple[str, dict[str, str], bytes]] = [
+        ("", {}, payload().to_json().encode()),
+        ("sw_not-a-real-token", {}, payload().to_json().encode()),
+        (tokens.create("viewer"), {}, payload().to_json().encode()),
+        (tokens.agent("host-2"), {}, payload().to_json().encode()),
+        (agent, {"Accept-Encoding": "gzip"}, big_invalid.encode()),  # a 422 over GZip's minimum
+        (agent, {"Accept-Encoding": "identity"}, big_invalid.encode()),
+        (agent, {}, b"{not json"),
+        (agent, {"Content-Encoding": "br"}, payload().to_json().encode()),
+        (agent, {"Accept-Encoding": "gzip"}, payload(events(0, 5)).to_json().encode()),  # stored
+    ]
+    answers = []
+    try:
+        for overridden in (False, True):
+            if overridden:
+                server.app.dependency_overrides[get_engine] = lambda: server.app.state.engine
+            answers.append(
+                [
+                    _answer(
+                        client,
+                        body,
+                        {"Content-Type": "application/json", "Accept-Encoding": "", **headers, **auth(tok)}
+                        if tok
+                        else {"Content-Type": "application/json", "Accept-Encoding": "", **headers},
+                    )
+                    for tok, headers, body in cases
+                ]
+            )
+    finally:
+        server.app.dependency_overrides.clear()
+    shortcut, route = answers
+    # The stored batch: accepted the first time, all duplicates the second.
+    assert shortcut[-1][2] == b'{"accepted":5,"duplicates":0}'
+    assert route[-1][2] == b'{"accepted":0,"duplicates":5}'
+    assert shortcut[-1][:2] == route[-1][:2]
+    assert shortcut[:-1] == route[:-1]
+    assert dict(shortcut[4][1])["content-encoding"] == "gzip"
+    assert json.loads(gzip.decompress(shortcut[4][2]))["error"] == "invalid_payload"
+    assert [a[0] for a in shortcut] == [401, 401, 403, 403, 422, 422, 422, 415, 200]
