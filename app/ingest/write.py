@@ -42,7 +42,11 @@ Order inside the transaction (the caller owns it), per round of the group (_roun
    Inserted events that lost their guest to the cap: one `guest_cap` gap per source, keyed
    by the first such seq, so a resend counts nothing twice.
 6. gap: ON CONFLICT DO NOTHING.
-The same statements run on SQLite and PostgreSQL (each dialect's insert construct).
+The same statements run on SQLite and PostgreSQL (each dialect's insert construct). On SQLite,
+the statements of a steady-state request (hosts, known guests, guests, guest_host, events,
+rollups) run as SQL text built once, on the DB-API cursor of the Core connection's transaction,
+with values converted as the column types would (_sqlite_binder, _SQLITE_RESULTS): SQLAlchemy's
+execution machinery had cost the single writer thread more CPU than SQLite's own work (#13).
 """
 
 from __future__ import annotations
