@@ -42,7 +42,11 @@ Order inside the transaction (the caller owns it), per round of the group (_roun
    Inserted events that lost their guest to the cap: one `guest_cap` gap per source, keyed
    by the first such seq, so a resend counts nothing twice.
 6. gap: ON CONFLICT DO NOTHING.
-The same statements run on SQLite and PostgreSQL (each dialect's insert construct).
+The same statements run on SQLite and PostgreSQL (each dialect's insert construct). On SQLite,
+the statements of a steady-state request (hosts, known guests, guests, guest_host, events,
+rollups) run as SQL text built once, on the DB-API cursor of the Core connection's transaction,
+with values converted as the column types would (_sqlite_binder, _SQLITE_RESULTS): SQLAlchemy's
+execution machinery had cost the single writer thread more CPU than SQLite's own work (#13).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.errors import UniqueViolation
-from sqlalchemy import Connection, Table, and_, bindparam, case, func, not_, select, update
+from sqlalchemy import Boolean, Connection, Table, and_, bindparam, case, func, not_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import JSON
 
@@ -139,6 +143,10 @@ def write_group(
     (app/ingest/writer.py), where only that one fails.
     """
     insert = _insert_for(conn)
+    if insert is sqlite.insert and not conn.in_transaction():
+        # What the first Core statement's autobegin did: the statements on the DB-API cursor
+        # (_sqlite_cursor) must run inside the caller's transaction, not in autocommit.
+        conn.begin()
     limits = limits or GuestLimits()
     results: list[WriteResult | None] = [None] * len(batches)
     for members in _rounds(batches):
@@ -225,9 +233,15 @@ def _write_hosts(
         # The per-CPU JSON is read only for hosts whose state may change: decoding it for
         # every request cost more than the rest of the host's row (#13).
         by_id = {h["id"]: h for h in newer}
-        for r in conn.execute(_HOST_STATE_COLUMNS, {"ids_": sorted(by_id)}):
-            by_id[r.id].update(cpus=r.cpus, verdict_details=r.verdict_details)
+        if dialect == "sqlite":
+            ids_ = sorted(by_id)
+            for id_, cpus, details in _sqlite_fetch(conn, _sqlite_host_state_sql(len(ids_)), ids_):
+                by_id[id_].update(cpus=_json_result(cpus), verdict_details=_json_result(details))
+        else:
+            for r in conn.execute(_HOST_STATE_COLUMNS, {"ids_": sorted(by_id)}):
+                by_id[r.id].update(cpus=r.cpus, verdict_details=r.verdict_details)
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    sqlite_updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # rows of values, as bound
     ids: list[int] = []
     samples: list[tuple[Rows, int, list[dict[str, Any]]]] = []
     for rows in batches:
@@ -238,14 +252,22 @@ def _write_hosts(
         if record is not None:
             samples.append((rows, host_id, record))
         if values:
-            updates.setdefault(tuple(sorted(values)), []).append({**values, "host_id_": host_id})
+            if dialect == "sqlite":
+                keys = tuple(sorted(values))
+                sqlite_updates.setdefault(keys, []).append(_sqlite_host_values(keys, values, host_id))
+            else:
+                updates.setdefault(tuple(sorted(values)), []).append({**values, "host_id_": host_id})
     if samples:
         _record_states(conn, samples, {h["id"] for h in newer})
     for keys, params in updates.items():
-        if dialect == "postgresql":
-            _update_hosts_postgresql(conn, keys, params)
-        else:
-            conn.execute(_HOST_UPDATE, params)
+        _update_hosts_postgresql(conn, keys, params)
+    if sqlite_updates:
+        cursor = _sqlite_cursor(conn)
+        try:
+            for keys, rows_ in sqlite_updates.items():
+                cursor.executemany(_sqlite_host_update_sql(keys), rows_)
+        finally:
+            cursor.close()
     return ids, known
 
 
@@ -253,7 +275,7 @@ def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> d
     """The hosts' rows by name (_HOST_LIGHT), locked on PostgreSQL in name order, where each
     also holds `known_guests`: the names of `guest_names` it reported before."""
     if conn.dialect.name != "postgresql":
-        return {r.name: dict(r._mapping) for r in conn.execute(_hosts_select("sqlite"), {"names_": names})}
+        return _held_hosts_sqlite(conn, names)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
@@ -327,14 +349,6 @@ def host_changes(held: Mapping[str, Any], rows: Rows) -> tuple[dict[str, Any], l
 _HOST_LIGHT = [c for c in host.c if c.name not in ("cpus", "verdict_details")]
 
 
-@functools.cache
-def _hosts_select(dialect: str) -> Any:
-    """Hosts by name (PostgreSQL: locked, in name order), built once: statement construction
-    and its cache key cost more CPU than SQLite's lookup (#13, docs/benchmarks.md)."""
-    query = select(*_HOST_LIGHT).where(host.c.name.in_(bindparam("names_", expanding=True)))
-    return query.order_by(host.c.name).with_for_update() if dialect == "postgresql" else query
-
-
 _HOST_TIMES = [c.name for c in _HOST_LIGHT if isinstance(c.type, UtcDateTime)]
 
 
@@ -360,8 +374,116 @@ _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).whe
 )
 
 
-# The SET clause follows the parameters' keys (SQLAlchemy compiles and caches one per key set).
-_HOST_UPDATE = update(host).where(host.c.id == bindparam("host_id_"))
+# SQLite: the host statements of a request as SQL text run on the DB-API cursor (#13). Through
+# SQLAlchemy, the execution machinery (cache key, expanding IN, a bind or result processor per
+# value) cost the writer thread more CPU than SQLite's own work for these one-row statements
+# (docs/benchmarks.md, bench/bench_fleet.py). Values are converted exactly as the columns'
+# types would (_sqlite_binder, _SQLITE_RESULTS), so the rows stored and read are the same.
+
+
+def _sqlite_cursor(conn: Connection) -> Any:
+    """The DB-API cursor of this Core connection, inside its transaction (write_group
+    begins it when the caller has not)."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _sqlite_fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    cursor = _sqlite_cursor(conn)
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        cursor.close()
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _sqlite_time_or_none(at: datetime | None) -> str | None:
+    return None if at is None else sqlite_time(at)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _sqlite_binder(column: Any) -> Callable[[Any], Any]:
+    """A value of `column` as SQLAlchemy binds it on SQLite: UtcDateTime as SQLITE_TIME_FORMAT
+    text, JSON as json.dumps gives it (None too: JSON null, not SQL NULL); Boolean and the
+    rest as they are (sqlite3 stores True as 1, as SQLAlchemy's int conversion does)."""
+    if isinstance(column.type, UtcDateTime):
+        return _sqlite_time_or_none
+    if isinstance(column.type, JSON):
+        return json.dumps
+    return _as_is
+
+
+def _time_result(text: str) -> datetime:
+    """A SQLite time as UtcDateTime reads it: the naive text's time, in UTC."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _json_result(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _result_converter(column: Any) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy's result processor reads a non-NULL value of `column` from SQLite."""
+    if isinstance(column.type, UtcDateTime):
+        return _time_result
+    if isinstance(column.type, JSON):
+        return json.loads
+    if isinstance(column.type, Boolean):
+        return bool
+    return None
+
+
+# The host columns _write_hosts and host_changes read (all of _HOST_LIGHT but first_seen_at).
+_HOST_HELD = [c for c in _HOST_LIGHT if c.name != "first_seen_at"]
+_HOST_HELD_NAMES = tuple(c.name for c in _HOST_HELD)
+_SQLITE_RESULTS = [(c.name, conv) for c in _HOST_HELD if (conv := _result_converter(c)) is not None]
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_hosts_sql(n_names: int) -> str:
+    return f"SELECT {', '.join(_HOST_HELD_NAMES)} FROM host WHERE name IN ({_marks(n_names)})"
+
+
+def _held_hosts_sqlite(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
+    held: dict[str, dict[str, Any]] = {}
+    for r in _sqlite_fetch(conn, _sqlite_hosts_sql(len(names)), names):
+        row = dict(zip(_HOST_HELD_NAMES, r, strict=True))
+        for name, convert in _SQLITE_RESULTS:
+            value = row[name]
+            if value is not None:
+                row[name] = convert(value)
+        held[row["name"]] = row
+    return held
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_host_state_sql(n_ids: int) -> str:
+    return f"SELECT id, cpus, verdict_details FROM host WHERE id IN ({_marks(n_ids)})"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_host_update_sql(keys: tuple[str, ...]) -> str:
+    """UPDATE host SET `keys` of one host, by id (its last parameter)."""
+    return f"UPDATE host SET {', '.join(f'{k} = ?' for k in keys)} WHERE id = ?"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_host_binders(keys: tuple[str, ...]) -> tuple[Callable[[Any], Any], ...]:
+    return tuple(_sqlite_binder(host.c[k]) for k in keys)
+
+
+def _sqlite_host_values(keys: tuple[str, ...], values: Mapping[str, Any], host_id: int) -> tuple[Any, ...]:
+    """_sqlite_host_update_sql's parameters: `values` of `keys` as bound, then the id."""
+    return (
+        *(bind(values[k]) for bind, k in zip(_sqlite_host_binders(keys), keys, strict=True)),
+        host_id,
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -516,6 +638,17 @@ _KNOWN_GUESTS = (
         guest.c.name.in_(bindparam("names_", expanding=True)),
     )
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _sqlite_known_guests_sql(n_hosts: int, n_names: int) -> str:
+    """_KNOWN_GUESTS as SQLite text: host ids first, then names."""
+    return (
+        "SELECT guest_host.host_id, guest.name FROM guest_host JOIN guest ON guest.id = guest_host.guest_id "
+        f"WHERE guest_host.host_id IN ({_marks(n_hosts)}) AND guest.name IN ({_marks(n_names)})"
+    )
+
+
 _GUESTS_HELD = (
     select(guest_host.c.host_id, func.count())
     .where(guest_host.c.host_id.in_(bindparam("host_ids_", expanding=True)))
@@ -542,9 +675,15 @@ def _write_guests(
         known = set()
         for start in range(0, len(names), _IN_CHUNK):
             chunk = names[start : start + _IN_CHUNK]
-            known.update(
-                (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
-            )
+            if conn.dialect.name == "sqlite":
+                found = _sqlite_fetch(
+                    conn, _sqlite_known_guests_sql(len(wanted), len(chunk)), [*wanted, *chunk]
+                )
+                known.update((r[0], r[1]) for r in found)
+            else:
+                known.update(
+                    (r[0], r[1]) for r in conn.execute(_KNOWN_GUESTS, {"host_ids_": wanted, "names_": chunk})
+                )
     new: dict[int, list[str]] = {}
     for rows, hid in with_guests:
         fresh = [g["name"] for g in rows.guests if (hid, g["name"]) not in known]
@@ -574,31 +713,15 @@ def _write_guests(
             kept[hid] = mine
     if not kept:
         return [{} for _ in batches]
-    # Sorted by name: concurrent PostgreSQL transactions lock guest rows in one order.
-    params = sorted(
-        ({**g, "last_host_id": hid} for hid, gs in kept.items() for g in gs), key=lambda p: p["name"]
-    )
     sightings = [(hid, g) for hid in sorted(kept) for g in kept[hid]]
     if conn.dialect.name == "postgresql":
+        # Sorted by name: concurrent PostgreSQL transactions lock guest rows in one order.
+        params = sorted(
+            ({**g, "last_host_id": hid} for hid, gs in kept.items() for g in gs), key=lambda p: p["name"]
+        )
         ids = _upsert_guests_postgresql(conn, params, sightings)
         return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
-    ids = {name: gid for gid, name in conn.execute(_guest_upsert(conn.dialect.name), params)}
-    conn.execute(
-        _guest_host_upsert(conn.dialect.name),
-        [
-            {
-                "host_id": hid,
-                "guest_id": ids[g["name"]],
-                "uuid": g["uuid"],
-                "vmm": g["vmm"],
-                "first_seen_at": g["first_seen_at"],
-                "last_seen_at": g["last_seen_at"],
-                "last_action": g["last_action"],
-                "killed_at": g["killed_at"],
-            }
-            for hid, g in sightings
-        ],
-    )
+    ids = _upsert_guests_sqlite(conn, kept, sightings)
     return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
 
 
@@ -761,6 +884,67 @@ def _guest_host_upsert(dialect: str) -> Any:
     )
 
 
+def _sqlite_values_repeated(compiled: str, n_rows: int) -> str:
+    """An INSERT ... VALUES (one row) ... as SQLAlchemy compiled it, with the VALUES group
+    repeated `n_rows` times."""
+    head, rest = compiled.split(" VALUES ", 1)
+    group, tail = rest.split(")", 1)
+    return f"{head} VALUES {', '.join([group + ')'] * n_rows)}{tail}"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_guests_sql(n_rows: int) -> str:
+    """_guest_upsert for `n_rows` guests in one statement, RETURNING (id, name); parameters
+    in _GUEST_COLUMNS order, row after row (as SQLAlchemy's insertmanyvalues sends them)."""
+    compiled = _guest_upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(_GUEST_COLUMNS))
+    assert list(compiled.positiontup or []) == list(_GUEST_COLUMNS), compiled.positiontup
+    return _sqlite_values_repeated(str(compiled), n_rows)
+
+
+@functools.cache
+def _sqlite_sightings_sql() -> str:
+    compiled = _guest_host_upsert("sqlite").compile(
+        dialect=sqlite.dialect(), column_keys=["host_id", "guest_id", *_SIGHTING_COLUMNS[1:]]
+    )
+    assert list(compiled.positiontup or []) == ["host_id", "guest_id", *_SIGHTING_COLUMNS[1:]]
+    return str(compiled)
+
+
+def _upsert_guests_sqlite(
+    conn: Connection, kept: dict[int, list[dict[str, Any]]], sightings: list[tuple[int, dict[str, Any]]]
+) -> dict[str, int]:
+    """Guest ids by name: the guests of `kept` (by host id) upserted, in name order, and each
+    (host_id, guest row) of `sightings` into guest_host; on the DB-API cursor (see _sqlite_cursor)."""
+    time = _sqlite_time_or_none
+    guests = sorted(
+        (
+            (g["name"], g["uuid"], g["vmm"], sqlite_time(g["first_seen_at"]), sqlite_time(g["last_seen_at"]),
+             hid, g["last_action"], time(g["killed_at"]), g["killed_by"])
+            for hid, gs in kept.items()
+            for g in gs
+        ),
+        key=operator.itemgetter(0),
+    )  # fmt: skip
+    ids: dict[str, int] = {}
+    cursor = _sqlite_cursor(conn)
+    try:
+        for start in range(0, len(guests), SQLITE_ROWS_PER_STATEMENT):
+            chunk = guests[start : start + SQLITE_ROWS_PER_STATEMENT]
+            cursor.execute(_sqlite_guests_sql(len(chunk)), [v for row in chunk for v in row])
+            ids.update((name, gid) for gid, name in cursor.fetchall())
+        cursor.executemany(
+            _sqlite_sightings_sql(),
+            [
+                (hid, ids[g["name"]], g["uuid"], g["vmm"], sqlite_time(g["first_seen_at"]),
+                 sqlite_time(g["last_seen_at"]), g["last_action"], time(g["killed_at"]))
+                for hid, g in sightings
+            ],
+        )  # fmt: skip
+    finally:
+        cursor.close()
+    return ids
+
+
 EVENT_COLUMNS = (
     "host_id", "boot_id", "source", "seq", "time", "received_at", "kind", "comm", "tid", "tgid",
     "address", "count", "action", "guest_id", "vcpu", "vmm",
@@ -782,10 +966,9 @@ def _event_insert(insert: Callable[[Table], Any], returning: bool = True) -> Any
 @functools.cache
 def _sqlite_event_sql(n_rows: int, returning: bool) -> str:
     stmt = _event_insert(sqlite.insert, returning)
-    compiled = str(stmt.compile(dialect=sqlite.dialect(), column_keys=list(EVENT_COLUMNS)))
-    head, rest = compiled.split(" VALUES ", 1)
-    group, tail = rest.split(")", 1)
-    return f"{head} VALUES {', '.join([group + ')'] * n_rows)}{tail}"
+    return _sqlite_values_repeated(
+        str(stmt.compile(dialect=sqlite.dialect(), column_keys=list(EVENT_COLUMNS))), n_rows
+    )
 
 
 def sqlite_time(at: datetime) -> str:

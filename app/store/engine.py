@@ -28,6 +28,7 @@ instead of the library's defaults (5 + 10, 30 s, then a 500). SQLite connections
 from __future__ import annotations
 
 import select
+import sqlite3
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
@@ -152,6 +153,14 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "")
-        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+        statement = f"BEGIN {mode}".strip()
+        # On the DB-API connection: exec_driver_sql's execution context cost the single
+        # writer thread more CPU than the BEGIN itself, once per transaction (#13,
+        # docs/benchmarks.md). Its errors are wrapped as SQLAlchemy would ("database is
+        # locked" past the busy timeout: OperationalError, which the API answers with 503).
+        try:
+            conn.connection.dbapi_connection.execute(statement)
+        except sqlite3.Error as err:
+            raise exc.DBAPIError.instance(statement, (), err, sqlite3.Error) from err
 
     return engine

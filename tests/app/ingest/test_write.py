@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select, text, update
 
+from agent.payload import Action
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import (
@@ -18,8 +20,8 @@ from app.ingest.write import (
     write_batch,
 )
 from app.retention.plan import day_start
-from app.store.tables import event, host, rollup_1m
-from tests.app.ingest.payloads import T0, host_info, payload
+from app.store.tables import event, guest, guest_host, host, rollup_1m
+from tests.app.ingest.payloads import T0, host_info, payload, state
 from tests.app.ingest.payloads import event as ev
 
 
@@ -202,3 +204,53 @@ def test_postgresql_large_insert_skips_a_stored_event_even_when_its_mark_is_behi
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(event)).scalar() == PG_COPY_EVENTS
         assert conn.execute(text("SELECT max_seq FROM event_seq_mark")).scalar() == PG_COPY_EVENTS
+
+
+def test_host_and_guest_rows_read_back_as_sent_and_as_sqlalchemy_would_store_them(engine: Engine) -> None:
+    """SQLite writes the host and guest rows on the DB-API cursor with its own conversions
+    (app/ingest/write.py, #13): they read back through Core as sent, and each row's stored
+    values are those SQLAlchemy stores for the same Python values (written back over it)."""
+    health = {"dropped": 2, "rss_kib": 5120, "ok": True, "note": "é", "none": None}
+    details: dict[str, object] = {"cpus": [1, 3], "why": None}
+    first = replace(
+        payload(
+            [ev(1, T0, guest="vm-a", action=Action.SIGBUS), ev(2, T0 + timedelta(seconds=1), guest="vm-b")],
+            state(T0, verdict="drift", details=details, sld_on=(True, False)),
+        ),
+        health=health,
+    )
+    second = replace(payload([ev(3, T0 + timedelta(seconds=20), guest="vm-a")]), health=None)
+    received = T0 + timedelta(hours=1)
+    for p, at in ((first, received), (second, received + timedelta(seconds=10))):
+        with engine.begin() as conn:
+            write_batch(conn, build_rows(parse_payload(p.to_json().encode()), at))
+    with engine.connect() as conn:
+        h = conn.execute(select(host)).one()._asdict()
+        guests = {r.name: r._asdict() for r in conn.execute(select(guest))}
+        sightings = [r._asdict() for r in conn.execute(select(guest_host).order_by(guest_host.c.guest_id))]
+    assert h["health"] == health  # the batch without health keeps the one held
+    assert h["verdict_details"] == details and h["verdict"] == "drift"
+    assert h["last_seen_at"] == received + timedelta(seconds=10) and h["last_seen_at"].tzinfo is not None
+    assert h["verdict_since"] == T0 and h["state_observed_at"] == T0
+    assert (h["agent_reported"], h["sld_supported"], h["cpus_on"], h["cpus_off"]) == (True, True, 1, 1)
+    assert guests["vm-a"]["killed_at"] == T0 and guests["vm-a"]["last_seen_at"] == T0 + timedelta(seconds=20)
+    assert guests["vm-b"]["killed_at"] is None and guests["vm-b"]["first_seen_at"] == T0 + timedelta(
+        seconds=1
+    )
+    assert [s["last_seen_at"] for s in sightings] == [T0 + timedelta(seconds=20), T0 + timedelta(seconds=1)]
+    if engine.dialect.name != "sqlite":
+        return
+
+    def raw(conn: Any, table: Any) -> list[tuple[Any, ...]]:
+        quoted = ", ".join(f"typeof({c.name}) || ':' || quote({c.name})" for c in table.c)
+        return list(conn.exec_driver_sql(f"SELECT {quoted} FROM {table.name} ORDER BY 1, 2"))
+
+    with engine.begin() as conn:
+        before = {t.name: raw(conn, t) for t in (host, guest, guest_host)}
+        conn.execute(update(host).where(host.c.id == h["id"]).values(h))
+        for g in guests.values():
+            conn.execute(update(guest).where(guest.c.id == g["id"]).values(g))
+        for s in sightings:
+            key = (guest_host.c.host_id == s["host_id"]) & (guest_host.c.guest_id == s["guest_id"])
+            conn.execute(update(guest_host).where(key).values(s))
+        assert {t.name: raw(conn, t) for t in (host, guest, guest_host)} == before

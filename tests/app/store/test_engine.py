@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
 
 from app.store.engine import DatabaseUrlError, make_engine, normalize_url
 
@@ -37,6 +38,36 @@ def test_sqlite_transaction_rolls_back_as_a_whole(tmp_path: Path) -> None:
             assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_sqlite_begin_immediate_on_a_locked_database_fails_as_sqlalchemy_operational_error(
+    tmp_path: Path,
+) -> None:
+    """BEGIN runs on the DB-API connection; a lock held past the busy timeout must still surface
+    as SQLAlchemy's OperationalError (the API answers it with 503), and the writer's next
+    transaction must begin once the lock is gone."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    holder = make_engine(url)
+    writer = make_engine(url, connect_args={"timeout": 0.05})
+    try:
+        with holder.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        with writer.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout = 50")
+            conn.commit()
+            immediate = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with holder.connect() as locker:
+                locker.execution_options(sqlite_begin="IMMEDIATE").begin()
+                with pytest.raises(OperationalError, match="locked"):
+                    immediate.begin()
+                locker.rollback()
+            with immediate.begin():
+                immediate.execute(text("INSERT INTO t VALUES (1)"))
+        with holder.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    finally:
+        writer.dispose()
+        holder.dispose()
 
 
 @pytest.mark.parametrize(
