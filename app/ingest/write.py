@@ -54,14 +54,17 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg.errors import UniqueViolation
 from sqlalchemy import Boolean, Connection, Table, and_, bindparam, case, func, not_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import JSON
 
 from app.errors import PayloadTooLarge
@@ -149,12 +152,26 @@ def write_group(
         conn.begin()
     limits = limits or GuestLimits()
     results: list[WriteResult | None] = [None] * len(batches)
-    for members in _rounds(batches):
-        for i, result in zip(
-            members, _write_round(conn, insert, [batches[i] for i in members], limits), strict=True
-        ):
-            results[i] = result
+    try:
+        for members in _rounds(batches):
+            for i, result in zip(
+                members, _write_round(conn, insert, [batches[i] for i in members], limits), strict=True
+            ):
+                results[i] = result
+    except (sqlite3.Error, psycopg.Error) as exc:
+        raise sqlalchemy_error(exc) from exc
     return [r for r in results if r is not None]
+
+
+def sqlalchemy_error(exc: sqlite3.Error | psycopg.Error) -> Exception:
+    """A driver error of a statement run on the DB-API cursor (the hot statements here skip
+    SQLAlchemy's execute) as SQLAlchemy raises it from any other statement: its
+    OperationalError, IntegrityError, ... by the driver error's class. So the writer's deadlock
+    retry and the API's answers (503 "database could not store the batch" for a full disk or a
+    lost connection, app/errors.py) treat it as they treat any database error, not as a bug."""
+    base: type[Exception] = sqlite3.Error if isinstance(exc, sqlite3.Error) else psycopg.Error
+    wrapped = DBAPIError.instance(None, None, exc, base)
+    return wrapped if isinstance(wrapped, Exception) else exc
 
 
 def _rounds(batches: Sequence[Rows]) -> list[list[int]]:

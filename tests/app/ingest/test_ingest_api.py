@@ -716,3 +716,35 @@ def test_ingest_answers_are_the_same_as_the_fastapi_routes(
     assert dict(shortcut[4][1])["content-encoding"] == "gzip"
     assert json.loads(gzip.decompress(shortcut[4][2]))["error"] == "invalid_payload"
     assert [a[0] for a in shortcut] == [401, 401, 403, 403, 422, 422, 422, 415, 200]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_full_disk_answers_503_stores_nothing_and_the_resend_is_stored_once_there_is_room(
+    server: Server, tokens: Tokens, engine: Engine
+) -> None:
+    # The event insert runs on the DB-API cursor: its SQLITE_FULL must be answered as the
+    # database error it is ("send it again later"), not as a bug.
+    import asyncio
+
+    writer = server.app.state.writer
+
+    def cap_at(pages: int | None) -> Any:
+        def job(conn: Any) -> None:
+            size = pages if pages is not None else conn.exec_driver_sql("PRAGMA page_count").scalar()
+            conn.exec_driver_sql(f"PRAGMA max_page_count = {int(size)}")
+
+        return job
+
+    tok = tokens.agent()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert send(client, tok, payload(events(0, 5))).status_code == 200
+        asyncio.run(writer.run(cap_at(None)))  # the disk is full from here on
+        big = payload(events(5, 3000))
+        body = assert_error(send(client, tok, big), 503, "database_busy")
+        assert "full" in body["message"] and "send it again later" in body["message"]
+        assert scalar(engine, select(func.count()).select_from(event)) == 5  # nothing half-stored
+        asyncio.run(writer.run(cap_at(2**31)))  # room again
+        r = send(client, tok, big)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"accepted": 3000, "duplicates": 0}
+    assert scalar(engine, select(func.count()).select_from(event)) == 3005
