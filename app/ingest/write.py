@@ -148,7 +148,7 @@ def write_group(
     insert = _insert_for(conn)
     if insert is sqlite.insert and not conn.in_transaction():
         # What the first Core statement's autobegin did: the statements on the DB-API cursor
-        # (_sqlite_cursor) must run inside the caller's transaction, not in autocommit.
+        # (_dbapi_cursor) must run inside the caller's transaction, not in autocommit.
         conn.begin()
     limits = limits or GuestLimits()
     results: list[WriteResult | None] = [None] * len(batches)
@@ -279,7 +279,7 @@ def _write_hosts(
     for keys, params in updates.items():
         _update_hosts_postgresql(conn, keys, params)
     if sqlite_updates:
-        cursor = _sqlite_cursor(conn)
+        cursor = _dbapi_cursor(conn)
         try:
             for keys, rows_ in sqlite_updates.items():
                 cursor.executemany(_sqlite_host_update_sql(keys), rows_)
@@ -293,7 +293,7 @@ def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> d
     also holds `known_guests`: the names of `guest_names` it reported before."""
     if conn.dialect.name != "postgresql":
         return _held_hosts_sqlite(conn, names)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
         columns = [c[0] for c in cursor.description or ()]
@@ -398,14 +398,15 @@ _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).whe
 # types would (_sqlite_binder, _SQLITE_RESULTS), so the rows stored and read are the same.
 
 
-def _sqlite_cursor(conn: Connection) -> Any:
+def _dbapi_cursor(conn: Connection) -> Any:
     """The DB-API cursor of this Core connection, inside its transaction (write_group
-    begins it when the caller has not)."""
+    begins it on SQLite when the caller has not): the hot statements of both engines skip
+    SQLAlchemy's execute; their driver errors become SQLAlchemy's in write_group."""
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
 def _sqlite_fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    cursor = _sqlite_cursor(conn)
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(sql, params)
         return cursor.fetchall()  # type: ignore[no-any-return]
@@ -537,7 +538,7 @@ def _update_hosts_postgresql(conn: Connection, keys: tuple[str, ...], params: li
             # NULL): `json` keeps it as is, so the row is the one SQLAlchemy would store.
             column = [json.dumps(v) for v in column]
         values[k] = column
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(_postgresql_host_update_sql(keys), values)
     finally:
@@ -866,7 +867,7 @@ def _upsert_guests_postgresql(
     params["s_guest_name"] = [g["name"] for _hid, g in sightings]
     params["s_host_id"] = [hid for hid, _g in sightings]
     params.update((f"s_{c}", [g[c] for _hid, g in sightings]) for c in _SIGHTING_COLUMNS[1:])
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(_postgresql_guests_sql(), params)
         return {name: gid for gid, name in cursor.fetchall()}
@@ -931,7 +932,7 @@ def _upsert_guests_sqlite(
     conn: Connection, kept: dict[int, list[dict[str, Any]]], sightings: list[tuple[int, dict[str, Any]]]
 ) -> dict[str, int]:
     """Guest ids by name: the guests of `kept` (by host id) upserted, in name order, and each
-    (host_id, guest row) of `sightings` into guest_host; on the DB-API cursor (see _sqlite_cursor)."""
+    (host_id, guest row) of `sightings` into guest_host; on the DB-API cursor (see _dbapi_cursor)."""
     time = _sqlite_time_or_none
     guests = sorted(
         (
@@ -943,7 +944,7 @@ def _upsert_guests_sqlite(
         key=operator.itemgetter(0),
     )  # fmt: skip
     ids: dict[str, int] = {}
-    cursor = _sqlite_cursor(conn)
+    cursor = _dbapi_cursor(conn)
     try:
         for start in range(0, len(guests), SQLITE_ROWS_PER_STATEMENT):
             chunk = guests[start : start + SQLITE_ROWS_PER_STATEMENT]
@@ -1023,7 +1024,7 @@ def _insert_events_sqlite(
     partly = False
     # The DB-API cursor of this Core connection, inside its transaction: SQLAlchemy's
     # parameter and result handling of 16 000 values cost as much as SQLite's insert.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         for start in range(0, len(flat), step):
             chunk = flat[start : start + step]
@@ -1124,7 +1125,7 @@ def _insert_events_postgresql(
         name: list(values) for name, values in zip(_PG_ARRAY_COLUMNS, zip(*rows, strict=True), strict=True)
     }
     # The DB-API cursor of this Core connection, inside its transaction (as on SQLite).
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(_postgresql_event_sql(), params)
         return {(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()}
@@ -1158,7 +1159,7 @@ def _copy_events_postgresql(conn: Connection, rows: list[PgEventRow]) -> bool:
         if r[3] > marks.get(key, -1):
             marks[key] = r[3]
     triples = sorted(marks)  # one lock order on the mark rows for every transaction
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(f"SAVEPOINT {_COPY_SAVEPOINT}")
         try:
@@ -1265,7 +1266,7 @@ def _stored_keys(
         return set()
     triples = sorted({k[:3] for k in keys})
     marks: dict[tuple[int, str, str], int] = {}
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(_marks_sql(), {c: [t[i] for t in triples] for i, c in enumerate(_PG_KEY_COLUMNS[:3])})
         marks = {(r[0], r[1], r[2]): r[3] for r in cursor.fetchall()}
@@ -1410,7 +1411,7 @@ def _sqlite_rollup_sql(name: str) -> str:
 
 
 def _upsert_rollup_sqlite(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.executemany(
             _sqlite_rollup_sql(table.name),
@@ -1441,7 +1442,7 @@ def _postgresql_rollup_sql(name: str) -> str:
 def _upsert_rollup_postgresql(conn: Connection, table: Table, sums: list[dict[str, Any]]) -> None:
     """One statement for the round's rows of `table`: SQLAlchemy's executemany sent one per
     row (~100 for a 1000-event batch: bench/bench_ingest.py, #13)."""
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _dbapi_cursor(conn)
     try:
         cursor.execute(_postgresql_rollup_sql(table.name), {c: [r[c] for r in sums] for c in ROLLUP_COLUMNS})
     finally:
