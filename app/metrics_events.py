@@ -31,7 +31,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.rollups.buckets import bucket_start
 from app.store.events import HOST_GUEST_KEY, NO_GUEST_ID
-from app.store.tables import guest, rollup_1h
+from app.store.insights import guest_names_by_id
+from app.store.tables import rollup_1h
 
 OTHER_GUEST_ID = -1  # the folded guests' key: guest="(other)"
 Key = tuple[
@@ -101,16 +102,6 @@ def busiest_guests(conn: Connection, n: int) -> frozenset[int]:
     )
 
 
-def guest_names(conn: Connection, ids: set[int]) -> dict[int, str]:
-    wanted = sorted(i for i in ids if i > 0)
-    names: dict[int, str] = {}
-    for i in range(0, len(wanted), 1000):
-        chunk = wanted[i : i + 1000]
-        for guest_id, name in conn.execute(select(guest.c.id, guest.c.name).where(guest.c.id.in_(chunk))):
-            names[guest_id] = name
-    return names
-
-
 def read_base(conn: Connection, now: dt.datetime, max_series: int, top_guests: int) -> Base:
     """The sums of the hours before the previous one. The caller gives a connection whose reads
     see one snapshot (app/metrics.py: one transaction, REPEATABLE READ on PostgreSQL)."""
@@ -124,14 +115,14 @@ def read_base(conn: Connection, now: dt.datetime, max_series: int, top_guests: i
         else:
             sums.pop(key, None)
     ids = {k[1] for k in sums} if kept is None else set(kept)
-    return Base(since, kept, guest_names(conn, ids), sums)
+    return Base(since, kept, guest_names_by_id(conn, (i for i in ids if i > 0)), sums)
 
 
 def live_sums(conn: Connection, base: Base) -> tuple[dict[Key, int], dict[int, str]]:
     """The rows from base.since on, folded as the base is; names of guests the base lacks."""
     sums = folded_sums(conn, base.kept, base.since)
     missing = {k[1] for k in sums if k[1] > 0 and k[1] not in base.names}
-    return sums, guest_names(conn, missing) if missing else {}
+    return sums, guest_names_by_id(conn, missing) if missing else {}
 
 
 def samples(

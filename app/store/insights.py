@@ -324,7 +324,7 @@ def throttling(
     by_id = {h.id: h for h in hosts}
     tallies, stretches = _tallies(conn, list(by_id), since, until, per_guest=True)
 
-    guest_names = _guest_names(conn, (g for _, g in tallies if g != NO_GUEST_ID))
+    guest_names = guest_names_by_id(conn, (g for _, g in tallies if g != NO_GUEST_ID))
     guests: list[GuestCost] = []
     per_host: dict[int, Tally] = defaultdict(Tally)
     guests_only = Tally()
@@ -365,7 +365,8 @@ def throttling(
 NAMES_PER_QUERY = 10_000
 
 
-def _guest_names(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+def guest_names_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    """Guest names by id, NAMES_PER_QUERY ids per statement (ids without a guest row are left out)."""
     wanted = sorted(set(ids))
     names: dict[int, str] = {}
     for i in range(0, len(wanted), NAMES_PER_QUERY):
@@ -475,7 +476,7 @@ def read_offenders(
         if not a.exact and (rank < exact or host_id not in newest_per_host):
             _refine(conn, a, host_id, guest_id, kind, since, until)
         newest_per_host.add(host_id)
-    names = _guest_names(conn, (g for _, g, _, _ in acc if g is not None))
+    names = guest_names_by_id(conn, (g for _, g, _, _ in acc if g is not None))
     out = [
         Offender(
             host=by_id[host_id].name,
