@@ -25,6 +25,8 @@ DDL_LOCK_TIMEOUT = "2s"
 # The event table's unique key: the idempotency key, plus `time` on PostgreSQL.
 PARTITIONED_UNIQUE = "uq_event_host_id_boot_id_source_seq"
 PARTITIONED_EVENT_KEY = ("host_id", "boot_id", "source", "seq", "time")
+# event's foreign keys, which PostgreSQL does without (see include_object).
+EVENT_FOREIGN_KEYS = ("fk_event_host_id_host", "fk_event_guest_id_guest")
 # The highest stored seq per (host_id, boot_id, source), PostgreSQL only
 # (migrations/versions/2026_11_30_event_marks.py): ingest looks up only the keys at or below it.
 SEQ_MARK_TABLE = "event_seq_mark"
@@ -129,8 +131,13 @@ def include_name(name: str | None, type_: str, _parents: Mapping[str, str | None
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
     """Alembic's comparison skips event's unique key on PostgreSQL, where it also holds `time`
-    (the partition key, PARTITIONED_EVENT_KEY); tests/app/store/test_migrations.py checks that
-    key and the partitioning themselves. Anywhere else (SQLite) the key is compared as usual."""
+    (the partition key, PARTITIONED_EVENT_KEY), and event's foreign keys to host and guest
+    where the database has none (PostgreSQL: triggers on the parents keep their ON DELETE
+    actions, migrations/versions/2026_11_30_pg_event_refs.py); tests/app/store/test_migrations.py
+    checks that key, the partitioning and those triggers themselves, and that SQLite has the
+    foreign keys. Anywhere else (SQLite) the key is compared as usual."""
+    if type_ == "foreign_key_constraint" and name in EVENT_FOREIGN_KEYS:
+        return reflected or compare_to is not None
     if type_ != "unique_constraint" or name != PARTITIONED_UNIQUE:
         return True
     table = getattr(obj, "table", None)

@@ -7,6 +7,7 @@ the same charts read from rollup_1h (a filter on every host makes read_series re
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
@@ -185,3 +186,64 @@ def test_compaction_folds_the_writers_shards_of_past_hours_into_one_row_per_key_
         with engine.connect() as conn:
             left = select(func.count()).where(rollup_fleet_1h.c.bucket < cut, rollup_fleet_1h.c.shard != 0)
             assert conn.execute(left).scalar_one() == 0
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_the_fleet_rollup_keeps_the_hourly_sums_across_the_per_statement_triggers_downgrade_and_upgrade(
+    db_url: str,
+) -> None:
+    """PostgreSQL: 2026_11_30_pg_event_refs keeps rollup_fleet_1h by statement-level triggers
+    (transition tables) instead of the row trigger; its downgrade puts the row trigger back.
+    Ingest (INSERT ... ON CONFLICT: rows inserted and rows updated in one statement), a
+    multi-row update that moves rows to another key, and deletes, on either side."""
+    from app.ingest.rows import build_rows
+    from app.ingest.schema import parse_payload
+    from app.ingest.write import write_batch
+    from tests.app.ingest.payloads import host_info, payload
+
+    rng = random.Random(7)
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    sent = 0
+
+    def ingest(name: str) -> None:
+        nonlocal sent
+        sent += 1
+        numbered = [dataclasses.replace(e, seq=sent * 1000 + i) for i, e in enumerate(events(rng, 80))]
+        body = payload(numbered, None, host=host_info(name)).to_json().encode()
+        with engine.begin() as conn:
+            write_batch(conn, build_rows(parse_payload(body), T0 + sent * MINUTE))
+
+    def rework(hour: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                rollup_1h.update()
+                .where(rollup_1h.c.bucket == T0 + hour * HOUR, rollup_1h.c.action == "sigbus")
+                .values(action="warn", bucket=T0 + (hour + 9) * HOUR)
+            )
+            conn.execute(rollup_1h.delete().where(rollup_1h.c.bucket == T0 + (hour + 1) * HOUR))
+
+    try:
+        for name in ("h1", "h2", "h1"):  # h1 twice: its rollup rows are inserted, then updated
+            ingest(name)
+        assert fleet(engine) == +summed_hourly(engine) and fleet(engine)
+        rework(0)
+        assert fleet(engine) == +summed_hourly(engine)
+
+        engine.dispose()
+        upgrade(db_url, "2026_11_30_rollup_key_indexes", down=True)  # the row trigger
+        for name in ("h2", "h3"):
+            ingest(name)
+        rework(2)
+        assert fleet(engine) == +summed_hourly(engine)
+
+        engine.dispose()
+        upgrade(db_url)  # the statement triggers again
+        for name in ("h3", "h1"):
+            ingest(name)
+        assert fleet(engine) == +summed_hourly(engine)
+        with engine.begin() as conn:
+            conn.execute(rollup_1h.delete())
+        assert fleet(engine) == Counter()
+    finally:
+        engine.dispose()

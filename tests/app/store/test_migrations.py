@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
@@ -171,3 +172,107 @@ def test_host_truth_drops_the_drift_streaks_in_place_and_keeps_every_event(db_ur
     assert (bool(h.agent_reported), h.verdict) == (True, None)  # an agent reported it: alive as before
     assert [tuple(s) for s in states] == [(None,)] and events == 1
     assert "cpu_off_streak" not in columns
+
+
+def _store_events(url: str) -> None:
+    """Two hosts' events through ingest, each with a guest of its own (and one without)."""
+    from app.ingest.rows import build_rows
+    from app.ingest.schema import parse_payload
+    from app.ingest.write import write_batch
+    from tests.app.ingest.payloads import T0, host_info, payload
+    from tests.app.ingest.payloads import event as ev
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name in ("h1", "h2"):
+                p = payload(
+                    [ev(1, T0, guest=f"{name}-vm"), ev(2, T0, guest=f"{name}-vm"), ev(3, T0, guest=None)],
+                    None,
+                    host=host_info(name),
+                )
+                write_batch(conn, build_rows(parse_payload(p.to_json().encode()), T0))
+    finally:
+        engine.dispose()
+
+
+def _events_by_host(url: str) -> list[tuple[str, int, str | None]]:
+    """(host name, seq, guest name) of every stored event."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT host.name, event.seq, guest.name FROM event JOIN host ON host.id = event.host_id"
+                    " LEFT JOIN guest ON guest.id = event.guest_id ORDER BY host.name, event.seq"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _delete(url: str, sql: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+def _assert_deletes_reach_events(url: str) -> None:
+    """A deleted host takes its events with it; a deleted guest's events stay, without it."""
+    _store_events(url)
+    assert _events_by_host(url) == [
+        ("h1", 1, "h1-vm"), ("h1", 2, "h1-vm"), ("h1", 3, None),
+        ("h2", 1, "h2-vm"), ("h2", 2, "h2-vm"), ("h2", 3, None),
+    ]  # fmt: skip
+    _delete(url, "DELETE FROM guest WHERE name = 'h2-vm'")
+    _delete(url, "DELETE FROM host WHERE name = 'h1'")
+    assert _events_by_host(url) == [("h2", 1, None), ("h2", 2, None), ("h2", 3, None)]
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:  # no event left behind the join above
+            assert conn.execute(text("SELECT count(*) FROM event")).scalar_one() == 3
+    finally:
+        engine.dispose()
+
+
+def test_deleting_a_host_or_a_guest_reaches_its_events_on_both_engines(db_url: str) -> None:
+    # PostgreSQL: triggers on host and guest, not foreign keys on event (2026_11_30_pg_event_refs);
+    # SQLite: the foreign keys' ON DELETE actions.
+    upgrade(db_url)
+    _assert_deletes_reach_events(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            referenced = {fk["referred_table"] for fk in inspect(conn).get_foreign_keys("event")}
+    finally:
+        engine.dispose()
+    assert referenced == (set() if db_url.startswith("postgresql") else {"host", "guest"})
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_pg_event_refs_downgrade_restores_the_foreign_keys_and_upgrade_the_triggers(db_url: str) -> None:
+    upgrade(db_url)
+    _store_events(db_url)
+    upgrade(db_url, "2026_11_30_rollup_key_indexes", down=True)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            referenced = {fk["referred_table"] for fk in inspect(conn).get_foreign_keys("event")}
+            triggers = conn.execute(
+                text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'event_%_deleted'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert referenced == {"host", "guest"} and triggers == 0
+    _delete(db_url, "DELETE FROM event")
+    _delete(db_url, "DELETE FROM guest_host")
+    _delete(db_url, "DELETE FROM guest")
+    _delete(db_url, "DELETE FROM host")
+    _assert_deletes_reach_events(db_url)  # the foreign keys' actions, as before
+    _delete(db_url, "DELETE FROM host")
+    upgrade(db_url)
+    _assert_deletes_reach_events(db_url)  # the triggers again
