@@ -393,7 +393,11 @@ def key_totals(
         else union_all(select(guest.c.id.label("id")), select(literal(NO_GUEST_ID, Integer).label("id")))
     ).subquery("ids")
     # The other key's filter is in the index (its third column): still no table visit.
-    per_key = select(func.sum(table.c.count)).where(table.c[key] == ids.c.id, *range_and_filters)
+    # BIGINT: PostgreSQL's sum of a BIGINT is a numeric, loaded as a Decimal; for 100,000 keys
+    # that loading and int() were a sixth of the ranked guest list's time.
+    per_key = select(cast(func.sum(table.c.count), BigInteger)).where(
+        table.c[key] == ids.c.id, *range_and_filters
+    )
     totals = select(ids.c.id.label("key"), per_key.scalar_subquery().label("total"))
     if not read_twice:
         return totals.subquery("key_totals")
@@ -473,7 +477,7 @@ def _add_rollup(
         # One fetch of ~100,000 rows: a fetchone per row cost a fifth of the /guests ranking.
         for key, total in conn.execute(select(per_key.c.key, per_key.c.total)).all():
             if total is not None:  # None: no row (a key with rows summing to 0 is kept, as before)
-                totals[(key,)] += int(total)
+                totals[(key,)] += total
         return
     columns = [table.c[name] for name in by]
     query = (
