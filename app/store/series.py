@@ -40,6 +40,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     select,
     text,
     type_coerce,
@@ -67,6 +68,8 @@ _KNOWN_KEYS: dict[str, tuple[str, ...]] = {"action": tuple(map(str, Action)), "k
 _MINUTE = dt.timedelta(seconds=60)
 _HOUR = dt.timedelta(seconds=3600)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# In the statement's text, not a parameter: PostgreSQL then plans date_part('epoch', ...) itself.
+_EPOCH_FIELD: ColumnElement[str] = literal_column("'epoch'")
 
 
 # The last series when keys beyond `top` were folded; `SeriesResult.others` > 0 tells it from a
@@ -110,7 +113,9 @@ def _epoch_seconds(conn: Connection, column: KeyedColumnElement[dt.datetime]) ->
     if conn.dialect.name == "sqlite":
         # SQLite keeps these as 'YYYY-MM-DD HH:MM:SS.ffffff' text in UTC (tables.UtcDateTime).
         return cast(func.strftime("%s", column), BigInteger)
-    return cast(func.extract("epoch", column), BigInteger)
+    # date_part is a float8, exact for whole seconds; EXTRACT is a numeric since PostgreSQL 14,
+    # several times slower to compute and cast.
+    return cast(func.date_part(_EPOCH_FIELD, column), BigInteger)
 
 
 def _as_utc(raw: object) -> dt.datetime | None:
@@ -234,6 +239,12 @@ def read_series(
                 for word, total in zip(known, totals, strict=True):
                     if total:
                         counts[word][i] += int(total)
+    elif conn.dialect.name == "postgresql":
+        counts.update(
+            _pg_bucket_sums(
+                conn, table, key_column, where, first_epoch, step_s, n, by_rollup_bucket=step_s == rollup_s
+            )
+        )
     else:
         query = select(index_column, key_column, func.sum(table.c.count)).where(*where)
         # One fetch of every row (a few thousand): far cheaper than a fetchone per row.
@@ -253,13 +264,20 @@ def read_series(
         rest = [0] * n
         # Every key's sum per bucket, less the top keys' sums: the rest.
         whole = rollup_fleet_1h if fleet_wide else table
-        whole_index = index_of(whole)
-        for index, total_ in conn.execute(
-            select(whole_index, func.sum(whole.c.count)).where(*range_of(whole)).group_by(whole_index)
-        ).all():
-            i = position(index)
-            if 0 <= i < n and total_:
-                rest[i] += int(total_)
+        if conn.dialect.name == "postgresql":
+            by_rollup_bucket = step_s == rollup_s
+            whole_sums = _pg_bucket_sums(
+                conn, whole, None, range_of(whole), first_epoch, step_s, n, by_rollup_bucket=by_rollup_bucket
+            )
+            rest = whole_sums.get(None, rest)
+        else:
+            whole_index = index_of(whole)
+            for index, total_ in conn.execute(
+                select(whole_index, func.sum(whole.c.count)).where(*range_of(whole)).group_by(whole_index)
+            ).all():
+                i = position(index)
+                if 0 <= i < n and total_:
+                    rest[i] += int(total_)
         for values in counts.values():
             for i, c in enumerate(values):
                 rest[i] -= c
@@ -272,6 +290,60 @@ def read_series(
     if others:
         series.append(Series(OTHER_KEY, list(zip(starts, rest, strict=True))))
     return SeriesResult(step_s, series, others)
+
+
+def _pg_bucket_sums(
+    conn: Connection,
+    table: Table,
+    key_column: ColumnElement[Any] | None,
+    where: Sequence[ColumnElement[bool]],
+    first_epoch: int,
+    step_s: int,
+    n: int,
+    *,
+    by_rollup_bucket: bool,
+) -> dict[object, list[int]]:
+    """PostgreSQL: each key's sum per chart bucket (key None without `key_column`), only for
+    keys with a non-zero sum in some bucket.
+
+    The (bucket, key) sums come back as one row per key holding two arrays (bucket numbers,
+    sums), not one row per bucket and key: loading 4,320 rows (30 days x 6 actions) in psycopg
+    and SQLAlchemy, then looping over them, was most of the 30-day fleet chart's time in the
+    server (py-spy, docs/benchmarks.md). With one rollup bucket per chart bucket the rows are
+    grouped on the timestamp itself and only the groups are numbered, not every row read.
+    """
+
+    def number(column: ColumnElement[Any]) -> ColumnElement[int]:
+        return (cast(func.date_part(_EPOCH_FIELD, column), BigInteger) - first_epoch) // step_s
+
+    bucket = table.c.bucket if by_rollup_bucket else number(table.c.bucket)
+    keys = [] if key_column is None else [key_column]
+    grouped = (
+        select(
+            bucket.label("at"),
+            *(k.label("key") for k in keys),
+            cast(func.sum(table.c.count), BigInteger).label("total"),
+        )
+        .where(*where)
+        .group_by(bucket, *keys)
+        .subquery("grouped")
+    )
+    at = number(grouped.c.at) if by_rollup_bucket else grouped.c.at
+    outer_keys = [] if key_column is None else [grouped.c.key]
+    query = select(
+        *outer_keys,
+        func.array_agg(at),
+        func.array_agg(grouped.c.total),
+    ).group_by(*outer_keys)
+    sums: dict[object, list[int]] = {}
+    for *key, numbers, totals in conn.execute(query).all():
+        values = [0] * n
+        for i, total in zip(numbers or (), totals or (), strict=True):
+            if 0 <= i < n:
+                values[i] += total
+        if any(values):
+            sums[key[0] if key else None] = values
+    return sums
 
 
 KeyName = Literal["host_id", "guest_id"]
@@ -321,7 +393,11 @@ def key_totals(
         else union_all(select(guest.c.id.label("id")), select(literal(NO_GUEST_ID, Integer).label("id")))
     ).subquery("ids")
     # The other key's filter is in the index (its third column): still no table visit.
-    per_key = select(func.sum(table.c.count)).where(table.c[key] == ids.c.id, *range_and_filters)
+    # BIGINT: PostgreSQL's sum of a BIGINT is a numeric, loaded as a Decimal; for 100,000 keys
+    # that loading and int() were a sixth of the ranked guest list's time.
+    per_key = select(cast(func.sum(table.c.count), BigInteger)).where(
+        table.c[key] == ids.c.id, *range_and_filters
+    )
     totals = select(ids.c.id.label("key"), per_key.scalar_subquery().label("total"))
     if not read_twice:
         return totals.subquery("key_totals")
@@ -401,7 +477,7 @@ def _add_rollup(
         # One fetch of ~100,000 rows: a fetchone per row cost a fifth of the /guests ranking.
         for key, total in conn.execute(select(per_key.c.key, per_key.c.total)).all():
             if total is not None:  # None: no row (a key with rows summing to 0 is kept, as before)
-                totals[(key,)] += int(total)
+                totals[(key,)] += total
         return
     columns = [table.c[name] for name in by]
     query = (

@@ -209,6 +209,33 @@ def test_guests_sorted_by_events_page_with_a_cursor(fleet: Filler, viewer_client
     assert ([g["name"] for g in rest["items"]], rest["next_cursor"]) == (["legacy"], None)
 
 
+def test_guests_sorted_by_events_pages_walk_ties_in_first_seen_order_each_guest_once(
+    server: Server, tokens: Tokens, viewer_client: httpx.Client
+) -> None:
+    # Equal totals across page boundaries: the ranking breaks ties by guest (the order they were
+    # first stored in), and the pages together are the whole ranking, each guest once.
+    fill = Filler(server.url, tokens)
+    counts = {"g-a": 5, "g-b": 7, "g-c": 5, "g-d": 5, "g-e": 7, "g-f": 1, "g-g": 5}
+    for i, (name, count) in enumerate(counts.items()):
+        fill.send("kvm-1", events=[ev(T0 + i * SECOND, guest=name, count=count)])
+    fill.send("kvm-2", events=[ev(T0 + HOUR, guest="g-f", count=4)])  # 5 in all, on two hosts
+    ranked: list[tuple[str, int]] = []
+    cursor = None
+    for _ in range(len(counts)):
+        params: dict[str, Any] = {**RANGE, "sort": "events", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        body = viewer_client.get("/api/v1/guests", params=params).json()
+        assert len(body["items"]) <= 2
+        ranked += [(g["name"], g["events"]) for g in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert ranked == [
+        ("g-b", 7), ("g-e", 7), ("g-a", 5), ("g-c", 5), ("g-d", 5), ("g-f", 5), ("g-g", 5),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_cursor_this_server_never_gave_is_422_with_the_remedy(viewer_client: httpx.Client) -> None:
     for path in ("/api/v1/guests", "/api/v1/hosts"):

@@ -109,6 +109,35 @@ def test_every_bucket_sum_equals_the_hand_count_of_its_events(
     assert all(len(s.points) == -(-5 * 3600 // step_s) for s in result.series)  # the last may overhang
 
 
+@pytest.mark.parametrize("step_s", [60, 3600, 7200])
+@pytest.mark.parametrize("group_by", ["guest", "action"])
+def test_the_top_key_and_other_line_add_up_to_the_hand_count_of_each_bucket(
+    scattered: list[tuple[str, Event]], engine: Engine, step_s: int, group_by: GroupBy
+) -> None:
+    since, until = T0, T0 + 5 * HOUR
+    with engine.connect() as conn:
+        result = read_series(
+            conn, Resolved(), since=since, until=until, step_s=step_s, group_by=group_by, top=1
+        )
+    step = dt.timedelta(seconds=step_s)
+    per_key: Counter[str] = Counter()
+    per_bucket: Counter[dt.datetime] = Counter()
+    for _, e in scattered:
+        key = str(e.action) if group_by == "action" else (e.guest.name if e.guest else "(host)")
+        per_key[key] += e.count
+        per_bucket[T0 + ((e.time - T0) // step) * step] += e.count
+    top_key = min(per_key, key=lambda k: (-per_key[k], k)) if group_by == "action" else None
+    assert [s.key for s in result.series][1:] == ["(other)"] and result.others == len(per_key) - 1
+    if top_key is not None:  # guests rank by id, actions by word: the word is known here
+        assert result.series[0].key == top_key
+    assert sum(n for _, n in result.series[0].points) == per_key[result.series[0].key]
+    summed: Counter[dt.datetime] = Counter()
+    for line in result.series:
+        for at, n in line.points:
+            summed[at] += n
+    assert +summed == per_bucket
+
+
 def test_unknown_filter_name_resolves_to_nothing_and_reads_nothing(engine: Engine) -> None:
     with engine.connect() as conn:
         resolved = resolve_filters(conn, Filters(host="nobody"))
