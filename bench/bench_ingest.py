@@ -12,7 +12,10 @@ PostgreSQL.
 PASS/FAIL is printed per bar and backend; the exit status is 1 when a bar is missed.
 
 Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N] [--backends sqlite,postgresql]
-     [--profile DIR]
+     [--profile DIR] [--compare-src DIR]
+--compare-src runs each backend a second time, first, from another source tree (before/after a
+change back to back in one run, under the same load): git archive BASE | tar -x -C DIR. Only this
+tree's figures decide PASS/FAIL.
 The request bodies and baseline rows are built before timing starts. On a shared machine,
 HTTP and bare runs alternate in rounds (--rounds); the ratio is the median of the rounds'
 ratios (a round compares equal table sizes under the same load), best-of-each is shown too.
@@ -240,11 +243,20 @@ def run(cmd: list[str], env: dict[str, str]) -> str:
 
 
 def run_backend(
-    kind: str, url: str, bare: BareSqlite | BarePostgres, args: argparse.Namespace, tmp: Path, at: datetime
+    kind: str,
+    url: str,
+    bare: BareSqlite | BarePostgres,
+    args: argparse.Namespace,
+    tmp: Path,
+    at: datetime,
+    src: Path | None = None,
 ) -> None:
-    """Both measurements against one `splitwatch serve` on `url`; prints the figures and verdicts."""
+    """Both measurements against one `splitwatch serve` on `url`, run from this tree or from
+    `src` (--compare-src: its PYTHONPATH); prints the figures and verdicts."""
     splitwatch = str(Path(sys.executable).with_name("splitwatch"))
     env = {**os.environ, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     run([splitwatch, "db", "upgrade"], env)
     hosts = ["bench-seq"] + [f"bench-{i}" for i in range(args.senders)]
     tokens = {h: run([splitwatch, "token", "create", "--role", "agent", "--host", h], env) for h in hosts}
@@ -282,7 +294,8 @@ def run_backend(
             }
             for body in seq_bodies[-2:]:
                 client.post("/api/v1/ingest", content=body, headers=headers).raise_for_status()
-            spy = _py_spy(server.pid, args.profile / f"{kind}.txt") if args.profile else None
+            name = kind if src is None else f"{kind}-{src.name}"
+            spy = _py_spy(server.pid, args.profile / f"{name}.txt") if args.profile else None
             for r_ in range(args.rounds):
                 chunk = seq_bodies[r_ * per_round : (r_ + 1) * per_round]
                 cpu0 = cpu_seconds(server.pid)
@@ -341,7 +354,7 @@ def run_backend(
     ratio = statistics.median(h / b for h, b in zip(http_rates, bare_rates, strict=True))
     best = http_rate / bare_rate
     bare_name = "sqlite3.executemany" if kind == "sqlite" else "psycopg executemany"
-    print(f"== {kind}")
+    print(f"== {kind}" + ("" if src is None else f" ({src})"))
     print(f"HTTP ingest, 1000-event batches, 1 sender : {http_rate:10.0f} events/s (best of {args.rounds})")
     print(f"{'bare ' + bare_name + ', same rows':43}: {bare_rate:10.0f} events/s (best of {args.rounds})")
     print(
@@ -364,7 +377,8 @@ def run_backend(
     if errors:
         print(f"{len(errors)} errors, first: {errors[0]}")
         raise SystemExit(1)
-    RESULTS.append(ratio >= 0.5 and best >= 0.5 and p99 < 250)
+    if src is None:
+        RESULTS.append(ratio >= 0.5 and best >= 0.5 and p99 < 250)
 
 
 RESULTS: list[bool] = []
@@ -389,17 +403,22 @@ def main() -> None:
         help="record the server with py-spy (pip install py-spy) during the sequential batches, "
         "folded stacks into DIR/<backend>.txt (summarise with bench/profile_top.py)",
     )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        help="also run each backend, first, from this source tree (git archive BASE | tar -x -C DIR)",
+    )
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
 
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    for kind in args.backends.split(","):
+    srcs = [None] if args.compare_src is None else [args.compare_src.resolve(), None]
+    for kind, src in ((k, s) for k in args.backends.split(",") for s in srcs):
         with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp_:
             tmp = Path(tmp_)
             if kind == "sqlite":
-                run_backend(
-                    kind, f"sqlite:///{tmp / 'splitwatch.db'}", BareSqlite(tmp / "bare.db"), args, tmp, at
-                )
+                url = f"sqlite:///{tmp / 'splitwatch.db'}"
+                run_backend(kind, url, BareSqlite(tmp / "bare.db"), args, tmp, at, src)
                 continue
             if kind != "postgresql":
                 raise SystemExit(f"unknown backend {kind!r}: sqlite or postgresql")
@@ -408,7 +427,7 @@ def main() -> None:
             bare_url = pg_database(args.pg_url, f"bench_ingest_bare_{suffix}", create=True)
             bare = BarePostgres(bare_url)
             try:
-                run_backend(kind, url, bare, args, tmp, at)
+                run_backend(kind, url, bare, args, tmp, at, src)
             finally:
                 bare.close()
                 for name in (f"bench_ingest_{suffix}", f"bench_ingest_bare_{suffix}"):

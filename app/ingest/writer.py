@@ -265,6 +265,13 @@ class SQLiteWriter:
 
     def _loop(self) -> None:
         with self._engine.connect() as conn:
+            # Before any transaction (SQLite refuses to change it inside one), so on the DB-API
+            # connection: Core's execute would begin one. The multi-row event INSERT and its
+            # SAVEPOINT keep a statement journal of every page they change; past 64 KiB it
+            # spilled to a temporary file, written and read back for each batch: 3-4 ms of a
+            # 1000-event batch's ~20 (docs/benchmarks.md, #13). In memory it is bounded by the
+            # pages one group changes.
+            conn.connection.dbapi_connection.execute("PRAGMA temp_store = MEMORY")  # type: ignore[union-attr]
             conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")  # see the module docstring
             # The event table's unique key and three indexes outgrow the default 2 MB page
             # cache within a day of a busy fleet; a miss costs a read per index per row.

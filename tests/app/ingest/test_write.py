@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, text, update
 
-from agent.payload import Action
-from app.ingest.rows import build_rows
+from agent.payload import Action, Kind
+from app.ingest.rows import Rows, build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import (
     EVENT_COLUMNS,
@@ -18,9 +18,10 @@ from app.ingest.write import (
     _insert_events_postgresql,
     _stored_keys,
     write_batch,
+    write_group,
 )
 from app.retention.plan import day_start
-from app.store.tables import event, guest, guest_host, host, rollup_1m
+from app.store.tables import event, guest, guest_host, host, rollup_1h, rollup_1m
 from tests.app.ingest.payloads import T0, host_info, payload, state
 from tests.app.ingest.payloads import event as ev
 
@@ -254,3 +255,58 @@ def test_host_and_guest_rows_read_back_as_sent_and_as_sqlalchemy_would_store_the
             key = (guest_host.c.host_id == s["host_id"]) & (guest_host.c.guest_id == s["guest_id"])
             conn.execute(update(guest_host).where(key).values(s))
         assert {t.name: raw(conn, t) for t in (host, guest, guest_host)} == before
+
+
+def _stored_sums(engine: Engine, step: timedelta) -> dict[tuple[object, ...], tuple[int, int]]:
+    """(bucket, host, guest or 0, kind, action, source) -> (sum of count, events), from the events
+    stored: what the rollup tables must hold."""
+    sums: dict[tuple[object, ...], tuple[int, int]] = {}
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(event.c.time, event.c.host_id, event.c.guest_id, event.c.kind, event.c.action,
+                   event.c.source, event.c.count)
+        ).all()  # fmt: skip
+    for at, host_id, guest_id, kind, action, source, count in stored:
+        bucket = datetime.fromtimestamp(at.timestamp() // step.total_seconds() * step.total_seconds(), UTC)
+        key = (bucket, host_id, guest_id or 0, kind, action, source)
+        total, n = sums.get(key, (0, 0))
+        sums[key] = (total + count, n + 1)
+    return sums
+
+
+def _rollup(engine: Engine, table: Any) -> dict[tuple[object, ...], tuple[int, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(table.c.bucket, table.c.host_id, table.c.guest_id, table.c.kind, table.c.action,
+                   table.c.source, table.c.count, table.c.events)
+        ).all()  # fmt: skip
+    return {tuple(r[:6]): (r[6], r[7]) for r in rows}
+
+
+def test_rollups_hold_the_stored_events_summed_per_minute_and_hour_through_groups_and_resends(
+    engine: Engine,
+) -> None:
+    # Two hosts in one group, events over four hours (minutes and hours cross), guests and host
+    # processes, two kinds and actions: first all new (SQLite sums them as it flattens the
+    # events), then a resend with new events among them (only the new ones count).
+    def batch(name: str, seqs: range) -> Rows:
+        evs = [
+            ev(s, T0 + timedelta(seconds=97 * s), guest=None if s % 3 == 0 else f"vm-{s % 4}",
+               action=Action.THROTTLE if s % 5 == 0 else Action.WARN,
+               kind=Kind.BUS_LOCK if s % 2 else Kind.SPLIT_LOCK, count=1 + s % 4)
+            for s in seqs
+        ]  # fmt: skip
+        body = payload(evs, host=host_info(name=name)).to_json().encode()
+        return build_rows(parse_payload(body), T0 + timedelta(hours=4))
+
+    with engine.begin() as conn:
+        first = write_group(conn, [batch("host-a", range(0, 120)), batch("host-b", range(0, 80))])
+    with engine.begin() as conn:
+        again = write_group(conn, [batch("host-a", range(100, 140)), batch("host-b", range(0, 80))])
+    assert [r.accepted for r in first] == [120, 80]
+    assert [(r.accepted, r.duplicates) for r in again] == [(20, 20), (0, 80)]
+    minutes = _stored_sums(engine, timedelta(minutes=1))
+    hours = _stored_sums(engine, timedelta(hours=1))
+    assert len({k[0] for k in hours}) == 4
+    assert _rollup(engine, rollup_1m) == minutes
+    assert _rollup(engine, rollup_1h) == hours
