@@ -20,6 +20,9 @@ reads the rollups and the host rows on every scrape instead, with a few aggregat
     splitwatch_throttled_vcpu_seconds_lower_bound{host}      gauge, vCPU-seconds misery mode took at
                                                               least over the last 7 days (issue 16 §2)
     splitwatch_database_up                                    gauge, 0 when the queries failed
+    splitwatch_metrics_warming                                gauge, 1 while the kept sums of events_total
+                                                              and the throttling gauge are not read yet
+                                                              (those families absent meanwhile)
 
 The ingest path's own figures are the exception (issue 3): prometheus_client metrics counted
 where the batches arrive (IngestMetrics). Behind one port with `serve --workers N`, a scrape
@@ -85,7 +88,8 @@ OTHER_GUEST = "(other)"
 # read), and the older hours' sums, kept. Those are re-read after EVENTS_CACHE_S too when that
 # takes under INLINE_READ_S (a small fleet: every figure as fresh as before), else every
 # EVENTS_BASE_S in a background thread, the scrapes meanwhile served the kept sums: only events
-# arriving hours late (an agent's backlog) wait that long to be counted.
+# arriving hours late (an agent's backlog) wait that long to be counted. Their first read starts
+# with the process (DatabaseFigures.warm, from the app's lifespan), not at its first scrape.
 EVENTS_CACHE_S = 5.0
 EVENTS_BASE_S = 300.0
 INLINE_READ_S = 0.25
