@@ -7,7 +7,8 @@ app.state holds `settings`, `engine`, `writer` (app/ingest/writer.py) and `auth`
 (app/auth.py), and from startup on `alerting` and `retention`. Startup (lifespan) checks that
 the database is at the migration head and refuses to start otherwise; it then starts the
 writer, the token revocation poller (app/auth.py), alerting (app/alerts/evaluate.py: the rule
-evaluator and the webhook sender) and retention (app/retention/run.py). Shutdown stops
+evaluator and the webhook sender), retention (app/retention/run.py) and the warming of
+/metrics' kept sums (app/metrics.py). Shutdown stops the warming,
 retention, alerting and the poller, then the writer
 (queued batches are finished first), and disposes of the engine.
 """
@@ -34,7 +35,7 @@ from app.auth import Authenticator
 from app.edge import EdgeMiddleware
 from app.errors import NotReady, install_error_handlers
 from app.ingest.writer import Writer, WriterStopped, make_writer
-from app.metrics import install_metrics
+from app.metrics import DatabaseFigures, install_metrics
 from app.retention.run import Retention
 from app.settings import Settings
 from app.store.engine import make_engine, pool_options
@@ -100,6 +101,10 @@ def create_app(settings: Settings) -> FastAPI:
         retention = Retention(writer, settings)
         retention.start()
         app.state.retention = retention
+        # /metrics' costly sums (seconds at fleet size) are read from now on, not at the first
+        # scrape, which would otherwise outlast Prometheus' scrape timeout (app/metrics.py).
+        metrics_database: DatabaseFigures = app.state.metrics_database
+        metrics_database.warm()
         # Everything built so far (modules, app, routes) lives as long as the process: move it
         # out of the collector's sight, so the full collections that a request's garbage
         # triggers scan only request-sized heaps (a full scan of the startup heap was the
@@ -109,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await metrics_database.stop()
             await retention.stop()
             await alerting.stop()
             await auth.stop()

@@ -4,9 +4,12 @@ At 10,000 hosts and 100,000 guests (~1.5 M rollup_1h rows over 30 days) it measu
 database filled as ingest would leave it (bench/bench_series.py's fill, plus host rows as a
 reporting agent leaves them: 64 per-CPU entries, a verdict, a state history row, a few gaps):
 
-  1. GET /metrics through a real uvicorn: the first scrape (nothing cached), scrapes after the
-     event-sum cache expired, and the server's added peak memory (VmHWM) over the scrapes;
-     bar: < 2 s (Prometheus' default scrape timeout is 10 s) and < 100 MB.
+  1. GET /metrics through a real uvicorn: the first scrape, sent as soon as the server answers
+     /healthz (the kept sums are then being read in the background: it answers without them,
+     flagged by splitwatch_metrics_warming 1), the time until a scrape holds every family
+     (scrapes 1 s apart), scrapes after the event-sum cache expired, and the server's added peak
+     memory (VmHWM) over the scrapes; bar: every scrape, the first included, < 2 s (Prometheus'
+     default scrape timeout is 10 s) and < 100 MB.
   2. The alert evaluator: CPU per evaluation cycle, called directly on the same database
      (process CPU: on SQLite that includes SQLite's own work; on PostgreSQL the server's
      share is printed apart from pg_stat_statements when available), as a share of one core
@@ -17,8 +20,7 @@ reporting agent leaves them: 64 per-CPU entries, a verdict, a state history row,
      sequential requests, in --rounds alternating phases of --seconds with the evaluator held
      off then running; bar: p99 < 100 ms with it running. Baseline: GET /healthz, same run.
 
-The scrapes ask for what Prometheus asks for (OpenMetrics, gzip); the bar is on the scrapes
-after the first (a process's first scrape waits for the sums it then keeps: printed apart).
+The scrapes ask for what Prometheus asks for (OpenMetrics, gzip).
 
 The fill takes minutes; it is kept and reused: the database is filled only when it does not
 hold this fleet yet (or with --refill). A SQLite file by default (--db PATH), or --database-url
@@ -394,6 +396,8 @@ def main() -> None:
         ) as client:
             with lease_held(engine):
                 wait_ready(client)
+                if "scrape" in only:
+                    first_scrapes(client, server.pid, results)
                 healthz = run_for(3, lambda: client.get("/healthz").raise_for_status())
                 h50 = statistics.median(healthz)
                 if "scrape" in only:
@@ -417,6 +421,40 @@ def main() -> None:
     summary(results)
 
 
+def complete(body: str) -> bool:
+    """Whether a scrape holds every family: not warming (a server without the gauge: always)."""
+    return "\nsplitwatch_metrics_warming 1" not in body and "\nsplitwatch_events_total{" in body
+
+
+def first_scrapes(client: httpx.Client, pid: int, results: dict[str, Any]) -> None:
+    """The first scrape right after startup, then scrapes 1 s apart until one holds every family."""
+    results["memory_before"] = memory_kb(pid)  # the warming's memory counts too
+    ready = time.perf_counter()
+    used = cpu_ms(pid)
+    r = client.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+    r.raise_for_status()
+    first = (time.perf_counter() - ready) * 1000
+    first_cpu = cpu_ms(pid) - used
+    first_complete = complete(r.text)
+    scrapes = 1
+    while not complete(r.text):
+        if time.perf_counter() - ready > 600:
+            raise SystemExit("bench: /metrics still warming after 600 s")
+        time.sleep(1.0)
+        r = client.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+        r.raise_for_status()
+        scrapes += 1
+    warmed = time.perf_counter() - ready
+    results["first"] = (first, warmed)
+    print(
+        f"GET /metrics right after startup: first {first:,.0f} ms (server CPU {first_cpu:,.0f} ms), "
+        f"{'complete' if first_complete else 'warming'}; every family served {warmed:.1f} s after the "
+        f"server was ready ({scrapes} scrapes)   bar first < {SCRAPE_BAR_MS:.0f} ms: "
+        f"{verdict(first < SCRAPE_BAR_MS)}",
+        flush=True,
+    )
+
+
 def scrape(client: httpx.Client, pid: int, h50: float, results: dict[str, Any]) -> None:
     def get() -> float:
         t = time.perf_counter()
@@ -424,10 +462,7 @@ def scrape(client: httpx.Client, pid: int, h50: float, results: dict[str, Any]) 
         r.raise_for_status()
         return (time.perf_counter() - t) * 1000
 
-    before = memory_kb(pid)
-    used = cpu_ms(pid)
-    first = get()
-    first_cpu = cpu_ms(pid) - used
+    before = results.get("memory_before") or memory_kb(pid)
     expired = []
     used = cpu_ms(pid)
     for _ in range(3):
@@ -441,10 +476,10 @@ def scrape(client: httpx.Client, pid: int, h50: float, results: dict[str, Any]) 
     body = client.get("/metrics").text
     series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
     added = (after["VmHWM"] - before["VmRSS"]) / 1024
-    worst = max(expired)  # the steady state; a process's first scrape waits for the kept sums
-    results["scrape"] = (first, expired, warm, added, h50, worst)
+    worst = max(expired)
+    results["scrape"] = (expired, warm, added, h50, worst)
     print(
-        f"GET /metrics: first {first:,.0f} ms (server CPU {first_cpu:,.0f} ms), after the event cache "
+        f"GET /metrics: after the event cache "
         f"expired p50 {statistics.median(expired):,.0f} ms ({expired_cpu:,.0f} ms CPU), cached p50 "
         f"{statistics.median(warm):,.0f} ms ({warm_cpu:,.0f} ms CPU); "
         f"{series:,} series, {len(body) / 1e6:.1f} MB of text",
@@ -506,11 +541,12 @@ def idle_phases(engine: Engine, pid: int, seconds: float) -> tuple[float, float]
 def summary(results: dict[str, Any]) -> None:
     print("summary")
     if "scrape" in results:
-        _first, _expired, _warm, added, h50, worst = results["scrape"]
+        _expired, _warm, added, h50, worst = results["scrape"]
+        first, warmed = results["first"]
         print(
-            f"  /metrics worst after the first {worst:,.0f} ms ({worst / h50:,.0f}x healthz {h50:.1f} ms), "
-            f"+{added:.0f} MB: "
-            f"{verdict(worst < SCRAPE_BAR_MS and added < SCRAPE_MEMORY_BAR_MB)}"
+            f"  /metrics first {first:,.0f} ms (every family after {warmed:.1f} s), worst after it "
+            f"{worst:,.0f} ms ({worst / h50:,.0f}x healthz {h50:.1f} ms), +{added:.0f} MB: "
+            f"{verdict(max(first, worst) < SCRAPE_BAR_MS and added < SCRAPE_MEMORY_BAR_MB)}"
         )
     if "evaluator" in results:
         ev, share = results["evaluator"]

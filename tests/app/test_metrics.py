@@ -56,7 +56,15 @@ def fleet(server: Server, tokens: Tokens) -> Filler:
     fill.send(
         "kvm-2", state=state(T0, mode="fatal", cpus=2), events=[ev(T0, guest="legacy", action="sigbus")]
     )
+    restart(server)
     return fill
+
+
+def restart(server: Server) -> None:
+    """A process started after the data was sent: it reads the kept sums at startup (within
+    EVENTS_CACHE_S of it a scrape is served them, as it would a later scrape's)."""
+    server.stop()
+    server.start()
 
 
 def test_metrics_need_no_token_and_pass_promtool_lint(fleet: Filler, client: httpx.Client) -> None:
@@ -185,6 +193,7 @@ def test_past_the_series_cap_quiet_guests_fold_into_other_and_host_totals_stay_e
     )
     monkeypatch.setattr(app.metrics, "MAX_EVENT_SERIES", 2)
     monkeypatch.setattr(app.metrics, "TOP_GUESTS", 1)
+    restart(server)
     events = {dict(k[1])["guest"]: v for k, v in samples(client).items() if k[0] == "splitwatch_events_total"}
     assert events == {"loud": 10, "(other)": 3}
 
@@ -276,6 +285,7 @@ def test_throttled_vcpu_seconds_is_the_weeks_tracefs_count_times_10_ms_per_host(
         state=state(recent - dt.timedelta(hours=1), mitigate=1),
         events=[ev(recent, guest="vm", source="kmsg", action="throttle")],
     )
+    restart(server)  # the week's figure is kept a minute from the startup read
     got = samples(client)
     name = "splitwatch_throttled_vcpu_seconds_lower_bound"
     assert got[key(name, host="kvm-busy")] == 2.5  # 250 traps in the last 7 days x 10 ms
@@ -292,13 +302,14 @@ def test_throttled_vcpu_seconds_is_the_weeks_tracefs_count_times_10_ms_per_host(
 
 
 def test_past_an_inline_read_recent_events_count_at_once_and_late_ones_when_the_base_is_reread(
-    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    server: Server, fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every read of the older hours counts as costly (as at fleet size): they are kept for
     # EVENTS_BASE_S and re-read in the background; the last hours are read on every scrape.
     monkeypatch.setattr(app.metrics, "INLINE_READ_S", 0.0)
     monkeypatch.setattr(app.metrics, "EVENTS_CACHE_S", 0.0)
     monkeypatch.setattr(app.metrics, "EVENTS_BASE_S", 3600.0)
+    restart(server)  # read at startup, costly: kept
     before = samples(client)[LEGACY_SIGBUS]
     now = dt.datetime.now(dt.UTC)
     fleet.send("kvm-2", events=[ev(now, guest="legacy", action="sigbus", count=4)])
@@ -321,6 +332,7 @@ def test_the_series_cap_folds_the_same_way_in_the_kept_hours_and_the_live_ones(
     monkeypatch.setattr(app.metrics, "TOP_GUESTS", 1)
     fill = Filler(server.url, tokens)
     fill.send("kvm-1", events=[ev(T0, guest="loud", count=10), ev(T0, guest="quiet-1", count=2), ev(T0)])
+    restart(server)
     assert guest_sums(client) == {"loud": 10, "(other)": 2, "(host)": 1}
     now = dt.datetime.now(dt.UTC)
     fill.send("kvm-1", events=[ev(now, guest="quiet-2", count=50), ev(now, guest="loud", count=1)])
@@ -340,10 +352,11 @@ def guest_sums(client: httpx.Client) -> dict[str, float]:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_scrape_is_served_the_kept_sums_while_they_are_reread_in_the_background(
-    fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    server: Server, fleet: Filler, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app.metrics, "INLINE_READ_S", 0.0)
-    before = samples(client)[LEGACY_SIGBUS]  # the first read, in the scrape
+    restart(server)
+    before = samples(client)[LEGACY_SIGBUS]  # the first read, at startup
     monkeypatch.setattr(app.metrics, "EVENTS_BASE_S", 0.0)
     # The re-read waits at this gate: a scrape that waited for it would never answer.
     gate, reading = threading.Event(), threading.Event()
