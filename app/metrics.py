@@ -211,7 +211,8 @@ class Kept(Generic[T]):
     def _start(self) -> None:  # with self._state held
         if not self._refreshing and not self._stopped.is_set():
             self._refreshing = True
-            threading.Thread(target=self._refresh, name=f"metrics-{self._what}", daemon=True).start()
+            name = f"splitwatch-metrics-{self._what}"
+            threading.Thread(target=self._refresh, name=name, daemon=True).start()
 
     def _fresh(self) -> bool:  # with self._state held
         return self._value is not None and time.monotonic() - self._at < self._max_age(self._cost)
@@ -269,7 +270,7 @@ def _in_thread(fn: Callable[[], None], what: str) -> asyncio.Future[None]:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(finished)
 
-    threading.Thread(target=run, name=f"metrics-warm-{what}", daemon=True).start()
+    threading.Thread(target=run, name=f"splitwatch-metrics-warm-{what}", daemon=True).start()
     return done
 
 
