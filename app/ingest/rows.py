@@ -11,10 +11,10 @@ What is decided here, once, without I/O:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic_core import TzInfo
 
@@ -242,16 +242,26 @@ def rollups(
         else:
             acc[0] += e["count"]
             acc[1] += 1
-    hours: dict[tuple[int, int, int, int, int, int, str, str, str], list[int]] = {}
-    for (year, month, day, hour, _minute, gid, kind, action, source), (count, n) in minutes.items():
-        hkey = (year, month, day, hour, 0, gid, kind, action, source)
-        hacc = hours.get(hkey)
-        if hacc is None:
-            hours[hkey] = [count, n]
-        else:
-            hacc[0] += count
-            hacc[1] += n
+    hours = fold_sums(minutes, lambda k: (k[0], k[1], k[2], k[3], 0, *k[5:]))
     return {60: _rows(minutes, host_id), 3600: _rows(hours, host_id)}
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def fold_sums(sums: Mapping[K, list[int]], coarser: Callable[[K], K]) -> dict[K, list[int]]:
+    """[count, events] sums per key added up per `coarser(key)`: a minute's into its hour's.
+    Here and in the SQLite writer's rollups (app/ingest/write.py), whose keys are text."""
+    out: dict[K, list[int]] = {}
+    for key, (count, n) in sums.items():
+        folded = coarser(key)
+        acc = out.get(folded)
+        if acc is None:
+            out[folded] = [count, n]
+        else:
+            acc[0] += count
+            acc[1] += n
+    return out
 
 
 def _fixed_utc(zone: object) -> bool:

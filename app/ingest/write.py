@@ -75,6 +75,7 @@ from app.ingest.rows import (
     Rows,
     cpu_counts,
     cpu_dicts,
+    fold_sums,
     rollups,
     state_signature,
 )
@@ -1470,15 +1471,7 @@ def _sqlite_rollup_rows(minutes: Mapping[SqliteMinuteKey, list[int]]) -> dict[in
     key, from the [count, events] sums per minute key (_insert_events_sqlite): what rollups()
     gives for the same events, with the bucket as the text SQLite stores (a minute or an hour,
     ":00" seconds and zero microseconds)."""
-    hours: dict[SqliteMinuteKey, list[int]] = {}
-    for (minute, host_id, gid, kind, action, source), (count, n) in minutes.items():
-        hkey = (minute[:13], host_id, gid, kind, action, source)
-        acc = hours.get(hkey)
-        if acc is None:
-            hours[hkey] = [count, n]
-        else:
-            acc[0] += count
-            acc[1] += n
+    hours = fold_sums(minutes, lambda k: (k[0][:13], *k[1:]))
     return {
         60: [(k[0] + ":00.000000", *k[1:], c, n) for k, (c, n) in sorted(minutes.items())],
         3600: [(k[0] + ":00:00.000000", *k[1:], c, n) for k, (c, n) in sorted(hours.items())],
