@@ -17,6 +17,7 @@ from app.ingest.write import (
     PG_COPY_EVENTS,
     SQLITE_ROWS_PER_STATEMENT,
     _insert_events_postgresql,
+    _power_of_two_chunks,
     _stored_keys,
     write_batch,
     write_group,
@@ -351,3 +352,17 @@ def test_rollups_of_more_buckets_than_one_statement_takes_are_all_stored(engine:
     assert (first.accepted, again.accepted, again.duplicates) == (1100, 1050, 50)
     assert _rollup(engine, rollup_1m) == _stored_sums(engine, timedelta(minutes=1))
     assert _rollup(engine, rollup_1h) == _stored_sums(engine, timedelta(hours=1))
+
+
+def test_sqlite_rollup_rows_go_in_power_of_two_chunks_covering_them_in_order() -> None:
+    # A bounded set of statement texts (sqlite3 caches 128 prepared statements per connection).
+    assert _power_of_two_chunks(0) == []
+    assert _power_of_two_chunks(72) == [(0, 64), (64, 8)]
+    assert _power_of_two_chunks(1100) == [(0, 512), (512, 512), (1024, 64), (1088, 8), (1096, 4)]
+    for n in range(1, 1200):
+        chunks = _power_of_two_chunks(n)
+        assert [start for start, _ in chunks] == [
+            sum(size for _, size in chunks[:i]) for i in range(len(chunks))
+        ]
+        assert sum(size for _, size in chunks) == n
+        assert all(size & (size - 1) == 0 and size <= 512 for _, size in chunks)
