@@ -15,7 +15,9 @@ from app.ingest.schema import parse_payload
 from app.ingest.write import (
     EVENT_COLUMNS,
     PG_COPY_EVENTS,
+    SQLITE_ROWS_PER_STATEMENT,
     _insert_events_postgresql,
+    _power_of_two_chunks,
     _stored_keys,
     write_batch,
     write_group,
@@ -67,6 +69,30 @@ def test_stored_event_times_compare_and_read_back_like_any_core_datetime(engine:
     assert sorted(in_range) == [1, 2]
     assert times == [T0, T0 + timedelta(microseconds=1), T0 + timedelta(minutes=1)]
     assert received == last_seen == T0 + timedelta(hours=1)
+
+
+def test_event_times_are_stored_as_the_text_sqlalchemy_stores_for_them(engine: Engine) -> None:
+    """SQLite formats event times itself, a minute's text once (app/ingest/write.py, #13): every
+    second, microsecond and minute, hour, day and year boundary is stored byte for byte as Core
+    stores the same datetime (written back over it)."""
+    times = [
+        T0, T0 + timedelta(microseconds=1), T0 + timedelta(seconds=59, microseconds=999_999),
+        T0 + timedelta(minutes=1), T0 + timedelta(minutes=1, seconds=7, microseconds=100),
+        datetime(2026, 12, 31, 23, 59, 59, 990_000, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, 0, 0, 0, 10, tzinfo=UTC), datetime(2028, 2, 29, 9, 5, 3, tzinfo=UTC),
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        write_batch(conn, rows_of(*(ev(seq, at) for seq, at in enumerate(times, start=1))))  # type: ignore[arg-type]
+    with engine.connect() as conn:
+        stored = conn.execute(select(event.c.seq, event.c.time).order_by(event.c.seq)).all()
+    assert [at for _seq, at in stored] == times
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.begin() as conn:
+        before = conn.exec_driver_sql("SELECT seq, time FROM event ORDER BY seq").all()
+        for seq, at in stored:
+            conn.execute(update(event).where(event.c.seq == seq).values(time=at))
+        assert conn.exec_driver_sql("SELECT seq, time FROM event ORDER BY seq").all() == before
 
 
 def test_batch_partly_stored_before_adds_only_its_new_events_to_the_rollups(engine: Engine) -> None:
@@ -310,3 +336,33 @@ def test_rollups_hold_the_stored_events_summed_per_minute_and_hour_through_group
     assert len({k[0] for k in hours}) == 4
     assert _rollup(engine, rollup_1m) == minutes
     assert _rollup(engine, rollup_1h) == hours
+
+
+def test_rollups_of_more_buckets_than_one_statement_takes_are_all_stored(engine: Engine) -> None:
+    # One event a minute: past SQLITE_ROWS_PER_STATEMENT rollup_1m rows in one round, all new
+    # (summed while flattening) and then partly resent (summed by rollups()).
+    def batch(seqs: range) -> Rows:
+        evs = [ev(s, T0 + timedelta(minutes=s), guest=f"vm-{s % 2}" if s % 3 else None) for s in seqs]
+        return build_rows(parse_payload(payload(evs).to_json().encode()), T0 + timedelta(days=2))
+
+    with engine.begin() as conn:
+        first = write_batch(conn, batch(range(0, SQLITE_ROWS_PER_STATEMENT + 100)))
+    with engine.begin() as conn:
+        again = write_batch(conn, batch(range(1050, 2150)))
+    assert (first.accepted, again.accepted, again.duplicates) == (1100, 1050, 50)
+    assert _rollup(engine, rollup_1m) == _stored_sums(engine, timedelta(minutes=1))
+    assert _rollup(engine, rollup_1h) == _stored_sums(engine, timedelta(hours=1))
+
+
+def test_sqlite_rollup_rows_go_in_power_of_two_chunks_covering_them_in_order() -> None:
+    # A bounded set of statement texts (sqlite3 caches 128 prepared statements per connection).
+    assert _power_of_two_chunks(0) == []
+    assert _power_of_two_chunks(72) == [(0, 64), (64, 8)]
+    assert _power_of_two_chunks(1100) == [(0, 512), (512, 512), (1024, 64), (1088, 8), (1096, 4)]
+    for n in range(1, 1200):
+        chunks = _power_of_two_chunks(n)
+        assert [start for start, _ in chunks] == [
+            sum(size for _, size in chunks[:i]) for i in range(len(chunks))
+        ]
+        assert sum(size for _, size in chunks) == n
+        assert all(size & (size - 1) == 0 and size <= 512 for _, size in chunks)
