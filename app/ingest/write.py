@@ -57,7 +57,7 @@ import functools
 import json
 import operator
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -197,9 +197,9 @@ def _rounds(batches: Sequence[Rows]) -> list[list[int]]:
 def _write_round(
     conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], limits: GuestLimits
 ) -> list[WriteResult]:
-    host_ids, known = _write_hosts(conn, insert, batches)
+    host_ids, known, created = _write_hosts(conn, insert, batches)
     guest_ids = _write_guests(conn, batches, host_ids, limits, known)
-    accepted = _write_events(conn, insert, batches, host_ids, guest_ids)
+    accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created)
     gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]
     if gaps:
         conn.execute(insert(gap).on_conflict_do_nothing(index_elements=list(GAP_KEY)), gaps)
@@ -211,10 +211,11 @@ def _write_round(
 
 def _write_hosts(
     conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]
-) -> tuple[list[int], set[tuple[int, str]] | None]:
+) -> tuple[list[int], set[tuple[int, str]] | None, set[int]]:
     """Each batch's host id; the hosts created, locked (PostgreSQL) and updated. PostgreSQL:
     also which of the round's guests each host reported before, (host_id, guest name), read
-    with the hosts (_write_guests looks them up itself otherwise)."""
+    with the hosts (_write_guests looks them up itself otherwise), and the ids of the hosts
+    this round's insert made (none of their events can be stored yet: _stored_keys)."""
     dialect = conn.dialect.name
     names = sorted(rows.host["name"] for rows in batches)  # one lock order for every transaction
     guest_names = sorted({g["name"] for rows in batches for g in rows.guests})
@@ -222,12 +223,17 @@ def _write_hosts(
     missing = sorted(
         (rows for rows in batches if rows.host["name"] not in held), key=lambda r: r.host["name"]
     )
+    created: set[int] = set()
     if missing:
         # New hosts (an import creates one too, with the identity it has). Two first batches
         # racing on PostgreSQL: the second insert waits for the first and does nothing.
         # An import-only batch creates the host as not reported by any agent (#16).
-        conn.execute(
-            insert(host).on_conflict_do_nothing(index_elements=["name"]),
+        new_hosts = insert(host).on_conflict_do_nothing(index_elements=["name"])
+        if dialect == "postgresql":
+            # RETURNING names only the rows this statement inserted, not a racing batch's.
+            new_hosts = new_hosts.returning(host.c.id)
+        found = conn.execute(
+            new_hosts,
             [
                 {
                     **rows.host,
@@ -239,6 +245,8 @@ def _write_hosts(
                 for rows in missing
             ],
         )
+        if dialect == "postgresql":
+            created = {int(r[0]) for r in found}
         held.update(_held_hosts(conn, [rows.host["name"] for rows in missing], guest_names))
     known = None
     if dialect == "postgresql":
@@ -289,7 +297,7 @@ def _write_hosts(
                 cursor.executemany(_sqlite_host_update_sql(keys), rows_)
         finally:
             cursor.close()
-    return ids, known
+    return ids, known, created
 
 
 def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> dict[str, dict[str, Any]]:
@@ -1272,7 +1280,7 @@ def _probe_sql() -> str:
 
 
 def _stored_keys(
-    conn: Connection, keys: list[tuple[int, str, str, int, datetime]]
+    conn: Connection, keys: list[tuple[int, str, str, int, datetime]], created: Set[int] = frozenset()
 ) -> set[tuple[int, str, str, int]]:
     """Of `keys` (host_id, boot_id, source, seq, time), the (host_id, boot_id, source, seq)
     already stored, whatever their stored time (PostgreSQL; any number of hosts).
@@ -1288,7 +1296,15 @@ def _stored_keys(
     one (a first batch of a boot) are looked up in `event`, in every day partition, in a
     second. Every host's row must be locked by this transaction (_write_hosts' FOR UPDATE),
     so no other transaction stores or marks its events in between.
+
+    `created`: hosts this transaction has just inserted (_write_hosts), whose keys are new
+    without a look: a host id is never reused. A new host has no mark, so each of its first
+    batch's keys was looked up in `event`, every partition: with 8 new hosts sending 1000-event
+    batches at once, that probe was ~10 ms of each first batch's write, the 8-sender bench's
+    slowest batches (docs/benchmarks.md, #13).
     """
+    if created:
+        keys = [k for k in keys if k[0] not in created]
     if not keys:
         return set()
     triples = sorted({k[:3] for k in keys})
@@ -1312,8 +1328,10 @@ def _write_events(
     batches: list[Rows],
     host_ids: list[int],
     guest_ids: list[dict[str, int]],
+    created: Set[int] = frozenset(),
 ) -> list[int]:
-    """The round's events and their rollups; per batch, how many of its events were new."""
+    """The round's events and their rollups; per batch, how many of its events were new.
+    `created`: hosts this round inserted (PostgreSQL; see _stored_keys)."""
     gids = [
         [ids.get(g) if g is not None else None for g in rows.event_guests]
         for rows, ids in zip(batches, guest_ids, strict=True)
@@ -1334,7 +1352,7 @@ def _write_events(
             for rows, host_id in zip(batches, host_ids, strict=True)
             for e in rows.events
         ]
-        stored = _stored_keys(conn, keys)
+        stored = _stored_keys(conn, keys, created)
         new: list[PgEventRow] = []
         add = new.append
         for rows, host_id, row_gids in zip(batches, host_ids, gids, strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -152,6 +154,52 @@ def test_a_late_batch_below_the_highest_stored_seq_is_stored_once(engine: Engine
     assert (new_boot.accepted, new_boot.duplicates) == (2, 0)  # another boot's seqs start again
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(event)).scalar() == 7
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_postgresql_two_first_batches_of_a_new_host_racing_store_its_events_once(engine: Engine) -> None:
+    # A new host's first batch skips the lookup of stored keys (its transaction made the host).
+    # Two writers racing with the first batch of one new host: the second waits for the first's
+    # host row and must not take the host as its own, or the resend, dated anew (a clock step),
+    # would be stored twice.
+    n = PG_COPY_EVENTS + 10  # by COPY, as a backlog's batches go
+    first = _rows_at(*(ev(s, T0 + timedelta(seconds=s)) for s in range(n)))
+    again = _rows_at(*(ev(s, T0 + timedelta(days=1, seconds=s)) for s in range(n)))
+    results: dict[str, Any] = {}
+
+    def second_writer() -> None:
+        with engine.begin() as conn:
+            results["again"] = write_batch(conn, again)  # type: ignore[arg-type]
+
+    with engine.connect() as conn:
+        with conn.begin():
+            results["first"] = write_batch(conn, first)  # type: ignore[arg-type]
+            racer = threading.Thread(target=second_writer)
+            racer.start()
+            _wait_for_a_lock_wait(engine)
+        racer.join(timeout=60)
+    assert (results["first"].accepted, results["first"].duplicates) == (n, 0)
+    assert (results["again"].accepted, results["again"].duplicates) == (0, n)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event)).scalar() == n
+        assert conn.execute(select(func.count()).select_from(host)).scalar() == 1
+
+
+def _wait_for_a_lock_wait(engine: Engine) -> None:
+    """Until a session of this database waits for a lock (bounded: the test fails after)."""
+    with engine.connect() as conn:
+        for _ in range(500):
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar()
+            conn.rollback()
+            if waiting:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the second writer never waited for the first's host row")
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
