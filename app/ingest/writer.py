@@ -67,10 +67,10 @@ PG_WRITERS = 2
 # PostgreSQL: a group of fewer events than this is written by one writer at a time (its turn,
 # DirectWriter._loop); a larger one lets the other writer take the next group meanwhile. Two
 # writers both taking small groups split the steady state's requests into groups half as big,
-# each costing about the same statements: bench_fleet pg1, same run, one writer at a time for
-# small groups: 1.35 -> 1.02 ms of server + PostgreSQL CPU per request at the same rate (#13,
-# docs/benchmarks.md "Sixth pass"). A steady agent request holds a few events; 200 is where
-# a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
+# each costing about the same statements: bench_fleet pg1, same run, two writers taking groups
+# 0.77 + 0.58 ms of server + PostgreSQL CPU per request, one writer 0.62 + 0.40 ms at 664
+# against 629 requests/s (#13, docs/benchmarks.md "Sixth pass"). A steady agent request holds
+# a few events; 200 is where a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
 PG_SHARED_TURN_EVENTS = 200
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
