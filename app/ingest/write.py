@@ -8,7 +8,7 @@ text never changes with the group's size and psycopg prepares each once, and ste
 statement where they can: the hosts' lock and the guests they reported before (step 1, for
 step 3), guest and guest_host (step 3); a steady group of agent requests is then BEGIN, the
 hosts, the guests, the host update (one per set of changed columns), the seq marks, the
-events, two rollups and COMMIT, however many requests it holds.
+events with their rollups and COMMIT, however many requests it holds.
 
 Order inside the transaction (the caller owns it), per round of the group (_rounds):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE, in name order) and updated — identity (not
@@ -35,8 +35,9 @@ Order inside the transaction (the caller owns it), per round of the group (_roun
    rows' values flattened (times formatted as SQLAlchemy stores them), run on the DB-API
    cursor of the same Core connection and transaction: SQLAlchemy's per-row parameter and
    result processing cost more CPU than SQLite's own insert (bench/bench_ingest.py). The
-   rollup upserts go the same way on SQLite; on PostgreSQL, one INSERT ... SELECT FROM unnest
-   per rollup table.
+   rollup upserts go the same way on SQLite; on PostgreSQL, the event statement sums and
+   upserts them from the rows it inserted (_pg_rollup_sql), or after COPY one INSERT ...
+   SELECT FROM unnest per rollup table.
 5. rollup_1m and rollup_1h: count += ... for those inserted rows only, so a resent batch
    adds nothing; keys sorted, so concurrent PostgreSQL transactions lock in one order.
    SQLite sums them in the pass that flattens the events for step 4, keyed by the time text's
@@ -1127,16 +1128,38 @@ def _postgresql_event_sql() -> str:
     columns = ", ".join(EVENT_COLUMNS)
     selected = ", ".join(f"u.{c}" for c in EVENT_COLUMNS)
     keys = ", ".join(_PG_KEY_COLUMNS[:3])
+    rolled = ", ".join(_pg_rollup_sql(table.name, step_s) for step_s, table in ROLLUPS)
     return (
         f"WITH ins AS (INSERT INTO event ({columns}) SELECT {selected} "
         f"FROM unnest({_pg_arrays(_PG_ARRAY_COLUMNS)}) AS u({', '.join(_PG_ARRAY_COLUMNS)}) "
         f"ON CONFLICT ({', '.join(PARTITIONED_EVENT_KEY)}) DO NOTHING "
-        f"RETURNING {', '.join(_PG_KEY_COLUMNS)}), "
+        f"RETURNING {', '.join(_PG_KEY_COLUMNS)}, time, guest_id, kind, action, count), "
         # Only upward, and no write at all when a late batch fills a gap below the mark.
         f"mark AS (INSERT INTO {SEQ_MARK_TABLE} AS m ({keys}, max_seq) "
         f"SELECT {keys}, max(seq) FROM ins GROUP BY {keys} ORDER BY {keys} "
-        f"ON CONFLICT ({keys}) DO UPDATE SET max_seq = excluded.max_seq WHERE m.max_seq < excluded.max_seq) "
+        f"ON CONFLICT ({keys}) DO UPDATE SET max_seq = excluded.max_seq WHERE m.max_seq < excluded.max_seq), "
+        f"{rolled} "
         f"SELECT {', '.join(_PG_KEY_COLUMNS)} FROM ins"
+    )
+
+
+_PG_ROLLUP_UNITS = {60: "minute", 3600: "hour"}
+
+
+def _pg_rollup_sql(name: str, step_s: int) -> str:
+    """A WITH clause of _postgresql_event_sql: the rollup upsert (_rollup_upsert) of the rows
+    `ins` inserted, summed by PostgreSQL as rollups() sums them (the UTC minute or hour, no
+    guest as NO_GUEST), keys sorted. In the event statement, the rollups cost no round trip,
+    no statement and no Python pass over the events of their own (#13: they were two of a
+    steady group's nine round trips)."""
+    unit = _PG_ROLLUP_UNITS[step_s]
+    return (
+        f"sum_{name} AS (INSERT INTO {name} AS t ({', '.join(ROLLUP_COLUMNS)}) "
+        f"SELECT date_trunc('{unit}', time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', host_id, "
+        f"coalesce(guest_id, {NO_GUEST}), kind, action, source, sum(count), count(*) FROM ins "
+        "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6 "
+        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
+        "SET count = t.count + excluded.count, events = t.events + excluded.events)"
     )
 
 
@@ -1147,7 +1170,8 @@ def _insert_events_postgresql(
     conn: Connection, rows: list[PgEventRow]
 ) -> set[tuple[int, str, str, int]] | None:
     """Insert `rows` (values in _PG_ARRAY_COLUMNS order; any hosts); (host_id, boot_id,
-    source, seq) of those inserted, or None when every row was. Rows whose key and time are
+    source, seq) of those inserted, with their rollups added (_postgresql_event_sql), or None
+    when COPY stored every row (the rollups are then the caller's). Rows whose key and time are
     stored already are skipped (ON CONFLICT): call _stored_keys first for the contract,
     whatever the time. Every host's row must be locked by this transaction (_write_hosts' FOR
     UPDATE): that is what keeps the seq marks and the lookup consistent.
@@ -1342,6 +1366,7 @@ def _write_events(
     # SQLite: the round's rollup rows as bound, summed while its events were flattened; used
     # when every event was new (the usual case), else rollups() sums the new ones below.
     sqlite_sums: dict[int, list[tuple[Any, ...]]] | None = None
+    pg_summed = False  # PostgreSQL: the event statement added the rollups of what it inserted
     if conn.dialect.name == "sqlite":
         inserted, minutes = _insert_events_sqlite(conn, batches, host_ids, gids)
         if inserted is None:
@@ -1365,6 +1390,7 @@ def _write_events(
                         address, count, action, gid, vcpu, vmm,
                     ))  # fmt: skip
         stored_now = _insert_events_postgresql(conn, new) if new else set()
+        pg_summed = stored_now is not None  # not by COPY: the statement added the rollups
         if stored_now is None and not stored:
             inserted = None
         elif stored_now is None:
@@ -1387,7 +1413,7 @@ def _write_events(
             continue
         if len(ids) < len(rows.guests):  # some guests were over the host's cap
             _count_unattributed(conn, insert, rows, host_id, fresh)
-        if sqlite_sums is not None:
+        if sqlite_sums is not None or pg_summed:
             continue
         for step_s, found in rollups(fresh, host_id).items():
             sums[step_s].extend(found)

@@ -64,6 +64,14 @@ GROUP_EVENTS = 1000
 # server's CPU and 1.02 -> 0.73 ms of PostgreSQL's per request at the same rate (bench_fleet
 # --compare-src, loaded box). Two, not one, so a slow group (a large batch) holds up only half.
 PG_WRITERS = 2
+# PostgreSQL: a group of fewer events than this is written by one writer at a time (its turn,
+# DirectWriter._loop); a larger one lets the other writer take the next group meanwhile. Two
+# writers both taking small groups split the steady state's requests into groups half as big,
+# each costing about the same statements: bench_fleet pg1, same run, two writers taking groups
+# 0.77 + 0.58 ms of server + PostgreSQL CPU per request, one writer 0.62 + 0.40 ms at 664
+# against 629 requests/s (#13, docs/benchmarks.md "Sixth pass"). A steady agent request holds
+# a few events; 200 is where a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
+PG_SHARED_TURN_EVENTS = 200
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
 WRITER_CACHE_KIB = 65536
@@ -367,7 +375,8 @@ def run_jobs(conn: Connection, fns: list[Callable[[Connection], Any]]) -> list[A
 class DirectWriter:
     """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP,
     or GROUP_EVENTS events) into one transaction (group commit: one commit and, for ingest
-    batches, one statement per table for all of them). If that transaction fails, each of
+    batches, one statement per table for all of them); small groups one at a time, a large
+    one beside the next (PG_SHARED_TURN_EVENTS). If that transaction fails, each of
     its jobs runs again in a transaction of its own, so only a failing job fails. Retried on
     deadlock."""
 
@@ -379,6 +388,10 @@ class DirectWriter:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._running = False
+        # Held by the writer taking a group from the queue and, for a small group, while it
+        # writes it (PG_SHARED_TURN_EVENTS): the requests arriving meanwhile wait together
+        # for the next group instead of the other writer taking them one or two at a time.
+        self._turn = threading.Lock()
 
     def start(self) -> None:
         if self._threads:
@@ -408,12 +421,21 @@ class DirectWriter:
 
     def _loop(self) -> None:
         while True:
-            jobs, stop = _next_group(self._queue, GROUP_EVENTS)
-            if jobs:
-                try:
-                    self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
-                finally:
-                    _deliver(jobs)
+            self._turn.acquire()
+            held = True
+            try:
+                jobs, stop = _next_group(self._queue, GROUP_EVENTS)
+                if sum(_events(j) for j in jobs) >= PG_SHARED_TURN_EVENTS:
+                    self._turn.release()  # a large group: the other writer goes on meanwhile
+                    held = False
+                if jobs:
+                    try:
+                        self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+                    finally:
+                        _deliver(jobs)
+            finally:
+                if held:
+                    self._turn.release()
             if stop:
                 return
 

@@ -414,3 +414,18 @@ def test_sqlite_rollup_rows_go_in_power_of_two_chunks_covering_them_in_order() -
         ]
         assert sum(size for _, size in chunks) == n
         assert all(size & (size - 1) == 0 and size <= 512 for _, size in chunks)
+
+
+def test_rollup_buckets_are_utc_minutes_and_hours_whatever_the_session_time_zone(engine: Engine) -> None:
+    # PostgreSQL sums the rollups in the event statement (date_trunc): a session in a zone
+    # half an hour off UTC must still get UTC hours, as rollups() and SQLite make them.
+    evs = [ev(s, T0 + timedelta(minutes=13 * s), count=s) for s in range(1, 12)]
+    rows = build_rows(parse_payload(payload(evs).to_json().encode()), T0 + timedelta(hours=3))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL TimeZone = 'Asia/Kolkata'")
+        assert write_batch(conn, rows).accepted == 11
+    hours = _stored_sums(engine, timedelta(hours=1))
+    assert len(hours) == 3
+    assert _rollup(engine, rollup_1h) == hours
+    assert _rollup(engine, rollup_1m) == _stored_sums(engine, timedelta(minutes=1))

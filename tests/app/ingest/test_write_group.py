@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from agent.payload import Action, Payload
 from app.errors import PayloadTooLarge
@@ -171,6 +172,36 @@ def test_the_writer_groups_waiting_batches_and_a_failing_one_fails_alone(engine:
         writer.stop()
     with engine.connect() as conn:
         assert sorted(conn.execute(select(host.c.name)).scalars()) == names
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_small_jobs_queued_while_a_small_group_is_written_share_the_next_transaction(engine: Engine) -> None:
+    """PostgreSQL: small groups are written one at a time (PG_SHARED_TURN_EVENTS), so the jobs
+    arriving meanwhile wait together for the next group; the other writer does not take them
+    one by one, each a transaction of its own."""
+    gate, started = threading.Event(), threading.Event()
+
+    def block(conn: Connection) -> bool:
+        started.set()
+        return gate.wait(10)
+
+    def probe(conn: Connection) -> tuple[bool, Any]:  # ran after the blocker's group?, transaction
+        return gate.is_set(), conn.exec_driver_sql("SELECT txid_current()").scalar()
+
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        blocker = writer.submit(block)
+        assert started.wait(10)  # a group of its own
+        probes = [writer.submit(probe) for _ in range(3)]
+        time.sleep(0.2)  # time for another writer to take them, were it free to (no timing asserted)
+        gate.set()
+        assert blocker.result(10) is True
+        answers = [f.result(10) for f in probes]
+        assert all(after for after, _txid in answers)
+        assert len({txid for _after, txid in answers}) == 1
+    finally:
+        writer.stop()
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
