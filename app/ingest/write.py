@@ -1144,6 +1144,13 @@ def _postgresql_event_sql() -> str:
 
 
 _PG_ROLLUP_UNITS = {60: "minute", 3600: "hour"}
+# _rollup_upsert's conflict action as PostgreSQL text (the rollup table aliased `t`), for the
+# two rollup statements written by hand: the event statement's (_pg_rollup_sql) and the one
+# after COPY (_postgresql_rollup_sql).
+_PG_ROLLUP_CONFLICT = (
+    f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
+    "SET count = t.count + excluded.count, events = t.events + excluded.events"
+)
 
 
 def _pg_rollup_sql(name: str, step_s: int) -> str:
@@ -1157,9 +1164,7 @@ def _pg_rollup_sql(name: str, step_s: int) -> str:
         f"sum_{name} AS (INSERT INTO {name} AS t ({', '.join(ROLLUP_COLUMNS)}) "
         f"SELECT date_trunc('{unit}', time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', host_id, "
         f"coalesce(guest_id, {NO_GUEST}), kind, action, source, sum(count), count(*) FROM ins "
-        "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6 "
-        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
-        "SET count = t.count + excluded.count, events = t.events + excluded.events)"
+        f"GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6 {_PG_ROLLUP_CONFLICT})"
     )
 
 
@@ -1567,8 +1572,7 @@ def _postgresql_rollup_sql(name: str) -> str:
     return (
         f"INSERT INTO {name} AS t ({columns}) SELECT {columns} "
         f"FROM unnest({_pg_arrays(ROLLUP_COLUMNS, table)}) WITH ORDINALITY AS u({columns}, n_) ORDER BY n_ "
-        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE "
-        "SET count = t.count + excluded.count, events = t.events + excluded.events"
+        f"{_PG_ROLLUP_CONFLICT}"
     )
 
 
