@@ -27,8 +27,9 @@
     client           an httpx.Client with base_url=server.url and no token.
     viewer_client    the same with a viewer token; agent_client(host) via `tokens`.
 
-And a plain helper: `assert_error(response, status, code=None)` checks the one error shape
-(`from tests.app.conftest import assert_error`), returns the body.
+And plain helpers: `assert_error(response, status, code=None)` checks the one error shape
+(`from tests.app.conftest import assert_error`), returns the body; `waiting_on_locks(engine)`
+counts the PostgreSQL sessions of the engine's database waiting for a lock.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine, make_url, text
 
 from app.settings import Settings
 from tests.conftest import PG_URL, require
@@ -278,6 +279,19 @@ class ServerErrorCounter:
         except BaseException as exc:
             self.seen.append(f"{what} (raised {type(exc).__name__})")
             raise
+
+
+def waiting_on_locks(engine: Engine) -> int:
+    """PostgreSQL: how many sessions of the engine's database wait for a lock now."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
 
 
 def ingest_500s(app: Any) -> float:

@@ -14,7 +14,7 @@ import app.metrics_events
 from app.settings import Settings
 from app.store.engine import make_engine
 from tests.app.alerts.conftest import POLL_BOUND_S, poll
-from tests.app.conftest import Server, Tokens
+from tests.app.conftest import Server, Tokens, waiting_on_locks
 from tests.app.fill import T0, Filler, ev, state
 from tests.app.test_metrics import key, samples
 
@@ -104,18 +104,6 @@ def test_shutdown_during_warming_cancels_the_read_it_waits_on(filled: Server, di
         filled.stop()  # within its lifespan's bounds, not when the lock goes
         assert waiting_on_locks(direct) == 0  # the read was cancelled, not left behind
         locker.rollback()
-
-
-def waiting_on_locks(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
 
 
 def test_shutdown_during_warming_ends_the_server(filled: Server, monkeypatch: pytest.MonkeyPatch) -> None:

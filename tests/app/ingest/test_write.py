@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +25,8 @@ from app.ingest.write import (
 )
 from app.retention.plan import day_start
 from app.store.tables import event, guest, guest_host, host, rollup_1h, rollup_1m
+from tests.app.alerts.conftest import poll
+from tests.app.conftest import waiting_on_locks
 from tests.app.ingest.payloads import T0, host_info, payload, state
 from tests.app.ingest.payloads import event as ev
 
@@ -176,30 +177,13 @@ def test_postgresql_two_first_batches_of_a_new_host_racing_store_its_events_once
             results["first"] = write_batch(conn, first)  # type: ignore[arg-type]
             racer = threading.Thread(target=second_writer)
             racer.start()
-            _wait_for_a_lock_wait(engine)
+            poll(lambda: waiting_on_locks(engine), "the second writer waiting for the first's host row", 10)
         racer.join(timeout=60)
     assert (results["first"].accepted, results["first"].duplicates) == (n, 0)
     assert (results["again"].accepted, results["again"].duplicates) == (0, n)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(event)).scalar() == n
         assert conn.execute(select(func.count()).select_from(host)).scalar() == 1
-
-
-def _wait_for_a_lock_wait(engine: Engine) -> None:
-    """Until a session of this database waits for a lock (bounded: the test fails after)."""
-    with engine.connect() as conn:
-        for _ in range(500):
-            waiting = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar()
-            conn.rollback()
-            if waiting:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the second writer never waited for the first's host row")
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
