@@ -79,6 +79,12 @@ def test_agent_killed_with_sigkill_mid_send_and_restarted_loses_and_doubles_noth
             written += traps(host, vm, 100)
             time.sleep(0.02)
         written += traps(host, vm, 300)  # a burst right before the kill: likely still in flight
+        # Kill once the burst is spooled (a segment on disk is a record not yet acknowledged),
+        # if that happens within a second: a fast backend acknowledges within milliseconds, and
+        # a kill that only ever lands between sends would test nothing.
+        spooled = time.monotonic() + 1.0
+        while not any(agents.spool_dir(host).glob("*.seg")) and time.monotonic() < spooled:
+            time.sleep(0.002)
         agent.kill()
         killed_with_unsent += any(agents.spool_dir(host).glob("*.seg"))
     assert killed_with_unsent >= 1, f"none of {kills} kills left anything unsent: no kill mid-send was tested"
