@@ -25,7 +25,10 @@ from app.store.tables import gap, rollup_1h, rollup_1m, rollup_fleet_1h
 from tests.app.conftest import Server, Tokens, auth
 from tests.app.fill import DAY, HOUR, MINUTE, Filler, ev, lost
 
-TODAY = day_start(dt.datetime.now(dt.UTC))
+# One clock for the module: the events' days and the `now` each run is given, so a run that
+# crosses midnight (a CI run at 23:56 did) still puts the horizon where the tests put it.
+NOW = dt.datetime.now(dt.UTC)
+TODAY = day_start(NOW)
 OLD = TODAY - 40 * DAY  # past the default 30 days
 
 
@@ -100,7 +103,7 @@ def test_a_dropped_day_leaves_the_chart_answering_from_rollups_with_the_same_fig
     )
     assert count(engine, event_table, *window) == len(sent)
 
-    report = retain(server, dt.datetime.now(dt.UTC))
+    report = retain(server, NOW)
 
     if engine.dialect.name == "postgresql":
         assert partition_name(OLD) in report.partitions_dropped
@@ -136,7 +139,7 @@ def test_deletion_goes_in_bounded_chunks_and_removes_old_events_only(
     # Every engine of this process (the writer has its own on PostgreSQL).
     event.listen(Engine, "after_cursor_execute", watch)
     try:
-        report = retain(server, dt.datetime.now(dt.UTC))
+        report = retain(server, NOW)
     finally:
         event.remove(Engine, "after_cursor_execute", watch)
 
@@ -155,7 +158,7 @@ def test_retention_respects_the_settings(server: Server, tokens: Tokens, engine:
     week_old = TODAY - 7 * DAY + HOUR
     fill.send("h1", events=[ev(week_old, count=3)], gaps=[lost(5)])
     fill.close()
-    now = dt.datetime.now(dt.UTC)
+    now = NOW
 
     retain(server, now, server.settings.model_copy(update={"retention_days": 10}))
     assert count(engine, event_table, week_old, week_old + HOUR) == 1
@@ -181,7 +184,7 @@ def test_an_event_older_than_retention_arriving_late_is_stored_counted_then_expi
     server: Server, tokens: Tokens, engine: Engine
 ) -> None:
     _started(server)
-    retain(server, dt.datetime.now(dt.UTC))  # the 40-day-old partitions, if any, are gone
+    retain(server, NOW)  # the 40-day-old partitions, if any, are gone
     fill = Filler(server.url, tokens)
     answer = fill.send("h1", events=[ev(OLD + HOUR, count=6, seq=77)])
     assert answer["accepted"] == 1
@@ -192,7 +195,7 @@ def test_an_event_older_than_retention_arriving_late_is_stored_counted_then_expi
     assert moved["accepted"] == 0 and moved["duplicates"] == 1
     if engine.dialect.name == "postgresql":
         assert partition_of(engine, 77) == "event_default"
-    retain(server, dt.datetime.now(dt.UTC))
+    retain(server, NOW)
     assert count(engine, event_table, OLD, OLD + DAY) == 0
     assert total(engine, rollup_1h, OLD, OLD + DAY) == 6  # the chart still counts it
     fill.close()
@@ -258,7 +261,7 @@ def test_dropping_days_purges_the_seq_marks_of_past_boots_with_no_event_left_and
         ("h2", "h2-now"),
     }
 
-    report = retain(server, dt.datetime.now(dt.UTC))
+    report = retain(server, NOW)
 
     assert partition_name(OLD) in report.partitions_dropped
     assert report.seq_marks_purged == 2
@@ -279,7 +282,7 @@ def test_dropping_days_purges_the_seq_marks_of_past_boots_with_no_event_left_and
     again = fill.send("h1", boot_id="h1-kept", events=[ev(TODAY + MINUTE, seq=2)])
     assert again == {"accepted": 0, "duplicates": 1}
     # A second run drops nothing and purges nothing more.
-    assert retain(server, dt.datetime.now(dt.UTC)).seq_marks_purged == 0
+    assert retain(server, NOW).seq_marks_purged == 0
     fill.close()
 
 
@@ -311,13 +314,13 @@ def test_the_fleet_rollup_is_folded_to_one_row_per_hour_and_key_and_expires_with
     before = fleet_rows(engine, hour, hour + HOUR)
     assert before[1] == 12 == total(engine, rollup_1h, hour, hour + HOUR)
 
-    retain(server, dt.datetime.now(dt.UTC))
+    retain(server, NOW)
     # One (action, kind, source) in that hour: one row, however many writers wrote it; same sum.
     assert fleet_rows(engine, hour, hour + HOUR) == (1, 12)
     assert fleet_rows(engine, old_hour, old_hour + HOUR)[1] == 6
 
     settings = server.settings.model_copy(update={"retention_days": 5, "rollup_retention_days": 10})
-    report = retain(server, dt.datetime.now(dt.UTC), settings)
+    report = retain(server, NOW, settings)
     assert total(engine, rollup_1h, old_hour, old_hour + HOUR) == 0
     assert fleet_rows(engine, old_hour, old_hour + HOUR) == (0, 0)  # zeroed by the triggers, then deleted
     assert report.deleted["rollup_fleet_1h"] >= 1
