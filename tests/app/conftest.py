@@ -34,6 +34,7 @@ counts the PostgreSQL sessions of the engine's database waiting for a lock.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -250,10 +251,39 @@ def settings(migrated_db_url: str) -> Settings:
 # --------------------------------------------------------------------------- server
 
 
+# Test servers' ports come from below the kernel's ephemeral range (32768-60999 here), each
+# pytest-xdist worker from a slice of its own: a port the OS picked with bind(0) is released
+# before the server binds it, and in that gap another worker's bind(0), or any outgoing
+# connection's source port, could take it.
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
+_PORT_SLICE = (_PORTS_HIGH - _PORTS_LOW) // 8  # 8 workers at most
+
+
+def _port_candidates() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = _PORTS_LOW + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_SLICE
+    start = secrets.randbelow(_PORT_SLICE)  # another run (a helper's, a second CI) starts elsewhere
+    while True:
+        for i in range(_PORT_SLICE):
+            yield low + (start + i) % _PORT_SLICE
+
+
+_next_port = _port_candidates()
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, and that no other worker of this run will be given."""
+    with _port_lock:
+        for _ in range(_PORT_SLICE):
+            port = next(_next_port)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use (another run's server, a socket in TIME_WAIT)
+                return port
+    raise RuntimeError(f"no free port in this worker's slice of {_PORTS_LOW}-{_PORTS_HIGH}")
 
 
 class ServerErrorCounter:

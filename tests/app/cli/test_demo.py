@@ -35,16 +35,11 @@ from app.demo import (
     backfill_payloads,
     backfill_window,
 )
+from tests.app.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 120.0  # cold imports and migrations on a busy 2-core CI machine
 STOP_TIMEOUT_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
