@@ -372,6 +372,22 @@ def run_jobs(conn: Connection, fns: list[Callable[[Connection], Any]]) -> list[A
     return values
 
 
+class _Turn:
+    """A writer's hold on DirectWriter's turn, handed on at most once: when the group is large,
+    or once its statements have run and only its COMMIT is left (DirectWriter._run_tx)."""
+
+    __slots__ = ("_lock", "held")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.held = True
+
+    def hand_on(self) -> None:
+        if self.held:
+            self.held = False
+            self._lock.release()
+
+
 class DirectWriter:
     """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP,
     or GROUP_EVENTS events) into one transaction (group commit: one commit and, for ingest
@@ -422,27 +438,27 @@ class DirectWriter:
     def _loop(self) -> None:
         while True:
             self._turn.acquire()
-            held = True
+            turn = _Turn(self._turn)
             try:
                 jobs, stop = _next_group(self._queue, GROUP_EVENTS)
                 if sum(_events(j) for j in jobs) >= PG_SHARED_TURN_EVENTS:
-                    self._turn.release()  # a large group: the other writer goes on meanwhile
-                    held = False
+                    turn.hand_on()  # a large group: the other writer goes on meanwhile
                 if jobs:
                     try:
-                        self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+                        live = [j for j in jobs if j[1].set_running_or_notify_cancel()]
+                        self._run_group(live, turn.hand_on)
                     finally:
                         _deliver(jobs)
             finally:
-                if held:
-                    self._turn.release()
+                turn.hand_on()
             if stop:
                 return
 
-    def _run_group(self, jobs: list[_Job]) -> None:
+    def _run_group(self, jobs: list[_Job], before_commit: Callable[[], None]) -> None:
         if len(jobs) > 1:
             try:
-                values = self._run_tx(lambda conn: run_jobs(conn, [fn for fn, _future in jobs]))
+                fns = [fn for fn, _future in jobs]
+                values = self._run_tx(lambda conn: run_jobs(conn, fns), before_commit)
             except Exception:
                 pass  # each job again on its own, below: only a failing one fails
             else:
@@ -451,15 +467,19 @@ class DirectWriter:
                 return
         for fn, future in jobs:
             try:
-                future.set_result(self._run_tx(fn))
+                future.set_result(self._run_tx(fn, before_commit))
             except Exception as exc:
                 future.set_exception(exc)
 
-    def _run_tx(self, fn: Callable[[Connection], T]) -> T:
+    def _run_tx(self, fn: Callable[[Connection], T], before_commit: Callable[[], None] = lambda: None) -> T:
+        """fn's value, in a transaction of its own; `before_commit` is called once fn has
+        returned, before the COMMIT (its round trip and WAL flush: the turn is handed on there)."""
         for attempt in range(self.RETRIES):
             try:
                 with self._engine.begin() as conn:
-                    return fn(conn)
+                    value = fn(conn)
+                    before_commit()
+                    return value
             except DBAPIError as exc:
                 # 40P01 deadlock_detected, 40001 serialization_failure: safe to retry, the
                 # transaction rolled back entirely.
