@@ -123,6 +123,10 @@ class BatchJob:
         return write_group(conn, [job.rows for job in jobs], limits.pop())
 
 
+def _nothing() -> None:
+    pass
+
+
 def _insert_for(conn: Connection) -> Callable[[Table], Any]:
     if conn.dialect.name == "postgresql":
         return postgresql.insert
@@ -158,9 +162,11 @@ def write_group(
     limits = limits or GuestLimits()
     results: list[WriteResult | None] = [None] * len(batches)
     try:
-        for members in _rounds(batches):
+        rounds = _rounds(batches)
+        for k, members in enumerate(rounds):
+            last = k == len(rounds) - 1
             for i, result in zip(
-                members, _write_round(conn, insert, [batches[i] for i in members], limits), strict=True
+                members, _write_round(conn, insert, [batches[i] for i in members], limits, last), strict=True
             ):
                 results[i] = result
     except (sqlite3.Error, psycopg.Error) as exc:
@@ -195,8 +201,17 @@ def _rounds(batches: Sequence[Rows]) -> list[list[int]]:
     return rounds
 
 
+# conn.info key: what the writer wants called once a group has only its event statement and
+# COMMIT left (app/ingest/writer.py hands its turn on there).
+BEFORE_LAST_EVENTS = "splitwatch.before_last_events"
+
+
 def _write_round(
-    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], limits: GuestLimits
+    conn: Connection,
+    insert: Callable[[Table], Any],
+    batches: list[Rows],
+    limits: GuestLimits,
+    last: bool = True,
 ) -> list[WriteResult]:
     if insert is sqlite.insert:
         host_ids, known, created = _write_hosts(conn, insert, batches)
@@ -209,6 +224,8 @@ def _write_round(
         host_ids, known, created = _write_hosts(conn, insert, batches, ahead)
         marks = _queue_marks(ahead, _pg_event_keys(batches, host_ids), created)
         guest_ids = _write_guests(conn, batches, host_ids, limits, known, ahead)
+        if last:
+            conn.info.pop(BEFORE_LAST_EVENTS, _nothing)()
         accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created, marks)
         ahead.flush()  # the host updates, when no guests or events took them along
     gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]

@@ -40,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from app.ingest.write import BEFORE_LAST_EVENTS
 from app.store.engine import is_sqlite, make_engine
 
 T = TypeVar("T")
@@ -477,7 +478,11 @@ class DirectWriter:
         for attempt in range(self.RETRIES):
             try:
                 with self._engine.begin() as conn:
-                    value = fn(conn)
+                    conn.info[BEFORE_LAST_EVENTS] = before_commit
+                    try:
+                        value = fn(conn)
+                    finally:
+                        conn.info.pop(BEFORE_LAST_EVENTS, None)
                     before_commit()
                     return value
             except DBAPIError as exc:

@@ -20,16 +20,18 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, select
 
-from agent.payload import Action, Payload
+from agent.payload import Action, Event, Payload
 from app.errors import PayloadTooLarge
 from app.ingest import write as write_module
 from app.ingest.rows import Rows, build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import PG_COPY_EVENTS, BatchJob, GuestLimits, WriteResult, write_batch, write_group
 from app.ingest.writer import GROUP_EVENTS, PG_WRITERS, make_writer
+from app.retention.partitions import SEQ_MARK_TABLE
 from app.store.engine import make_engine
 from app.store.tables import event, gap, guest, guest_host, host, host_state, rollup_1h, rollup_1m
-from tests.app.conftest import _Postgres, upgrade
+from tests.app.alerts.conftest import poll
+from tests.app.conftest import _Postgres, upgrade, waiting_on_locks
 from tests.app.ingest.payloads import T0, host_info, payload, state
 from tests.app.ingest.payloads import event as ev
 from tests.app.ingest.payloads import gap as gp
@@ -200,6 +202,33 @@ def test_small_jobs_queued_while_a_small_group_is_written_share_the_next_transac
         answers = [f.result(10) for f in probes]
         assert all(after for after, _txid in answers)
         assert len({txid for _after, txid in answers}) == 1
+    finally:
+        writer.stop()
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_batch_waiting_on_a_row_lock_holds_up_no_other_hosts_batch(engine: Engine) -> None:
+    """PostgreSQL: once a small group has only its event statement and COMMIT left, the other
+    writer takes the next group (the writers' turn is handed on there, #13): a batch whose
+    event statement waits on a lock does not hold up the batches of other hosts behind it."""
+
+    def job(name: str, *events: Event) -> BatchJob:
+        return BatchJob(batch(payload(list(events), host=host_info(name)))(), GuestLimits())
+
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        assert writer.submit(job("held-host", ev(1))).result(10).accepted == 1
+        with engine.connect() as conn, conn.begin():
+            # The held host's seq mark, which its next event statement moves: it waits for us.
+            conn.exec_driver_sql(f"SELECT max_seq FROM {SEQ_MARK_TABLE} FOR UPDATE")
+            stuck = writer.submit(job("held-host", ev(2)))
+            poll(lambda: waiting_on_locks(engine), "the held host's event statement waiting for its mark", 10)
+            # Its own guest: a guest row the held batch has upserted would be a lock to wait for.
+            behind = writer.submit(job("other-host", ev(1, guest="vm-2")))
+            assert behind.result(10).accepted == 1
+            assert not stuck.done()
+        assert stuck.result(10).accepted == 1
     finally:
         writer.stop()
 
