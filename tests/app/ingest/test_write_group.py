@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DBAPIError
 
 from agent.payload import Action, Event, Payload
 from app.errors import PayloadTooLarge
@@ -231,6 +232,83 @@ def test_a_batch_waiting_on_a_row_lock_holds_up_no_other_hosts_batch(engine: Eng
         assert stuck.result(10).accepted == 1
     finally:
         writer.stop()
+
+
+@pytest.fixture
+def guest_host_errors(engine: Engine) -> Iterator[Callable[[str, int], None]]:
+    """PostgreSQL: `fail(sqlstate, times)` makes the next `times` writes of guest_host rows
+    raise `sqlstate` (a statement sent in one round trip with the host update and the seq
+    marks' lookup: write.py _Ahead). A sequence counts them: it is not rolled back."""
+    ddl = (
+        "CREATE SEQUENCE test_guest_host_writes",
+        "CREATE TABLE test_guest_host_fail (sqlstate TEXT, times INTEGER)",
+        "CREATE FUNCTION test_guest_host_fail() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "DECLARE f RECORD; BEGIN SELECT * INTO f FROM test_guest_host_fail; "
+        "IF f IS NOT NULL AND nextval('test_guest_host_writes') <= f.times THEN "
+        "RAISE EXCEPTION 'test failure' USING ERRCODE = f.sqlstate; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER test_guest_host_fail BEFORE INSERT OR UPDATE ON guest_host "
+        "FOR EACH ROW EXECUTE FUNCTION test_guest_host_fail()",
+    )
+
+    def fail(sqlstate: str, times: int) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO test_guest_host_fail VALUES (%(s)s, %(n)s)", {"s": sqlstate, "n": times}
+            )
+
+    with engine.begin() as conn:
+        for statement in ddl:
+            conn.exec_driver_sql(statement)
+    try:
+        yield fail
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER test_guest_host_fail ON guest_host")
+            conn.exec_driver_sql("DROP FUNCTION test_guest_host_fail()")
+            conn.exec_driver_sql("DROP TABLE test_guest_host_fail")
+            conn.exec_driver_sql("DROP SEQUENCE test_guest_host_writes")
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_deadlock_in_the_statements_sent_together_is_retried_and_the_batch_stored_once(
+    engine: Engine, guest_host_errors: Callable[[str, int], None]
+) -> None:
+    guest_host_errors("40P01", 1)  # deadlock_detected: the writer retries the transaction
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        answer = writer.submit(BatchJob(batch(payload([ev(1), ev(2)], host=host_info("h")))(), GuestLimits()))
+        assert (answer.result(10).accepted, answer.result(10).duplicates) == (2, 0)
+    finally:
+        writer.stop()
+    with engine.connect() as conn:
+        assert conn.execute(select(event.c.seq).order_by(event.c.seq)).scalars().all() == [1, 2]
+        assert conn.exec_driver_sql("SELECT last_value FROM test_guest_host_writes").scalar() == 2
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_an_error_in_the_statements_sent_together_fails_its_batch_alone_and_stores_nothing_of_it(
+    engine: Engine, guest_host_errors: Callable[[str, int], None]
+) -> None:
+    """The database's error reaches the batch as SQLAlchemy's (the API answers 503 for a full
+    disk); the writer's connection is then clean for the next batch."""
+    guest_host_errors("53100", 1)  # disk_full
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        failed = writer.submit(BatchJob(batch(payload([ev(1)], host=host_info("full")))(), GuestLimits()))
+        with pytest.raises(DBAPIError) as caught:
+            failed.result(10)
+        assert getattr(caught.value.orig, "sqlstate", None) == "53100"
+        after = [
+            writer.submit(BatchJob(batch(payload([ev(1)], host=host_info(f"next-{i}")))(), GuestLimits()))
+            for i in range(4)
+        ]
+        assert [f.result(10).accepted for f in after] == [1] * 4
+    finally:
+        writer.stop()
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(host.c.name)).scalars()) == [f"next-{i}" for i in range(4)]
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
