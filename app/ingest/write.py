@@ -7,8 +7,10 @@ PostgreSQL the statements take one array per column (INSERT/UPDATE ... FROM unne
 text never changes with the group's size and psycopg prepares each once, and steps share a
 statement where they can: the hosts' lock and the guests they reported before (step 1, for
 step 3), guest and guest_host (step 3); a steady group of agent requests is then BEGIN, the
-hosts, the guests, the host update (one per set of changed columns), the seq marks, the
-events with their rollups and COMMIT, however many requests it holds.
+hosts, the host update (one per set of changed columns), the seq marks, the guests, the
+events with their rollups and COMMIT, however many requests it holds; and statements whose
+results the next one does not need share a round trip (psycopg's pipeline mode, _Ahead):
+BEGIN with the hosts, the host update with the seq marks and the guests, so four round trips.
 
 Order inside the transaction (the caller owns it), per round of the group (_rounds):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE, in name order) and updated — identity (not

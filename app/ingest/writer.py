@@ -66,12 +66,18 @@ GROUP_EVENTS = 1000
 # --compare-src, loaded box). Two, not one, so a slow group (a large batch) holds up only half.
 PG_WRITERS = 2
 # PostgreSQL: a group of fewer events than this is written by one writer at a time (its turn,
-# DirectWriter._loop); a larger one lets the other writer take the next group meanwhile. Two
-# writers both taking small groups split the steady state's requests into groups half as big,
-# each costing about the same statements: bench_fleet pg1, same run, two writers taking groups
-# 0.77 + 0.58 ms of server + PostgreSQL CPU per request, one writer 0.62 + 0.40 ms at 664
-# against 629 requests/s (#13, docs/benchmarks.md "Sixth pass"). A steady agent request holds
-# a few events; 200 is where a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
+# DirectWriter._loop) until only its event statement and COMMIT are left; a larger one lets the
+# other writer take the next group at once. Two writers both taking small groups split the
+# steady state's requests into groups half as big, each costing about the same statements:
+# bench_fleet pg1, same run, two writers taking groups 0.77 + 0.58 ms of server + PostgreSQL
+# CPU per request, one writer 0.62 + 0.40 ms at 664 against 629 requests/s (#13,
+# docs/benchmarks.md "Sixth pass"). But a turn held through the whole write made the chain
+# serial: one group in flight, 10.7 ms of wall for 9.3 requests, and the requests arriving
+# meanwhile waited all of it. Handed on before the event statement (PostgreSQL's heaviest,
+# 3.3 ms) and the COMMIT (0.6-1.8 ms), the next group is taken and written beside them: groups
+# of 7.3 requests, 1.4 in flight on average, pg1 923 -> 1,097 requests/s in the same run on a
+# quiet box at the same CPU per request ("Seventh pass"). A steady agent request holds a few
+# events; 200 is where a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
 PG_SHARED_TURN_EVENTS = 200
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
@@ -392,8 +398,9 @@ class _Turn:
 class DirectWriter:
     """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP,
     or GROUP_EVENTS events) into one transaction (group commit: one commit and, for ingest
-    batches, one statement per table for all of them); small groups one at a time, a large
-    one beside the next (PG_SHARED_TURN_EVENTS). If that transaction fails, each of
+    batches, one statement per table for all of them); small groups taken one at a time, and
+    written so until only their event statement and COMMIT are left, a large one beside the
+    next (PG_SHARED_TURN_EVENTS). If that transaction fails, each of
     its jobs runs again in a transaction of its own, so only a failing job fails. Retried on
     deadlock."""
 
@@ -406,8 +413,11 @@ class DirectWriter:
         self._threads: list[threading.Thread] = []
         self._running = False
         # Held by the writer taking a group from the queue and, for a small group, while it
-        # writes it (PG_SHARED_TURN_EVENTS): the requests arriving meanwhile wait together
-        # for the next group instead of the other writer taking them one or two at a time.
+        # writes it up to its event statement (PG_SHARED_TURN_EVENTS; write.py calls
+        # conn.info's BEFORE_LAST_EVENTS there, _run_tx before COMMIT for other jobs): the
+        # requests arriving meanwhile wait together for the next group instead of the other
+        # writer taking them one or two at a time, and that group is written while PostgreSQL
+        # runs this one's last statements.
         self._turn = threading.Lock()
 
     def start(self) -> None:
