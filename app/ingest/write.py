@@ -7,8 +7,10 @@ PostgreSQL the statements take one array per column (INSERT/UPDATE ... FROM unne
 text never changes with the group's size and psycopg prepares each once, and steps share a
 statement where they can: the hosts' lock and the guests they reported before (step 1, for
 step 3), guest and guest_host (step 3); a steady group of agent requests is then BEGIN, the
-hosts, the guests, the host update (one per set of changed columns), the seq marks, the
-events with their rollups and COMMIT, however many requests it holds.
+hosts, the host update (one per set of changed columns), the seq marks, the guests, the
+events with their rollups and COMMIT, however many requests it holds; and statements whose
+results the next one does not need share a round trip (psycopg's pipeline mode, _Ahead):
+BEGIN with the hosts, the host update with the seq marks and the guests, so four round trips.
 
 Order inside the transaction (the caller owns it), per round of the group (_rounds):
 1. host: created if new, then locked (PostgreSQL: FOR UPDATE, in name order) and updated — identity (not
@@ -123,6 +125,10 @@ class BatchJob:
         return write_group(conn, [job.rows for job in jobs], limits.pop())
 
 
+def _nothing() -> None:
+    pass
+
+
 def _insert_for(conn: Connection) -> Callable[[Table], Any]:
     if conn.dialect.name == "postgresql":
         return postgresql.insert
@@ -158,9 +164,11 @@ def write_group(
     limits = limits or GuestLimits()
     results: list[WriteResult | None] = [None] * len(batches)
     try:
-        for members in _rounds(batches):
+        rounds = _rounds(batches)
+        for k, members in enumerate(rounds):
+            last = k == len(rounds) - 1
             for i, result in zip(
-                members, _write_round(conn, insert, [batches[i] for i in members], limits), strict=True
+                members, _write_round(conn, insert, [batches[i] for i in members], limits, last), strict=True
             ):
                 results[i] = result
     except (sqlite3.Error, psycopg.Error) as exc:
@@ -195,12 +203,33 @@ def _rounds(batches: Sequence[Rows]) -> list[list[int]]:
     return rounds
 
 
+# conn.info key: what the writer wants called once a group has only its event statement and
+# COMMIT left (app/ingest/writer.py hands its turn on there).
+BEFORE_LAST_EVENTS = "splitwatch.before_last_events"
+
+
 def _write_round(
-    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], limits: GuestLimits
+    conn: Connection,
+    insert: Callable[[Table], Any],
+    batches: list[Rows],
+    limits: GuestLimits,
+    last: bool = True,
 ) -> list[WriteResult]:
-    host_ids, known, created = _write_hosts(conn, insert, batches)
-    guest_ids = _write_guests(conn, batches, host_ids, limits, known)
-    accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created)
+    if insert is sqlite.insert:
+        host_ids, known, created = _write_hosts(conn, insert, batches)
+        guest_ids = _write_guests(conn, batches, host_ids, limits, known)
+        accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created)
+    else:
+        # The host updates, the seq marks' lookup and the guests go in one round trip (_Ahead):
+        # none needs another's result, and the events need the last two's (#13).
+        ahead = _Ahead(conn)
+        host_ids, known, created = _write_hosts(conn, insert, batches, ahead)
+        marks = _queue_marks(ahead, _pg_event_keys(batches, host_ids), created)
+        guest_ids = _write_guests(conn, batches, host_ids, limits, known, ahead)
+        if last:
+            conn.info.pop(BEFORE_LAST_EVENTS, _nothing)()
+        accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created, marks)
+        ahead.flush()  # the host updates, when no guests or events took them along
     gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]
     if gaps:
         conn.execute(insert(gap).on_conflict_do_nothing(index_elements=list(GAP_KEY)), gaps)
@@ -211,12 +240,13 @@ def _write_round(
 
 
 def _write_hosts(
-    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows]
+    conn: Connection, insert: Callable[[Table], Any], batches: list[Rows], ahead: _Ahead | None = None
 ) -> tuple[list[int], set[tuple[int, str]] | None, set[int]]:
     """Each batch's host id; the hosts created, locked (PostgreSQL) and updated. PostgreSQL:
     also which of the round's guests each host reported before, (host_id, guest name), read
     with the hosts (_write_guests looks them up itself otherwise), and the ids of the hosts
-    this round's insert made (none of their events can be stored yet: _stored_keys)."""
+    this round's insert made (none of their events can be stored yet: _stored_keys). With
+    `ahead` (PostgreSQL), the host updates are queued on it, sent with the next statements."""
     dialect = conn.dialect.name
     names = sorted(rows.host["name"] for rows in batches)  # one lock order for every transaction
     guest_names = sorted({g["name"] for rows in batches for g in rows.guests})
@@ -290,7 +320,10 @@ def _write_hosts(
     if samples:
         _record_states(conn, samples, {h["id"] for h in newer})
     for keys, params in updates.items():
-        _update_hosts_postgresql(conn, keys, params)
+        if ahead is not None:
+            ahead.add(_postgresql_host_update_sql(keys), _host_update_params(keys, params))
+        else:
+            _update_hosts_postgresql(conn, keys, params)
     if sqlite_updates:
         cursor = _dbapi_cursor(conn)
         try:
@@ -306,13 +339,11 @@ def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> d
     also holds `known_guests`: the names of `guest_names` it reported before."""
     if conn.dialect.name != "postgresql":
         return _held_hosts_sqlite(conn, names)
-    cursor = _dbapi_cursor(conn)
-    try:
-        cursor.execute(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
-        columns = [c[0] for c in cursor.description or ()]
-        rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
-    finally:
-        cursor.close()
+    # Through _Ahead: the transaction's BEGIN, which psycopg sends as a statement of its own
+    # before the first one, goes in the same round trip (#13).
+    ahead = _Ahead(conn)
+    found = ahead.add(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
+    rows = [dict(zip(_HOSTS_SQL_COLUMNS, r, strict=True)) for r in ahead.result(found)]
     for r in rows:  # as UtcDateTime reads them (psycopg gives the session's time zone)
         for c in _HOST_TIMES:
             if r[c] is not None:
@@ -399,6 +430,9 @@ def _postgresql_hosts_sql() -> str:
     )
 
 
+_HOSTS_SQL_COLUMNS = (*(c.name for c in _HOST_LIGHT), "known_guests")  # _postgresql_hosts_sql's
+
+
 _HOST_STATE_COLUMNS = select(host.c.id, host.c.cpus, host.c.verdict_details).where(
     host.c.id.in_(bindparam("ids_", expanding=True))
 )
@@ -416,6 +450,58 @@ def _dbapi_cursor(conn: Connection) -> Any:
     begins it on SQLite when the caller has not): the hot statements of both engines skip
     SQLAlchemy's execute; their driver errors become SQLAlchemy's in write_group."""
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+class _Ahead:
+    """PostgreSQL: statements of the write sent together, in one round trip (psycopg's pipeline
+    mode), when the first of their results is wanted (`result`) or on `flush`. A steady group
+    waited on seven round trips; each is a wake-up of the server's backend and then of the
+    writer thread, which must take the GIL back from the event loop: with one group in flight
+    at a time, they were most of a group's wall time (#13, docs/benchmarks.md "Seventh pass").
+
+    Only statements run here on the DB-API cursor may be queued: SQLAlchemy's execute reads a
+    result's description right after sending, which pipeline mode gives only once fetched, so
+    a Core statement must not run while statements are queued (flush first). An error of any
+    queued statement is raised by the flush (and the transaction is then aborted, as it would
+    be had they run one by one)."""
+
+    __slots__ = ("_conn", "_queued", "_results")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queued: list[tuple[str, Mapping[str, Any]]] = []
+        self._results: list[list[Any] | None] = []
+
+    def add(self, sql: str, params: Mapping[str, Any]) -> int:
+        """Queue a statement; its index, for `result`."""
+        self._queued.append((sql, params))
+        return len(self._results) + len(self._queued) - 1
+
+    def result(self, index: int) -> list[Any]:
+        """The rows of the statement queued at `index` (sending what is queued first)."""
+        self.flush()
+        rows = self._results[index]
+        assert rows is not None, "result() of a statement that returns no rows"
+        return rows
+
+    def flush(self) -> None:
+        if not self._queued:
+            return
+        dbapi = self._conn.connection.dbapi_connection
+        assert dbapi is not None
+        queued, self._queued = self._queued, []
+        cursors = [dbapi.cursor() for _ in queued]
+        try:
+            if len(queued) == 1 and dbapi.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                cursors[0].execute(*queued[0])  # one statement, no BEGIN to bring along: no pipeline
+            else:
+                with dbapi.pipeline():
+                    for cursor, (sql, params) in zip(cursors, queued, strict=True):
+                        cursor.execute(sql, params)
+            self._results.extend(list(c.fetchall()) if c.description is not None else None for c in cursors)
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
 
 def _sqlite_fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -543,6 +629,15 @@ def _postgresql_host_update_sql(keys: tuple[str, ...]) -> str:
 
 
 def _update_hosts_postgresql(conn: Connection, keys: tuple[str, ...], params: list[dict[str, Any]]) -> None:
+    cursor = _dbapi_cursor(conn)
+    try:
+        cursor.execute(_postgresql_host_update_sql(keys), _host_update_params(keys, params))
+    finally:
+        cursor.close()
+
+
+def _host_update_params(keys: tuple[str, ...], params: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """_postgresql_host_update_sql's arrays for the hosts' changes `params` (with `host_id_`)."""
     values: dict[str, list[Any]] = {"host_id_": [p["host_id_"] for p in params]}
     for k in keys:
         column = [p[k] for p in params]
@@ -551,11 +646,7 @@ def _update_hosts_postgresql(conn: Connection, keys: tuple[str, ...], params: li
             # NULL): `json` keeps it as is, so the row is the one SQLAlchemy would store.
             column = [json.dumps(v) for v in column]
         values[k] = column
-    cursor = _dbapi_cursor(conn)
-    try:
-        cursor.execute(_postgresql_host_update_sql(keys), values)
-    finally:
-        cursor.close()
+    return values
 
 
 def _record_states(
@@ -693,10 +784,12 @@ def _write_guests(
     host_ids: list[int],
     limits: GuestLimits,
     known: set[tuple[int, str]] | None = None,
+    ahead: _Ahead | None = None,
 ) -> list[dict[str, int]]:
     """Per batch, guest ids by name for its guests; a guest over its host's cap gets none.
     `known`: (host_id, guest name) of the batches' guests their hosts reported before, when
-    read already (_write_hosts on PostgreSQL)."""
+    read already (_write_hosts on PostgreSQL). `ahead` (PostgreSQL): the statements queued
+    before the guests' upsert, sent with it."""
     with_guests = [(rows, hid) for rows, hid in zip(batches, host_ids, strict=True) if rows.guests]
     if not with_guests:
         return [{} for _ in batches]
@@ -730,6 +823,8 @@ def _write_guests(
             new[hid] = fresh
     held: dict[int, int] = {}
     if new:
+        if ahead is not None:
+            ahead.flush()  # before a Core statement (see _Ahead)
         held = {int(r[0]): int(r[1]) for r in conn.execute(_GUESTS_HELD, {"host_ids_": sorted(new)})}
     kept: dict[int, list[dict[str, Any]]] = {}
     for rows, hid in with_guests:
@@ -750,7 +845,7 @@ def _write_guests(
         params = sorted(
             ({**g, "last_host_id": hid} for hid, gs in kept.items() for g in gs), key=lambda p: p["name"]
         )
-        ids = _upsert_guests_postgresql(conn, params, sightings)
+        ids = _upsert_guests_postgresql(conn, params, sightings, ahead)
         return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
     ids = _upsert_guests_sqlite(conn, kept, sightings)
     return [{g["name"]: ids[g["name"]] for g in kept.get(hid, [])} for hid in host_ids]
@@ -872,20 +967,19 @@ def _postgresql_guests_sql() -> str:
 
 
 def _upsert_guests_postgresql(
-    conn: Connection, guests: list[dict[str, Any]], sightings: list[tuple[int, dict[str, Any]]]
+    conn: Connection,
+    guests: list[dict[str, Any]],
+    sightings: list[tuple[int, dict[str, Any]]],
+    ahead: _Ahead | None = None,
 ) -> dict[str, int]:
     """Guest ids by name: `guests` upserted, and each (host_id, guest row) of `sightings` into
-    guest_host, in one round trip."""
+    guest_host, in one round trip (with the statements queued on `ahead`)."""
     params: dict[str, Any] = {f"g_{c}": [g[c] for g in guests] for c in _GUEST_COLUMNS}
     params["s_guest_name"] = [g["name"] for _hid, g in sightings]
     params["s_host_id"] = [hid for hid, _g in sightings]
     params.update((f"s_{c}", [g[c] for _hid, g in sightings]) for c in _SIGHTING_COLUMNS[1:])
-    cursor = _dbapi_cursor(conn)
-    try:
-        cursor.execute(_postgresql_guests_sql(), params)
-        return {name: gid for gid, name in cursor.fetchall()}
-    finally:
-        cursor.close()
+    ahead = ahead or _Ahead(conn)
+    return {name: gid for gid, name in ahead.result(ahead.add(_postgresql_guests_sql(), params))}
 
 
 @functools.cache
@@ -1308,8 +1402,35 @@ def _probe_sql() -> str:
     return _lookup_sql(_PG_KEY_COLUMNS, "event", "seq")
 
 
+EventKey = tuple[int, str, str, int, datetime]  # host_id, boot_id, source, seq, time
+Marks = Callable[[], dict[tuple[int, str, str], int]]  # the seq marks read ahead (_queue_marks)
+
+
+def _pg_event_keys(batches: list[Rows], host_ids: list[int]) -> list[EventKey]:
+    return [
+        (host_id, e["boot_id"], e["source"], e["seq"], e["time"])
+        for rows, host_id in zip(batches, host_ids, strict=True)
+        for e in rows.events
+    ]
+
+
+def _marks_params(keys: list[EventKey]) -> dict[str, list[Any]]:
+    triples = sorted({k[:3] for k in keys})
+    return {c: [t[i] for t in triples] for i, c in enumerate(_PG_KEY_COLUMNS[:3])}
+
+
+def _queue_marks(ahead: _Ahead, keys: list[EventKey], created: Set[int]) -> Marks | None:
+    """The seq marks of `keys` (less the hosts `created`) looked up with the statements queued
+    on `ahead`: _stored_keys' first round trip, shared; None when there is nothing to look up."""
+    keys = [k for k in keys if k[0] not in created]
+    if not keys:
+        return None
+    found = ahead.add(_marks_sql(), _marks_params(keys))
+    return lambda: {(r[0], r[1], r[2]): r[3] for r in ahead.result(found)}
+
+
 def _stored_keys(
-    conn: Connection, keys: list[tuple[int, str, str, int, datetime]], created: Set[int] = frozenset()
+    conn: Connection, keys: list[EventKey], created: Set[int] = frozenset(), marks: Marks | None = None
 ) -> set[tuple[int, str, str, int]]:
     """Of `keys` (host_id, boot_id, source, seq, time), the (host_id, boot_id, source, seq)
     already stored, whatever their stored time (PostgreSQL; any number of hosts).
@@ -1331,18 +1452,20 @@ def _stored_keys(
     batch's keys was looked up in `event`, every partition: with 8 new hosts sending 1000-event
     batches at once, that probe was ~10 ms of each first batch's write, the 8-sender bench's
     slowest batches (docs/benchmarks.md, #13).
+
+    `marks`: the marks of these keys, read ahead (_queue_marks); else read here.
     """
     if created:
         keys = [k for k in keys if k[0] not in created]
     if not keys:
         return set()
-    triples = sorted({k[:3] for k in keys})
-    marks: dict[tuple[int, str, str], int] = {}
+    if marks is None:
+        ahead = _Ahead(conn)
+        marks = _queue_marks(ahead, keys, frozenset())
+    held = marks() if marks is not None else {}
     cursor = _dbapi_cursor(conn)
     try:
-        cursor.execute(_marks_sql(), {c: [t[i] for t in triples] for i, c in enumerate(_PG_KEY_COLUMNS[:3])})
-        marks = {(r[0], r[1], r[2]): r[3] for r in cursor.fetchall()}
-        unsure = [k[:4] for k in keys if k[3] <= marks.get(k[:3], k[3])]
+        unsure = [k[:4] for k in keys if k[3] <= held.get(k[:3], k[3])]
         if not unsure:
             return set()
         cursor.execute(_probe_sql(), {c: [k[i] for k in unsure] for i, c in enumerate(_PG_KEY_COLUMNS)})
@@ -1358,9 +1481,11 @@ def _write_events(
     host_ids: list[int],
     guest_ids: list[dict[str, int]],
     created: Set[int] = frozenset(),
+    marks: Marks | None = None,
 ) -> list[int]:
     """The round's events and their rollups; per batch, how many of its events were new.
-    `created`: hosts this round inserted (PostgreSQL; see _stored_keys)."""
+    `created`: hosts this round inserted, `marks` their seq marks read ahead (PostgreSQL; see
+    _stored_keys)."""
     gids = [
         [ids.get(g) if g is not None else None for g in rows.event_guests]
         for rows, ids in zip(batches, guest_ids, strict=True)
@@ -1377,12 +1502,7 @@ def _write_events(
         if inserted is None:
             sqlite_sums = _sqlite_rollup_rows(minutes)
     else:
-        keys = [
-            (host_id, e["boot_id"], e["source"], e["seq"], e["time"])
-            for rows, host_id in zip(batches, host_ids, strict=True)
-            for e in rows.events
-        ]
-        stored = _stored_keys(conn, keys, created)
+        stored = _stored_keys(conn, _pg_event_keys(batches, host_ids), created, marks)
         new: list[PgEventRow] = []
         add = new.append
         for rows, host_id, row_gids in zip(batches, host_ids, gids, strict=True):

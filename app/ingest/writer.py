@@ -40,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from app.ingest.write import BEFORE_LAST_EVENTS
 from app.store.engine import is_sqlite, make_engine
 
 T = TypeVar("T")
@@ -65,12 +66,18 @@ GROUP_EVENTS = 1000
 # --compare-src, loaded box). Two, not one, so a slow group (a large batch) holds up only half.
 PG_WRITERS = 2
 # PostgreSQL: a group of fewer events than this is written by one writer at a time (its turn,
-# DirectWriter._loop); a larger one lets the other writer take the next group meanwhile. Two
-# writers both taking small groups split the steady state's requests into groups half as big,
-# each costing about the same statements: bench_fleet pg1, same run, two writers taking groups
-# 0.77 + 0.58 ms of server + PostgreSQL CPU per request, one writer 0.62 + 0.40 ms at 664
-# against 629 requests/s (#13, docs/benchmarks.md "Sixth pass"). A steady agent request holds
-# a few events; 200 is where a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
+# DirectWriter._loop) until only its event statement and COMMIT are left; a larger one lets the
+# other writer take the next group at once. Two writers both taking small groups split the
+# steady state's requests into groups half as big, each costing about the same statements:
+# bench_fleet pg1, same run, two writers taking groups 0.77 + 0.58 ms of server + PostgreSQL
+# CPU per request, one writer 0.62 + 0.40 ms at 664 against 629 requests/s (#13,
+# docs/benchmarks.md "Sixth pass"). But a turn held through the whole write made the chain
+# serial: one group in flight, 10.7 ms of wall for 9.3 requests, and the requests arriving
+# meanwhile waited all of it. Handed on before the event statement (PostgreSQL's heaviest,
+# 3.3 ms) and the COMMIT (0.6-1.8 ms), the next group is taken and written beside them: groups
+# of 7.3 requests, 1.4 in flight on average, pg1 923 -> 1,097 requests/s in the same run on a
+# quiet box at the same CPU per request ("Seventh pass"). A steady agent request holds a few
+# events; 200 is where a round goes by COPY (write.py PG_COPY_EVENTS), a backlog's batch.
 PG_SHARED_TURN_EVENTS = 200
 CHECKPOINT_INTERVAL_S = 1.0
 # The writer connection's SQLite page cache, in KiB (64 MiB; the default is 2 MiB).
@@ -372,11 +379,28 @@ def run_jobs(conn: Connection, fns: list[Callable[[Connection], Any]]) -> list[A
     return values
 
 
+class _Turn:
+    """A writer's hold on DirectWriter's turn, handed on at most once: when the group is large,
+    or once its statements have run and only its COMMIT is left (DirectWriter._run_tx)."""
+
+    __slots__ = ("_lock", "held")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.held = True
+
+    def hand_on(self) -> None:
+        if self.held:
+            self.held = False
+            self._lock.release()
+
+
 class DirectWriter:
     """PostgreSQL: PG_WRITERS threads, each taking the jobs queued together (up to MAX_GROUP,
     or GROUP_EVENTS events) into one transaction (group commit: one commit and, for ingest
-    batches, one statement per table for all of them); small groups one at a time, a large
-    one beside the next (PG_SHARED_TURN_EVENTS). If that transaction fails, each of
+    batches, one statement per table for all of them); small groups taken one at a time, and
+    written so until only their event statement and COMMIT are left, a large one beside the
+    next (PG_SHARED_TURN_EVENTS). If that transaction fails, each of
     its jobs runs again in a transaction of its own, so only a failing job fails. Retried on
     deadlock."""
 
@@ -389,8 +413,11 @@ class DirectWriter:
         self._threads: list[threading.Thread] = []
         self._running = False
         # Held by the writer taking a group from the queue and, for a small group, while it
-        # writes it (PG_SHARED_TURN_EVENTS): the requests arriving meanwhile wait together
-        # for the next group instead of the other writer taking them one or two at a time.
+        # writes it up to its event statement (PG_SHARED_TURN_EVENTS; write.py calls
+        # conn.info's BEFORE_LAST_EVENTS there, _run_tx before COMMIT for other jobs): the
+        # requests arriving meanwhile wait together for the next group instead of the other
+        # writer taking them one or two at a time, and that group is written while PostgreSQL
+        # runs this one's last statements.
         self._turn = threading.Lock()
 
     def start(self) -> None:
@@ -422,27 +449,27 @@ class DirectWriter:
     def _loop(self) -> None:
         while True:
             self._turn.acquire()
-            held = True
+            turn = _Turn(self._turn)
             try:
                 jobs, stop = _next_group(self._queue, GROUP_EVENTS)
                 if sum(_events(j) for j in jobs) >= PG_SHARED_TURN_EVENTS:
-                    self._turn.release()  # a large group: the other writer goes on meanwhile
-                    held = False
+                    turn.hand_on()  # a large group: the other writer goes on meanwhile
                 if jobs:
                     try:
-                        self._run_group([j for j in jobs if j[1].set_running_or_notify_cancel()])
+                        live = [j for j in jobs if j[1].set_running_or_notify_cancel()]
+                        self._run_group(live, turn.hand_on)
                     finally:
                         _deliver(jobs)
             finally:
-                if held:
-                    self._turn.release()
+                turn.hand_on()
             if stop:
                 return
 
-    def _run_group(self, jobs: list[_Job]) -> None:
+    def _run_group(self, jobs: list[_Job], before_commit: Callable[[], None]) -> None:
         if len(jobs) > 1:
             try:
-                values = self._run_tx(lambda conn: run_jobs(conn, [fn for fn, _future in jobs]))
+                fns = [fn for fn, _future in jobs]
+                values = self._run_tx(lambda conn: run_jobs(conn, fns), before_commit)
             except Exception:
                 pass  # each job again on its own, below: only a failing one fails
             else:
@@ -451,15 +478,23 @@ class DirectWriter:
                 return
         for fn, future in jobs:
             try:
-                future.set_result(self._run_tx(fn))
+                future.set_result(self._run_tx(fn, before_commit))
             except Exception as exc:
                 future.set_exception(exc)
 
-    def _run_tx(self, fn: Callable[[Connection], T]) -> T:
+    def _run_tx(self, fn: Callable[[Connection], T], before_commit: Callable[[], None] = lambda: None) -> T:
+        """fn's value, in a transaction of its own; `before_commit` is called once fn has
+        returned, before the COMMIT (its round trip and WAL flush: the turn is handed on there)."""
         for attempt in range(self.RETRIES):
             try:
                 with self._engine.begin() as conn:
-                    return fn(conn)
+                    conn.info[BEFORE_LAST_EVENTS] = before_commit
+                    try:
+                        value = fn(conn)
+                    finally:
+                        conn.info.pop(BEFORE_LAST_EVENTS, None)
+                    before_commit()
+                    return value
             except DBAPIError as exc:
                 # 40P01 deadlock_detected, 40001 serialization_failure: safe to retry, the
                 # transaction rolled back entirely.

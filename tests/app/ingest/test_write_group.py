@@ -19,17 +19,20 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DBAPIError
 
-from agent.payload import Action, Payload
+from agent.payload import Action, Event, Payload
 from app.errors import PayloadTooLarge
 from app.ingest import write as write_module
 from app.ingest.rows import Rows, build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import PG_COPY_EVENTS, BatchJob, GuestLimits, WriteResult, write_batch, write_group
 from app.ingest.writer import GROUP_EVENTS, PG_WRITERS, make_writer
+from app.retention.partitions import SEQ_MARK_TABLE
 from app.store.engine import make_engine
 from app.store.tables import event, gap, guest, guest_host, host, host_state, rollup_1h, rollup_1m
-from tests.app.conftest import _Postgres, upgrade
+from tests.app.alerts.conftest import poll
+from tests.app.conftest import _Postgres, upgrade, waiting_on_locks
 from tests.app.ingest.payloads import T0, host_info, payload, state
 from tests.app.ingest.payloads import event as ev
 from tests.app.ingest.payloads import gap as gp
@@ -202,6 +205,110 @@ def test_small_jobs_queued_while_a_small_group_is_written_share_the_next_transac
         assert len({txid for _after, txid in answers}) == 1
     finally:
         writer.stop()
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_batch_waiting_on_a_row_lock_holds_up_no_other_hosts_batch(engine: Engine) -> None:
+    """PostgreSQL: once a small group has only its event statement and COMMIT left, the other
+    writer takes the next group (the writers' turn is handed on there, #13): a batch whose
+    event statement waits on a lock does not hold up the batches of other hosts behind it."""
+
+    def job(name: str, *events: Event) -> BatchJob:
+        return BatchJob(batch(payload(list(events), host=host_info(name)))(), GuestLimits())
+
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        assert writer.submit(job("held-host", ev(1))).result(10).accepted == 1
+        with engine.connect() as conn, conn.begin():
+            # The held host's seq mark, which its next event statement moves: it waits for us.
+            conn.exec_driver_sql(f"SELECT max_seq FROM {SEQ_MARK_TABLE} FOR UPDATE")
+            stuck = writer.submit(job("held-host", ev(2)))
+            poll(lambda: waiting_on_locks(engine), "the held host's event statement waiting for its mark", 10)
+            # Its own guest: a guest row the held batch has upserted would be a lock to wait for.
+            behind = writer.submit(job("other-host", ev(1, guest="vm-2")))
+            assert behind.result(10).accepted == 1
+            assert not stuck.done()
+        assert stuck.result(10).accepted == 1
+    finally:
+        writer.stop()
+
+
+@pytest.fixture
+def guest_host_errors(engine: Engine) -> Iterator[Callable[[str, int], None]]:
+    """PostgreSQL: `fail(sqlstate, times)` makes the next `times` writes of guest_host rows
+    raise `sqlstate` (a statement sent in one round trip with the host update and the seq
+    marks' lookup: write.py _Ahead). A sequence counts them: it is not rolled back."""
+    ddl = (
+        "CREATE SEQUENCE test_guest_host_writes",
+        "CREATE TABLE test_guest_host_fail (sqlstate TEXT, times INTEGER)",
+        "CREATE FUNCTION test_guest_host_fail() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "DECLARE f RECORD; BEGIN SELECT * INTO f FROM test_guest_host_fail; "
+        "IF f IS NOT NULL AND nextval('test_guest_host_writes') <= f.times THEN "
+        "RAISE EXCEPTION 'test failure' USING ERRCODE = f.sqlstate; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER test_guest_host_fail BEFORE INSERT OR UPDATE ON guest_host "
+        "FOR EACH ROW EXECUTE FUNCTION test_guest_host_fail()",
+    )
+
+    def fail(sqlstate: str, times: int) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO test_guest_host_fail VALUES (%(s)s, %(n)s)", {"s": sqlstate, "n": times}
+            )
+
+    with engine.begin() as conn:
+        for statement in ddl:
+            conn.exec_driver_sql(statement)
+    try:
+        yield fail
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER test_guest_host_fail ON guest_host")
+            conn.exec_driver_sql("DROP FUNCTION test_guest_host_fail()")
+            conn.exec_driver_sql("DROP TABLE test_guest_host_fail")
+            conn.exec_driver_sql("DROP SEQUENCE test_guest_host_writes")
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_deadlock_in_the_statements_sent_together_is_retried_and_the_batch_stored_once(
+    engine: Engine, guest_host_errors: Callable[[str, int], None]
+) -> None:
+    guest_host_errors("40P01", 1)  # deadlock_detected: the writer retries the transaction
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        answer = writer.submit(BatchJob(batch(payload([ev(1), ev(2)], host=host_info("h")))(), GuestLimits()))
+        assert (answer.result(10).accepted, answer.result(10).duplicates) == (2, 0)
+    finally:
+        writer.stop()
+    with engine.connect() as conn:
+        assert conn.execute(select(event.c.seq).order_by(event.c.seq)).scalars().all() == [1, 2]
+        assert conn.exec_driver_sql("SELECT last_value FROM test_guest_host_writes").scalar() == 2
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_an_error_in_the_statements_sent_together_fails_its_batch_alone_and_stores_nothing_of_it(
+    engine: Engine, guest_host_errors: Callable[[str, int], None]
+) -> None:
+    """The database's error reaches the batch as SQLAlchemy's (the API answers 503 for a full
+    disk); the writer's connection is then clean for the next batch."""
+    guest_host_errors("53100", 1)  # disk_full
+    writer = make_writer(engine)
+    writer.start()
+    try:
+        failed = writer.submit(BatchJob(batch(payload([ev(1)], host=host_info("full")))(), GuestLimits()))
+        with pytest.raises(DBAPIError) as caught:
+            failed.result(10)
+        assert getattr(caught.value.orig, "sqlstate", None) == "53100"
+        after = [
+            writer.submit(BatchJob(batch(payload([ev(1)], host=host_info(f"next-{i}")))(), GuestLimits()))
+            for i in range(4)
+        ]
+        assert [f.result(10).accepted for f in after] == [1] * 4
+    finally:
+        writer.stop()
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(host.c.name)).scalars()) == [f"next-{i}" for i in range(4)]
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
