@@ -14,7 +14,7 @@ PostgreSQL.
 PASS/FAIL is printed per bar and backend; the exit status is 1 when a bar is missed.
 
 Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N] [--backends sqlite,postgresql]
-     [--profile DIR] [--compare-src DIR]
+     [--profile DIR [--profile-gil]] [--compare-src DIR]
 --compare-src runs each backend a second time, first, from another source tree (before/after a
 change back to back in one run, under the same load): git archive BASE | tar -x -C DIR. Only this
 tree's figures decide PASS/FAIL.
@@ -217,13 +217,16 @@ def main_thread_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+def _py_spy(pid: int, out: Path, gil: bool = False) -> subprocess.Popen[bytes]:
     """py-spy on the server (every thread, folded stacks) until interrupted: the sequential
-    1000-event batches only (the bare rounds between them leave the server idle, and
-    bench/profile_top.py drops idle samples)."""
+    1000-event batches (the bare rounds between them leave the server idle, and
+    bench/profile_top.py drops idle samples), then the concurrent senders into a file of their
+    own. `gil`: only the samples of the thread holding the GIL (py-spy --gil)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
     cmd = [str(spy), "record", "--pid", str(pid), "--threads", "--nonblocking", "-r", "200"]
+    if gil:
+        cmd.append("--gil")
     proc = subprocess.Popen(
         [*cmd, "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -298,7 +301,9 @@ def run_backend(
             for body in seq_bodies[-2:]:
                 client.post("/api/v1/ingest", content=body, headers=headers).raise_for_status()
             name = kind if src is None else f"{kind}-{src.name}"
-            spy = _py_spy(server.pid, args.profile / f"{name}.txt") if args.profile else None
+            spy = None
+            if args.profile:
+                spy = _py_spy(server.pid, args.profile / f"{name}.txt", args.profile_gil)
             for r_ in range(args.rounds):
                 chunk = seq_bodies[r_ * per_round : (r_ + 1) * per_round]
                 cpu0 = cpu_seconds(server.pid)
@@ -347,10 +352,16 @@ def run_backend(
                             errors.append(f"{r.status_code} {r.text[:200]}")
 
         threads = [threading.Thread(target=sender, args=(h,)) for h in hosts[1:]]
+        spy = None
+        if args.profile:
+            spy = _py_spy(server.pid, args.profile / f"{name}-senders.txt", args.profile_gil)
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
     finally:
         server.terminate()
         _, err = server.communicate(timeout=30)
@@ -421,7 +432,13 @@ def main() -> None:
         "--profile",
         type=Path,
         help="record the server with py-spy (pip install py-spy) during the sequential batches, "
-        "folded stacks into DIR/<backend>.txt (summarise with bench/profile_top.py)",
+        "folded stacks into DIR/<backend>.txt, and the concurrent senders into "
+        "DIR/<backend>-senders.txt (summarise with bench/profile_top.py)",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: only the samples of the thread holding the GIL (py-spy --gil)",
     )
     parser.add_argument(
         "--compare-src",

@@ -92,3 +92,9 @@ def test_guests_beyond_the_hosts_total_keep_their_events_without_guest_and_are_a
         assert sum(e["count"] for e in stored) == 5 + 7 + 1  # every event kept
         assert sorted(e["guest"] or "-" for e in stored if e["seq"] >= 6) == ["-", "-"]
         assert [e["vmm"] for e in stored if e["seq"] >= 6] == ["qemu", "qemu"]  # still a guest's trap
+        # The charts count them too, as the host's own (the rollups of the hour and the minute).
+        for step in (3600, 60):
+            params = {**RANGE, "host": "h1", "group_by": "guest", "step": step}
+            body = viewer.get("/api/v1/series", params=params).json()
+            totals = {line["key"]: sum(c for _, c in line["points"]) for line in body["series"]}
+            assert totals == {**{f"vm-{n}": 1 for n in range(5)}, "(host)": 7 + 1}, step
