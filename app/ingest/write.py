@@ -1006,13 +1006,16 @@ def _sqlite_event_sql(n_rows: int, returning: bool) -> str:
 
 
 def sqlite_time(at: datetime) -> str:
-    """SQLITE_TIME_FORMAT by the faster isoformat; ingest times already have offset 0."""
+    """SQLITE_TIME_FORMAT's text of `at` in UTC; ingest times already have offset 0. From the
+    fields by %-formatting: replace(tzinfo=None) and isoformat took ~2.4 µs a time, this ~1.4
+    (a steady request formats ~5, #13); the same text for every year 1-9999."""
     if at.tzinfo is not UTC and at.utcoffset() != _ZERO:
         at = at.astimezone(UTC)
-    return at.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return _SQLITE_TIME_TEXT % (at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond)
 
 
 _ZERO = timedelta(0)
+_SQLITE_TIME_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # SQLITE_TIME_FORMAT, year padded as isoformat's
 
 
 def _insert_events_sqlite(
