@@ -564,8 +564,12 @@ class IngestMetrics:
         self._requests_by_status: dict[int, PromCounter] = {}
 
     def batch(self, accepted: int, duplicates: int) -> None:
-        self.accepted.inc(accepted)
-        self.duplicates.inc(duplicates)
+        # A count of 0 adds nothing: skipped, as a steady agent's batch has no duplicates (#13:
+        # every inc() takes the value's lock).
+        if accepted:
+            self.accepted.inc(accepted)
+        if duplicates:
+            self.duplicates.inc(duplicates)
         self.batch_events.observe(accepted + duplicates)
 
     def request(self, status: int, seconds: float) -> None:

@@ -145,11 +145,26 @@ def _too_large(limit: int, what: str) -> PayloadTooLarge:
     )
 
 
+def _headers(scope: Scope) -> tuple[str | None, str]:
+    """Content-Length (None when absent) and Content-Encoding ("identity" when absent), each
+    the first of its name, as `request.headers.get` gives them: one pass over the raw headers
+    instead of a Headers mapping and a search per name (#13)."""
+    length: str | None = None
+    encoding: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if length is None:
+                length = value.decode("latin-1")
+        elif name == b"content-encoding" and encoding is None:
+            encoding = value.decode("latin-1")
+    return length, "identity" if encoding is None else encoding
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    declared, encoding = _headers(request.scope)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, "as sent")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = encoding.strip().lower()
     if encoding not in ("identity", "gzip", "x-gzip", ""):
         raise UnsupportedEncoding(
             f"Content-Encoding {encoding!r} is not supported: send the body plain or with gzip"
@@ -248,9 +263,24 @@ async def ingest(request: Request, host_name: AgentDep, writer: WriterDep, setti
     metrics = ingest_metrics(request.app)
     if metrics is not None:
         metrics.batch(result.accepted, result.duplicates)
-    # IngestResult's JSON, written directly: response_model validation and serialization of two
-    # ints cost more than the rest of the answer (response_model stays for the OpenAPI schema).
-    return Response(
-        f'{{"accepted":{result.accepted:d},"duplicates":{result.duplicates:d}}}'.encode(),
-        media_type="application/json",
-    )
+    return StoredAnswer(result.accepted, result.duplicates)
+
+
+class StoredAnswer(Response):
+    """The answer to a stored batch: what `Response(body, media_type="application/json")`
+    sends, status, headers and body byte for byte, built without Response's header
+    machinery (#13). IngestResult's JSON is written directly: response_model validation and
+    serialization of two ints cost more than the rest of the answer (response_model stays
+    for the OpenAPI schema)."""
+
+    media_type = "application/json"
+
+    def __init__(self, accepted: int, duplicates: int) -> None:
+        body = f'{{"accepted":{accepted:d},"duplicates":{duplicates:d}}}'.encode()
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")), _JSON_TYPE]
+
+
+_JSON_TYPE = (b"content-type", b"application/json")

@@ -686,6 +686,14 @@ def test_ingest_answers_are_the_same_as_the_fastapi_routes(
         (agent, {"Accept-Encoding": "identity"}, big_invalid.encode()),
         (agent, {}, b"{not json"),
         (agent, {"Content-Encoding": "br"}, payload().to_json().encode()),
+        # The Authorization header as FastAPI's HTTPBearer reads it (the shortcut reads it itself):
+        # the scheme in any case, the spaces before the token dropped, any other scheme none.
+        ("", {"Authorization": f"bearer {agent}"}, b"{not json"),
+        ("", {"Authorization": f"BEARER   {agent}"}, b"{not json"),
+        ("", {"Authorization": f"Basic {agent}"}, b"{not json"),
+        ("", {"Authorization": "Bearer"}, b"{not json"),
+        ("", {"Authorization": f"Bearer{agent}"}, b"{not json"),
+        (agent, {"Content-Encoding": "X-GZIP"}, gzip.compress(b"{not json")),
         (agent, {"Accept-Encoding": "gzip"}, payload(events(0, 5)).to_json().encode()),  # stored
     ]
     answers = []
@@ -715,7 +723,26 @@ def test_ingest_answers_are_the_same_as_the_fastapi_routes(
     assert shortcut[:-1] == route[:-1]
     assert dict(shortcut[4][1])["content-encoding"] == "gzip"
     assert json.loads(gzip.decompress(shortcut[4][2]))["error"] == "invalid_payload"
-    assert [a[0] for a in shortcut] == [401, 401, 403, 403, 422, 422, 422, 415, 200]
+    statuses = [a[0] for a in shortcut]
+    assert statuses == [401, 401, 403, 403, 422, 422, 422, 415, 422, 422, 401, 401, 401, 422, 200]
+
+
+def test_a_stored_batchs_answer_is_the_json_response_it_was() -> None:
+    # StoredAnswer skips Response's header machinery; what it sends must not change.
+    from starlette.responses import Response
+
+    from app.api.ingest import StoredAnswer
+
+    for accepted, duplicates in ((0, 0), (5, 0), (0, 12), (1000, 3)):
+        body = f'{{"accepted":{accepted},"duplicates":{duplicates}}}'.encode()
+        made = StoredAnswer(accepted, duplicates)
+        expected = Response(body, media_type="application/json")
+        assert (made.status_code, made.raw_headers, made.body) == (
+            expected.status_code,
+            expected.raw_headers,
+            expected.body,
+        )
+        assert made.headers == expected.headers and made.background is None
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

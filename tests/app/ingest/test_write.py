@@ -20,6 +20,7 @@ from app.ingest.write import (
     _insert_events_postgresql,
     _power_of_two_chunks,
     _stored_keys,
+    sqlite_time,
     write_batch,
     write_group,
 )
@@ -96,6 +97,32 @@ def test_event_times_are_stored_as_the_text_sqlalchemy_stores_for_them(engine: E
         for seq, at in stored:
             conn.execute(update(event).where(event.c.seq == seq).values(time=at))
         assert conn.exec_driver_sql("SELECT seq, time FROM event ORDER BY seq").all() == before
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_time_text_written_on_the_cursor_is_the_text_core_writes_for_any_time(engine: Engine) -> None:
+    """sqlite_time formats the host, guest and received times the DB-API statements bind (#13):
+    the text Core stores for the same datetime, whatever its year, microseconds and offset."""
+    from datetime import timezone
+
+    from pydantic_core import TzInfo
+
+    zones = [UTC, TzInfo(0), timezone(timedelta(hours=2)), timezone(timedelta(hours=-23, minutes=-59))]
+    times = [
+        datetime(year, 3, 1, 0, 0, 0, micro, tzinfo=tz)
+        for year in (1, 999, 2026, 9999)
+        for micro in (0, 1, 999_999)
+        for tz in zones
+        if not (year == 1 and tz.utcoffset(None) > timedelta(0))  # before year 1 in UTC
+        and not (year == 9999 and tz.utcoffset(None) < timedelta(0))
+    ]
+    with engine.begin() as conn:
+        write_batch(conn, rows_of(ev(1, T0)))  # type: ignore[arg-type]
+    for at in times:
+        with engine.begin() as conn:
+            conn.execute(update(host).values(last_seen_at=at))
+            core = conn.exec_driver_sql("SELECT last_seen_at FROM host").scalar()
+        assert sqlite_time(at) == core, at
 
 
 def test_batch_partly_stored_before_adds_only_its_new_events_to_the_rollups(engine: Engine) -> None:
