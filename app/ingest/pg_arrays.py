@@ -109,6 +109,7 @@ psycopg.adapters.register_dumper(TimestamptzArray, _dumper("timestamptz"))
 psycopg.adapters.register_dumper(BoolArray, _dumper("bool"))
 
 
+@functools.cache  # per column: the guests' statement asks for 16 at every execution
 def array_for(column: Column[Any]) -> Callable[[Iterable[Any]], PgArray]:
     """The PgArray class that sends `column`'s values (JSON travels as text, see write.py)."""
     type_ = getattr(column.type, "impl_instance", column.type)  # a TypeDecorator's (UtcDateTime)
