@@ -14,8 +14,8 @@ Each statement casts its arrays to the column's type as before (`::INTEGER[]`, `
 so the values stored are the same: ints go as int8 and are cast down, as the int2 or int4
 psycopg chose were cast up; strings go as text, as before; None is an array NULL, as before.
 The statements' parameter types no longer vary with the values (an array of small ints was
-int2[], a list of only None went as text), so each statement is prepared once, not once per
-combination of types.
+int2[], a list of only None went as text), and psycopg keys its prepared statements by query and
+types: one per statement, whatever the values.
 """
 
 import functools
