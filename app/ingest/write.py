@@ -73,6 +73,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import JSON
 
 from app.errors import PayloadTooLarge
+from app.ingest.pg_arrays import Int8Array, TextArray, array_for
 from app.ingest.rows import (
     NO_GUEST,
     Rows,
@@ -342,7 +343,7 @@ def _held_hosts(conn: Connection, names: list[str], guest_names: list[str]) -> d
     # Through _Ahead: the transaction's BEGIN, which psycopg sends as a statement of its own
     # before the first one, goes in the same round trip (#13).
     ahead = _Ahead(conn)
-    found = ahead.add(_postgresql_hosts_sql(), {"names": names, "guests": guest_names})
+    found = ahead.add(_postgresql_hosts_sql(), {"names": TextArray(names), "guests": TextArray(guest_names)})
     rows = [dict(zip(_HOSTS_SQL_COLUMNS, r, strict=True)) for r in ahead.result(found)]
     for r in rows:  # as UtcDateTime reads them (psycopg gives the session's time zone)
         for c in _HOST_TIMES:
@@ -638,14 +639,14 @@ def _update_hosts_postgresql(conn: Connection, keys: tuple[str, ...], params: li
 
 def _host_update_params(keys: tuple[str, ...], params: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """_postgresql_host_update_sql's arrays for the hosts' changes `params` (with `host_id_`)."""
-    values: dict[str, list[Any]] = {"host_id_": [p["host_id_"] for p in params]}
+    values: dict[str, list[Any]] = {"host_id_": Int8Array(p["host_id_"] for p in params)}
     for k in keys:
         column = [p[k] for p in params]
         if isinstance(host.c[k].type, JSON):
             # The text SQLAlchemy's JSON type sends (json.dumps, None as JSON null, not SQL
             # NULL): `json` keeps it as is, so the row is the one SQLAlchemy would store.
             column = [json.dumps(v) for v in column]
-        values[k] = column
+        values[k] = array_for(host.c[k])(column)
     return values
 
 
@@ -974,10 +975,12 @@ def _upsert_guests_postgresql(
 ) -> dict[str, int]:
     """Guest ids by name: `guests` upserted, and each (host_id, guest row) of `sightings` into
     guest_host, in one round trip (with the statements queued on `ahead`)."""
-    params: dict[str, Any] = {f"g_{c}": [g[c] for g in guests] for c in _GUEST_COLUMNS}
-    params["s_guest_name"] = [g["name"] for _hid, g in sightings]
-    params["s_host_id"] = [hid for hid, _g in sightings]
-    params.update((f"s_{c}", [g[c] for _hid, g in sightings]) for c in _SIGHTING_COLUMNS[1:])
+    params: dict[str, Any] = {f"g_{c}": array_for(guest.c[c])(g[c] for g in guests) for c in _GUEST_COLUMNS}
+    params["s_guest_name"] = TextArray(g["name"] for _hid, g in sightings)
+    params["s_host_id"] = Int8Array(hid for hid, _g in sightings)
+    params.update(
+        (f"s_{c}", array_for(guest_host.c[c])(g[c] for _hid, g in sightings)) for c in _SIGHTING_COLUMNS[1:]
+    )
     ahead = ahead or _Ahead(conn)
     return {name: gid for gid, name in ahead.result(ahead.add(_postgresql_guests_sql(), params))}
 
@@ -1271,6 +1274,12 @@ def _pg_rollup_sql(name: str, step_s: int) -> str:
 PgEventRow = tuple[Any, ...]  # an event's values in _PG_ARRAY_COLUMNS order
 
 
+@functools.cache
+def _pg_event_arrays() -> tuple[Callable[[Any], Any], ...]:
+    """The array class of each of _PG_ARRAY_COLUMNS (pg_arrays: a fixed type, no lookup per execution)."""
+    return tuple(array_for(event.c[name]) for name in _PG_ARRAY_COLUMNS)
+
+
 def _insert_events_postgresql(
     conn: Connection, rows: list[PgEventRow]
 ) -> set[tuple[int, str, str, int]] | None:
@@ -1285,8 +1294,10 @@ def _insert_events_postgresql(
     met a stored key, by one INSERT ... SELECT FROM unnest (_postgresql_event_sql)."""
     if len(rows) >= PG_COPY_EVENTS and _copy_events_postgresql(conn, rows):
         return None
+    columns = zip(*rows, strict=True)
     params = {
-        name: list(values) for name, values in zip(_PG_ARRAY_COLUMNS, zip(*rows, strict=True), strict=True)
+        name: array(values)
+        for name, array, values in zip(_PG_ARRAY_COLUMNS, _pg_event_arrays(), columns, strict=True)
     }
     # The DB-API cursor of this Core connection, inside its transaction (as on SQLite).
     cursor = _dbapi_cursor(conn)
@@ -1339,10 +1350,10 @@ def _copy_events_postgresql(conn: Connection, rows: list[PgEventRow]) -> bool:
         cursor.execute(
             _marks_upsert_sql(),
             {
-                "host_id": [t[0] for t in triples],
-                "boot_id": [t[1] for t in triples],
-                "source": [t[2] for t in triples],
-                "seq": [marks[t] for t in triples],
+                "host_id": Int8Array(t[0] for t in triples),
+                "boot_id": TextArray(t[1] for t in triples),
+                "source": TextArray(t[2] for t in triples),
+                "seq": Int8Array(marks[t] for t in triples),
             },
         )
         cursor.execute(f"RELEASE SAVEPOINT {_COPY_SAVEPOINT}")
@@ -1422,7 +1433,7 @@ def _pg_event_keys(batches: list[Rows], host_ids: list[int]) -> list[EventKey]:
 
 def _marks_params(keys: list[EventKey]) -> dict[str, list[Any]]:
     triples = sorted({k[:3] for k in keys})
-    return {c: [t[i] for t in triples] for i, c in enumerate(_PG_KEY_COLUMNS[:3])}
+    return {c: array_for(event.c[c])(t[i] for t in triples) for i, c in enumerate(_PG_KEY_COLUMNS[:3])}
 
 
 def _queue_marks(ahead: _Ahead, keys: list[EventKey], created: Set[int]) -> Marks | None:
@@ -1474,7 +1485,8 @@ def _stored_keys(
         unsure = [k[:4] for k in keys if k[3] <= held.get(k[:3], k[3])]
         if not unsure:
             return set()
-        cursor.execute(_probe_sql(), {c: [k[i] for k in unsure] for i, c in enumerate(_PG_KEY_COLUMNS)})
+        probe = {c: array_for(event.c[c])(k[i] for k in unsure) for i, c in enumerate(_PG_KEY_COLUMNS)}
+        cursor.execute(_probe_sql(), probe)
         return {(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()}
     finally:
         cursor.close()
