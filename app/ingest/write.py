@@ -225,11 +225,12 @@ def _write_round(
         # none needs another's result, and the events need the last two's (#13).
         ahead = _Ahead(conn)
         host_ids, known, created = _write_hosts(conn, insert, batches, ahead)
-        marks = _queue_marks(ahead, _pg_event_keys(batches, host_ids), created)
+        keys = _pg_event_keys(batches, host_ids)
+        marks = _queue_marks(ahead, keys, created)
         guest_ids = _write_guests(conn, batches, host_ids, limits, known, ahead)
         if last:
             conn.info.pop(BEFORE_LAST_EVENTS, _nothing)()
-        accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created, marks)
+        accepted = _write_events(conn, insert, batches, host_ids, guest_ids, created, marks, keys)
         ahead.flush()  # the host updates, when no guests or events took them along
     gaps = [{**g, "host_id": hid} for rows, hid in zip(batches, host_ids, strict=True) for g in rows.gaps]
     if gaps:
@@ -1500,10 +1501,11 @@ def _write_events(
     guest_ids: list[dict[str, int]],
     created: Set[int] = frozenset(),
     marks: Marks | None = None,
+    keys: list[EventKey] | None = None,
 ) -> list[int]:
     """The round's events and their rollups; per batch, how many of its events were new.
-    `created`: hosts this round inserted, `marks` their seq marks read ahead (PostgreSQL; see
-    _stored_keys)."""
+    PostgreSQL (see _stored_keys): `created`, hosts this round inserted; `keys`, the round's
+    event keys (_pg_event_keys), built once for the seq marks read ahead, `marks`."""
     gids = [
         [ids.get(g) if g is not None else None for g in rows.event_guests]
         for rows, ids in zip(batches, guest_ids, strict=True)
@@ -1520,7 +1522,8 @@ def _write_events(
         if inserted is None:
             sqlite_sums = _sqlite_rollup_rows(minutes)
     else:
-        stored = _stored_keys(conn, _pg_event_keys(batches, host_ids), created, marks)
+        assert keys is not None, "PostgreSQL: _write_round passes the round's event keys"
+        stored = _stored_keys(conn, keys, created, marks)
         new: list[PgEventRow] = []
         add = new.append
         for rows, host_id, row_gids in zip(batches, host_ids, gids, strict=True):
