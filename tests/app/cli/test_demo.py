@@ -62,7 +62,8 @@ class DemoProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**base, **(env or {})},
+            # A hang's diagnosis: SIGABRT makes faulthandler print every thread's stack (interrupt).
+            env={**base, "PYTHONFAULTHANDLER": "1", **(env or {})},
             start_new_session=True,  # its own process group, as a shell job has
         )
         demo = cls(process)
@@ -118,9 +119,18 @@ class DemoProcess:
         try:
             code = self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"demo still running {STOP_TIMEOUT_S:g} s after SIGINT") from None
+            # Where it hangs: faulthandler (PYTHONFAULTHANDLER, start) dumps every thread's
+            # stack to stderr on SIGABRT; the demo's last lines and that dump go in the failure.
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.drain()
+            raise AssertionError(
+                f"demo still running {STOP_TIMEOUT_S:g} s after {sig.name}:\n{self.output()}"
+            ) from None
         assert self.process.stderr is not None
         stderr = self.process.stderr.read()
         self.drain()
