@@ -19,9 +19,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import Any, Protocol
 
 import agent
@@ -31,6 +28,7 @@ from agent.health import Health
 from agent.payload import Payload
 from agent.spool import Spool
 from agent.state_refresh import StateRefresh
+from agent.stop_signals import stop_on_signals
 from agent.transport import Sender, Transport
 
 log = logging.getLogger("splitwatch.agent.loop")
@@ -61,36 +59,19 @@ def _ensure_stderr_logging() -> None:
     ours.setLevel(logging.INFO)
 
 
-@contextmanager
-def _signals_set(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set `stop` (only the main thread may install handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if not stop.is_set():
-            log.info(
-                "%s received: finishing this pass, one last send, then exiting", signal.Signals(signum).name
-            )
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run(config: AgentConfig, *, stop: threading.Event | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT (or `stop` is set, or max_passes); returns the exit code:
     0 after a clean stop, 1 when it cannot start (the reason is logged as one sentence) or when
     a run of max_passes (`--once`) ended with the token refused."""
     _ensure_stderr_logging()
-    stop = stop or threading.Event()
-    with _signals_set(stop):
-        return Agent(config).run(stop)
+    stopped = stop or threading.Event()
+
+    def stopping(signum: signal.Signals) -> None:
+        if not stopped.is_set():  # said once, however many signals follow
+            log.info("%s received: finishing this pass, one last send, then exiting", signum.name)
+
+    with stop_on_signals(stopped, on_signal=stopping):
+        return Agent(config).run(stopped)
 
 
 class Agent:

@@ -45,8 +45,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
+
+from agent.stop_signals import stop_on_signals
 
 MARKER = ".splitwatch-demo"
 DEFAULT_DIR = Path("splitwatch-demo")
@@ -381,7 +382,13 @@ class Demo:
     def run(self) -> int:
         self.options.check()
         self._bind()
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGINT/SIGTERM only set `stop` (agent/stop_signals.py: without a lock in the handler):
+        # the main thread notices it between steps and in the tick loop, so a second Ctrl-C
+        # during shutdown cannot interrupt the cleanup halfway.
+        with stop_on_signals(self.stop):
+            return self._run()
+
+    def _run(self) -> int:
         try:
             try:
                 self._setup()
@@ -399,13 +406,6 @@ class Demo:
             self._shutdown()
             if announced:
                 self.say("stopped")
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # Only a flag: the main thread notices it between steps and in the tick loop, so a
-        # second Ctrl-C during shutdown cannot interrupt the cleanup halfway.
-        self.stop.set()
 
     # -- setup ------------------------------------------------------------------------------
 

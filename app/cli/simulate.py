@@ -27,11 +27,11 @@ def simulate(
     verdict (5.4, stuck off, vboxdrv, wrmsr on a host booted off), one per kernel era past the
     first dozen (RHEL 8, 5.13, 5.15, 5.19, 6.1.0, 6.6, 6.15), kmsg overruns, suppressed lines, a
     forged record. Point `splitwatch agent --root` at one."""
-    import signal
     import threading
     import time
 
     from agent.simulate import Fleet, FleetError
+    from agent.stop_signals import stop_on_signals
 
     if root.exists() and not root.is_dir():
         typer.echo(f"simulate: {root} is not a directory: choose another --root", err=True)
@@ -51,22 +51,22 @@ def simulate(
     for line in fleet.summary():
         typer.echo(line)
     # Ctrl-C / SIGTERM set an Event instead of raising: a signal landing between two statements
-    # (even before the loop starts) still ends the run cleanly, with exit 0.
+    # (even before the loop starts) still ends the run cleanly, with exit 0. Set without a lock
+    # in the handler (agent/stop_signals.py: Event.set there can deadlock the waiting thread).
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    typer.echo(f"simulating {hosts} hosts every {tick:g} s" + ("" if forever else f" for {duration:g} s"))
-    deadline = None if forever else time.monotonic() + duration
-    try:
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            next_at = time.monotonic() + tick
-            fleet.tick()
-            pause = next_at - time.monotonic()
-            if deadline is not None:
-                pause = min(pause, deadline - time.monotonic())
-            if pause > 0:
-                stop.wait(pause)
-    except OSError as exc:
-        typer.echo(f"simulate: cannot update the fake hosts under {root} ({exc.strerror})", err=True)
-        raise typer.Exit(1) from None
+    with stop_on_signals(stop):
+        typer.echo(f"simulating {hosts} hosts every {tick:g} s" + ("" if forever else f" for {duration:g} s"))
+        deadline = None if forever else time.monotonic() + duration
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                next_at = time.monotonic() + tick
+                fleet.tick()
+                pause = next_at - time.monotonic()
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                if pause > 0:
+                    stop.wait(pause)
+        except OSError as exc:
+            typer.echo(f"simulate: cannot update the fake hosts under {root} ({exc.strerror})", err=True)
+            raise typer.Exit(1) from None
     typer.echo(f"stopped after {fleet.ticks} ticks")
