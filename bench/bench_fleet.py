@@ -714,8 +714,9 @@ def main() -> None:
         f"{args.rounds} rounds x {args.seconds:g} s per backend"
     )
     print(f"machine: {os.cpu_count()} CPUs, load average (1 min) {os.getloadavg()[0]:.2f}")
+    w = label_width(backends)
     header = (
-        f"{'backend':36} {'req/s':>7} {'x bare':>6} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
+        f"{'backend':{w}} {'req/s':>7} {'x bare':>6} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
         f"{'db CPU':>7} {'hosts@10s':>9}  verdict"
     )
     print(header)
@@ -741,10 +742,10 @@ def main() -> None:
             verdict = "PASS" if not misses else "FAIL (" + "; ".join(misses) + ")"
             failed |= bool(misses)
         print(
-            f"{b.label:36} {rate:7.0f} {ratio:6.2f} {p50:7.1f} {p99:7.1f} {cpu:10.2f} {db} "
+            f"{b.label:{w}} {rate:7.0f} {ratio:6.2f} {p50:7.1f} {p99:7.1f} {cpu:10.2f} {db} "
             f"{rate * INTERVAL_S:9.0f}  {verdict}"
         )
-        print(f"{'':36} rounds: " + ", ".join(f"{r:.0f}" for r in b.rates))
+        print(f"{'':{w}} rounds: " + ", ".join(f"{r:.0f}" for r in b.rates))
     print(f"bars: >= {RATE_BAR:.0f} requests/s, p99 < {P99_BAR_MS:.0f} ms, >= {RATIO_BAR} x bare, same run")
     if args.reads > 0:
         print_reads(backends, args.reads)
@@ -755,11 +756,16 @@ def main() -> None:
         raise SystemExit(1)
 
 
+def label_width(backends: list[Backend]) -> int:
+    return max(36, *(len(b.label) for b in backends))
+
+
 def print_reads(backends: list[Backend], rate: float) -> None:
     with_reads = [b for b in backends if b.reads is not None]
+    w = label_width(backends)
     names = [name for name, _ in with_reads[0].reads.paths] if with_reads and with_reads[0].reads else []
     print(f"reads during the load: {rate:g}/s, open loop (latency from when each was due), the fleet view's")
-    head = f"{'backend':36} {'reads':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    head = f"{'backend':{w}} {'reads':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
     print(f"{head}  p99 per round; p50 by read")
     for b in with_reads:
         every = [t for r in b.read_rounds for _, t in r]
@@ -769,7 +775,7 @@ def print_reads(backends: list[Backend], rate: float) -> None:
             for k, name in enumerate(names)
         )
         print(
-            f"{b.label:36} {len(every):6d} {pct(every, 0.5):7.1f} {pct(every, 0.99):7.1f} "
+            f"{b.label:{w}} {len(every):6d} {pct(every, 0.5):7.1f} {pct(every, 0.99):7.1f} "
             f"{max(every) * 1000:7.1f}  ({per_round}); {by_path}"
         )
 
@@ -780,12 +786,13 @@ def print_switches(backends: list[Backend]) -> None:
     for b in backends:
         if b.switch_ms is not None:
             rows.setdefault(b.key.split("_", 1)[1], []).append(b)
+    w = label_width(backends)
     print("switch intervals against the first, per round (rate ratio; read p99 ratio):")
     for row in rows.values():
         first = row[0]
         for b in row[1:]:
             rates = ", ".join(f"{r / f:.2f}" for r, f in zip(b.rates, first.rates, strict=True))
-            line = f"  {b.label:44} rate x ({rates})"
+            line = f"  {b.label:{w}} rate x ({rates})"
             if b.read_rounds:
                 p99s = ", ".join(
                     f"{pct([t for _, t in r], 0.99) / pct([t for _, t in f], 0.99):.2f}"
