@@ -227,6 +227,8 @@ async def _get(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
     )
     status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError(f"GET {path}: the server closed the connection")
     length, chunked = 0, False
     while True:
         line = await reader.readline()
@@ -250,6 +252,9 @@ async def _get(
         raise RuntimeError(f"GET {path}: HTTP {status}: {answer[:300]!r}")
 
 
+READ_IDLE_S = 3.0
+
+
 @dataclass
 class Reads:
     """--reads: a viewer's requests at `rate` per second over `paths` in turn, open loop."""
@@ -263,14 +268,18 @@ async def _read_load(port: int, reads: Reads, deadline: float) -> list[tuple[int
     """(path index, seconds from when the read was due to its answer) for each read due before
     `deadline`. Reads go out on schedule on as many connections as are busy, so a read the
     server is slow to answer neither delays nor thins out the ones after it."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # (reader, writer, when it was last used): a connection left idle near the server's keep-alive
+    # timeout (5 s) may be closed under the next request, so it is not reused past READ_IDLE_S.
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     out: list[tuple[int, float]] = []
 
     async def one(i: int, due: float) -> None:
-        conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
-        await _get(*conn, port, reads.token, reads.paths[i % len(reads.paths)][1])
+        while idle and idle[0][2] < time.perf_counter() - READ_IDLE_S:
+            idle.pop(0)[1].close()  # the oldest first: the list is in order of last use
+        reader, writer = (idle.pop()[:2]) if idle else await asyncio.open_connection("127.0.0.1", port)
+        await _get(reader, writer, port, reads.token, reads.paths[i % len(reads.paths)][1])
         out.append((i % len(reads.paths), time.perf_counter() - due))
-        idle.append(conn)
+        idle.append((reader, writer, time.perf_counter()))
 
     tasks = []
     start = time.perf_counter()
@@ -282,7 +291,7 @@ async def _read_load(port: int, reads: Reads, deadline: float) -> list[tuple[int
     try:
         await asyncio.gather(*tasks)
     finally:
-        for _, writer in idle:
+        for _, writer, _ in idle:
             writer.close()
     return out
 
