@@ -20,15 +20,23 @@ Rows, all measured in this one run:
 Each: requests/s, p50, p99, the server processes' CPU per request (utime + stime of the server
 and its worker processes from /proc; PostgreSQL's own backends are not in it, see `db CPU`), and
 hosts at a 10 s interval (requests/s x 10).
-The backends run in alternating rounds (--rounds, --seconds each); a row's rate is the median of
-its rounds, its ratio is the median of the per-round ratios to the bare rate of the same round.
+The backends run in alternating rounds (--rounds, --seconds each; each round starts one row
+later than the one before); a row's rate is the median of its rounds, its ratio is the median
+of the per-round ratios to the bare rate of the same round.
 Bars (PASS/FAIL per row): >= 1,000 requests/s, p99 < 250 ms, >= 0.4 x the bare rate.
 
 Run: .venv/bin/python bench/bench_fleet.py [--rounds 3] [--seconds 4] [--pg-workers 2]
      [--only sqlite,pg1] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
-     [--compare-src DIR]
+     [--compare-src DIR] [--reads 20] [--switch-ms 5,10,20]
 --compare-src runs each serve row a second time from another source tree (before/after a change
 in the same run, the same rounds and load): git archive BASE | tar -x -C DIR.
+--reads R adds, to every serve row's load, a reader with a viewer token asking for the fleet
+view's reads (summary, the action and per-host charts, the host list, the top guests; in turn)
+at R requests/s, open loop: a read's latency counts from when it was due, so a slow server is
+not given fewer reads. Printed per row: the reads' p50/p99/max and each round's p99.
+--switch-ms runs each serve row once per GIL switch interval (sys.setswitchinterval, in ms),
+in the same rounds: set by a sitecustomize on the server's PYTHONPATH (its worker processes
+too), and by SPLITWATCH_SWITCH_INTERVAL_MS for a tree that reads it.
 Bounded: about rounds x backends x (seconds + 1) s plus set-up (~1 min with the defaults).
 """
 
@@ -61,6 +69,15 @@ RATE_BAR = 1000.0
 P99_BAR_MS = 250.0
 RATIO_BAR = 0.4
 INTERVAL_S = 10  # the agent's default interval: hosts served = requests/s x 10
+
+# --switch-ms: run before anything else in the server's interpreters (and uvicorn's spawned
+# workers, which inherit the environment but not the interval), whatever tree they run.
+SWITCH_SITECUSTOMIZE = """
+import os, sys
+_ms = os.environ.get("BENCH_SWITCH_INTERVAL_MS")
+if _ms:
+    sys.setswitchinterval(float(_ms) / 1000)
+"""
 
 BARE_APP = """
 import json, sys
@@ -190,12 +207,110 @@ async def _post(
     return status
 
 
+def read_paths(base: datetime) -> list[tuple[str, str]]:
+    """What the dashboard's fleet view asks for (frontend/js/views/fleet.js), over a day that
+    holds the bench's events (their times start at `base`), at the view's 15 min step."""
+    q = f"since={_iso(base - timedelta(hours=1))}&until={_iso(base + timedelta(hours=23))}"
+    return [
+        ("summary", f"/api/v1/summary?{q}"),
+        ("chart by action", f"/api/v1/series?{q}&step=900&group_by=action"),
+        ("chart by host", f"/api/v1/series?{q}&step=900&group_by=host&top=30"),
+        ("hosts", f"/api/v1/hosts?{q}&limit=1000"),
+        ("top guests", f"/api/v1/guests?{q}&sort=events&limit=100"),
+    ]
+
+
+async def _get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, token: str, path: str
+) -> None:
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError(f"GET {path}: the server closed the connection")
+    length, chunked = 0, False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        answer = b""
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            answer += await reader.readexactly(size + 2)
+        await reader.readline()  # the empty trailer
+    else:
+        answer = await reader.readexactly(length)
+    status = int(status_line.split()[1])
+    if status != 200:
+        raise RuntimeError(f"GET {path}: HTTP {status}: {answer[:300]!r}")
+
+
+READ_IDLE_S = 3.0
+
+
+@dataclass
+class Reads:
+    """--reads: a viewer's requests at `rate` per second over `paths` in turn, open loop."""
+
+    token: str
+    paths: list[tuple[str, str]]  # (name, path)
+    rate: float
+
+
+async def _read_load(port: int, reads: Reads, deadline: float) -> list[tuple[int, float]]:
+    """(path index, seconds from when the read was due to its answer) for each read due before
+    `deadline`. Reads go out on schedule on as many connections as are busy, so a read the
+    server is slow to answer neither delays nor thins out the ones after it."""
+    # (reader, writer, when it was last used): a connection left idle near the server's keep-alive
+    # timeout (5 s) may be closed under the next request, so it is not reused past READ_IDLE_S.
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+    out: list[tuple[int, float]] = []
+
+    async def one(i: int, due: float) -> None:
+        while idle and idle[0][2] < time.perf_counter() - READ_IDLE_S:
+            idle.pop(0)[1].close()  # the oldest first: the list is in order of last use
+        reader, writer = (idle.pop()[:2]) if idle else await asyncio.open_connection("127.0.0.1", port)
+        await _get(reader, writer, port, reads.token, reads.paths[i % len(reads.paths)][1])
+        out.append((i % len(reads.paths), time.perf_counter() - due))
+        idle.append((reader, writer, time.perf_counter()))
+
+    tasks = []
+    start = time.perf_counter()
+    i = 0
+    while (due := start + i / reads.rate) < deadline:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(i, due)))
+        i += 1
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for _, writer, _ in idle:
+            writer.close()
+    return out
+
+
 async def _load(
-    port: int, fleet: Fleet, bodies: Bodies, key: str, seconds: float | None, each_host_once: bool
-) -> tuple[int, list[float]]:
-    """SENDERS connections; sender j sends for hosts j, j+SENDERS, ... in turn."""
+    port: int,
+    fleet: Fleet,
+    bodies: Bodies,
+    key: str,
+    seconds: float | None,
+    each_host_once: bool,
+    reads: Reads | None = None,
+) -> tuple[int, list[float], float, list[tuple[int, float]]]:
+    """SENDERS connections; sender j sends for hosts j, j+SENDERS, ... in turn. With `reads`,
+    a reader at the same time (until the same deadline). Returns the requests sent, their
+    latencies, the senders' wall time and the reads' (path index, latency)."""
     latencies: list[float] = []
-    deadline = None if seconds is None else time.perf_counter() + seconds
+    started = time.perf_counter()
+    deadline = None if seconds is None else started + seconds
 
     async def sender(j: int) -> None:
         mine = fleet.hosts[j::SENDERS]
@@ -218,8 +333,13 @@ async def _load(
         finally:
             writer.close()
 
+    reader = None
+    if reads is not None and deadline is not None:
+        reader = asyncio.create_task(_read_load(port, reads, deadline))
     await asyncio.gather(*(sender(j) for j in range(SENDERS)))
-    return len(latencies), latencies
+    wall = time.perf_counter() - started
+    read_latencies = await reader if reader is not None else []
+    return len(latencies), latencies, wall, read_latencies
 
 
 # ----------------------------------------------------------------------------- servers
@@ -295,6 +415,9 @@ class Backend:
     latencies: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     db_cpu_ms: list[float] = field(default_factory=list)
+    switch_ms: float | None = None  # --switch-ms: this row's GIL switch interval
+    reads: Reads | None = None
+    read_rounds: list[list[tuple[int, float]]] = field(default_factory=list)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.command, env=self.env, stderr=subprocess.PIPE, text=True)
@@ -376,6 +499,12 @@ def prepare_database(
     return tokens
 
 
+def viewer_token(splitwatch: str, url: str, env: dict[str, str]) -> str:
+    env = {**env, "SPLITWATCH_DATABASE_URL": url, "SPLITWATCH_LOG_LEVEL": "warning"}
+    out = run_cli([splitwatch, "token", "create", "--role", "viewer", "--label", "bench_fleet --reads"], env)
+    return out.strip().splitlines()[-1]
+
+
 def make_day_partitions(url: str, first: datetime) -> None:
     """PostgreSQL: the event day partitions from `first` on, as the server's retention task
     would have made them when those days came. The bench's times start two days back, and
@@ -409,7 +538,7 @@ def pg_database(admin_url: str, name: str, create: bool) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:  # values in s, the answer in ms
     s = sorted(values)
     return s[min(len(s) - 1, int(len(s) * q))] * 1000 if s else float("nan")
 
@@ -435,6 +564,18 @@ def main() -> None:
         type=Path,
         help="also run each serve backend from this source tree (PYTHONPATH), e.g. the commit before a "
         "change: `git archive BASE | tar -x -C DIR`; rows labelled `(DIR's name)`, same run, same rounds",
+    )
+    parser.add_argument(
+        "--reads",
+        type=float,
+        default=0.0,
+        help="a viewer reading the fleet view's answers at this many requests/s during every serve row's "
+        "load, open loop (0: none); their p50/p99 printed per row",
+    )
+    parser.add_argument(
+        "--switch-ms",
+        help="run each serve row once per GIL switch interval in this comma list of ms (5 is Python's "
+        "default), e.g. 5,10,20: rows labelled `switch N ms`, same run, same rounds",
     )
     parser.add_argument(
         "--profile",
@@ -491,11 +632,33 @@ def main() -> None:
                 for key, label, workers in plan
                 for row in ((key, label, workers), (f"{tag}_{key}", f"{label} ({src.name})", workers))
             ]
+        switches: dict[str, float] = {}
+        switch_dir = tmp / "switch"
+        if args.switch_ms:
+            switch_dir.mkdir()
+            (switch_dir / "sitecustomize.py").write_text(SWITCH_SITECUSTOMIZE)
+            intervals = [float(ms) for ms in args.switch_ms.split(",")]
+            expanded = []
+            for key, label, workers in plan:
+                for ms in intervals:
+                    switches[f"sw{ms:g}_{key}"] = ms
+                    expanded.append((f"sw{ms:g}_{key}", f"{label}, switch {ms:g} ms", workers))
+            compared = {k for k in switches if k.split("_", 1)[1] in compared}
+            plan = expanded
         try:
             for key, label, workers in plan:
                 env = base_env
                 if key in compared:
                     env = {**base_env, "PYTHONPATH": str(args.compare_src.resolve())}
+                if key in switches:
+                    ms_text = f"{switches[key]:g}"
+                    path = os.pathsep.join(p for p in (str(switch_dir), env.get("PYTHONPATH")) if p)
+                    env = {**env, "PYTHONPATH": path, "BENCH_SWITCH_INTERVAL_MS": ms_text,
+                           "SPLITWATCH_SWITCH_INTERVAL_MS": ms_text}  # fmt: skip
+                    check = [sys.executable, "-c", "import sys; print(sys.getswitchinterval())"]
+                    applied = float(run_cli(check, env))
+                    if abs(applied - switches[key] / 1000) > 1e-9:
+                        raise SystemExit(f"{label}: the sitecustomize did not apply ({applied} s)")
                 if key.endswith("sqlite"):
                     url = f"sqlite:///{tmp / f'{key}.db'}"
                 else:
@@ -511,7 +674,10 @@ def main() -> None:
                 if workers > 1:
                     cmd += ["--workers", str(workers)]
                 database = None if key.endswith("sqlite") else pg_names[-1]
-                backends.append(Backend(key, label, cmd, env, port, database=database))
+                b = Backend(key, label, cmd, env, port, database=database, switch_ms=switches.get(key))
+                if args.reads > 0:
+                    b.reads = Reads(viewer_token(splitwatch, url, env), read_paths(base), args.reads)
+                backends.append(b)
             for b in backends:
                 b.start()
             for b in backends:
@@ -521,15 +687,18 @@ def main() -> None:
             # Warm-up: every host's first pass (the host, its guest and first state are created).
             for b in backends:
                 asyncio.run(_load(b.port, fleets[b.key], bodies, b.key, None, each_host_once=True))
-            for _ in range(args.rounds):
-                for b in backends:
+            for r in range(args.rounds):
+                # Each round starts one row later: no row always runs right after the same one.
+                for b in backends[r % len(backends) :] + backends[: r % len(backends)]:
                     assert b.proc is not None
                     db0 = pids_cpu_seconds(backend_pids(args.pg_url, b.database)) if b.database else {}
                     cpu0 = tree_cpu_seconds(b.proc.pid)
                     spy = _py_spy(b, args.profile, args.seconds) if args.profile and not b.rates else None
-                    start = time.perf_counter()
-                    n, lat = asyncio.run(_load(b.port, fleets[b.key], bodies, b.key, args.seconds, False))
-                    wall = time.perf_counter() - start
+                    n, lat, wall, read_lat = asyncio.run(
+                        _load(b.port, fleets[b.key], bodies, b.key, args.seconds, False, b.reads)
+                    )
+                    if b.reads is not None:
+                        b.read_rounds.append(read_lat)
                     if spy is not None:
                         spy.wait(timeout=60)
                     b.rates.append(n / wall)
@@ -554,8 +723,9 @@ def main() -> None:
         f"{args.rounds} rounds x {args.seconds:g} s per backend"
     )
     print(f"machine: {os.cpu_count()} CPUs, load average (1 min) {os.getloadavg()[0]:.2f}")
+    w = label_width(backends)
     header = (
-        f"{'backend':36} {'req/s':>7} {'x bare':>6} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
+        f"{'backend':{w}} {'req/s':>7} {'x bare':>6} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
         f"{'db CPU':>7} {'hosts@10s':>9}  verdict"
     )
     print(header)
@@ -581,14 +751,64 @@ def main() -> None:
             verdict = "PASS" if not misses else "FAIL (" + "; ".join(misses) + ")"
             failed |= bool(misses)
         print(
-            f"{b.label:36} {rate:7.0f} {ratio:6.2f} {p50:7.1f} {p99:7.1f} {cpu:10.2f} {db} "
+            f"{b.label:{w}} {rate:7.0f} {ratio:6.2f} {p50:7.1f} {p99:7.1f} {cpu:10.2f} {db} "
             f"{rate * INTERVAL_S:9.0f}  {verdict}"
         )
-        print(f"{'':36} rounds: " + ", ".join(f"{r:.0f}" for r in b.rates))
+        print(f"{'':{w}} rounds: " + ", ".join(f"{r:.0f}" for r in b.rates))
     print(f"bars: >= {RATE_BAR:.0f} requests/s, p99 < {P99_BAR_MS:.0f} ms, >= {RATIO_BAR} x bare, same run")
+    if args.reads > 0:
+        print_reads(backends, args.reads)
+    if switches:
+        print_switches(backends)
     print("db CPU: ms per request of the PostgreSQL backends connected to the bench's database")
     if failed:
         raise SystemExit(1)
+
+
+def label_width(backends: list[Backend]) -> int:
+    return max(36, *(len(b.label) for b in backends))
+
+
+def print_reads(backends: list[Backend], rate: float) -> None:
+    with_reads = [b for b in backends if b.reads is not None]
+    w = label_width(backends)
+    names = [name for name, _ in with_reads[0].reads.paths] if with_reads and with_reads[0].reads else []
+    print(f"reads during the load: {rate:g}/s, open loop (latency from when each was due), the fleet view's")
+    head = f"{'backend':{w}} {'reads':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    print(f"{head}  p99 per round; p50 by read")
+    for b in with_reads:
+        every = [t for r in b.read_rounds for _, t in r]
+        per_round = ", ".join(f"{pct([t for _, t in r], 0.99):.0f}" for r in b.read_rounds)
+        by_path = ", ".join(
+            f"{name} {pct([t for i, t in (x for r in b.read_rounds for x in r) if i == k], 0.5):.0f}"
+            for k, name in enumerate(names)
+        )
+        print(
+            f"{b.label:{w}} {len(every):6d} {pct(every, 0.5):7.1f} {pct(every, 0.99):7.1f} "
+            f"{max(every) * 1000:7.1f}  ({per_round}); {by_path}"
+        )
+
+
+def print_switches(backends: list[Backend]) -> None:
+    """Each switch interval against the first one of the same row, round by round."""
+    rows: dict[str, list[Backend]] = {}
+    for b in backends:
+        if b.switch_ms is not None:
+            rows.setdefault(b.key.split("_", 1)[1], []).append(b)
+    w = label_width(backends)
+    print("switch intervals against the first, per round (rate ratio; read p99 ratio):")
+    for row in rows.values():
+        first = row[0]
+        for b in row[1:]:
+            rates = ", ".join(f"{r / f:.2f}" for r, f in zip(b.rates, first.rates, strict=True))
+            line = f"  {b.label:{w}} rate x ({rates})"
+            if b.read_rounds:
+                p99s = ", ".join(
+                    f"{pct([t for _, t in r], 0.99) / pct([t for _, t in f], 0.99):.2f}"
+                    for r, f in zip(b.read_rounds, first.read_rounds, strict=True)
+                )
+                line += f"; read p99 x ({p99s})"
+            print(line)
 
 
 if __name__ == "__main__":
