@@ -36,7 +36,7 @@ at R requests/s, open loop: a read's latency counts from when it was due, so a s
 not given fewer reads. Printed per row: the reads' p50/p99/max and each round's p99.
 --switch-ms runs each serve row once per GIL switch interval (sys.setswitchinterval, in ms),
 in the same rounds: set by a sitecustomize on the server's PYTHONPATH (its worker processes
-too), and by SPLITWATCH_SWITCH_INTERVAL_MS for a tree that reads it.
+too).
 Bounded: about rounds x backends x (seconds + 1) s plus set-up (~1 min with the defaults).
 """
 
@@ -653,8 +653,7 @@ def main() -> None:
                 if key in switches:
                     ms_text = f"{switches[key]:g}"
                     path = os.pathsep.join(p for p in (str(switch_dir), env.get("PYTHONPATH")) if p)
-                    env = {**env, "PYTHONPATH": path, "BENCH_SWITCH_INTERVAL_MS": ms_text,
-                           "SPLITWATCH_SWITCH_INTERVAL_MS": ms_text}  # fmt: skip
+                    env = {**env, "PYTHONPATH": path, "BENCH_SWITCH_INTERVAL_MS": ms_text}
                     check = [sys.executable, "-c", "import sys; print(sys.getswitchinterval())"]
                     applied = float(run_cli(check, env))
                     if abs(applied - switches[key] / 1000) > 1e-9:
