@@ -74,13 +74,16 @@ export function formatHash(state) {
 
 // The window a view shows, as ISO strings for the API. A preset is relative to `now`, so an
 // auto-refreshing view slides; a custom range is fixed.
+// A window ending now ends at the next whole second (toIso keeps whole seconds): rounded down,
+// what the server received earlier in the current second (a gap, a batch) would be left out.
 export function resolveRange(state, now = new Date()) {
+  const end = new Date(Math.ceil(now.getTime() / 1000) * 1000);
   if (state.since) {
-    const until = state.until ? new Date(state.until) : now;
+    const until = state.until ? new Date(state.until) : end;
     return { since: toIso(new Date(state.since)), until: toIso(until) };
   }
   const seconds = RANGE_PRESETS[state.range || DEFAULT_RANGE];
-  return { since: toIso(new Date(now.getTime() - seconds * 1000)), until: toIso(now) };
+  return { since: toIso(new Date(end.getTime() - seconds * 1000)), until: toIso(end) };
 }
 
 // A window that ended this long before now is "past" (#17): the hosts' status, mode, drift and

@@ -80,6 +80,19 @@ def test_a_preset_window_ends_now_and_a_custom_window_is_fixed(js: Any) -> None:
     assert custom == {"since": "2026-11-20T00:00:00Z", "until": "2026-11-21T00:00:00Z"}
 
 
+def test_a_window_ending_now_takes_in_what_arrived_earlier_in_the_current_second(js: Any) -> None:
+    # A gap received at 12:00:00.1 and the page asking at 12:00:00.25: the window's end must be
+    # after it (the API's `until` is exclusive), so the dashboard counts it at once.
+    now = "2026-11-25T12:00:00.250Z"
+    preset = js("return state.resolveRange(state.parseHash('#/fleet?range=24h'), new Date(arg));", now)
+    assert preset == {"since": "2026-11-24T12:00:01Z", "until": "2026-11-25T12:00:01Z"}
+    open_ended = js(
+        "return state.resolveRange(state.parseHash('#/fleet?since=2026-11-25T00:00:00Z'), new Date(arg));",
+        now,
+    )
+    assert open_ended == {"since": "2026-11-25T00:00:00Z", "until": "2026-11-25T12:00:01Z"}
+
+
 def test_chart_steps_give_at_most_a_few_hundred_bars_and_whole_hours_from_a_week(js: Any) -> None:
     steps = js(
         """const now = new Date('2026-11-25T12:00:00Z');
