@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from app.api.models import (
     FIRST_NAME,
@@ -54,6 +55,13 @@ def list_hosts(
     time_range: RangeDep,
     limit: PageLimit = 100,
     cursor: NameCursorParam = None,
+    needs_action: Annotated[
+        bool | None,
+        Query(
+            description="Only the hosts whose status needs action (true) or does not (false); "
+            "the page and its cursor count the matching hosts only"
+        ),
+    ] = None,
 ) -> HostList:
     page = store.list_hosts(
         conn,
@@ -62,6 +70,7 @@ def list_hosts(
         rule=status_rule(settings, time_range),
         limit=limit,
         after=name_position(cursor),
+        needs_action=needs_action,
     )
     return HostList.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, false, select
 
 from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
@@ -183,17 +183,59 @@ def list_hosts(
     rule: StatusRule,
     limit: int = 100,
     after: NameCursor | None = None,
+    needs_action: bool | None = None,
 ) -> HostPage:
-    """One page of hosts by name (keyset on the unique name), range totals for that page only."""
+    """One page of hosts by name (keyset on the unique name), range totals for that page only.
+    `needs_action` keeps only the hosts whose status does (or does not) need action."""
     query = select(host)
     if after is not None:
         query = query.where(host.c.name > after.name)
+    if needs_action is not None:
+        ids = _ids_by_action(conn, rule, after, limit + 1, needs_action)
+        query = query.where(host.c.id.in_(ids)) if ids else query.where(false())
     rows = conn.execute(query.order_by(host.c.name).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     events, guests = _per_host(conn, Resolved(host_ids=tuple(r.id for r in rows)), since, until)
     views = [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
     return HostPage(views, encode_name_cursor(NameCursor(views[-1].name)) if more and views else None)
+
+
+ACTION_SCAN_CHUNK = 5000  # hosts whose status one query of _ids_by_action reads
+
+
+def _ids_by_action(
+    conn: Connection, rule: StatusRule, after: NameCursor | None, wanted: int, needs_action: bool
+) -> list[int]:
+    """The ids of the first `wanted` hosts by name after `after` whose status needs action (or
+    not). The status is the rule's, in Python, from the few columns it reads (as the summary's
+    count is), so a filtered page scans the hosts' names in chunks rather than whole rows: the
+    fleet view lists every host that needs action, not those among the first page of names."""
+    found: list[int] = []
+    last = after.name if after is not None else None
+    while len(found) < wanted:
+        query = select(host.c.id, host.c.name, host.c.last_seen_at, host.c.agent_reported, host.c.verdict)
+        if last is not None:
+            query = query.where(host.c.name > last)
+        chunk = conn.execute(query.order_by(host.c.name).limit(ACTION_SCAN_CHUNK)).all()
+        for row in chunk:
+            status = host_status(
+                last_seen_at=row.last_seen_at if row.agent_reported else None,
+                verdict=row.verdict,
+                reason=None,
+                details=None,
+                since=None,
+                now=rule.now,
+                silent_after_s=rule.silent_after_s,
+            )
+            if status.needs_action == needs_action:
+                found.append(row.id)
+                if len(found) == wanted:
+                    break
+        if len(chunk) < ACTION_SCAN_CHUNK:
+            break
+        last = chunk[-1].name
+    return found
 
 
 @dataclass(frozen=True, slots=True)

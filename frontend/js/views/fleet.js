@@ -22,18 +22,22 @@ const MARKED_HOSTS = 25;
 // Lists are pages (#14): the busiest guests, and the first hosts by name, one request each.
 const TOP_GUESTS = 100;
 const HOST_PAGE = 1000;
+// Hosts that need action, asked for by that filter: in a fleet larger than HOST_PAGE, a host
+// whose name sorts past the first page must still be listed (the card counts every host).
+const ACTION_PAGE = 200;
 const HEAT_ROWS = 30;
 
 export async function render(state, range) {
   const src = state.source ? { source: state.source } : {};
   // The fleet's week, whatever the range: "guests lost N vCPU-hours to throttling this week".
   const week = { since: toIso(new Date(Date.parse(range.until) - 7 * 86400 * 1000)), until: range.until };
-  const [summary, byAction, byKind, byHost, hostList, guestList, gapList, throttle, readiness, eras, thisWeek, alertList] = await Promise.all([
+  const [summary, byAction, byKind, byHost, hostList, actionList, guestList, gapList, throttle, readiness, eras, thisWeek, alertList] = await Promise.all([
     api.summary(range),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "host", top: HEAT_ROWS }),
     api.hosts({ ...range, limit: HOST_PAGE }),
+    api.hosts({ ...range, needs_action: true, limit: ACTION_PAGE }),
     api.guests({ ...range, sort: "events", limit: TOP_GUESTS }),
     api.gaps(range),
     api.throttling({ ...range, limit: 10 }),
@@ -57,7 +61,7 @@ export async function render(state, range) {
   );
   const past = isPast(range);
   node.append(cards(summary, range, past));
-  node.append(needsAction(hostList.items, state));
+  node.append(needsAction(actionList, summary, state));
 
   if (summary.hosts_total === 0) {
     node.append(
@@ -283,11 +287,13 @@ function rank(x) {
 }
 
 // The hosts an operator must act on, with the agent's reason, ahead of every chart.
-function needsAction(hosts, state) {
-  const rows = hosts.filter((x) => x.needs_action).sort((a, b) => a.name.localeCompare(b.name));
+function needsAction(actionList, summary, state) {
+  const rows = actionList.items;
   if (!rows.length) return h("p", { class: "hint", id: "hosts-need-action" }, "No host needs action: every verdict is one the kernel explains.");
+  const total = Math.max(summary.hosts_need_action, rows.length);
+  const shown = actionList.next_cursor ? `the first ${rows.length} by name of ${total}` : `${rows.length}`;
   return section(
-    `Hosts that need action (${rows.length})`,
+    `Hosts that need action (${shown})`,
     table(
       [
         { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },

@@ -249,3 +249,38 @@ def test_hosts_page_by_name_with_a_cursor_each_host_once_and_figures_per_page(
         if cursor is None:
             break
     assert seen == [(n, 2, 1) for n in "abcde"]
+
+
+def test_needs_action_lists_every_host_that_needs_action_past_the_first_page_of_names_with_a_cursor(
+    fill: Filler, viewer_client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drift = {"verdict": "drift", "reason": "cpu 5 off in 3 samples", "details": {"cpus": [5]}}
+    acting = ("b", "e", "g")  # "g" sorts past a first page of 2 names, and past the scan's chunk
+    for name in "abcdefg":
+        extra = drift if name in acting else {"verdict": "consistent", "reason": "on everywhere"}
+        fill.send(name, state=state(T0, cpus=8, off=[5] if name in acting else [], **extra))
+    # Small scan chunks, so the filter's walk over the names crosses several of them.
+    monkeypatch.setattr("app.store.hosts.ACTION_SCAN_CHUNK", 2)
+
+    def walk(needs_action: str) -> list[str]:
+        names: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {**RANGE, "limit": 2, "needs_action": needs_action}
+            if cursor:
+                params["cursor"] = cursor
+            body = viewer_client.get("/api/v1/hosts", params=params).json()
+            assert len(body["items"]) <= 2 and all(
+                x["needs_action"] == (needs_action == "true") for x in body["items"]
+            )
+            names += [x["name"] for x in body["items"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return names
+
+    assert walk("true") == ["b", "e", "g"]
+    assert walk("false") == ["a", "c", "d", "f"]
+    summary = viewer_client.get("/api/v1/summary", params=RANGE).json()
+    assert summary["hosts_need_action"] == 3  # the card and the list agree
+    one = viewer_client.get("/api/v1/hosts", params={**RANGE, "needs_action": "true", "limit": 1}).json()
+    assert [x["name"] for x in one["items"]] == ["b"] and one["next_cursor"] is not None
