@@ -201,6 +201,22 @@ def list_hosts(
     return HostPage(views, encode_name_cursor(NameCursor(views[-1].name)) if more and views else None)
 
 
+def brief_status(
+    last_seen_at: dt.datetime | None, agent_reported: bool, verdict: str | None, rule: StatusRule
+) -> HostStatus:
+    """The status rule from the three columns it decides by (no reason, details or since):
+    what the summary counts and the needs_action filter walks, without reading whole rows."""
+    return host_status(
+        last_seen_at=last_seen_at if agent_reported else None,
+        verdict=verdict,
+        reason=None,
+        details=None,
+        since=None,
+        now=rule.now,
+        silent_after_s=rule.silent_after_s,
+    )
+
+
 ACTION_SCAN_CHUNK = 5000  # hosts whose status one query of _ids_by_action reads
 
 
@@ -219,15 +235,7 @@ def _ids_by_action(
             query = query.where(host.c.name > last)
         chunk = conn.execute(query.order_by(host.c.name).limit(ACTION_SCAN_CHUNK)).all()
         for row in chunk:
-            status = host_status(
-                last_seen_at=row.last_seen_at if row.agent_reported else None,
-                verdict=row.verdict,
-                reason=None,
-                details=None,
-                since=None,
-                now=rule.now,
-                silent_after_s=rule.silent_after_s,
-            )
+            status = brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule)
             if status.needs_action == needs_action:
                 found.append(row.id)
                 if len(found) == wanted:

@@ -14,9 +14,8 @@ from sqlalchemy import Connection, func, select
 
 from app.store.events import NO_GUEST_ID, Resolved
 from app.store.gaps import lost_in_range
-from app.store.hosts import StatusRule
+from app.store.hosts import StatusRule, brief_status
 from app.store.series import range_totals
-from app.store.status import host_status
 from app.store.tables import guest, host
 
 NO_MODE = "unknown"  # hosts whose agent has sent no state yet
@@ -50,15 +49,7 @@ def fleet_summary(conn: Connection, *, since: dt.datetime, until: dt.datetime, r
     for mode, last_seen_at, agent_reported, verdict in rows:
         hosts_total += 1
         by_mode[mode or NO_MODE] += 1
-        status = host_status(
-            last_seen_at=last_seen_at if agent_reported else None,
-            verdict=verdict,
-            reason=None,
-            details=None,
-            since=None,
-            now=rule.now,
-            silent_after_s=rule.silent_after_s,
-        )
+        status = brief_status(last_seen_at, agent_reported, verdict, rule)
         statuses[status.status] += 1
         need_action += status.needs_action
     return Summary(
