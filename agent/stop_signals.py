@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -29,11 +29,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @contextlib.contextmanager
 def stop_on_signals(
-    stop: threading.Event,
-    signals: Sequence[signal.Signals] = STOP_SIGNALS,
-    on_signal: Callable[[signal.Signals], None] | None = None,
+    stop: threading.Event, on_signal: Callable[[signal.Signals], None] | None = None
 ) -> Iterator[None]:
-    """While inside: each of `signals` sets `stop` (after `on_signal(signum)`, which runs in a
+    """While inside: SIGTERM and SIGINT set `stop` (after `on_signal(signum)`, which runs in a
     thread of its own, so it may log or take locks). The previous handlers come back on exit.
     Outside the main thread (where Python allows no handler) nothing is installed."""
     if threading.current_thread() is not threading.main_thread():
@@ -52,7 +50,7 @@ def stop_on_signals(
         target=_relay, args=(read_fd, stop, on_signal), name="splitwatch-stop-signals", daemon=True
     )
     relay.start()
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, false, select
+from sqlalchemy import Connection, Row, select
 
 from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
@@ -192,7 +192,7 @@ def list_hosts(
         query = query.where(host.c.name > after.name)
     if needs_action is not None:
         ids = _ids_by_action(conn, rule, after, limit + 1, needs_action)
-        query = query.where(host.c.id.in_(ids)) if ids else query.where(false())
+        query = query.where(host.c.id.in_(ids))
     rows = conn.execute(query.order_by(host.c.name).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]

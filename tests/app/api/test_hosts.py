@@ -249,6 +249,8 @@ def test_hosts_page_by_name_with_a_cursor_each_host_once_and_figures_per_page(
         if cursor is None:
             break
     assert seen == [(n, 2, 1) for n in "abcde"]
+    assert hosts(viewer_client, needs_action="true") == {}  # no verdict yet: nothing to act on
+    assert list(hosts(viewer_client, needs_action="false")) == list("abcde")
 
 
 def test_needs_action_lists_every_host_that_needs_action_past_the_first_page_of_names_with_a_cursor(
