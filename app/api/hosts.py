@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -24,7 +24,8 @@ from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.settings import Settings
 from app.store import hosts as store
-from app.store.hosts import StatusRule
+from app.store.hosts import HostFilter, StatusRule
+from app.store.status import STATUSES, Status
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"])
 
@@ -45,8 +46,12 @@ def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
             NextPage=("list_hosts", {"cursor": NEXT_CURSOR}),
         ),
     },
-    summary="Hosts by name with their status, and their events and guests in the range, a page at a time",
-    description="Pass `next_cursor` back as `cursor` for the next page.",
+    summary="Hosts with their status, and their events and guests in the range, a page at a time: by name, "
+    "or the busiest first",
+    description="`sort=name` (default): every host, by name. `sort=events`: the hosts with events in the "
+    "range, most first. `needs_action` and `status` keep only the hosts whose status matches (both: "
+    "both must); the page and its cursor count those only. Pass `next_cursor` back as `cursor`, with "
+    "the same `sort` and filters, for the next page.",
 )
 def list_hosts(
     conn: ConnDep,
@@ -55,11 +60,17 @@ def list_hosts(
     time_range: RangeDep,
     limit: PageLimit = 100,
     cursor: NameCursorParam = None,
+    sort: Annotated[Literal["name", "events"], Query(description="Order of the list.")] = "name",
     needs_action: Annotated[
         bool | None,
+        Query(description="Only the hosts whose status needs action (true) or does not (false)."),
+    ] = None,
+    status: Annotated[
+        list[Status] | None,
         Query(
-            description="Only the hosts whose status needs action (true) or does not (false); "
-            "the page and its cursor count the matching hosts only"
+            max_length=len(STATUSES),
+            description="Only the hosts with one of these statuses (repeat the parameter for several), "
+            "e.g. `status=silent`.",
         ),
     ] = None,
 ) -> HostList:
@@ -70,7 +81,8 @@ def list_hosts(
         rule=status_rule(settings, time_range),
         limit=limit,
         after=name_position(cursor),
-        needs_action=needs_action,
+        only=HostFilter(needs_action, frozenset(status) if status is not None else None),
+        sort=sort,
     )
     return HostList.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 

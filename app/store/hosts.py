@@ -8,9 +8,11 @@ seen (app/store/series.range_totals: rollups plus sub-minute edges) and, for one
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import Connection, Row, select
 
@@ -175,6 +177,30 @@ class HostPage:
     next_cursor: str | None
 
 
+HostSort = Literal["name", "events"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostFilter:
+    """Which hosts a list keeps, by the status rule: `needs_action` true or false, and/or a
+    status among `statuses`. Nothing set: every host."""
+
+    needs_action: bool | None = None
+    statuses: frozenset[str] | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.needs_action is None and self.statuses is None
+
+    def keeps(self, status: HostStatus) -> bool:
+        return (self.needs_action is None or status.needs_action == self.needs_action) and (
+            self.statuses is None or status.status in self.statuses
+        )
+
+
+EVERY_HOST = HostFilter()
+
+
 def list_hosts(
     conn: Connection,
     *,
@@ -183,29 +209,82 @@ def list_hosts(
     rule: StatusRule,
     limit: int = 100,
     after: NameCursor | None = None,
-    needs_action: bool | None = None,
+    only: HostFilter = EVERY_HOST,
+    sort: HostSort = "name",
 ) -> HostPage:
-    """One page of hosts by name (keyset on the unique name), range totals for that page only.
-    `needs_action` keeps only the hosts whose status does (or does not) need action."""
+    """One page of hosts, range totals for that page only.
+
+    sort="name": by name (keyset on the unique name). sort="events": the hosts with events in
+    the range, most first (then by id, the order hosts were first seen): in a fleet of 10,000 the
+    busiest are not among the first page of names. `only` keeps the hosts whose status it
+    names, counted by the page and its cursor."""
+    if sort == "events":
+        return _ranked_page(conn, since, until, rule, limit, after, only)
     query = select(host)
     if after is not None:
         query = query.where(host.c.name > after.name)
-    if needs_action is not None:
-        ids = _ids_by_action(conn, rule, after, limit + 1, needs_action)
+    if not only.everything:
+        ids = _ids_matching(conn, rule, after, limit + 1, only)
         query = query.where(host.c.id.in_(ids))
     rows = conn.execute(query.order_by(host.c.name).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    events, guests = _per_host(conn, Resolved(host_ids=tuple(r.id for r in rows)), since, until)
-    views = [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+    views = _views(conn, rows, rule, since, until)
     return HostPage(views, encode_name_cursor(NameCursor(views[-1].name)) if more and views else None)
+
+
+def _views(
+    conn: Connection, rows: Sequence[Row[Any]], rule: StatusRule, since: dt.datetime, until: dt.datetime
+) -> list[HostView]:
+    events, guests = _per_host(conn, Resolved(host_ids=tuple(r.id for r in rows)), since, until)
+    return [_view(row, rule, events.get(row.id, 0), len(guests.get(row.id, ()))) for row in rows]
+
+
+def _ranked_page(
+    conn: Connection,
+    since: dt.datetime,
+    until: dt.datetime,
+    rule: StatusRule,
+    limit: int,
+    after: NameCursor | None,
+    only: HostFilter,
+) -> HostPage:
+    totals = range_totals(conn, Resolved(), since=since, until=until, by=("host_id",))
+    kept: set[int] | None = None
+    if not only.everything:
+        columns = select(host.c.id, host.c.last_seen_at, host.c.agent_reported, host.c.verdict)
+        kept = {
+            row.id
+            for row in conn.execute(columns)
+            if only.keeps(brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule))
+        }
+    ranked: Iterable[tuple[int, int]] = (
+        (-count, cast(int, hid))  # host ids are integers as stored
+        for (hid,), count in totals.items()
+        if count > 0 and (kept is None or hid in kept)
+    )
+    if after is not None and after.events is not None and after.id is not None:
+        position = (-after.events, after.id)
+        ranked = (r for r in ranked if r > position)
+    # The page's first limit + 1 of every ranked host, without sorting the ones past the page.
+    page = heapq.nsmallest(limit + 1, ranked)
+    more = len(page) > limit
+    page = page[:limit]
+    ids = [hid for _, hid in page]
+    rows = {r.id: r for r in conn.execute(select(host).where(host.c.id.in_(ids)))} if ids else {}
+    views = _views(conn, [rows[hid] for _, hid in page if hid in rows], rule, since, until)
+    cursor = None
+    if more and page:
+        neg, hid = page[-1]
+        cursor = encode_name_cursor(NameCursor(rows[hid].name if hid in rows else "", -neg, hid))
+    return HostPage(views, cursor)
 
 
 def brief_status(
     last_seen_at: dt.datetime | None, agent_reported: bool, verdict: str | None, rule: StatusRule
 ) -> HostStatus:
     """The status rule from the three columns it decides by (no reason, details or since):
-    what the summary counts and the needs_action filter walks, without reading whole rows."""
+    what the summary counts and the host filters walk, without reading whole rows."""
     return host_status(
         last_seen_at=last_seen_at if agent_reported else None,
         verdict=verdict,
@@ -217,30 +296,29 @@ def brief_status(
     )
 
 
-ACTION_SCAN_CHUNK = 5000  # hosts whose status one query of _ids_by_action reads
+FILTER_SCAN_CHUNK = 5000  # hosts whose status one query of _ids_matching reads
 
 
-def _ids_by_action(
-    conn: Connection, rule: StatusRule, after: NameCursor | None, wanted: int, needs_action: bool
+def _ids_matching(
+    conn: Connection, rule: StatusRule, after: NameCursor | None, wanted: int, only: HostFilter
 ) -> list[int]:
-    """The ids of the first `wanted` hosts by name after `after` whose status needs action (or
-    not). The status is the rule's, in Python, from the few columns it reads (as the summary's
-    count is), so a filtered page scans the hosts' names in chunks rather than whole rows: the
-    fleet view lists every host that needs action, not those among the first page of names."""
+    """The ids of the first `wanted` hosts by name after `after` that `only` keeps. The status
+    is the rule's, in Python, from the few columns it reads (as the summary's count is), so a
+    filtered page scans the hosts' names in chunks rather than whole rows: the fleet view lists
+    every host that needs action or is silent, not those among the first page of names."""
     found: list[int] = []
     last = after.name if after is not None else None
     while len(found) < wanted:
         query = select(host.c.id, host.c.name, host.c.last_seen_at, host.c.agent_reported, host.c.verdict)
         if last is not None:
             query = query.where(host.c.name > last)
-        chunk = conn.execute(query.order_by(host.c.name).limit(ACTION_SCAN_CHUNK)).all()
+        chunk = conn.execute(query.order_by(host.c.name).limit(FILTER_SCAN_CHUNK)).all()
         for row in chunk:
-            status = brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule)
-            if status.needs_action == needs_action:
+            if only.keeps(brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule)):
                 found.append(row.id)
                 if len(found) == wanted:
                     break
-        if len(chunk) < ACTION_SCAN_CHUNK:
+        if len(chunk) < FILTER_SCAN_CHUNK:
             break
         last = chunk[-1].name
     return found

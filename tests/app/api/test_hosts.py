@@ -262,7 +262,7 @@ def test_needs_action_lists_every_host_that_needs_action_past_the_first_page_of_
         extra = drift if name in acting else {"verdict": "consistent", "reason": "on everywhere"}
         fill.send(name, state=state(T0, cpus=8, off=[5] if name in acting else [], **extra))
     # Small scan chunks, so the filter's walk over the names crosses several of them.
-    monkeypatch.setattr("app.store.hosts.ACTION_SCAN_CHUNK", 2)
+    monkeypatch.setattr("app.store.hosts.FILTER_SCAN_CHUNK", 2)
 
     def walk(needs_action: str) -> list[str]:
         names: list[str] = []
@@ -286,3 +286,71 @@ def test_needs_action_lists_every_host_that_needs_action_past_the_first_page_of_
     assert summary["hosts_need_action"] == 3  # the card and the list agree
     one = viewer_client.get("/api/v1/hosts", params={**RANGE, "needs_action": "true", "limit": 1}).json()
     assert [x["name"] for x in one["items"]] == ["b"] and one["next_cursor"] is not None
+
+
+def walk_hosts(client: httpx.Client, **params: Any) -> list[tuple[str, int]]:
+    """Every page of /hosts with `params`, 2 at a time: (name, events) in the order listed."""
+    listed: list[tuple[str, int]] = []
+    cursor = None
+    while True:
+        query: dict[str, Any] = {**RANGE, **params, "limit": 2}
+        if cursor:
+            query["cursor"] = cursor
+        body = client.get("/api/v1/hosts", params=query).json()
+        assert len(body["items"]) <= 2, body
+        listed += [(x["name"], x["events"]) for x in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return listed
+
+
+def test_hosts_sorted_by_events_list_the_busiest_first_whatever_their_names_each_once(
+    fill: Filler, viewer_client: httpx.Client
+) -> None:
+    # In a fleet of thousands, the busiest host's name can sort anywhere: "zz" is last by name.
+    # Ties keep the order the hosts were first seen; a host with no event in the range is not
+    # among the busiest (it is in the name order, and in the status filters).
+    counts = {"b": 5, "zz": 40, "a": 5, "quiet": 0, "c": 9, "d": 5}
+    for name, count in counts.items():
+        fill.send(name, state=state(T0), events=[ev(T0, guest=f"vm-{name}", count=count)] if count else [])
+    fill.send("a", events=[ev(T0 + 4 * HOUR, guest="vm-a", count=100)])  # after the range: not counted
+    assert walk_hosts(viewer_client, sort="events") == [("zz", 40), ("c", 9), ("b", 5), ("a", 5), ("d", 5)]
+    first = viewer_client.get("/api/v1/hosts", params={**RANGE, "sort": "events", "limit": 1}).json()
+    assert [(x["name"], x["events"], x["guests"], x["status"]) for x in first["items"]] == [
+        ("zz", 40, 1, "consistent")
+    ]
+    assert walk_hosts(viewer_client) == sorted(counts.items())  # by name: every host, as before
+
+
+def test_status_filter_lists_the_silent_hosts_past_the_first_page_of_names_alone_or_with_others(
+    fill: Filler, viewer_client: httpx.Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drift = {"verdict": "drift", "reason": "cpu 5 off in 3 samples", "details": {"cpus": [5]}}
+    for name in "abcdefg":
+        extra = drift if name == "c" else {}
+        fill.send(name, state=state(T0, **extra), events=[ev(T0, guest=f"vm-{name}", count=ord(name) - 96)])
+    for name in ("b", "g"):  # "g" sorts past a first page of 2 names, and past the scan's chunk
+        stop_reporting(settings, name, minutes=6)
+    monkeypatch.setattr("app.store.hosts.FILTER_SCAN_CHUNK", 2)
+    assert walk_hosts(viewer_client, status="silent") == [("b", 2), ("g", 7)]
+    assert walk_hosts(viewer_client, status=["silent", "drift"]) == [("b", 2), ("c", 3), ("g", 7)]
+    assert walk_hosts(viewer_client, status="silent", sort="events") == [("g", 7), ("b", 2)]
+    # Both filters: both must hold. A silent host does not need action (silence has its own alert).
+    assert walk_hosts(viewer_client, status=["silent", "drift"], needs_action="true") == [("c", 3)]
+    assert walk_hosts(viewer_client, status="consistent", sort="events") == [
+        ("f", 6), ("e", 5), ("d", 4), ("a", 1)
+    ]  # fmt: skip
+    summary = viewer_client.get("/api/v1/summary", params=RANGE).json()
+    assert summary["hosts_silent"] == 2  # the card and the list agree
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"status": "dead"}, "query.status[0]"), ({"sort": "busiest"}, "query.sort")],
+)
+def test_an_unknown_status_or_sort_is_refused_naming_the_parameter(
+    viewer_client: httpx.Client, params: dict[str, str], field: str
+) -> None:
+    body = assert_error(viewer_client.get("/api/v1/hosts", params=params), 422, "invalid_request")
+    assert body["details"][0]["field"] == field
