@@ -32,6 +32,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from app.alerts.evaluate import Alerting
 from app.api.ingest import IngestShortcut
 from app.auth import Authenticator
+from app.background import stop_side_by_side
 from app.edge import EdgeMiddleware
 from app.errors import NotReady, install_error_handlers
 from app.ingest.writer import Writer, WriterStopped, make_writer
@@ -114,11 +115,15 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await metrics_database.stop()
-            await retention.stop()
-            await alerting.stop()
-            await auth.stop()
-            writer.stop()
+            await stop_side_by_side(
+                {
+                    "metrics": metrics_database.stop(),
+                    "retention": retention.stop(),
+                    "alerting": alerting.stop(),
+                    "token revocation poll": auth.stop(),
+                }
+            )
+            writer.stop()  # last: the loops above write through it
             engine.dispose()
 
     app = FastAPI(
