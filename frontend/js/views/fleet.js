@@ -19,25 +19,31 @@ import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
 // Mode and verdict marks need each host's states: one request per host, so only the busiest.
 const MARKED_HOSTS = 25;
-// Lists are pages (#14): the busiest guests, and the first hosts by name, one request each.
+// Lists are pages (#14), one request each: the busiest guests and hosts, ranked by the API over
+// the whole fleet (in a fleet of 10,000 the busiest host's name can sort anywhere), and the
+// first hosts by name, which are every host of a small fleet (its quiet hosts are listed too).
 const TOP_GUESTS = 100;
-const HOST_PAGE = 1000;
-// Hosts that need action, asked for by that filter: in a fleet larger than HOST_PAGE, a host
-// whose name sorts past the first page must still be listed (the card counts every host).
+const BUSY_HOSTS = 100;
+const HOST_PAGE = 200;
+// Hosts that need action, and silent ones, asked for by those filters: a host whose name sorts
+// past the first page must still be listed (the cards count every host).
 const ACTION_PAGE = 200;
+const SILENT_PAGE = 200;
 const HEAT_ROWS = 30;
 
 export async function render(state, range) {
   const src = state.source ? { source: state.source } : {};
   // The fleet's week, whatever the range: "guests lost N vCPU-hours to throttling this week".
   const week = { since: toIso(new Date(Date.parse(range.until) - 7 * 86400 * 1000)), until: range.until };
-  const [summary, byAction, byKind, byHost, hostList, actionList, guestList, gapList, throttle, readiness, eras, thisWeek, alertList] = await Promise.all([
+  const [summary, byAction, byKind, byHost, nameList, busyList, actionList, silentList, guestList, gapList, throttle, readiness, eras, thisWeek, alertList] = await Promise.all([
     api.summary(range),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "action" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "kind" }),
     api.series({ ...range, ...src, step: chooseStep(range), group_by: "host", top: HEAT_ROWS }),
     api.hosts({ ...range, limit: HOST_PAGE }),
+    api.hosts({ ...range, sort: "events", limit: BUSY_HOSTS }),
     api.hosts({ ...range, needs_action: true, limit: ACTION_PAGE }),
+    api.hosts({ ...range, status: "silent", limit: SILENT_PAGE }),
     api.guests({ ...range, sort: "events", limit: TOP_GUESTS }),
     api.gaps(range),
     api.throttling({ ...range, limit: 10 }),
@@ -47,9 +53,10 @@ export async function render(state, range) {
     // Marks only: the overview still draws when alerts cannot be read.
     api.alerts({ since: range.since, limit: 1000 }).catch((err) => ({ items: [], error: err })),
   ]);
-  const hosts = [...hostList.items].sort((a, b) => b.events - a.events || a.name.localeCompare(b.name));
+  const hostList = topHosts(nameList, busyList, actionList, silentList);
+  const busiest = [...hostList.items].sort((a, b) => b.events - a.events || a.name.localeCompare(b.name));
   const details = await Promise.all(
-    hosts.slice(0, MARKED_HOSTS).map((x) => api.host(x.name, range).catch(() => null)),
+    busiest.slice(0, MARKED_HOSTS).map((x) => api.host(x.name, range).catch(() => null)),
   );
   const alerts = alertsInRange(alertList.items.map(alertOf), range);
   const marks = mergeMarks(changeMarks(details.filter(Boolean), gapList.items, range), alertMarks(alerts, range));
@@ -123,7 +130,7 @@ export async function render(state, range) {
       "div",
       { class: "two-col" },
       section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0 || g.killed), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
-      section("Top hosts", hostTable(hosts, state, 15, "top-hosts", past), more(hosts, 15, hostList.next_cursor ? "first hosts by name" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts", past), !!hostList.next_cursor)),
+      section("Top hosts", hostTable(hostList.items, state, 15, "top-hosts", past), topHostsHint(hostList, summary), more(hostList.items, 15, hostList.partial ? "hosts: the busiest, the silent and those needing action" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts", past), hostList.partial)),
     ),
   );
 
@@ -248,6 +255,27 @@ function guestTable(guests, state, limit, id) {
       rowData: (g) => ({ guest: g.name }),
       empty: "No guest took a split lock in this window.",
     },
+  );
+}
+
+// The hosts the "Top hosts" table ranks: every host when the first page by name holds the whole
+// fleet; else those in trouble (needing action, silent) and the busiest, fleet-wide.
+export function topHosts(nameList, busyList, actionList, silentList) {
+  const partial = !!nameList.next_cursor;
+  const byName = new Map();
+  for (const list of [actionList, silentList, busyList, ...(partial ? [] : [nameList])]) {
+    for (const x of list.items) if (!byName.has(x.name)) byName.set(x.name, x);
+  }
+  return { items: [...byName.values()], partial };
+}
+
+// A fleet larger than the first page by name: the table is not every host, and says which.
+function topHostsHint(hostList, summary) {
+  if (!hostList.partial) return null;
+  return h(
+    "p",
+    { class: "hint", id: "top-hosts-hint" },
+    `Of the fleet's ${fmtNum(summary.hosts_total)} hosts: those that need action, the silent ones and the ${BUSY_HOSTS} busiest in this window.`,
   );
 }
 

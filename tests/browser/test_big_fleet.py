@@ -1,0 +1,86 @@
+"""The fleet overview of a fleet larger than any page the dashboard asks for (#13): the hosts it
+ranks ("Top hosts", the hosts whose changes are marked) are the fleet's busiest and those in
+trouble, not the busiest among the first page of names. Real uvicorn, every host through
+ingest, real Chromium.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from app.store.engine import make_engine
+from app.store.tables import host
+from app.store.tokens import create_agent_tokens
+from tests.app.fill import Filler, ev, state
+from tests.browser.conftest import Fleet, _serve
+from tests.browser.test_dashboard import open_logged_in, shot
+
+pytestmark = pytest.mark.browser
+
+# More hosts than the old view's one page by name (1,000), all quiet; the hosts that matter sort
+# after every one of them.
+QUIET = [f"kvm-{i:04d}" for i in range(1001)]
+BUSY, SILENT, DRIFTING = "zz-busy", "zz-silent", "zz-drift"
+DRIFT = "detection is off on cpu 2 in 3 consecutive samples while the mode is warn"
+
+
+class _BatchTokens:
+    """Every host's agent token made in one statement (one engine per token is minutes here)."""
+
+    def __init__(self, url: str, names: list[str]) -> None:
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            self._tokens = dict(create_agent_tokens(conn, names))
+        engine.dispose()
+
+    def agent(self, host: str = "") -> str:
+        return self._tokens[host]
+
+
+@pytest.fixture(scope="module")
+def big_fleet(tmp_path_factory: pytest.TempPathFactory, server_log: list[str]) -> Iterator[Fleet]:
+    server, tokens = _serve(tmp_path_factory.mktemp("big"), server_log)
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    seen = now - dt.timedelta(minutes=30)
+    fill = Filler(server.url, _BatchTokens(server.settings.database_url, [*QUIET, BUSY, SILENT, DRIFTING]))
+    try:
+        for name in QUIET:
+            fill.send(name, state=state(seen))
+        fill.send("kvm-0500", events=[ev(seen, guest="vm-0500", count=3)])
+        fill.send(BUSY, state=state(seen), events=[ev(seen, guest="vm-busy", count=50)])
+        fill.send(SILENT, state=state(seen))
+        fill.send(DRIFTING, state=state(seen, off=[2], verdict="drift", reason=DRIFT))
+    finally:
+        fill.close()
+    engine = make_engine(server.settings.database_url)
+    with engine.begin() as conn:  # its agent stopped an hour ago (silent_after_s is 300)
+        conn.execute(
+            update(host).where(host.c.name == SILENT).values(last_seen_at=now - dt.timedelta(hours=1))
+        )
+    engine.dispose()
+    try:
+        yield Fleet(server.url, tokens.viewer(), now, server, server_log)
+    finally:
+        server.stop()
+
+
+def test_top_hosts_of_a_big_fleet_lead_with_the_drifting_the_silent_and_the_busiest_whatever_their_names(
+    page: Any, big_fleet: Fleet
+) -> None:
+    open_logged_in(page, big_fleet, "#/fleet?range=6h")
+    rows = page.eval_on_selector_all("#top-hosts tbody tr", "rs => rs.map(r => r.dataset.host)")
+    # Needs action, then silent, then the busiest (consistent) hosts by events.
+    assert rows[:4] == [DRIFTING, SILENT, BUSY, "kvm-0500"]
+    assert page.text_content("#card-silent .card-value") == "1"
+    assert page.text_content("#card-hosts .card-value") == f"{len(QUIET) + 3:,}"
+    # The table says what it holds: not every host of the fleet.
+    assert page.inner_text("#top-hosts-hint") == (
+        "Of the fleet's 1,004 hosts: those that need action, the silent ones and the 100 busiest"
+        " in this window."
+    )
+    shot(page, "fleet-big")
