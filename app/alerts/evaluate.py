@@ -322,7 +322,29 @@ def _new_offender_findings(conn: Connection, rule: Rule, now: dt.datetime) -> li
     return out
 
 
+# The rules whose last evaluation reached MAX_FINDINGS_PER_RULE (by name): said once when they
+# reach it and once when they drop under it, not every evaluation of an outage.
+_AT_MOST: set[str] = set()
+
+
 def findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
+    found = _findings(conn, rule, now, settings)
+    if len(found) >= MAX_FINDINGS_PER_RULE and rule.name not in _AT_MOST:
+        # A mass outage (an AgentSilent per host) can reach it: the others must not go unsaid.
+        _AT_MOST.add(rule.name)
+        log.warning(
+            "alert rule %s found %d label sets, its most per evaluation: any others it matches "
+            "fire as these resolve (GET /api/v1/hosts?status=silent lists every silent host)",
+            rule.name,
+            len(found),
+        )
+    elif len(found) < MAX_FINDINGS_PER_RULE and rule.name in _AT_MOST:
+        _AT_MOST.discard(rule.name)
+        log.info("alert rule %s finds fewer than %d label sets again", rule.name, MAX_FINDINGS_PER_RULE)
+    return found
+
+
+def _findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
     if rule.type in ("threshold", "guest_killed"):
         return _count_findings(conn, rule, now)
     if rule.type in ("host_inconsistent", "agent_silent"):

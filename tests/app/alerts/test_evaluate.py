@@ -433,3 +433,24 @@ def test_host_rules_judge_only_hosts_that_may_match_yet_miss_none(engine: Engine
     inconsistent = fired(engine, cfg, "HostInconsistent")
     assert [a.labels["host"] for a in inconsistent] == ["kvm-drift"]
     assert [a.labels["host"] for a in fired(engine, cfg, "AgentSilent")] == ["kvm-gone"]
+
+
+def test_a_rule_past_its_most_alerts_says_so_once_and_the_others_fire_as_those_resolve(
+    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A mass outage at fleet size, scaled down: 3 hosts silent, a rule opening at most 2 alerts.
+    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 2)
+    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    for host in ("kvm-1", "kvm-2", "kvm-3"):
+        ingest(engine, st=state(NOW), host=host)
+    later = NOW + timedelta(seconds=400)
+    with caplog.at_level("INFO", logger="splitwatch.alerts"):
+        first = {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", later)}
+        assert len(first) == 2
+        fired(engine, cfg, "AgentSilent", later + timedelta(seconds=1))
+        assert caplog.text.count("alert rule AgentSilent found 2 label sets, its most per evaluation") == 1
+        # One of them reports again: its alert resolves, and the third host's fires.
+        back = sorted(first)[0]
+        ingest(engine, st=state(later), host=back, at=later)
+        firing = fired(engine, cfg, "AgentSilent", later + timedelta(seconds=2))
+        assert {a.labels["host"] for a in firing} == {"kvm-1", "kvm-2", "kvm-3"} - {back}
