@@ -176,6 +176,11 @@ class Alert(BaseModel):
 
 class AlertList(BaseModel):
     items: list[Alert]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end. With `host` or `guest`, a page "
+        "may hold fewer than `limit` alerts and still have one (those filters look at a bounded window of "
+        "alerts per request)."
+    )
 
 
 # ------------------------------------------------------------------------------ silences

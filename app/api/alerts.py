@@ -8,10 +8,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from app.api.alert_models import Alert, AlertList
-from app.api.models import NAME_MAX, NAME_PATTERN, GuestFilter, HostFilter, IsoTime
+from app.api.models import NAME_MAX, NAME_PATTERN, GuestFilter, HostFilter, IsoTime, time_position
 from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.store import alerting as store
+from app.store.cursor import encode_cursor
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -21,7 +22,8 @@ router = APIRouter(prefix="/api/v1", tags=["alerts"])
     operation_id="list_alerts",
     response_model=AlertList,
     responses=error_responses(401, 403, 422),
-    summary="Alerts, newest first; status=firing for what fires now",
+    summary="Alerts, newest first, a page at a time; status=firing for what fires now",
+    description="Pass `next_cursor` back as `cursor`, with the same filters, for the next page.",
 )
 def list_alerts(
     conn: ConnDep,
@@ -39,14 +41,24 @@ def list_alerts(
         IsoTime | None, Query(description="Only alerts still open or that ended at or after this.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first.")] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="The `next_cursor` of the previous page, unchanged."),
+    ] = None,
 ) -> AlertList:
     now = dt.datetime.now(dt.UTC)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
-    items = store.list_alerts(
-        conn, settings, status=status, rule=rule, host=host, guest=guest, since=since, limit=limit, now=now
-    )
-    return AlertList.model_validate({"items": items})
+    after = time_position(cursor)
+    page = store.list_alerts(
+        conn, settings, status=status, rule=rule, host=host, guest=guest, since=since, limit=limit, now=now,
+        before=after.id if after is not None else None,
+    )  # fmt: skip
+    next_cursor = None
+    if page.next_before is not None:
+        # The cursor format of the newest-first lists; the time is `now`: alerts are paged by id.
+        next_cursor = encode_cursor(now, page.next_before)
+    return AlertList.model_validate({"items": page.items, "next_cursor": next_cursor})
 
 
 @router.get(

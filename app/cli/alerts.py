@@ -68,12 +68,16 @@ def register(cli: typer.Typer) -> None:
         engine, settings = open_database(database_url, "splitwatch alerts")
         try:
             with engine.connect() as conn:
-                items = list_alerts(
+                page = list_alerts(
                     conn, settings, status=status, rule=None, host=None, guest=None, since=None, limit=limit,
                     now=dt.datetime.now(dt.UTC),
                 )  # fmt: skip
         finally:
             engine.dispose()
+        items = page.items
+        if page.next_before is not None:  # on stderr: --json's lines stay one alert each
+            more = "there are more (--limit up to 1000, or GET /api/v1/alerts with its cursor)"
+            typer.echo(f"splitwatch alerts: the newest {limit} {status} alerts; {more}", err=True)
         if as_json:
             for item in items:
                 typer.echo(json.dumps(item, default=lambda v: v.isoformat().replace("+00:00", "Z")))

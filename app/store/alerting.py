@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -137,6 +138,14 @@ def _alert_view(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class AlertPage:
+    items: list[dict[str, Any]]
+    # The id below which the list goes on (the next page starts strictly after it), or None at
+    # its end: a mass outage fires an AgentSilent per host, more than any one page.
+    next_before: int | None
+
+
 def list_alerts(
     conn: Connection,
     settings: Settings,
@@ -148,7 +157,9 @@ def list_alerts(
     since: dt.datetime | None,
     limit: int,
     now: dt.datetime,
-) -> list[dict[str, Any]]:
+    before: int | None = None,
+) -> AlertPage:
+    """One page of alerts, newest first (by id: ids grow as alerts open), below `before`."""
     q = select(alert, alert_rule.c.name.label("rule_name")).join(
         alert_rule, alert_rule.c.id == alert.c.rule_id
     )
@@ -159,12 +170,16 @@ def list_alerts(
     if since is not None:
         # History: alerts still open, or that ended in the range.
         q = q.where((alert.c.ends_at.is_(None)) | (alert.c.ends_at >= since))
-    # host/guest are labels (JSON): filtered here, over a bounded window of rows.
+    if before is not None:
+        q = q.where(alert.c.id < before)
+    # host/guest are labels (JSON): filtered here, over a bounded window of rows. A window that
+    # ends before the page is full still gives where to go on from: a page may then be short.
     scan = limit if host is None and guest is None else min(limit * 20, 20_000)
-    rows = conn.execute(q.order_by(alert.c.id.desc()).limit(scan)).all()
+    rows = conn.execute(q.order_by(alert.c.id.desc()).limit(scan + 1)).all()
+    more, rows = len(rows) > scan, rows[:scan]
     silences = _active_silences(conn, now)
     out = []
-    for row in rows:
+    for i, row in enumerate(rows):
         labels = row.labels or {}
         if host is not None and labels.get("host") != host:
             continue
@@ -172,8 +187,8 @@ def list_alerts(
             continue
         out.append(_alert_view(row, silences, settings))
         if len(out) >= limit:
-            break
-    return out
+            return AlertPage(out, row.id if more or i + 1 < len(rows) else None)
+    return AlertPage(out, rows[-1].id if more else None)
 
 
 def get_alert(conn: Connection, settings: Settings, alert_id: int, now: dt.datetime) -> dict[str, Any] | None:

@@ -71,3 +71,19 @@ def test_webhook_test_says_why_it_failed(
     assert len(receiver.requests) == 1
     result = run("webhook", "test", "999", "--database-url", migrated_db_url)
     assert result.returncode == 1 and "no webhook 999" in result.stderr
+
+
+def test_alerts_says_on_stderr_when_more_fire_than_its_limit(
+    alerting: Alerting, migrated_db_url: str
+) -> None:
+    alerting.disable_builtins()
+    alerting.rule(name="busy-host", type="threshold", group_by="host", window="60s", threshold=1)
+    for host in ("kvm-1", "kvm-2", "kvm-3"):
+        alerting.ingest(host)
+    poll(lambda: len(alerting.alerts(status="firing")) == 3, "an alert for each of the 3 hosts")
+    result = run("alerts", "--limit", "2", "--json", "--database-url", migrated_db_url)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # stdout: one alert per line, nothing else
+    assert "the newest 2 firing alerts; there are more" in result.stderr
+    whole = run("alerts", "--limit", "3", "--database-url", migrated_db_url)
+    assert len(whole.stdout.splitlines()) == 3 and "there are more" not in whole.stderr

@@ -55,7 +55,11 @@ def test_read_api_survives_schemathesis_with_every_check(
     # And some within the default range (the last 24 h), so that the links the OpenAPI declares
     # (list -> item, host -> its guests, guest -> its last host) lead somewhere.
     recent = dt.datetime.now(dt.UTC) - 10 * MINUTE
-    fill.send("kvm-2", events=[ev(recent, guest="web"), ev(recent, guest="db-1", action="throttle")])
+    fill.send(
+        "kvm-2",
+        state=state(recent),
+        events=[ev(recent, guest="web"), ev(recent, guest="db-1", action="throttle")],
+    )
     fill.close()
     command = [
         str(SCHEMATHESIS),
@@ -72,7 +76,7 @@ def test_read_api_survives_schemathesis_with_every_check(
         "--max-examples",
         "30",
         "--seed",
-        "1",
+        "2",
         "--workers",
         "1",
         "--generation-database",
