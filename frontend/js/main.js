@@ -102,10 +102,15 @@ function setRefresh(state) {
 async function updateFiring() {
   const badge = $("#firing-count");
   try {
-    const list = (await api.alerts({ status: "firing", limit: 1000 })).items.map(alertOf).filter(isFiring);
+    const page = await api.alerts({ status: "firing", limit: 1000 });
+    const list = page.items.map(alertOf).filter(isFiring);
     const loud = list.filter((a) => !a.silenced);
-    badge.textContent = String(loud.length);
-    badge.title = `${loud.length} alert(s) firing${list.length > loud.length ? `, ${list.length - loud.length} more silenced` : ""}`;
+    // More fire than one page (a mass outage: an AgentSilent per host): "at least", not a count.
+    const more = page.next_cursor ? "+" : "";
+    badge.textContent = `${loud.length}${more}`;
+    badge.title = more
+      ? `more than ${list.length} alerts firing (${loud.length} of the newest ${list.length} not silenced): the Alerts page lists them`
+      : `${loud.length} alert(s) firing${list.length > loud.length ? `, ${list.length - loud.length} more silenced` : ""}`;
     badge.classList.toggle("critical", loud.some((a) => a.severity === "critical"));
     badge.classList.toggle("none", loud.length === 0);
     badge.hidden = false;

@@ -48,9 +48,12 @@ export async function render(state, range) {
 
   const node = h("div", { class: "view view-alerts" }, h("div", { class: "title-row" }, h("h1", {}, "Alerts")));
   node.append(
-    cards(firing, silences, rules, hooksHidden ? null : hooks),
+    cards(firing, silences, rules, hooksHidden ? null : hooks, !!firingList.next_cursor),
     section(
       "Firing now",
+      firingList.next_cursor
+        ? h("p", { class: "hint", id: "firing-more" }, `The newest ${firingList.items.length} firing alerts; more fire. GET /api/v1/alerts?status=firing pages through all of them (next_cursor).`)
+        : null,
       table(firingColumns(state), firing, {
         id: "firing",
         rowData: (a) => ({ fingerprint: a.fingerprint, severity: a.severity }),
@@ -114,7 +117,7 @@ async function lastDeliveries(hooks) {
   });
 }
 
-function cards(firing, silences, rules, hooks) {
+function cards(firing, silences, rules, hooks, more = false) {
   const critical = firing.filter((a) => a.severity === "critical" && !a.silenced).length;
   const silenced = firing.filter((a) => a.silenced).length;
   const failing = hooks ? hooks.filter((w) => !w.enabled || (w.last && ["failed", "gone"].includes(w.last.status))).length : 0;
@@ -122,7 +125,7 @@ function cards(firing, silences, rules, hooks) {
   return h(
     "div",
     { class: "cards", id: "alert-cards" },
-    card("Firing", fmtNum(firing.length), `${critical} critical${silenced ? `, ${silenced} silenced` : ""}`, {
+    card("Firing", `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical}${more ? "+" : ""} critical${silenced ? `, ${silenced} silenced` : ""}`, {
       tone: critical ? "bad" : firing.length - silenced ? "warn" : null,
       id: "card-firing",
     }),
