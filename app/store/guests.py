@@ -15,16 +15,15 @@ the range totals computed for the page's guests only when ordered by name.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, func, select
 
 from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
+from app.store.ranking import busiest
 from app.store.series import range_totals
 from app.store.tables import event, guest, guest_host, host
 
@@ -193,27 +192,19 @@ def _ranked_page(
         allowed = set(
             conn.execute(select(guest_host.c.guest_id).where(guest_host.c.host_id == host_id)).scalars()
         )
-    ranked: Iterable[tuple[int, int]] = (
-        (-count, cast(int, gid))  # guest ids are integers as stored
-        for (gid,), count in totals.items()
-        if count > 0 and gid != NO_GUEST_ID and (allowed is None or gid in allowed)
-    )
-    if after is not None and after.events is not None and after.id is not None:
-        position = (-after.events, after.id)
-        ranked = (r for r in ranked if r > position)
-    # The page's first limit + 1 of ~100,000 ranked guests: the same as sorting them all and
-    # slicing (heapq's contract), without sorting the ones past the page.
-    page = heapq.nsmallest(limit + 1, ranked)
-    more = len(page) > limit
-    page = page[:limit]
-    ids = [gid for _, gid in page]
+
+    def keep(gid: int) -> bool:
+        return gid != NO_GUEST_ID and (allowed is None or gid in allowed)
+
+    page, more = busiest(totals, keep, after, limit)
+    ids = [gid for gid, _ in page]
     rows = {r.id: r for r in conn.execute(_select_guests().where(guest.c.id.in_(ids)))} if ids else {}
     _, hosts = _per_guest(conn, Resolved(guest_ids=tuple(ids)), since, until) if ids else ({}, {})
-    views = [_view(rows[gid], -neg, hosts.get(gid, [])) for neg, gid in page if gid in rows]
+    views = [_view(rows[gid], events, hosts.get(gid, [])) for gid, events in page if gid in rows]
     cursor = None
     if more and page:
-        neg, gid = page[-1]
-        cursor = encode_name_cursor(NameCursor(rows[gid].name if gid in rows else "", -neg, gid))
+        gid, events = page[-1]
+        cursor = encode_name_cursor(NameCursor(rows[gid].name if gid in rows else "", events, gid))
     return GuestPage(views, cursor)
 
 

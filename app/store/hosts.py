@@ -8,16 +8,16 @@ seen (app/store/series.range_totals: rollups plus sub-minute edges) and, for one
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, select
 
 from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
+from app.store.ranking import busiest
 from app.store.series import range_totals
 from app.store.status import HostStatus, Status, host_status
 from app.store.tables import guest, host, host_state
@@ -258,25 +258,14 @@ def _ranked_page(
             for row in conn.execute(columns)
             if only.keeps(brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule))
         }
-    ranked: Iterable[tuple[int, int]] = (
-        (-count, cast(int, hid))  # host ids are integers as stored
-        for (hid,), count in totals.items()
-        if count > 0 and (kept is None or hid in kept)
-    )
-    if after is not None and after.events is not None and after.id is not None:
-        position = (-after.events, after.id)
-        ranked = (r for r in ranked if r > position)
-    # The page's first limit + 1 of every ranked host, without sorting the ones past the page.
-    page = heapq.nsmallest(limit + 1, ranked)
-    more = len(page) > limit
-    page = page[:limit]
-    ids = [hid for _, hid in page]
+    page, more = busiest(totals, lambda hid: kept is None or hid in kept, after, limit)
+    ids = [hid for hid, _ in page]
     rows = {r.id: r for r in conn.execute(select(host).where(host.c.id.in_(ids)))} if ids else {}
-    views = _views(conn, [rows[hid] for _, hid in page if hid in rows], rule, since, until)
+    views = _views(conn, [rows[hid] for hid in ids if hid in rows], rule, since, until)
     cursor = None
     if more and page:
-        neg, hid = page[-1]
-        cursor = encode_name_cursor(NameCursor(rows[hid].name if hid in rows else "", -neg, hid))
+        hid, events = page[-1]
+        cursor = encode_name_cursor(NameCursor(rows[hid].name if hid in rows else "", events, hid))
     return HostPage(views, cursor)
 
 
