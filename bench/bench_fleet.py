@@ -215,7 +215,10 @@ def read_paths(base: datetime) -> list[tuple[str, str]]:
         ("summary", f"/api/v1/summary?{q}"),
         ("chart by action", f"/api/v1/series?{q}&step=900&group_by=action"),
         ("chart by host", f"/api/v1/series?{q}&step=900&group_by=host&top=30"),
-        ("hosts", f"/api/v1/hosts?{q}&limit=1000"),
+        ("hosts by name", f"/api/v1/hosts?{q}&limit=200"),
+        ("busiest hosts", f"/api/v1/hosts?{q}&sort=events&limit=100"),
+        ("hosts needing action", f"/api/v1/hosts?{q}&needs_action=true&limit=200"),
+        ("silent hosts", f"/api/v1/hosts?{q}&status=silent&limit=200"),
         ("top guests", f"/api/v1/guests?{q}&sort=events&limit=100"),
     ]
 

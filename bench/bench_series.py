@@ -598,6 +598,8 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
             host_http = server_timed("host", lambda: get("/api/v1/series", by_host), slow)
             pages: dict[str, tuple[str, dict[str, Any]]] = {
                 "/hosts": ("/api/v1/hosts", {}),
+                "/hosts?sort=events": ("/api/v1/hosts", {"sort": "events"}),
+                "/hosts?status=silent": ("/api/v1/hosts", {"status": "silent"}),
                 "/guests": ("/api/v1/guests", {}),
                 "/guests?sort=events": ("/api/v1/guests", {"sort": "events"}),
             }
@@ -714,7 +716,7 @@ def run(args: argparse.Namespace, name: str, fleet: Fleet, url: str) -> dict[str
         f"{peak['VmHWM'] / 1024:.0f} MB"
     )
     for path, times in lists.items():
-        print(f"30-day list {path:20} (a page of 100): HTTP p50 {statistics.median(times):7.1f} ms")
+        print(f"30-day list {path:22} (a page of 100): HTTP p50 {statistics.median(times):7.1f} ms")
     where = "this process + its PostgreSQL backend" if "postgresql" in url else "this process"
     print(
         f"  store calls alone, CPU ({where}): " + ", ".join(f"{k} {v:.0f} ms" for k, v in store_cpu.items())
