@@ -260,7 +260,7 @@ function guestTable(guests, state, limit, id) {
 
 // The hosts the "Top hosts" table ranks: every host when the first page by name holds the whole
 // fleet; else those in trouble (needing action, silent) and the busiest, fleet-wide.
-export function topHosts(nameList, busyList, actionList, silentList) {
+function topHosts(nameList, busyList, actionList, silentList) {
   const partial = !!nameList.next_cursor;
   const byName = new Map();
   for (const list of [actionList, silentList, busyList, ...(partial ? [] : [nameList])]) {
