@@ -14,8 +14,9 @@ import * as events from "./views/events.js";
 import * as fleet from "./views/fleet.js";
 import * as guest from "./views/guest.js";
 import * as host from "./views/host.js";
+import * as hosts from "./views/hosts.js";
 
-const VIEWS = { fleet, host, guest, events, alerts, admin };
+const VIEWS = { fleet, hosts, host, guest, events, alerts, admin };
 const $ = (sel) => document.querySelector(sel);
 
 let generation = 0;

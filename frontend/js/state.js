@@ -6,10 +6,11 @@
 //   #/guest/<name>?since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z
 //   #/events?range=6h&host=h1&action=sigbus&limit=100&cursors=<c1>,<c2>
 //   #/alerts?range=7d                  (the range is the history's; firing is always "now")
+//   #/hosts?status=silent&sort=events&cursors=<c1>   (every host, a page at a time, #13)
 //
 // Pure apart from `current()`, which reads window.location.
 
-export const PAGES = ["fleet", "host", "guest", "events", "alerts", "admin"];
+export const PAGES = ["fleet", "hosts", "host", "guest", "events", "alerts", "admin"];
 export const RANGE_PRESETS = { "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 // 6 h (#17): `splitwatch demo` backfills 6 hours, so the first view a new user sees is full;
 // a production fleet's recent trouble reads there too, and 24 h is one click away.
@@ -17,9 +18,17 @@ export const DEFAULT_RANGE = "6h";
 export const EVENT_FILTERS = ["host", "guest", "kind", "action", "source"];
 export const PAGE_SIZES = [25, 50, 100, 500];
 export const AUTO_REFRESH_S = 30;
+// The Hosts page's filter (a status, or every host that needs action) and order (#13).
+export const HOST_STATUSES = [
+  "needs_action", "silent", "drift", "stuck_off", "inconsistent_config", "foreign_hypervisor", "unknown",
+  "transient", "per_task_off", "off_by_design", "unsupported", "consistent",
+];
+export const HOST_SORTS = ["name", "events"];
+// The pages that keep a stack of cursors in their URL.
+const PAGED = ["events", "hosts"];
 
 // Keys in the order they are written, so one view always has one URL.
-const KEYS = ["range", "since", "until", ...EVENT_FILTERS, "limit", "cursors", "auto"];
+const KEYS = ["range", "since", "until", ...EVENT_FILTERS, "status", "sort", "limit", "cursors", "auto"];
 
 export function parseHash(hash) {
   const raw = (hash || "").replace(/^#/, "");
@@ -43,6 +52,8 @@ export function parseHash(hash) {
   const limit = Number(q.get("limit"));
   state.limit = PAGE_SIZES.includes(limit) ? limit : 100;
   state.cursors = q.get("cursors") ? q.get("cursors").split(",").filter(Boolean) : [];
+  state.status = HOST_STATUSES.includes(q.get("status")) ? q.get("status") : null;
+  state.sort = q.get("sort") === "events" ? "events" : "name";
   return state;
 }
 
@@ -61,7 +72,10 @@ export function formatHash(state) {
     }
     if (key === "limit" && (state.page !== "events" || value === 100)) continue;
     // `source` is kept on every page: charts say which source their numbers come from.
-    if ((key === "cursors" || (EVENT_FILTERS.includes(key) && key !== "source")) && state.page !== "events") continue;
+    if (key === "cursors" && !PAGED.includes(state.page)) continue;
+    if (EVENT_FILTERS.includes(key) && key !== "source" && state.page !== "events") continue;
+    if ((key === "status" || key === "sort") && state.page !== "hosts") continue;
+    if (key === "sort" && value === "name") continue;
     if (key === "cursors") {
       if (value && value.length) q.set("cursors", value.join(","));
       continue;

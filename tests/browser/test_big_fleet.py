@@ -85,7 +85,7 @@ def test_top_hosts_of_a_big_fleet_lead_with_the_drifting_the_silent_and_the_busi
     # The table says what it holds: not every host of the fleet.
     assert page.inner_text("#top-hosts-hint") == (
         "Of the fleet's 1,004 hosts: those that need action, the silent ones and the 100 busiest"
-        " in this window."
+        " in this window. Every host, page by page: all · silent · needing action."
     )
     shot(page, "fleet-big")
 
@@ -141,3 +141,42 @@ def test_in_a_mass_outage_the_header_and_the_alerts_page_say_at_least_the_page_t
     assert page.inner_text("#firing-more").startswith("The newest 1000 firing alerts; more fire.")
     assert "more than 1000 alerts firing" in (page.get_attribute("#firing-count", "title") or "")
     shot(page, "alerts-outage")
+
+
+def test_the_hosts_page_lists_every_silent_host_of_an_outage_page_by_page_each_once(
+    page: Any, outage: Fleet
+) -> None:
+    open_logged_in(page, outage, "#/hosts?status=silent")
+    listed: list[str] = []
+    pages = 0
+    while True:
+        pages += 1
+        names = page.eval_on_selector_all("#hosts tbody tr", "rs => rs.map(r => r.dataset.host)")
+        assert len(names) <= 100
+        listed += names
+        if page.is_disabled("#page-next") or pages > 20:
+            break
+        page.click("#page-next")
+        ready(page)
+    assert (pages, len(listed), len(set(listed))) == (11, len(QUIET), len(QUIET))
+    assert listed == sorted(QUIET)  # by name, none twice, none left out
+    page.click("#page-previous")  # back one page: the tenth, as it was
+    ready(page)
+    assert page.text_content("#page-no") == "page 10 · 100 host(s)"
+
+    open_logged_in(page, outage, "#/hosts?status=needs_action")
+    assert page.eval_on_selector_all("#hosts tbody tr", "rs => rs.map(r => r.dataset.host)") == DRIFTERS
+    shot(page, "hosts-needing-action")
+
+
+def test_the_hosts_page_ranks_the_busiest_and_the_fleet_view_links_to_the_whole_lists(
+    page: Any, big_fleet: Fleet
+) -> None:
+    open_logged_in(page, big_fleet, "#/hosts?range=6h&sort=events")
+    busiest = page.eval_on_selector_all("#hosts tbody tr", "rs => rs.map(r => r.dataset.host)")
+    assert busiest == [BUSY, "kvm-0500"]  # the only two with events in the window
+    open_logged_in(page, big_fleet, "#/fleet?range=6h")
+    page.click("#top-hosts-hint a:text-is('silent')")
+    ready(page)
+    assert page.eval_on_selector_all("#hosts tbody tr", "rs => rs.map(r => r.dataset.host)") == [SILENT]
+    assert page.input_value("#host-filters select[name=status]") == "silent"

@@ -51,6 +51,8 @@ def test_every_view_state_survives_a_round_trip_through_the_url(js: Any) -> None
             "limit": 25,
             "cursors": ["MjAyNi0xMS0yNFQxMDowMDowMFp8MTI=", "a+b/c=="],
         },
+        {"page": "hosts", "range": "24h", "status": "silent", "sort": "events", "cursors": ["bjF8fDN8NDI"]},
+        {"page": "hosts", "status": "needs_action", "sort": "name", "cursors": []},
     ]
     for wanted in states:
         back = js(
@@ -60,6 +62,16 @@ def test_every_view_state_survives_a_round_trip_through_the_url(js: Any) -> None
         )
         for key, value in wanted.items():
             assert back[key] == value, (key, wanted, back)
+
+
+def test_the_hosts_pages_filter_and_order_stay_on_that_page_and_unknown_ones_fall_back(js: Any) -> None:
+    back = js("return state.parseHash('#/hosts?status=dead&sort=loudest');")
+    assert (back["page"], back["status"], back["sort"]) == ("hosts", None, "name")
+    url = js(
+        "return state.formatHash(state.withChanges(state.parseHash('#/hosts?status=silent&sort=events'),"
+        " {page: 'fleet'}));"
+    )
+    assert url == "#/fleet?range=6h"  # the fleet view has no host filter of its own
 
 
 def test_an_unknown_page_or_preset_falls_back_to_the_fleet_over_6h(js: Any) -> None:

@@ -11,10 +11,11 @@ import {
   heatmap, heatmapLayout, mergeMarks, seriesTotals, stackedBars, stepLabel,
 } from "../charts.js";
 import {
-  actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, modeBadge, plot, section, sourcePicker, statusBadge, table,
+  actionBadge, ago, card, code, emptyState, fmtNum, fmtTime, h, plot, section, sourcePicker, statusBadge, table,
   viewLink,
 } from "../dom.js";
 import { formatHash, isPast, shortTime, sourceLabel, toIso, withChanges } from "../state.js";
+import { hostTable } from "./hosts.js";
 import { erasPanel, readinessPanel, throttlingPanel } from "./insights.js";
 
 // Mode and verdict marks need each host's states: one request per host, so only the busiest.
@@ -130,7 +131,7 @@ export async function render(state, range) {
       "div",
       { class: "two-col" },
       section("Top guests", guestTable(guestList.items, state, 15, "top-guests"), more(guestList.items.filter((g) => g.events > 0 || g.killed), 15, guestList.next_cursor ? "busiest guests" : "guests with events", (rows) => guestTable(rows, state, rows.length, "all-guests"), !!guestList.next_cursor)),
-      section("Top hosts", hostTable(hostList.items, state, 15, "top-hosts", past), topHostsHint(hostList, summary), more(hostList.items, 15, hostList.partial ? "hosts: the busiest, the silent and those needing action" : "hosts", (rows) => hostTable(rows, state, rows.length, "all-hosts", past), hostList.partial)),
+      section("Top hosts", topTable(hostList.items, state, 15, "top-hosts", past), topHostsHint(hostList, summary, state), more(hostList.items, 15, hostList.partial ? "hosts: the busiest, the silent and those needing action" : "hosts", (rows) => topTable(rows, state, rows.length, "all-hosts", past), hostList.partial)),
     ),
   );
 
@@ -270,40 +271,24 @@ function topHosts(nameList, busyList, actionList, silentList) {
 }
 
 // A fleet larger than the first page by name: the table is not every host, and says which.
-function topHostsHint(hostList, summary) {
+function topHostsHint(hostList, summary, state) {
   if (!hostList.partial) return null;
+  const list = (status, text) => viewLink(state, { page: "hosts", status, sort: "name" }, text);
   return h(
     "p",
     { class: "hint", id: "top-hosts-hint" },
-    `Of the fleet's ${fmtNum(summary.hosts_total)} hosts: those that need action, the silent ones and the ${BUSY_HOSTS} busiest in this window.`,
+    `Of the fleet's ${fmtNum(summary.hosts_total)} hosts: those that need action, the silent ones and the ${BUSY_HOSTS} busiest in this window. `,
+    "Every host, page by page: ", list(null, "all"), " · ", list("silent", "silent"), " · ", list("needs_action", "needing action"), ".",
   );
 }
 
-function hostTable(hosts, state, limit, id, past = false) {
-  // Hosts in trouble first (they may have no events precisely because detection is off).
+// The fleet's "Top hosts": those in trouble first (they may have no events precisely because
+// detection is off), then the busiest.
+function topTable(hosts, state, limit, id, past = false) {
   const rows = [...hosts]
     .sort((a, b) => rank(a) - rank(b) || b.events - a.events || a.name.localeCompare(b.name))
     .slice(0, limit);
-  return table(
-    [
-      { label: "host", value: (x) => viewLink(state, { page: "host", name: x.name }, x.name) },
-      { label: past ? "status now" : "status", value: (x) => statusBadge(x.status, x.reason, { now: past }) },
-      { label: "why", value: (x) => h("span", { class: "reason" }, x.status === "consistent" ? "" : x.reason) },
-      { label: past ? "mode now" : "mode", value: (x) => modeBadge(x) },
-      { label: "events", class: "num", value: (x) => fmtNum(x.events) },
-      { label: "guests", class: "num", value: (x) => fmtNum(x.guests) },
-      { label: "CPUs on/off/err", class: "num", value: (x) => `${x.cpus_on}/${x.cpus_off}/${x.cpus_error}` },
-      // A past window: the absolute time, not "1 s ago" beside a window that ended yesterday.
-      { label: past ? "last report (now)" : "last report", value: (x) => (past ? `${fmtTime(x.last_seen_at)} UTC` : ago(x.last_seen_at)) },
-    ],
-    rows,
-    {
-      id,
-      rowLink: (x) => formatHash(withChanges(state, { page: "host", name: x.name })),
-      rowData: (x) => ({ host: x.name }),
-      empty: "No host has reported.",
-    },
-  );
+  return hostTable(rows, state, { id, past });
 }
 
 // needs action, then silent, then the rest (unknown, transient, per-task off...), consistent last.
