@@ -125,7 +125,7 @@ function cards(firing, silences, rules, hooks, more = false) {
   return h(
     "div",
     { class: "cards", id: "alert-cards" },
-    card("Firing", `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical}${more ? "+" : ""} critical${silenced ? `, ${silenced} silenced` : ""}`, {
+    card("Firing", `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical} critical${silenced ? `, ${silenced} silenced` : ""}${more ? ` of the newest ${fmtNum(firing.length)}` : ""}`, {
       tone: critical ? "bad" : firing.length - silenced ? "warn" : null,
       id: "card-firing",
     }),
