@@ -122,6 +122,7 @@ export function ruleOf(raw) {
     threshold: first(raw, "threshold"),
     for: first(raw, "for"),
     match: raw.match || {},
+    firing: Number.isInteger(raw.firing) ? raw.firing : null, // the server's count, whatever the alert list's page
   };
 }
 

@@ -52,7 +52,7 @@ export async function render(state, range) {
     section(
       "Firing now",
       firingList.next_cursor
-        ? h("p", { class: "hint", id: "firing-more" }, `The newest ${firingList.items.length} firing alerts; more fire. GET /api/v1/alerts?status=firing pages through all of them (next_cursor).`)
+        ? h("p", { class: "hint", id: "firing-more" }, `The newest ${firingList.items.length} firing alerts; more fire (each rule's count is in Rules below). GET /api/v1/alerts?status=firing pages through all of them (next_cursor).`)
         : null,
       table(firingColumns(state), firing, {
         id: "firing",
@@ -120,12 +120,14 @@ async function lastDeliveries(hooks) {
 function cards(firing, silences, rules, hooks, more = false) {
   const critical = firing.filter((a) => a.severity === "critical" && !a.silenced).length;
   const silenced = firing.filter((a) => a.silenced).length;
+  // More fire than the page read: the rules' own counts (the server's) give the whole figure.
+  const total = more ? rules.reduce((n, r) => n + (r.firing || 0), 0) : firing.length;
   const failing = hooks ? hooks.filter((w) => !w.enabled || (w.last && ["failed", "gone"].includes(w.last.status))).length : 0;
   const enabled = rules.filter((r) => r.enabled).length;
   return h(
     "div",
     { class: "cards", id: "alert-cards" },
-    card("Firing", `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical} critical${silenced ? `, ${silenced} silenced` : ""}${more ? ` of the newest ${fmtNum(firing.length)}` : ""}`, {
+    card("Firing", more && total > firing.length ? fmtNum(total) : `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical} critical${silenced ? `, ${silenced} silenced` : ""}${more ? ` of the newest ${fmtNum(firing.length)}` : ""}`, {
       tone: critical ? "bad" : firing.length - silenced ? "warn" : null,
       id: "card-firing",
     }),
@@ -201,6 +203,7 @@ function ruleColumns() {
     { label: "rule", class: "nowrap", value: (r) => h("strong", {}, r.name) },
     { label: "fires on", value: (r) => ruleCondition(r) },
     { label: "severity", value: (r) => severityBadge(r.severity) },
+    { label: "firing", class: "num", value: (r) => (r.firing === null ? "–" : fmtNum(r.firing)) },
     { label: "", value: (r) => [r.builtin ? h("span", { class: "badge" }, "built-in") : null, " ",
       r.enabled ? null : h("span", { class: "badge state-disabled" }, "disabled")] },
   ];
