@@ -441,7 +441,7 @@ class Sender:
             task.add_done_callback(functools.partial(self._done, item.webhook_id))
         if loop_now - self._last_resend >= ALERTMANAGER_RESEND_S:
             self._last_resend = loop_now
-            await self._resend_alertmanager(client)
+            await self.resend_to_alertmanager(client)
 
     def _done(self, webhook_id: int, _task: asyncio.Task[None]) -> None:
         self._busy.pop(webhook_id, None)
@@ -467,44 +467,65 @@ class Sender:
                 "webhook %d delivery %d: could not record the attempt: %s", hook.id, item.delivery_id, exc
             )
 
-    async def _resend_alertmanager(self, client: httpx.AsyncClient) -> None:
-        """Re-post the firing alerts to each Alertmanager API target (see the module docstring)."""
-        hooks, firing = await run_in_threadpool(_firing_for_alertmanager, self.engine)
-        for hook in hooks:
-            mine = [
-                alert_notice(row, row.rule_name, self.settings)
-                for row in firing
-                if labels_match(dict(row.labels), hook.match or {})
-            ]
-            if not mine:
-                continue
-            body = json.dumps(alertmanager_api_body(mine[:1000]), separators=(",", ":"))
-            url, headers = delivery_request(hook, "", body, dt.datetime.now(dt.UTC))
-            attempt = await post(client, url, body, headers, self.settings)
-            if attempt.status is None or not 200 <= attempt.status < 300:
-                log.warning(
-                    "re-posting %d firing alert(s) to Alertmanager webhook %d failed: %s",
-                    len(mine),
-                    hook.id,
-                    attempt.error or attempt.status,
-                )
+    async def resend_to_alertmanager(self, client: httpx.AsyncClient) -> int:
+        """Re-post every firing alert to each Alertmanager API target (see the module docstring),
+        RESEND_PAGE alerts a post; the number of alerts posted. Every one, however many fire: an
+        alert left out is one Alertmanager resolves by itself after its resolve_timeout, while it
+        still fires here (a mass outage opens an AgentSilent per host, thousands)."""
+        hooks = await run_in_threadpool(_alertmanager_hooks, self.engine)
+        posted = 0
+        after = 0
+        while hooks:
+            firing = await run_in_threadpool(_firing_page, self.engine, after)
+            for hook in hooks:
+                mine = [
+                    alert_notice(row, row.rule_name, self.settings)
+                    for row in firing
+                    if labels_match(dict(row.labels), hook.match or {})
+                ]
+                if not mine:
+                    continue
+                body = json.dumps(alertmanager_api_body(mine), separators=(",", ":"))
+                url, headers = delivery_request(hook, "", body, dt.datetime.now(dt.UTC))
+                attempt = await post(client, url, body, headers, self.settings)
+                posted += len(mine)
+                if attempt.status is None or not 200 <= attempt.status < 300:
+                    log.warning(
+                        "re-posting %d firing alert(s) to Alertmanager webhook %d failed: %s",
+                        len(mine),
+                        hook.id,
+                        attempt.error or attempt.status,
+                    )
+            if len(firing) < RESEND_PAGE:
+                break
+            after = firing[-1].id
+        return posted
 
 
-def _firing_for_alertmanager(engine: Engine) -> tuple[list[Any], list[Any]]:
+RESEND_PAGE = 1000  # firing alerts read and posted at once (a post of 1,000 is ~1 MB of JSON)
+
+
+def _alertmanager_hooks(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        hooks = conn.execute(
-            select(webhook).where(webhook.c.enabled.is_(True), webhook.c.format == "alertmanager_api")
-        ).all()
-        if not hooks:
-            return [], []
-        firing = conn.execute(
-            select(alert, alert_rule.c.name.label("rule_name"))
-            .join(alert_rule, alert_rule.c.id == alert.c.rule_id)
-            .where(alert.c.status == "firing", alert.c.notified_at.is_not(None))
-            .order_by(alert.c.id)
-            .limit(5000)
-        ).all()
-    return list(hooks), list(firing)
+        return list(
+            conn.execute(
+                select(webhook).where(webhook.c.enabled.is_(True), webhook.c.format == "alertmanager_api")
+            ).all()
+        )
+
+
+def _firing_page(engine: Engine, after: int) -> list[Any]:
+    """The next RESEND_PAGE firing alerts whose notices went out, by id, after `after`."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(alert, alert_rule.c.name.label("rule_name"))
+                .join(alert_rule, alert_rule.c.id == alert.c.rule_id)
+                .where(alert.c.status == "firing", alert.c.notified_at.is_not(None), alert.c.id > after)
+                .order_by(alert.c.id)
+                .limit(RESEND_PAGE)
+            ).all()
+        )
 
 
 # ------------------------------------------------------------------------------ test notices
