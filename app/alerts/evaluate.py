@@ -251,13 +251,17 @@ _HOST_RULE_COLUMNS = (
 )
 
 
-def _host_findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
-    """The hosts the rule finds. SQL narrows the rows to those that may match (a superset: a
-    verdict that needs action, or a report older than the window); the rule itself then decides
-    on each, so the answer is the rule's whatever the fleet's size."""
+def _host_findings(
+    conn: Connection, rule: Rule, now: dt.datetime, settings: Settings, names: Sequence[str] | None = None
+) -> list[Finding]:
+    """The hosts the rule finds (among `names`, when given). SQL narrows the rows to those that
+    may match (a superset: a verdict that needs action, or a report older than the window); the
+    rule itself then decides on each, so the answer is the rule's whatever the fleet's size."""
     query = select(*_HOST_RULE_COLUMNS).order_by(host.c.id)
     if "host" in rule.match:
         query = query.where(host.c.name == rule.match["host"])
+    if names is not None:
+        query = query.where(host.c.name.in_(names))
     if rule.type == "agent_silent":
         # Not a host only `splitwatch import` made: no agent ever reported there to go silent.
         since = now - dt.timedelta(seconds=rule.window_s)
@@ -325,6 +329,26 @@ def _new_offender_findings(conn: Connection, rule: Rule, now: dt.datetime) -> li
 # The rules whose last evaluation reached MAX_FINDINGS_PER_RULE (by name): said once when they
 # reach it and once when they drop under it, not every evaluation of an outage.
 _AT_MOST: set[str] = set()
+
+
+def _pushed_out(
+    conn: Connection,
+    rule: Rule,
+    current: Mapping[str, Any],
+    found: Mapping[str, Any],
+    now: dt.datetime,
+    settings: Settings,
+) -> set[str]:
+    """Of a rule's open alerts it did not find while finding its most, those that may still
+    hold. A host rule asks again about just those hosts, so a host that came back resolves; for
+    the other rules it cannot tell, and keeps them all until it finds fewer than its most."""
+    missing = {fp: row for fp, row in current.items() if fp not in found}
+    if rule.type not in ("host_inconsistent", "agent_silent"):
+        return set(missing)
+    names = sorted({str(row.labels.get("host")) for row in missing.values() if row.labels})
+    again = _host_findings(conn, rule, now, settings, names) if names else []
+    still = {fingerprint(alert_labels(rule, f.labels)) for f in again}
+    return {fp for fp in missing if fp in still}
 
 
 def findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
@@ -396,8 +420,11 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
     for rule in rules:
         current = open_by_rule.get(rule.id, {})
         found: dict[str, tuple[dict[str, str], Finding]] = {}
+        at_most = False  # the rule found its most: what it did not find may just be past it
         if rule.enabled:
-            for f in findings(conn, rule, now, settings):
+            matched = findings(conn, rule, now, settings)
+            at_most = len(matched) >= MAX_FINDINGS_PER_RULE
+            for f in matched:
                 labels = alert_labels(rule, f.labels)
                 found[fingerprint(labels)] = (labels, f)
         for fp, (labels, f) in found.items():
@@ -447,8 +474,12 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
                 if not silenced_by(labels, silences):
                     notices += outbox.notify(conn, hooks, alert_id, settings, now)
                     conn.execute(update(alert).where(alert.c.id == alert_id).values(notified_at=now))
+        # Not found is not cleared when the rule found its most: in an outage past it, which
+        # label sets come first can change (a host with a lower id goes silent), and resolving
+        # the one pushed out would tell the receivers that a silent host is back.
+        pushed_out = _pushed_out(conn, rule, current, found, now, settings) if at_most else set()
         for fp, row in current.items():
-            if fp in found:
+            if fp in found or fp in pushed_out:
                 continue
             what = step(row.status, False, None, rule.for_s, now.timestamp())
             if what == "drop":

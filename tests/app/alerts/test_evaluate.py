@@ -454,3 +454,27 @@ def test_a_rule_past_its_most_alerts_says_so_once_and_the_others_fire_as_those_r
         ingest(engine, st=state(later), host=back, at=later)
         firing = fired(engine, cfg, "AgentSilent", later + timedelta(seconds=2))
         assert {a.labels["host"] for a in firing} == {"kvm-1", "kvm-2", "kvm-3"} - {back}
+
+
+def test_a_rule_at_its_most_resolves_nothing_it_did_not_find_until_it_finds_fewer(
+    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scaled down: a rule opening at most 2 alerts, hosts found in the order they were first seen.
+    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 2)
+    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    t1, t2, t3 = (NOW + timedelta(seconds=s) for s in (400, 800, 1200))
+    ingest(engine, st=state(NOW), host="kvm-a")  # first seen: found first once silent
+    for host in ("kvm-b", "kvm-c", "kvm-d"):
+        ingest(engine, st=state(NOW), host=host)
+    ingest(engine, st=state(t1), host="kvm-a", at=t1)  # kvm-a still reports at t1
+    assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t1)} == {"kvm-b", "kvm-c"}
+    # kvm-a goes silent too: the first two found are now kvm-a and kvm-b. kvm-c is still silent,
+    # so its alert must not resolve (that would tell the pager kvm-c is back).
+    assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t2)} == {"kvm-a", "kvm-b", "kvm-c"}
+    assert [a for a in alerts(engine, "AgentSilent") if a.status == "resolved"] == []
+    # All but kvm-d report again: the rule finds fewer than its most, and what cleared resolves.
+    for host in ("kvm-a", "kvm-b", "kvm-c"):
+        ingest(engine, st=state(t3), host=host, at=t3)
+    assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t3)} == {"kvm-d"}
+    resolved = {a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "resolved"}
+    assert resolved == {"kvm-a", "kvm-b", "kvm-c"}
