@@ -339,12 +339,13 @@ def _pushed_out(
     now: dt.datetime,
     settings: Settings,
 ) -> set[str]:
-    """Of a rule's open alerts it did not find while finding its most, those that may still
-    hold. A host rule asks again about just those hosts, so a host that came back resolves; for
-    the other rules it cannot tell, and keeps them all until it finds fewer than its most."""
-    missing = {fp: row for fp, row in current.items() if fp not in found}
+    """Of a host rule's open alerts it did not find while finding its most, those that still
+    hold: it asks again about just those hosts, so a host that came back resolves. The other
+    rules resolve what they did not find, as below their most: keeping it open without being
+    able to tell would let a rule matching 100,000 guests pile up open alerts past its most."""
     if rule.type not in ("host_inconsistent", "agent_silent"):
-        return set(missing)
+        return set()
+    missing = {fp: row for fp, row in current.items() if fp not in found}
     names = sorted({str(row.labels.get("host")) for row in missing.values() if row.labels})
     again = _host_findings(conn, rule, now, settings, names) if names else []
     still = {fingerprint(alert_labels(rule, f.labels)) for f in again}
