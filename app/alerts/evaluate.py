@@ -63,6 +63,8 @@ OPEN = ("pending", "firing")
 # Findings per rule and evaluation: a rule matching more label sets than this keeps the
 # biggest (a bad rule must not write a million alert rows).
 MAX_FINDINGS_PER_RULE = 1000
+# The rules that judge host rows (the status rule's columns), one finding per host.
+HOST_RULES = ("host_inconsistent", "agent_silent")
 
 
 def lease_ttl_s(interval_s: float) -> float:
@@ -343,7 +345,7 @@ def _pushed_out(
     hold: it asks again about just those hosts, so a host that came back resolves. The other
     rules resolve what they did not find, as below their most: keeping it open without being
     able to tell would let a rule matching 100,000 guests pile up open alerts past its most."""
-    if rule.type not in ("host_inconsistent", "agent_silent"):
+    if rule.type not in HOST_RULES:
         return set()
     missing = {fp: row for fp, row in current.items() if fp not in found}
     names = sorted({str(row.labels.get("host")) for row in missing.values() if row.labels})
@@ -352,27 +354,28 @@ def _pushed_out(
     return {fp for fp in missing if fp in still}
 
 
-def findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
-    found = _findings(conn, rule, now, settings)
-    if len(found) >= MAX_FINDINGS_PER_RULE and rule.name not in _AT_MOST:
+def _at_most(rule: Rule, found: int) -> bool:
+    """Whether the rule found its most label sets; said in the log when that changes."""
+    at_most = found >= MAX_FINDINGS_PER_RULE
+    if at_most and rule.name not in _AT_MOST:
         # A mass outage (an AgentSilent per host) can reach it: the others must not go unsaid.
         _AT_MOST.add(rule.name)
         log.warning(
             "alert rule %s found %d label sets, its most per evaluation: any others it matches "
             "fire as these resolve (GET /api/v1/hosts?status=silent lists every silent host)",
             rule.name,
-            len(found),
+            found,
         )
-    elif len(found) < MAX_FINDINGS_PER_RULE and rule.name in _AT_MOST:
+    elif not at_most and rule.name in _AT_MOST:
         _AT_MOST.discard(rule.name)
         log.info("alert rule %s finds fewer than %d label sets again", rule.name, MAX_FINDINGS_PER_RULE)
-    return found
+    return at_most
 
 
-def _findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
+def findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
     if rule.type in ("threshold", "guest_killed"):
         return _count_findings(conn, rule, now)
-    if rule.type in ("host_inconsistent", "agent_silent"):
+    if rule.type in HOST_RULES:
         return _host_findings(conn, rule, now, settings)
     if rule.type in ("events_lost", "forged_records"):
         return _gap_findings(conn, rule, now)
@@ -424,7 +427,7 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
         at_most = False  # the rule found its most: what it did not find may just be past it
         if rule.enabled:
             matched = findings(conn, rule, now, settings)
-            at_most = len(matched) >= MAX_FINDINGS_PER_RULE
+            at_most = _at_most(rule, len(matched))
             for f in matched:
                 labels = alert_labels(rule, f.labels)
                 found[fingerprint(labels)] = (labels, f)
