@@ -252,12 +252,7 @@ def _ranked_page(
     totals = range_totals(conn, Resolved(), since=since, until=until, by=("host_id",))
     kept: set[int] | None = None
     if not only.everything:
-        columns = select(host.c.id, host.c.last_seen_at, host.c.agent_reported, host.c.verdict)
-        kept = {
-            row.id
-            for row in conn.execute(columns)
-            if only.keeps(brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule))
-        }
+        kept = {row.id for row in conn.execute(select(host.c.id, *_STATUS_COLUMNS)) if _kept(row, only, rule)}
     page, more = busiest(totals, lambda hid: kept is None or hid in kept, after, limit)
     ids = [hid for hid, _ in page]
     rows = {r.id: r for r in conn.execute(select(host).where(host.c.id.in_(ids)))} if ids else {}
@@ -285,6 +280,14 @@ def brief_status(
     )
 
 
+# What brief_status decides by: a host filter reads these, not whole rows.
+_STATUS_COLUMNS = (host.c.last_seen_at, host.c.agent_reported, host.c.verdict)
+
+
+def _kept(row: Any, only: HostFilter, rule: StatusRule) -> bool:  # a row of _STATUS_COLUMNS
+    return only.keeps(brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule))
+
+
 FILTER_SCAN_CHUNK = 5000  # hosts whose status one query of _ids_matching reads
 
 
@@ -298,12 +301,12 @@ def _ids_matching(
     found: list[int] = []
     last = after.name if after is not None else None
     while len(found) < wanted:
-        query = select(host.c.id, host.c.name, host.c.last_seen_at, host.c.agent_reported, host.c.verdict)
+        query = select(host.c.id, host.c.name, *_STATUS_COLUMNS)
         if last is not None:
             query = query.where(host.c.name > last)
         chunk = conn.execute(query.order_by(host.c.name).limit(FILTER_SCAN_CHUNK)).all()
         for row in chunk:
-            if only.keeps(brief_status(row.last_seen_at, row.agent_reported, row.verdict, rule)):
+            if _kept(row, only, rule):
                 found.append(row.id)
                 if len(found) == wanted:
                     break
