@@ -4,11 +4,12 @@
 // keeps the stack of cursors that led to the page, as the Events explorer does.
 
 import * as api from "../api.js";
-import { ago, fmtNum, fmtTime, h, modeBadge, section, statusBadge, table, viewLink } from "../dom.js";
+import { ago, fmtNum, fmtTime, h, modeBadge, section, statusBadge, statusLabel, table, viewLink } from "../dom.js";
 import { HOST_STATUSES, formatHash, isPast, rangeLabel, withChanges } from "../state.js";
 
 const PAGE = 100;
-const STATUS_WORDS = { needs_action: "needs action (any)" };
+// The filter's words: a status as every badge says it, or any status that needs action.
+const filterLabel = (status) => (status === "needs_action" ? "needs action (any)" : statusLabel(status));
 
 export function hostTable(rows, state, { id, past = false, empty = "No host has reported." }) {
   return table(
@@ -55,7 +56,7 @@ export async function render(state, range) {
         "select",
         { name: "status", onchange: (e) => go({ status: e.target.value || null }) },
         h("option", { value: "", selected: !state.status }, "any"),
-        HOST_STATUSES.map((s) => h("option", { value: s, selected: s === state.status }, STATUS_WORDS[s] || s.replaceAll("_", " "))),
+        HOST_STATUSES.map((s) => h("option", { value: s, selected: s === state.status }, filterLabel(s))),
       ),
     ),
     h(
@@ -77,7 +78,7 @@ export async function render(state, range) {
     h("span", { id: "page-no" }, `page ${state.cursors.length + 1} · ${page.items.length} host(s)`),
     h("button", { type: "button", id: "page-next", disabled: !page.next_cursor, onclick: () => go({ cursors: [...state.cursors, page.next_cursor] }) }, "next →"),
   );
-  const which = state.status ? `with status ${STATUS_WORDS[state.status] || state.status.replaceAll("_", " ")}` : "";
+  const which = state.status ? `with status ${filterLabel(state.status)}` : "";
   const node = h(
     "div",
     { class: "view view-hosts" },
