@@ -60,8 +60,9 @@ log = logging.getLogger("splitwatch.alerts")
 
 LEASE_NAME = "alerting"
 OPEN = ("pending", "firing")
-# Findings per rule and evaluation: a rule matching more label sets than this keeps the
-# biggest (a bad rule must not write a million alert rows).
+# Findings per rule and evaluation, and open alerts per rule: a rule matching more label sets
+# than this keeps the alerts it has open while they hold and opens others as those resolve (a
+# bad rule must not write a million alert rows; see _within_most).
 MAX_FINDINGS_PER_RULE = 1000
 # The rules that judge host rows (the status rule's columns), one finding per host.
 HOST_RULES = ("host_inconsistent", "agent_silent")
@@ -188,8 +189,11 @@ def _names(conn: Connection, host_ids: set[int], guest_ids: set[int]) -> _Names:
     return names
 
 
-def _count_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
-    """threshold and guest_killed: sums of rollup_1m over the window, grouped."""
+def _count_findings(
+    conn: Connection, rule: Rule, now: dt.datetime, only: Sequence[str] | None = None
+) -> list[Finding]:
+    """threshold and guest_killed: sums of rollup_1m over the window, grouped (of the hosts or
+    guests named in `only`, when given)."""
     r = rollup_1m
     since = dt.datetime.fromtimestamp(window_buckets_since(now.timestamp(), rule.window_s), dt.UTC)
     conds = [r.c.bucket > since]
@@ -218,6 +222,10 @@ def _count_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Find
             if gid is None:
                 return []
             conds.append(r.c.guest_id == gid)
+    if only is not None and group_by == "host":
+        conds.append(r.c.host_id.in_(select(host.c.id).where(host.c.name.in_(only))))
+    elif only is not None and group_by == "guest":
+        conds.append(r.c.guest_id.in_(select(guest.c.id).where(guest.c.name.in_(only))))
     total = func.sum(r.c.count)
     counts: list[tuple[str | None, str | None, int]]
     if group_by == "host":
@@ -285,14 +293,19 @@ def _host_findings(
     return out
 
 
-def _gap_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
+def _gap_findings(
+    conn: Connection, rule: Rule, now: dt.datetime, only: Sequence[str] | None = None
+) -> list[Finding]:
     since = now - dt.timedelta(seconds=rule.window_s)
     forged = gap.c.reason == "forged"
-    rows = conn.execute(
+    query = (
         select(gap.c.host_id, gap.c.reason, func.sum(gap.c.count))
         .where(gap.c.received_at >= since, forged if rule.type == "forged_records" else ~forged)
         .group_by(gap.c.host_id, gap.c.reason)
-    ).all()
+    )
+    if only is not None:
+        query = query.where(gap.c.host_id.in_(select(host.c.id).where(host.c.name.in_(only))))
+    rows = conn.execute(query).all()
     per_host: dict[int, dict[str, int]] = defaultdict(dict)
     for host_id, reason, n in rows:
         per_host[host_id][reason] = int(n or 0)
@@ -306,17 +319,23 @@ def _gap_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Findin
         found = gap_finding(rule, name, sum(reasons.values()), text)
         if found is not None:
             out.append(found)
+    out.sort(key=lambda f: -f.value)  # the most lost first, as the threshold rules keep the biggest
     return out[:MAX_FINDINGS_PER_RULE]
 
 
-def _new_offender_findings(conn: Connection, rule: Rule, now: dt.datetime) -> list[Finding]:
+def _new_offender_findings(
+    conn: Connection, rule: Rule, now: dt.datetime, only: Sequence[str] | None = None
+) -> list[Finding]:
     since = now - dt.timedelta(seconds=rule.window_s)
-    rows = conn.execute(
+    query = (
         select(guest.c.name, guest.c.first_seen_at, guest.c.last_host_id)
         .where(guest.c.first_seen_at >= since)
         .order_by(guest.c.first_seen_at.desc())
         .limit(MAX_FINDINGS_PER_RULE)
-    ).all()
+    )
+    if only is not None:
+        query = query.where(guest.c.name.in_(only))
+    rows = conn.execute(query).all()
     names = _names(conn, {r.last_host_id for r in rows if r.last_host_id is not None}, set())
     out = []
     for row in rows:
@@ -333,7 +352,17 @@ def _new_offender_findings(conn: Connection, rule: Rule, now: dt.datetime) -> li
 _AT_MOST: set[str] = set()
 
 
-def _pushed_out(
+def key_label(rule: Rule) -> str | None:
+    """The label that tells a rule's label sets apart: one alert per host or per guest (None:
+    one alert for the whole fleet)."""
+    if rule.type in ("guest_killed", "new_offender"):
+        return "guest"
+    if rule.type == "threshold":
+        return rule.group_by if rule.group_by in ("host", "guest") else None
+    return "host"  # the host rules and the gap rules
+
+
+def _still_holding(
     conn: Connection,
     rule: Rule,
     current: Mapping[str, Any],
@@ -341,17 +370,48 @@ def _pushed_out(
     now: dt.datetime,
     settings: Settings,
 ) -> set[str]:
-    """Of a host rule's open alerts it did not find while finding its most, those that still
-    hold: it asks again about just those hosts, so a host that came back resolves. The other
-    rules resolve what they did not find, as below their most: keeping it open without being
-    able to tell would let a rule matching 100,000 guests pile up open alerts past its most."""
-    if rule.type not in HOST_RULES:
+    """Of the open alerts a rule did not find while finding its most, those that still hold:
+    it asks again about just their hosts or guests, so one that came back (or fell under the
+    threshold) resolves, and one that was only past the rule's most stays open."""
+    key = key_label(rule)
+    missing = [fp for fp in current if fp not in found]
+    if key is None or not missing:
         return set()
-    missing = {fp: row for fp, row in current.items() if fp not in found}
-    names = sorted({str(row.labels.get("host")) for row in missing.values() if row.labels})
-    again = _host_findings(conn, rule, now, settings, names) if names else []
-    still = {fingerprint(alert_labels(rule, f.labels)) for f in again}
+    names = sorted({str(current[fp].labels[key]) for fp in missing if key in (current[fp].labels or {})})
+    still: set[str] = set()
+    for i in range(0, len(names), MAX_FINDINGS_PER_RULE):
+        again = findings(conn, rule, now, settings, names[i : i + MAX_FINDINGS_PER_RULE])
+        still.update(fingerprint(alert_labels(rule, f.labels)) for f in again)
     return {fp for fp in missing if fp in still}
+
+
+def _within_most(
+    found: Mapping[str, tuple[dict[str, str], Finding]], current: Mapping[str, Any], holding: set[str]
+) -> dict[str, tuple[dict[str, str], Finding]]:
+    """What a rule at its most opens: the alerts it has open stay while they hold, and new ones
+    only take the room left under its most, in the order found (the biggest counts, the hosts
+    first seen). Without this, which label sets make the biggest 1,000 shifts from one
+    evaluation to the next, and the alerts at the edge resolve and fire again every cycle: a
+    pager storm in the middle of a fleet-wide event. Open alerts stay bounded by the most."""
+    room = MAX_FINDINGS_PER_RULE - sum(1 for fp in current if fp in found or fp in holding)
+    kept: dict[str, tuple[dict[str, str], Finding]] = {}
+    for fp, value in found.items():
+        if fp in current:
+            kept[fp] = value
+        elif room > 0:
+            kept[fp] = value
+            room -= 1
+    return kept
+
+
+# Where the dashboard and the API list every host or guest a rule at its most may not alert on.
+_WHERE_ALL: dict[str | None, str] = {
+    "agent_silent": "GET /api/v1/hosts?status=silent lists every silent host",
+    "host_inconsistent": "GET /api/v1/hosts?needs_action=true lists every host that needs action",
+    "host": "GET /api/v1/hosts?sort=events lists the busiest hosts",
+    "guest": "GET /api/v1/guests?sort=events lists the busiest guests",
+    None: "the dashboard's charts show them all",
+}
 
 
 def _at_most(rule: Rule, found: int) -> bool:
@@ -361,10 +421,11 @@ def _at_most(rule: Rule, found: int) -> bool:
         # A mass outage (an AgentSilent per host) can reach it: the others must not go unsaid.
         _AT_MOST.add(rule.name)
         log.warning(
-            "alert rule %s found %d label sets, its most per evaluation: any others it matches "
-            "fire as these resolve (GET /api/v1/hosts?status=silent lists every silent host)",
+            "alert rule %s found %d label sets, its most per evaluation: its open alerts stay while "
+            "they hold, and any others it matches fire as these resolve (%s)",
             rule.name,
             found,
+            _WHERE_ALL.get(rule.type) or _WHERE_ALL[key_label(rule)],
         )
     elif not at_most and rule.name in _AT_MOST:
         _AT_MOST.discard(rule.name)
@@ -372,15 +433,19 @@ def _at_most(rule: Rule, found: int) -> bool:
     return at_most
 
 
-def findings(conn: Connection, rule: Rule, now: dt.datetime, settings: Settings) -> list[Finding]:
+def findings(
+    conn: Connection, rule: Rule, now: dt.datetime, settings: Settings, only: Sequence[str] | None = None
+) -> list[Finding]:
+    """What the rule finds now, at most MAX_FINDINGS_PER_RULE label sets; `only`: of these
+    hosts or guests (the rule's key_label) alone."""
     if rule.type in ("threshold", "guest_killed"):
-        return _count_findings(conn, rule, now)
+        return _count_findings(conn, rule, now, only)
     if rule.type in HOST_RULES:
-        return _host_findings(conn, rule, now, settings)
+        return _host_findings(conn, rule, now, settings, only)
     if rule.type in ("events_lost", "forged_records"):
-        return _gap_findings(conn, rule, now)
+        return _gap_findings(conn, rule, now, only)
     if rule.type == "new_offender":
-        return _new_offender_findings(conn, rule, now)
+        return _new_offender_findings(conn, rule, now, only)
     log.warning("alert rule %s has unknown type %r: skipped", rule.name, rule.type)
     return []
 
@@ -431,6 +496,12 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
             for f in matched:
                 labels = alert_labels(rule, f.labels)
                 found[fingerprint(labels)] = (labels, f)
+        # Not found is not cleared when the rule found its most: past it, which label sets come
+        # first can change (a host with a lower id goes silent, a guest's count passes another's),
+        # and resolving the one pushed out would tell the receivers that it is over.
+        holding = _still_holding(conn, rule, current, found, now, settings) if at_most else set()
+        if at_most:
+            found = _within_most(found, current, holding)
         for fp, (labels, f) in found.items():
             row = current.get(fp)
             annotations = alert_annotations(rule, f)
@@ -478,12 +549,8 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
                 if not silenced_by(labels, silences):
                     notices += outbox.notify(conn, hooks, alert_id, settings, now)
                     conn.execute(update(alert).where(alert.c.id == alert_id).values(notified_at=now))
-        # Not found is not cleared when the rule found its most: in an outage past it, which
-        # label sets come first can change (a host with a lower id goes silent), and resolving
-        # the one pushed out would tell the receivers that a silent host is back.
-        pushed_out = _pushed_out(conn, rule, current, found, now, settings) if at_most else set()
         for fp, row in current.items():
-            if fp in found or fp in pushed_out:
+            if fp in found or fp in holding:
                 continue
             what = step(row.status, False, None, rule.for_s, now.timestamp())
             if what == "drop":

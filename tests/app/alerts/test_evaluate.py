@@ -469,12 +469,60 @@ def test_a_rule_at_its_most_resolves_nothing_it_did_not_find_until_it_finds_fewe
     ingest(engine, st=state(t1), host="kvm-a", at=t1)  # kvm-a still reports at t1
     assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t1)} == {"kvm-b", "kvm-c"}
     # kvm-a goes silent too: the first two found are now kvm-a and kvm-b. kvm-c is still silent,
-    # so its alert must not resolve (that would tell the pager kvm-c is back).
-    assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t2)} == {"kvm-a", "kvm-b", "kvm-c"}
+    # so its alert must not resolve (that would tell the pager kvm-c is back); and the rule has
+    # its most open, so kvm-a waits for room.
+    assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t2)} == {"kvm-b", "kvm-c"}
     assert [a for a in alerts(engine, "AgentSilent") if a.status == "resolved"] == []
     # All but kvm-d report again: the rule finds fewer than its most, and what cleared resolves.
     for host in ("kvm-a", "kvm-b", "kvm-c"):
         ingest(engine, st=state(t3), host=host, at=t3)
     assert {a.labels["host"] for a in fired(engine, cfg, "AgentSilent", t3)} == {"kvm-d"}
     resolved = {a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "resolved"}
-    assert resolved == {"kvm-a", "kvm-b", "kvm-c"}
+    assert resolved == {"kvm-b", "kvm-c"}
+
+
+def test_a_threshold_rule_at_its_most_keeps_what_still_holds_instead_of_flapping_at_the_edge(
+    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scaled down: a rule opening at most 2 alerts, three guests over its threshold. Which two
+    # are the biggest changes; an alert whose guest is still over the threshold must not resolve
+    # (and fire again when the order turns back): that is a pager storm in a fleet-wide event.
+    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 2)
+    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    run(engine, cfg)
+    add_rule(engine, window_s=600, threshold=3)
+    only_rule(engine, "busy")
+    add_webhook(engine)
+    ingest(engine, events(4, guest="vm-b", at=NOW - timedelta(minutes=6)))
+    ingest(engine, events(5, guest="vm-a") + events(3, guest="vm-c"))
+
+    def firing(at: datetime) -> set[str]:
+        run(engine, cfg, at)
+        return {a.labels["guest"] for a in alerts(engine, "busy") if a.status == "firing"}
+
+    assert firing(NOW) == {"vm-a", "vm-b"}  # the two biggest: 5 and 4
+    ingest(engine, events(10, guest="vm-c", at=NOW + timedelta(minutes=1)))
+    # vm-c (13) and vm-a (5) are now the biggest; vm-b's 4 still holds, so it stays and vm-c waits.
+    for seconds in (60, 61, 62):
+        assert firing(NOW + timedelta(seconds=seconds)) == {"vm-a", "vm-b"}
+    assert notices(engine) == [("firing", "busy"), ("firing", "busy")]
+    # vm-b's events leave the window: it resolves, and vm-c takes its place.
+    assert firing(NOW + timedelta(minutes=6)) == {"vm-a", "vm-c"}
+    assert [a.labels["guest"] for a in alerts(engine, "busy") if a.status == "resolved"] == ["vm-b"]
+    assert sorted(notices(engine)[2:]) == [("firing", "busy"), ("resolved", "busy")]
+
+
+def test_a_gap_rule_at_its_most_asks_again_about_the_hosts_it_did_not_find(
+    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same for counted losses: a host whose losses still reach the threshold keeps its alert.
+    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 1)
+    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    run(engine, cfg)
+    only_rule(engine, "EventsLost")
+    ingest(engine, gaps=[gap(1, 150)], host="kvm-1")
+    assert [a.labels["host"] for a in fired(engine, cfg, "EventsLost")] == ["kvm-1"]
+    ingest(engine, gaps=[gap(1, 200)], host="kvm-2")  # more lost: found first now
+    firing = fired(engine, cfg, "EventsLost", NOW + timedelta(seconds=1))
+    assert [a.labels["host"] for a in firing] == ["kvm-1"]
+    assert [a for a in alerts(engine, "EventsLost") if a.status == "resolved"] == []
