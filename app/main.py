@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
 from app.alerts.evaluate import Alerting
-from app.api.ingest import IngestShortcut
+from app.api.ingest import InFlight, IngestShortcut
 from app.auth import Authenticator
 from app.background import stop_side_by_side
 from app.edge import EdgeMiddleware
@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.writer = writer
+    app.state.ingest_in_flight = InFlight(settings.ingest_max_in_flight)
     app.state.auth = Authenticator(
         engine,
         settings.token_touch_interval_s,

@@ -558,6 +558,12 @@ class IngestMetrics:
             buckets=(0, 1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000),
             registry=registry,
         )
+        self.overloaded = PromCounter(
+            "splitwatch_ingest_overloaded",
+            "Ingest requests this process answered 503 overloaded, unread: it was already working "
+            "on SPLITWATCH_INGEST_MAX_IN_FLIGHT of them.",
+            registry=registry,
+        )
         # Both results exist from the start: rate() sees a 0 before the first duplicate.
         self.accepted = self.events.labels(result="accepted")
         self.duplicates = self.events.labels(result="duplicate")

@@ -37,8 +37,9 @@ from app.errors import (
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload, payload_json_schema
 from app.ingest.write import BatchJob, GuestLimits
-from app.ingest.writer import WriterStopped
+from app.ingest.writer import Writer, WriterStopped
 from app.metrics import INGEST_PATH, ingest_metrics
+from app.settings import Settings
 
 
 class IngestRoute(APIRoute):
@@ -133,6 +134,32 @@ class IngestResult(BaseModel):
     duplicates: int  # events already stored (a resend), or repeated within the batch
 
 
+class Overloaded(ApiError):
+    # No Retry-After: one value sent to a thousand agents brings them back at the same second.
+    # Without it each agent backs off exponentially with full jitter (agent/transport.py), which
+    # spreads a herd out by itself.
+    status = 503
+    code = "overloaded"
+
+
+class InFlight:
+    """How many ingest requests this process is working on, and its most (0: no most). The
+    event loop is the only one counting, so a plain int does."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.now = 0
+
+    def enter(self) -> bool:
+        if self.most and self.now >= self.most:
+            return False
+        self.now += 1
+        return True
+
+    def leave(self) -> None:
+        self.now -= 1
+
+
 class UnsupportedEncoding(ApiError):
     status = 415
     code = "unsupported_encoding"
@@ -224,6 +251,22 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
     },
 )
 async def ingest(request: Request, host_name: AgentDep, writer: WriterDep, settings: SettingsDep) -> Response:
+    in_flight: InFlight = request.app.state.ingest_in_flight
+    if not in_flight.enter():
+        metrics = ingest_metrics(request.app)
+        if metrics is not None:
+            metrics.overloaded.inc()
+        raise Overloaded(
+            f"server is busy with {in_flight.most} other batches: nothing was stored; send it again "
+            "after a backoff with jitter (SPLITWATCH_INGEST_MAX_IN_FLIGHT)"
+        )
+    try:
+        return await _store(request, host_name, writer, settings)
+    finally:
+        in_flight.leave()
+
+
+async def _store(request: Request, host_name: str, writer: Writer, settings: Settings) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     try:
         payload = parse_payload(body)
