@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.writer = writer
-    app.state.ingest_in_flight = InFlight(settings.ingest_max_in_flight)
+    app.state.ingest_in_flight = InFlight(settings.ingest_max_in_flight, settings.ingest_max_wait_s)
     app.state.auth = Authenticator(
         engine,
         settings.token_touch_interval_s,

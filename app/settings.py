@@ -68,13 +68,17 @@ class Settings(BaseSettings):
     # (or expired) meanwhile, and forgets them: a token revoked anywhere stops working everywhere
     # within about this many seconds. 0: no polling (then token_cache_ttl_s bounds it).
     token_revocation_poll_s: float = Field(default=5.0, ge=0, le=300)
-    # Ingest requests one process works on at once (reading, validating, waiting for the write);
-    # one more is answered 503 at once, without reading its body, and the agent backs off with
-    # jitter. After an outage every agent replays its spool at the same moment: unbounded, the
-    # queued batches outgrow memory and the agents' 10 s timeout, and every resend is work done
-    # twice (#13). Each one in progress holds its body and parsed events (a full agent batch:
-    # ~1 MB and a few MB parsed). 0: no limit.
+    # Ingest requests one process works on at once (reading, validating, waiting for the write).
+    # One more waits, unread, for a place (first come, first served) up to ingest_max_wait_s,
+    # then is answered 503 and the agent backs off with jitter. After an outage every agent
+    # replays its spool at the same moment: unbounded, the queued batches outgrow memory and
+    # the agents' 10 s timeout, and every resend is work done twice (#13). Each one in progress
+    # holds its body and parsed events (a full agent batch: ~1 MB and a few MB parsed). 0: no
+    # limit.
     ingest_max_in_flight: int = Field(default=128, ge=0)
+    # Well under the agent's 10 s timeout, so that a batch let in after waiting is still stored
+    # before its agent gives up on it. 0: refused at once.
+    ingest_max_wait_s: float = Field(default=5.0, ge=0, le=60)
     # Threads that run the read routes' blocking work (queries, CSV rows) per process (issue 14).
     # More requests than this wait as coroutines, taking no thread and no connection, and the
     # event loop (authentication, ingest validation) is not crowded out of the GIL by dozens of

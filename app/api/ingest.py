@@ -10,6 +10,7 @@ moves this process's ingest figures on /metrics (app/metrics.py, IngestMetrics).
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -135,7 +136,7 @@ class IngestResult(BaseModel):
 
 
 class Overloaded(ApiError):
-    # No Retry-After: one value sent to a thousand agents brings them back at the same second.
+    # No Retry-After: one value sent to a thousand agents brings them back in the same second.
     # Without it each agent backs off exponentially with full jitter (agent/transport.py), which
     # spreads a herd out by itself.
     status = 503
@@ -143,21 +144,41 @@ class Overloaded(ApiError):
 
 
 class InFlight:
-    """How many ingest requests this process is working on, and its most (0: no most). The
-    event loop is the only one counting, so a plain int does."""
+    """The ingest requests this process works on at once: at most `most` (0: no most). One more
+    waits, unread (its body stays in the socket), for a place to free up, first come first
+    served, up to `wait_s`; then it is refused. Waiting costs a coroutine, not memory, and keeps
+    a herd in order: what arrives first is stored first."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, wait_s: float) -> None:
         self.most = most
-        self.now = 0
+        self.wait_s = wait_s
+        self.now = 0  # in progress
+        self.waiting = 0
+        # asyncio.Semaphore wakes its waiters in order, and binds to a loop on first use.
+        self._places = asyncio.Semaphore(most) if most else None
 
-    def enter(self) -> bool:
-        if self.most and self.now >= self.most:
-            return False
+    async def enter(self) -> bool:
+        places = self._places
+        if places is not None:
+            if places.locked():
+                if not self.wait_s:
+                    return False
+                self.waiting += 1
+                try:
+                    await asyncio.wait_for(places.acquire(), self.wait_s)
+                except TimeoutError:
+                    return False
+                finally:
+                    self.waiting -= 1
+            else:
+                await places.acquire()  # a free place: taken at once, nothing awaited
         self.now += 1
         return True
 
     def leave(self) -> None:
         self.now -= 1
+        if self._places is not None:
+            self._places.release()
 
 
 class UnsupportedEncoding(ApiError):
@@ -252,13 +273,14 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
 )
 async def ingest(request: Request, host_name: AgentDep, writer: WriterDep, settings: SettingsDep) -> Response:
     in_flight: InFlight = request.app.state.ingest_in_flight
-    if not in_flight.enter():
+    if not await in_flight.enter():
         metrics = ingest_metrics(request.app)
         if metrics is not None:
             metrics.overloaded.inc()
         raise Overloaded(
-            f"server is busy with {in_flight.most} other batches: nothing was stored; send it again "
-            "after a backoff with jitter (SPLITWATCH_INGEST_MAX_IN_FLIGHT)"
+            f"server is busy with {in_flight.most} other batches and none finished within "
+            f"{in_flight.wait_s:g} s: nothing was stored; send it again after a backoff with jitter "
+            "(SPLITWATCH_INGEST_MAX_IN_FLIGHT, SPLITWATCH_INGEST_MAX_WAIT_S)"
         )
     try:
         return await _store(request, host_name, writer, settings)

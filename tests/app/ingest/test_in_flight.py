@@ -1,7 +1,8 @@
-"""A process works on at most SPLITWATCH_INGEST_MAX_IN_FLIGHT ingest requests at once; one more is
-answered 503 `overloaded` at once, unread and without Retry-After, so the agent backs off with
-jitter and sends it again (#13: after an outage every agent of a fleet replays its spool at
-the same moment). Nothing of a refused batch is stored, and nothing is lost: the resend is.
+"""A process works on at most SPLITWATCH_INGEST_MAX_IN_FLIGHT ingest requests at once; one more
+waits, unread, for a place up to SPLITWATCH_INGEST_MAX_WAIT_S, first come first served, and is
+then answered 503 `overloaded` without Retry-After, so the agent backs off with jitter and sends
+it again (#13: after an outage every agent of a fleet replays its spool at the same moment).
+Nothing of a refused batch is stored, and nothing is lost: the resend is.
 
 A real uvicorn on SQLite; the writer is held by a job of the test, so two batches stay in
 progress for as long as the test needs them to."""
@@ -42,11 +43,23 @@ def until(what: str, fn: Any) -> None:
 
 
 @pytest.fixture
-def busy(settings: Settings) -> Iterator[Server]:
-    srv = Server(settings.model_copy(update={"ingest_max_in_flight": 2}))
-    srv.start()
-    yield srv
-    srv.stop()
+def make_busy(settings: Settings) -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def make(wait_s: float) -> Server:
+        srv = Server(settings.model_copy(update={"ingest_max_in_flight": 2, "ingest_max_wait_s": wait_s}))
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def busy(make_busy: Any) -> Server:
+    return make_busy(0.2)  # type: ignore[no-any-return]
 
 
 def stored(settings: Settings, host: str) -> list[int]:
@@ -95,13 +108,36 @@ def test_past_its_most_a_batch_is_refused_unread_and_stored_when_sent_again(
         assert "retry-after" not in refused.headers
         assert_error(bogus, 401)  # a token is checked first: no place for a stranger
         assert stored(settings, "kvm-3") == []
-        assert in_flight.now == 0
+        assert (in_flight.now, in_flight.waiting) == (0, 0)
         again = post(client, "kvm-3", token["kvm-3"])
         assert again.status_code == 200 and again.json() == {"accepted": 3, "duplicates": 0}
         metrics = client.get("/metrics").text
     assert [stored(settings, h) for h in ("kvm-1", "kvm-2", "kvm-3")] == [[1, 2, 3]] * 3
     assert "splitwatch_ingest_overloaded_total 1.0" in metrics
     assert 'splitwatch_ingest_requests_total{status="503"} 1.0' in metrics
+
+
+def test_one_past_its_most_waits_for_a_place_and_is_stored(
+    make_busy: Any, settings: Settings, tokens: Tokens
+) -> None:
+    busy = make_busy(BOUND_S)
+    token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
+    in_flight = busy.app.state.ingest_in_flight
+    release = threading.Event()
+    held = busy.app.state.writer.submit(lambda _conn: release.wait(BOUND_S))
+    with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(3) as pool:
+        try:
+            first = [pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")]
+            until("two batches in progress", lambda: in_flight.now == 2)
+            third = pool.submit(post, client, "kvm-3", token["kvm-3"])
+            until("the third waiting", lambda: in_flight.waiting == 1)
+            assert not third.done()
+        finally:
+            release.set()
+        held.result(BOUND_S)
+        assert [f.result(BOUND_S).status_code for f in [*first, third]] == [200, 200, 200]
+    assert [stored(settings, h) for h in ("kvm-1", "kvm-2", "kvm-3")] == [[1, 2, 3]] * 3
+    assert (in_flight.now, in_flight.waiting) == (0, 0)
 
 
 def test_a_refused_or_failed_batch_gives_its_place_back(busy: Server, tokens: Tokens) -> None:
