@@ -39,6 +39,7 @@ ALERTS = {
     "ForgedKernelLog",
     "NewOffender",
     "SplitwatchIngestErrors",
+    "SplitwatchIngestOverloaded",
     "SplitwatchDatabaseDown",
     "SplitwatchWebhookFailing",
     "SplitwatchOutboxStuck",
