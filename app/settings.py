@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # the agents' 10 s timeout, and every resend is work done twice (#13). Each one in progress
     # holds its body and parsed events (a full agent batch: ~1 MB and a few MB parsed). 0: no
     # limit.
-    ingest_max_in_flight: int = Field(default=128, ge=0)
+    ingest_max_in_flight: int = Field(default=64, ge=0)
     # Well under the agent's 10 s timeout, so that a batch let in after waiting is still stored
     # before its agent gives up on it. 0: refused at once.
     ingest_max_wait_s: float = Field(default=5.0, ge=0, le=60)

@@ -27,13 +27,16 @@ Bars (PASS/FAIL per row): >= 1,000 requests/s, p99 < 250 ms, >= 0.4 x the bare r
 
 Run: .venv/bin/python bench/bench_fleet.py [--rounds 3] [--seconds 4] [--pg-workers 2]
      [--only sqlite,pg1] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
-     [--compare-src DIR] [--reads 20] [--switch-ms 5,10,20]
+     [--compare-src DIR] [--reads 20] [--switch-ms 5,10,20] [--health off|on|both]
 --compare-src runs each serve row a second time from another source tree (before/after a change
 in the same run, the same rounds and load): git archive BASE | tar -x -C DIR.
 --reads R adds, to every serve row's load, a reader with a viewer token asking for the fleet
 view's reads (summary, the action and per-host charts, the host list, the top guests; in turn)
 at R requests/s, open loop: a read's latency counts from when it was due, so a slow server is
 not given fewer reads. Printed per row: the reads' p50/p99/max and each round's p99.
+--health adds the `health` figures a looping agent sends with every batch (agent/health.py:
+uptime, last pass and last answer change every time, so the host row's health JSON is rewritten
+on every request); `both` runs each serve row with and without them in the same rounds.
 --switch-ms runs each serve row once per GIL switch interval (sys.setswitchinterval, in ms),
 in the same rounds: set by a sitecustomize on the server's PYTHONPATH (its worker processes
 too).
@@ -123,7 +126,9 @@ class Bodies:
     json.dumps (the client shares the server's two cores).
     """
 
-    def __init__(self, payload: dict[str, object], base: datetime, state_every: int = 1) -> None:
+    def __init__(
+        self, payload: dict[str, object], base: datetime, state_every: int = 1, health: bool = False
+    ) -> None:
         events = payload["events"]
         state = payload["state"]
         assert isinstance(events, list) and isinstance(state, dict), payload
@@ -145,6 +150,27 @@ class Bodies:
                 # Each host runs its own guests: one guest row shared by the whole fleet would be
                 # a lock every PostgreSQL transaction waits for, which no real fleet has.
                 e["guest"]["name"] = "@@guest@@"
+        if health:
+            # What a looping agent adds to every batch (agent/health.py; `--once --stdout` has
+            # none): its uptime, last pass and last answer change on every request.
+            p["health"] = {
+                "interval_s": INTERVAL_S,
+                "uptime_s": "@@up@@",
+                "pass_duration_s": "@@pass@@",
+                "msr_errors": 0,
+                "kmsg_status": "ok",
+                "statuses": {"procfs": "ok", "kmsg": "ok", "tracefs": "ok", "msr": "ok"},
+                "lag_s": 0.0,
+                "spool_depth": 0,
+                "spool_bytes": 0,
+                "drops": 0,
+                "dropped_payloads": 0,
+                "corrupt_records": 0,
+                "rejected_batches": 0,
+                "last_ack_at": "@@ack@@",
+                "send_failures": 0,
+                "token_rejected": None,
+            }
         self.template = self._render(p)
         # What the agent sends while its state is unchanged (agent/state_refresh.py).
         self.stateless = self._render({**p, "state": None})
@@ -153,6 +179,8 @@ class Bodies:
         text = json.dumps(p, separators=(",", ":"))
         text = text.replace('"@@name@@"', '"%(name)s"').replace('"@@boot@@"', '"%(boot)s"')
         text = text.replace('"@@t@@"', '"%(t)s"').replace('"@@guest@@"', '"%(name)s-vm-1"')
+        text = text.replace('"@@up@@"', "%(up).3f").replace('"@@pass@@"', "%(pass).4f")
+        text = text.replace('"@@ack@@"', '"%(ack)s"')
         for i in range(self.n_events):
             text = text.replace(f'"@@e{i}@@"', f'"%(e{i})s"').replace(str(987_650_000 + i), f"%(s{i})d")
         return text
@@ -160,7 +188,14 @@ class Bodies:
     def body(self, host: str, boot: str, k: int) -> bytes:
         """The k-th pass of `host`: 10 s after the (k-1)-th, with the next SEQs."""
         at = self.base + timedelta(seconds=INTERVAL_S * k)
-        values: dict[str, object] = {"name": host, "boot": boot, "t": _iso(at)}
+        values: dict[str, object] = {
+            "name": host,
+            "boot": boot,
+            "t": _iso(at),
+            "up": INTERVAL_S * k + 0.123,
+            "pass": 0.0105 + (k % 7) / 1000,
+            "ack": _iso(at - timedelta(seconds=INTERVAL_S)),
+        }
         for i, off in enumerate(self.offsets):
             values[f"e{i}"] = _iso(at + timedelta(seconds=off))
             values[f"s{i}"] = k * self.n_events + i
@@ -560,6 +595,14 @@ def main() -> None:
         help="full state in every Nth request of a host, state null in the others (12, the default: "
         "the agent's 120 s refresh at a 10 s interval; 1: every request, the issue's first payload)",
     )
+    parser.add_argument(
+        "--health",
+        choices=("off", "on", "both"),
+        default="off",
+        help="the agent's `health` figures in every request, as a looping agent sends them (off: the "
+        "issue's payload, `--once --stdout`, has none; both: each serve row with and without, "
+        "same run, same rounds)",
+    )
     parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
@@ -598,7 +641,8 @@ def main() -> None:
         payload = agent_payload(splitwatch, tmp / "agent")
         # Two days back: the bench's passes come faster than every 10 s, their times do not.
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
-        bodies = Bodies(payload, base, args.state_every)
+        bodies = Bodies(payload, base, args.state_every, health=args.health == "on")
+        with_health = Bodies(payload, base, args.state_every, health=True)
         sample = bodies.body(hosts[0], "boot", 0)
         stateless = len(bodies.body(hosts[0], "boot", 1)) if args.state_every > 1 else None
         state = payload["state"]
@@ -634,6 +678,19 @@ def main() -> None:
                 row
                 for key, label, workers in plan
                 for row in ((key, label, workers), (f"{tag}_{key}", f"{label} ({src.name})", workers))
+            ]
+        healthy: set[str] = set()
+
+        def body_of(key: str) -> Bodies:
+            return with_health if key in healthy else bodies
+
+        if args.health == "both":
+            healthy = {f"h_{key}" for key, _label, _workers in plan}
+            compared |= {f"h_{key}" for key in compared}
+            plan = [
+                row
+                for key, label, workers in plan
+                for row in ((key, label, workers), (f"h_{key}", f"{label} + health", workers))
             ]
         switches: dict[str, float] = {}
         switch_dir = tmp / "switch"
@@ -688,7 +745,7 @@ def main() -> None:
                 fleet.boots = {h: f"{key}-{h}" for h in hosts}
             # Warm-up: every host's first pass (the host, its guest and first state are created).
             for b in backends:
-                asyncio.run(_load(b.port, fleets[b.key], bodies, b.key, None, each_host_once=True))
+                asyncio.run(_load(b.port, fleets[b.key], body_of(b.key), b.key, None, each_host_once=True))
             for r in range(args.rounds):
                 # Each round starts one row later: no row always runs right after the same one.
                 for b in backends[r % len(backends) :] + backends[: r % len(backends)]:
@@ -697,7 +754,7 @@ def main() -> None:
                     cpu0 = tree_cpu_seconds(b.proc.pid)
                     spy = _py_spy(b, args.profile, args.seconds) if args.profile and not b.rates else None
                     n, lat, wall, read_lat = asyncio.run(
-                        _load(b.port, fleets[b.key], bodies, b.key, args.seconds, False, b.reads)
+                        _load(b.port, fleets[b.key], body_of(b.key), b.key, args.seconds, False, b.reads)
                     )
                     if b.reads is not None:
                         b.read_rounds.append(read_lat)

@@ -10,11 +10,11 @@ up on it, then sent again: work done twice), the server's CPU and its peak memor
 
 Rows, one run, the same herd (--limits MOST[:WAIT_S],...):
   0          SPLITWATCH_INGEST_MAX_IN_FLIGHT=0: every request read, parsed and queued at once
-  128:0      at most 128 in progress; one more answered 503 at once, unread, and backs off
-  128:5      the defaults: one more waits, unread, up to 5 s for a place, then 503
+  64:0       at most 64 in progress; one more answered 503 at once, unread, and backs off
+  64:5       the defaults: one more waits, unread, up to 5 s for a place, then 503
 
 Run: .venv/bin/python bench/bench_herd.py [--agents 1000] [--batches 1] [--events 1000]
-     [--limits 0,128:0,128:5] [--bound-s 300]
+     [--limits 0,64:0,64:5] [--bound-s 300]
 Bounded: each row stops after --bound-s; 127.0.0.1 only.
 """
 
@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1, help="backlog batches per agent")
     parser.add_argument("--events", type=int, default=1000, help="events per batch")
     parser.add_argument(
-        "--limits", default="0,128:0,128:5", help="SPLITWATCH_INGEST_MAX_IN_FLIGHT[:..._MAX_WAIT_S] per row"
+        "--limits", default="0,64:0,64:5", help="SPLITWATCH_INGEST_MAX_IN_FLIGHT[:..._MAX_WAIT_S] per row"
     )
     parser.add_argument("--bound-s", type=float, default=300.0)
     args = parser.parse_args()
