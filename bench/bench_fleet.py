@@ -258,16 +258,13 @@ def read_paths(base: datetime) -> list[tuple[str, str]]:
     ]
 
 
-async def _get(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, token: str, path: str
-) -> None:
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-    )
+async def read_answer(reader: asyncio.StreamReader, what: str) -> tuple[int, bytes, bool]:
+    """An HTTP/1.1 answer read whole: its status, its body (by Content-Length or chunked) and
+    whether the server closes the connection after it."""
     status_line = await reader.readline()
     if not status_line:
-        raise ConnectionError(f"GET {path}: the server closed the connection")
-    length, chunked = 0, False
+        raise ConnectionResetError(f"{what}: the server closed the connection")
+    length, chunked, close = 0, False, False
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b""):
@@ -278,6 +275,8 @@ async def _get(
             length = int(value)
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
     if chunked:
         answer = b""
         while size := int((await reader.readline()).split(b";")[0], 16):
@@ -285,7 +284,16 @@ async def _get(
         await reader.readline()  # the empty trailer
     else:
         answer = await reader.readexactly(length)
-    status = int(status_line.split()[1])
+    return int(status_line.split()[1]), answer, close
+
+
+async def _get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, token: str, path: str
+) -> None:
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    status, answer, _close = await read_answer(reader, f"GET {path}")
     if status != 200:
         raise RuntimeError(f"GET {path}: HTTP {status}: {answer[:300]!r}")
 

@@ -14,7 +14,7 @@ Rows, one run, the same herd (--limits MOST[:WAIT_S],...):
   64:5       the defaults: one more waits, unread, up to 5 s for a place, then 503
 
 Run: .venv/bin/python bench/bench_herd.py [--agents 1000] [--batches 1] [--events 1000]
-     [--limits 0,64:0,64:5] [--bound-s 300]
+     [--limits 0,64:0,64:5] [--bound-s 300] [--pg-url URL]
 Bounded: each row stops after --bound-s; 127.0.0.1 only.
 """
 
@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_ingest import make_events  # noqa: E402
+from bench_fleet import read_answer  # noqa: E402
+from bench_ingest import make_events, pg_database  # noqa: E402
+from bench_series import wait_ready  # noqa: E402
 
 from agent.payload import HostInfo, Payload  # noqa: E402
 from app.store.engine import make_engine  # noqa: E402
@@ -105,24 +107,10 @@ async def _exchange(port: int, conn: list[object], token: str, body: bytes) -> t
         f"Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     writer.write(head + body)  # type: ignore[attr-defined]
-    status_line = await reader.readline()  # type: ignore[attr-defined]
-    if not status_line:
-        raise ConnectionResetError("closed")
-    length, close = 0, False
-    while True:
-        line = await reader.readline()  # type: ignore[attr-defined]
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"connection" and value.strip().lower() == b"close":
-            close = True
-    answer = await reader.readexactly(length)  # type: ignore[attr-defined]
+    status, answer, close = await read_answer(reader, "POST /api/v1/ingest")  # type: ignore[arg-type]
     if close:
         drop(conn)
-    return int(status_line.split()[1]), answer
+    return status, answer
 
 
 def drop(conn: list[object]) -> None:
@@ -183,7 +171,12 @@ def run_row(
     spec: str, args: argparse.Namespace, tmp: Path, work: dict[str, list[bytes]]
 ) -> dict[str, object]:
     limit, _, wait = spec.partition(":")
-    url = f"sqlite:///{tmp}/herd-{limit}-{wait or 'default'}.db"
+    if args.pg_url:
+        url = pg_database(
+            args.pg_url, f"bench_herd_{limit}_{wait or 'default'}".replace(".", "_"), create=True
+        )
+    else:
+        url = f"sqlite:///{tmp}/herd-{limit}-{wait or 'default'}.db"
     env = {
         **os.environ,
         "SPLITWATCH_DATABASE_URL": url,
@@ -199,16 +192,8 @@ def run_row(
     port = free_port()
     server = subprocess.Popen([SPLITWATCH, "serve", "--port", str(port)], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: serve did not become ready")
-            time.sleep(0.1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            wait_ready(client)
         rss_before = vm_kb(server.pid, "VmRSS")
         cpu_before = cpu_s(server.pid)
         tally = Tally()
@@ -241,6 +226,8 @@ def run_row(
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+        if args.pg_url:
+            pg_database(args.pg_url, url.rsplit("/", 1)[1], create=False)
 
 
 def main() -> None:
@@ -254,6 +241,12 @@ def main() -> None:
         "--limits", default="0,64:0,64:5", help="SPLITWATCH_INGEST_MAX_IN_FLIGHT[:..._MAX_WAIT_S] per row"
     )
     parser.add_argument("--bound-s", type=float, default=300.0)
+    parser.add_argument(
+        "--pg-url",
+        help="PostgreSQL instead of SQLite: an admin URL, e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres; each row gets a database of its own, "
+        "dropped after (the server's CPU and memory are then serve's alone, not PostgreSQL's)",
+    )
     args = parser.parse_args()
 
     at = datetime.now(UTC).replace(microsecond=0)

@@ -4,7 +4,7 @@ a restart, and only the lease holder evaluates (issue 12)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -253,6 +253,17 @@ def test_silenced_alert_writes_no_notice(engine: Engine, cfg: Settings) -> None:
 # ------------------------------------------------------------------------------ built-in rules
 
 
+@pytest.fixture
+def at_most(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Scales a fleet-wide event down: the most alerts a rule has open (MAX_FINDINGS_PER_RULE)."""
+
+    def set_most(n: int) -> None:
+        monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", n)
+        monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+
+    return set_most
+
+
 def fired(engine: Engine, cfg: Settings, name: str, at: datetime = NOW) -> list[Any]:
     run(engine, cfg, at)
     return [a for a in alerts(engine, name) if a.status == "firing"]
@@ -436,11 +447,10 @@ def test_host_rules_judge_only_hosts_that_may_match_yet_miss_none(engine: Engine
 
 
 def test_a_rule_past_its_most_alerts_says_so_once_and_the_others_fire_as_those_resolve(
-    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    engine: Engine, cfg: Settings, at_most: Callable[[int], None], caplog: pytest.LogCaptureFixture
 ) -> None:
     # A mass outage at fleet size, scaled down: 3 hosts silent, a rule opening at most 2 alerts.
-    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 2)
-    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    at_most(2)
     for host in ("kvm-1", "kvm-2", "kvm-3"):
         ingest(engine, st=state(NOW), host=host)
     later = NOW + timedelta(seconds=400)
@@ -457,11 +467,10 @@ def test_a_rule_past_its_most_alerts_says_so_once_and_the_others_fire_as_those_r
 
 
 def test_a_rule_at_its_most_resolves_nothing_it_did_not_find_until_it_finds_fewer(
-    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, cfg: Settings, at_most: Callable[[int], None]
 ) -> None:
     # Scaled down: a rule opening at most 2 alerts, hosts found in the order they were first seen.
-    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 2)
-    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    at_most(2)
     t1, t2, t3 = (NOW + timedelta(seconds=s) for s in (400, 800, 1200))
     ingest(engine, st=state(NOW), host="kvm-a")  # first seen: found first once silent
     for host in ("kvm-b", "kvm-c", "kvm-d"):
@@ -482,13 +491,12 @@ def test_a_rule_at_its_most_resolves_nothing_it_did_not_find_until_it_finds_fewe
 
 
 def test_a_threshold_rule_at_its_most_keeps_what_still_holds_instead_of_flapping_at_the_edge(
-    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, cfg: Settings, at_most: Callable[[int], None]
 ) -> None:
     # Scaled down: a rule opening at most 2 alerts, three guests over its threshold. Which two
     # are the biggest changes; an alert whose guest is still over the threshold must not resolve
     # (and fire again when the order turns back): that is a pager storm in a fleet-wide event.
-    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 2)
-    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    at_most(2)
     run(engine, cfg)
     add_rule(engine, window_s=600, threshold=3)
     only_rule(engine, "busy")
@@ -513,11 +521,10 @@ def test_a_threshold_rule_at_its_most_keeps_what_still_holds_instead_of_flapping
 
 
 def test_a_gap_rule_at_its_most_asks_again_about_the_hosts_it_did_not_find(
-    engine: Engine, cfg: Settings, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, cfg: Settings, at_most: Callable[[int], None]
 ) -> None:
     # The same for counted losses: a host whose losses still reach the threshold keeps its alert.
-    monkeypatch.setattr("app.alerts.evaluate.MAX_FINDINGS_PER_RULE", 1)
-    monkeypatch.setattr("app.alerts.evaluate._AT_MOST", set())
+    at_most(1)
     run(engine, cfg)
     only_rule(engine, "EventsLost")
     ingest(engine, gaps=[gap(1, 150)], host="kvm-1")

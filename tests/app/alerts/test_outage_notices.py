@@ -45,7 +45,11 @@ def test_an_outage_reaches_the_receiver_without_waiting_a_poll_per_notice(
     engine: Engine, settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = settings.model_copy(
-        update={"webhook_allow_private": True, "public_url": "https://sw.example.com", "alert_interval": 3600.0}
+        update={
+            "webhook_allow_private": True,
+            "public_url": "https://sw.example.com",
+            "alert_interval": 3600.0,
+        }
     )
     monkeypatch.setattr(outbox, "SENDER_POLL_S", 3600.0)
     hook = {"url": receiver.url, "format": "alertmanager", "secret": "whsec_" + "A" * 32, "match": {}}

@@ -9,6 +9,7 @@ progress for as long as the test needs them to."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -80,6 +81,19 @@ def stored(settings: Settings, host: str) -> list[int]:
         engine.dispose()
 
 
+@contextlib.contextmanager
+def writer_held(server: Server) -> Iterator[None]:
+    """The server's writer busy with a job of the test until the block ends: batches sent
+    meanwhile stay in progress."""
+    release = threading.Event()
+    held = server.app.state.writer.submit(lambda _conn: release.wait(BOUND_S))
+    try:
+        yield
+    finally:
+        release.set()
+        held.result(BOUND_S)
+
+
 def post(client: httpx.Client, host: str, token: str) -> httpx.Response:
     return client.post("/api/v1/ingest", content=body(host, range(1, 4)), headers=auth(token))
 
@@ -89,19 +103,14 @@ def test_past_its_most_a_batch_is_refused_unread_and_stored_when_sent_again(
 ) -> None:
     token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
     in_flight = busy.app.state.ingest_in_flight
-    release = threading.Event()
-    held = busy.app.state.writer.submit(lambda _conn: release.wait(BOUND_S))
     with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(2) as pool:
-        try:
+        with writer_held(busy):
             waiting: list[Future[httpx.Response]] = [
                 pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")
             ]
             until("two batches in progress", lambda: in_flight.now == 2)
             refused = post(client, "kvm-3", token["kvm-3"])
             bogus = post(client, "kvm-3", "sw_bogus")
-        finally:
-            release.set()
-        held.result(BOUND_S)
         assert [f.result(BOUND_S).status_code for f in waiting] == [200, 200]
         assert "SPLITWATCH_INGEST_MAX_IN_FLIGHT" in assert_error(refused, 503, "overloaded")["message"]
         # A single value would bring a thousand agents back at the same second: they back off.
@@ -123,18 +132,13 @@ def test_one_past_its_most_waits_for_a_place_and_is_stored(
     busy = make_busy(BOUND_S)
     token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
     in_flight = busy.app.state.ingest_in_flight
-    release = threading.Event()
-    held = busy.app.state.writer.submit(lambda _conn: release.wait(BOUND_S))
     with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(3) as pool:
-        try:
+        with writer_held(busy):
             first = [pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")]
             until("two batches in progress", lambda: in_flight.now == 2)
             third = pool.submit(post, client, "kvm-3", token["kvm-3"])
             until("the third waiting", lambda: in_flight.waiting == 1)
             assert not third.done()
-        finally:
-            release.set()
-        held.result(BOUND_S)
         assert [f.result(BOUND_S).status_code for f in [*first, third]] == [200, 200, 200]
     assert [stored(settings, h) for h in ("kvm-1", "kvm-2", "kvm-3")] == [[1, 2, 3]] * 3
     assert (in_flight.now, in_flight.waiting) == (0, 0)
