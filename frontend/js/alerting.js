@@ -58,6 +58,31 @@ export function sortAlerts(alerts) {
   );
 }
 
+// A list of firing alerts that one rule does not drown: the first `perRule` of each rule (in the
+// list's order, critical first), and per rule how many more there are (`totals`: the rules' own
+// counts, when the list holds only some). A mass outage opens an AgentSilent per host; the few
+// alerts of other rules beside them must not sit among 1,000 rows.
+export function foldByRule(alerts, perRule, totals = {}) {
+  const seen = new Map();
+  const shown = [];
+  const more = new Map();
+  for (const alert of alerts) {
+    const n = seen.get(alert.name) || 0;
+    seen.set(alert.name, n + 1);
+    if (n < perRule) shown.push(alert);
+    else if (!more.has(alert.name)) more.set(alert.name, { name: alert.name, severity: alert.severity });
+  }
+  const folded = [];
+  for (const [name, f] of more) {
+    const count = Math.max(seen.get(name), totals[name] || 0) - perRule;
+    if (count > 0) folded.push({ ...f, count });
+  }
+  return { shown, folded };
+}
+
+// Where the dashboard lists every host a built-in host rule fires for (the Hosts page).
+export const RULE_HOSTS = { AgentSilent: "silent", HostInconsistent: "needs_action" };
+
 // Alerts whose [start, end) overlaps the window (a firing one runs until now).
 export function alertsInRange(alerts, range) {
   const since = new Date(range.since).getTime();

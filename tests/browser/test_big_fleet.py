@@ -138,16 +138,28 @@ def test_in_a_mass_outage_the_header_and_the_alerts_page_say_at_least_the_page_t
         ready(page)
     page.wait_for_function("document.querySelector('#firing-count').textContent === '1000+'")
     # The card's figure is the rules' own counts (the server's), not the page's 1,000.
-    assert page.text_content("#card-firing .card-sub") == "0 critical of the newest 1,000"
+    assert page.text_content("#card-firing .card-sub") == "0 critical among 1,005 read"
     firing = page.eval_on_selector_all(
         "#rules tbody tr", "rs => Object.fromEntries(rs.map(r => [r.dataset.name, r.cells[3].textContent]))"
     )
     assert (firing["AgentSilent"], firing["HostInconsistent"], firing["GuestKilled"]) == ("1,000", "5", "0")
-    assert page.inner_text("#firing-more").startswith("The newest 1000 firing alerts; more fire (each rule")
+    assert page.inner_text("#firing-more").startswith("More than 1000 alerts fire: up to 25 of each rule")
     assert "more than 1000 alerts firing" in (page.get_attribute("#firing-count", "title") or "")
-    # The viewport only: the full page is 1,000 rows long.
+    # The table shows 25 alerts of a rule, the others as one line. The 5 HostInconsistent fired
+    # before the 1,000 AgentSilent, so the newest 1,000 hold none of them: they are asked for.
+    names = page.eval_on_selector_all("#firing tbody tr .alertname", "ns => ns.map(n => n.textContent)")
+    assert names.count("AgentSilent") == 25
+    assert names.count("HostInconsistent") == 5 and len(names) == 30
+    line = page.text_content("#firing-folded li[data-rule='AgentSilent']")
+    assert line == "975 more AgentSilent (warning) not shown: every such host"
+    assert page.locator("#firing-folded li").count() == 1
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "alerts-outage.png"))
+    page.screenshot(path=str(SCREENSHOTS / "alerts-outage.png"), full_page=True)
+    # "every such host": the Hosts page with every silent host, 100 a page.
+    page.click("#firing-folded li[data-rule='AgentSilent'] a")
+    page.wait_for_function("location.hash.startsWith('#/hosts') && location.hash.includes('status=silent')")
+    ready(page)
+    assert page.locator("#hosts tbody tr").count() == 100
 
 
 def test_the_hosts_page_lists_every_silent_host_of_an_outage_page_by_page_each_once(

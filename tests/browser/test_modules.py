@@ -338,3 +338,15 @@ def test_the_default_range_fits_the_demos_history(js: Any) -> None:
 
     seconds = js("return state.RANGE_PRESETS[state.DEFAULT_RANGE];")
     assert seconds <= BACKFILL_HOURS * 3600 and js("return state.parseHash('#/fleet').range;") == "6h"
+
+
+def test_a_rule_with_many_firing_alerts_shows_its_first_ones_and_counts_the_rest(js: Any) -> None:
+    alerts = [{"name": "AgentSilent", "severity": "warning", "host": f"kvm-{i}"} for i in range(4)]
+    alerts.insert(1, {"name": "GuestKilled", "severity": "critical", "host": "kvm-x"})
+    folded = js("return alerting.foldByRule(arg, 2);", alerts)
+    assert [a["host"] for a in folded["shown"]] == ["kvm-0", "kvm-x", "kvm-1"]  # the list's order kept
+    assert folded["folded"] == [{"name": "AgentSilent", "severity": "warning", "count": 2}]
+    assert js("return alerting.foldByRule(arg, 5);", alerts)["folded"] == []
+    # The rules' own counts when the list holds only some of a rule's alerts.
+    totals = js("return alerting.foldByRule(arg, 2, {AgentSilent: 1000, GuestKilled: 1});", alerts)
+    assert totals["folded"] == [{"name": "AgentSilent", "severity": "warning", "count": 998}]

@@ -5,8 +5,8 @@
 // alerting.js.
 
 import {
-  DEFAULT_SILENCE, SILENCE_DURATIONS, alertOf, alertsInRange, isFiring, labelText, ruleCondition, ruleOf, silenceBody,
-  deliveryOf, silenceMatchers, silenceMatches, silenceOf, sortAlerts, webhookOf,
+  DEFAULT_SILENCE, RULE_HOSTS, SILENCE_DURATIONS, alertOf, alertsInRange, foldByRule, isFiring, labelText, ruleCondition,
+  ruleOf, silenceBody, deliveryOf, silenceMatchers, silenceMatches, silenceOf, sortAlerts, webhookOf,
 } from "../alerting.js";
 import * as api from "../api.js";
 import { ago, card, code, emptyState, fmtNum, fmtTime, h, section, table, viewLink } from "../dom.js";
@@ -16,6 +16,10 @@ import { rangeLabel } from "../state.js";
 // handful of requests at most, never one per row of a long list.
 const DELIVERY_LOOKUPS = 10;
 const HISTORY_ROWS = 200;
+// Firing rows per rule; the rest of a rule is one line under the table (see foldByRule).
+const FIRING_ROWS_PER_RULE = 25;
+// Rules asked for their own firing alerts when more fire than one page holds (withEveryRule).
+const RULE_LOOKUPS = 20;
 
 // Webhooks are an admin's to read (a receiver URL often holds a credential): a viewer gets
 // the rest of the page and a sentence instead, without asking for what it would be refused.
@@ -36,29 +40,34 @@ export async function render(state, range) {
     api.alertRules(),
     readWebhooks(),
   ]);
-  const firing = sortAlerts(firingList.items.map(alertOf).filter(isFiring));
+  const rules = ruleList.items.map(ruleOf);
+  let firingRead = firingList.items.map(alertOf).filter(isFiring);
+  if (firingList.next_cursor) firingRead = await withEveryRule(firingRead, rules);
+  const firing = sortAlerts(firingRead);
   const history = sortAlerts(alertsInRange(historyList.items.map(alertOf), range).filter((a) => a.status === "resolved"));
   const silences = silenceList.items.map((s) => silenceOf(s)).filter((s) => s.active);
-  const rules = ruleList.items.map(ruleOf);
   const hooks = hookList.items.map(webhookOf);
   const hooksHidden = Boolean(hookList.forbidden);
   await lastDeliveries(hooks);
   // A silence the API did not mark on the alert still mutes it: say so either way.
   for (const alert of firing) alert.silenced = alert.silenced || silences.some((s) => silenceMatches(s, alert));
 
+  const totals = Object.fromEntries(rules.filter((r) => r.firing !== null).map((r) => [r.name, r.firing]));
+  const folded = foldByRule(firing, FIRING_ROWS_PER_RULE, totals);
   const node = h("div", { class: "view view-alerts" }, h("div", { class: "title-row" }, h("h1", {}, "Alerts")));
   node.append(
     cards(firing, silences, rules, hooksHidden ? null : hooks, !!firingList.next_cursor),
     section(
       "Firing now",
       firingList.next_cursor
-        ? h("p", { class: "hint", id: "firing-more" }, `The newest ${firingList.items.length} firing alerts; more fire (each rule's count is in Rules below). GET /api/v1/alerts?status=firing pages through all of them (next_cursor).`)
+        ? h("p", { class: "hint", id: "firing-more" }, `More than ${firingList.items.length} alerts fire: up to ${FIRING_ROWS_PER_RULE} of each rule below, and how many more; each rule's count is in Rules. GET /api/v1/alerts?status=firing pages through all of them (next_cursor).`)
         : null,
-      table(firingColumns(state), firing, {
+      table(firingColumns(state), folded.shown, {
         id: "firing",
         rowData: (a) => ({ fingerprint: a.fingerprint, severity: a.severity }),
         empty: "Nothing fires now.",
       }),
+      foldedRules(folded.folded, state),
     ),
     section(
       "Silences in force",
@@ -104,6 +113,44 @@ export async function render(state, range) {
   return { node, draw() {}, charts: false };
 }
 
+// Past 1,000 firing alerts the list read is the newest 1,000: a rule whose alerts all fired
+// earlier (5 hosts drifting before 1,000 went silent) would have no row, critical or not. Each
+// rule the list holds fewer of than it fires is asked for its own first ones: a request per such
+// rule, RULE_LOOKUPS at most, only in an outage.
+async function withEveryRule(firing, rules) {
+  const listed = new Map();
+  for (const a of firing) listed.set(a.name, (listed.get(a.name) || 0) + 1);
+  const short = rules
+    .filter((r) => r.firing && (listed.get(r.name) || 0) < Math.min(r.firing, FIRING_ROWS_PER_RULE))
+    .slice(0, RULE_LOOKUPS);
+  const pages = await Promise.all(
+    short.map((r) =>
+      api.alerts({ status: "firing", rule: r.name, limit: FIRING_ROWS_PER_RULE }).then((p) => p.items.map(alertOf)).catch(() => []),
+    ),
+  );
+  const known = new Set(firing.map((a) => a.fingerprint));
+  return [...firing, ...pages.flat().filter((a) => isFiring(a) && !known.has(a.fingerprint))];
+}
+
+// One line per rule with more firing alerts than the table shows: how many, and for the host
+// rules the Hosts page listing every such host.
+function foldedRules(folded, state) {
+  if (!folded.length) return null;
+  return h(
+    "ul",
+    { class: "hint folded", id: "firing-folded" },
+    folded.map((f) => {
+      const status = RULE_HOSTS[f.name];
+      return h(
+        "li",
+        { dataset: { rule: f.name } },
+        `${fmtNum(f.count)} more ${f.name} (${f.severity}) not shown`,
+        status ? [": ", viewLink(state, { page: "hosts", status, sort: "name" }, "every such host")] : "",
+      );
+    }),
+  );
+}
+
 async function lastDeliveries(hooks) {
   const missing = hooks.filter((w) => !w.hasLast).slice(0, DELIVERY_LOOKUPS);
   const found = await Promise.all(
@@ -127,7 +174,7 @@ function cards(firing, silences, rules, hooks, more = false) {
   return h(
     "div",
     { class: "cards", id: "alert-cards" },
-    card("Firing", more && total > firing.length ? fmtNum(total) : `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical} critical${silenced ? `, ${silenced} silenced` : ""}${more ? ` of the newest ${fmtNum(firing.length)}` : ""}`, {
+    card("Firing", more && total && total >= firing.length ? fmtNum(total) : `${fmtNum(firing.length)}${more ? "+" : ""}`, `${critical} critical${silenced ? `, ${silenced} silenced` : ""}${more ? ` among ${fmtNum(firing.length)} read` : ""}`, {
       tone: critical ? "bad" : firing.length - silenced ? "warn" : null,
       id: "card-firing",
     }),
