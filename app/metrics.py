@@ -37,6 +37,7 @@ keeps them in memory on the app's registry; they start at 0 when the server star
     splitwatch_ingest_events_total{result}                    counter, accepted | duplicate events
     splitwatch_ingest_duration_seconds                        histogram, request time in the server
     splitwatch_ingest_batch_events                            histogram, events per stored batch
+    splitwatch_ingest_overloaded_total                        counter, answered 503 overloaded, unread
 
 Cardinality: one events_total series per (host, guest, kind, action, source) seen. Guests are
 the unbounded label, so past MAX_EVENT_SERIES label sets only the TOP_GUESTS busiest guests keep
