@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from tests.app.conftest import auth
-from tests.browser.conftest import Fleet
+from tests.browser.conftest import SCREENSHOTS, Fleet
 from tests.browser.test_dashboard import ready, shot
+from tests.browser.test_time_truth import assert_log_out_on_the_first_line
 
 pytestmark = pytest.mark.browser
 
@@ -88,3 +89,17 @@ def test_a_viewer_sees_no_admin_link_and_the_page_says_it_needs_an_admin_token(
     text = fresh_page.inner_text("#view")
     assert "needs an admin token" in text and "viewer token" in text
     assert fresh_page.query_selector("#agent-tokens") is None
+
+
+def test_an_admins_bar_keeps_log_out_on_its_first_line_at_1280_px(
+    fresh_page: Any, fleet: Fleet, admin_token: str
+) -> None:
+    # The Admin link makes the bar's links one longer than a viewer's (#17's bar, #15's link).
+    fresh_page.set_viewport_size({"width": 1280, "height": 900})
+    log_in(fresh_page, fleet, admin_token, "#/fleet?range=6h")
+    fresh_page.wait_for_selector("#nav-admin:not([hidden])")
+    assert_log_out_on_the_first_line(fresh_page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    fresh_page.screenshot(
+        path=str(SCREENSHOTS / "topbar-1280-admin.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 90}
+    )

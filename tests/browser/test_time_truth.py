@@ -235,22 +235,26 @@ def test_agent_health_reads_as_words_not_json(page: Any, fleet: Fleet) -> None:
     assert "kmsg ok · tracefs absent" in health and "none" in health
 
 
+def assert_log_out_on_the_first_line(page: Any) -> None:
+    box = page.evaluate(
+        """() => {
+            const r = document.querySelector('#logout').getBoundingClientRect();
+            const brand = document.querySelector('.brand').getBoundingClientRect();
+            return {right: r.right, height: r.height, mid: r.top + r.height / 2,
+                    brandTop: brand.top, brandBottom: brand.bottom, width: innerWidth};
+        }"""
+    )
+    assert box["right"] <= box["width"], box  # inside the bar
+    assert box["brandTop"] <= box["mid"] <= box["brandBottom"], box  # on the bar's first line
+    assert box["height"] < 2 * (box["brandBottom"] - box["brandTop"]), box  # "log out" unbroken
+
+
 @pytest.mark.parametrize("width", [1280, 1366, 1440])
 def test_log_out_stays_on_one_line_inside_the_bar(page: Any, fleet: Fleet, width: int) -> None:
     page.set_viewport_size({"width": width, "height": 900})
     try:
         open_logged_in(page, fleet, "#/fleet?range=6h")
-        box = page.evaluate(
-            """() => {
-                const r = document.querySelector('#logout').getBoundingClientRect();
-                const brand = document.querySelector('.brand').getBoundingClientRect();
-                return {right: r.right, height: r.height, mid: r.top + r.height / 2,
-                        brandTop: brand.top, brandBottom: brand.bottom, width: innerWidth};
-            }"""
-        )
-        assert box["right"] <= box["width"], box  # inside the bar
-        assert box["brandTop"] <= box["mid"] <= box["brandBottom"], box  # on the bar's first line
-        assert box["height"] < 2 * (box["brandBottom"] - box["brandTop"]), box  # "log out" unbroken
+        assert_log_out_on_the_first_line(page)
         page.screenshot(
             path=str(SCREENSHOTS / f"topbar-{width}.png"), clip={"x": 0, "y": 0, "width": width, "height": 90}
         )
