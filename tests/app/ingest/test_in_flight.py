@@ -154,3 +154,21 @@ def test_a_refused_or_failed_batch_gives_its_place_back(busy: Server, tokens: To
         ok = client.post("/api/v1/ingest", content=body("kvm-1", range(1, 3)), headers=auth(token))
     assert ok.status_code == 200
     assert busy.app.state.ingest_in_flight.now == 0
+
+
+def test_the_agent_backs_off_from_a_full_server_with_jitter(busy: Server, tokens: Tokens) -> None:
+    # The agent's own transport: a 503 without Retry-After is a Retry its backoff times (full
+    # jitter), not a fixed wait every agent of a herd would share.
+    from agent.transport import Retry, Transport
+
+    token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
+    in_flight = busy.app.state.ingest_in_flight
+    with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(2) as pool:
+        with writer_held(busy):
+            first = [pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")]
+            until("two batches in progress", lambda: in_flight.now == 2)
+            result = Transport(busy.url, token["kvm-3"], timeout_s=BOUND_S).post(body("kvm-3", range(1, 4)))
+        assert [f.result(BOUND_S).status_code for f in first] == [200, 200]
+    assert isinstance(result, Retry) and result.after_s is None, result
+    # What the agent logs says why, and which settings say how much.
+    assert "answered 503 server is busy with 2 other batches" in result.reason, result
