@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from agent.transport import Retry, Transport
 from app.settings import Settings
 from app.store.engine import make_engine
 from app.store.tables import event as event_table
@@ -159,8 +160,6 @@ def test_a_refused_or_failed_batch_gives_its_place_back(busy: Server, tokens: To
 def test_the_agent_backs_off_from_a_full_server_with_jitter(busy: Server, tokens: Tokens) -> None:
     # The agent's own transport: a 503 without Retry-After is a Retry its backoff times (full
     # jitter), not a fixed wait every agent of a herd would share.
-    from agent.transport import Retry, Transport
-
     token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
     in_flight = busy.app.state.ingest_in_flight
     with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(2) as pool:
