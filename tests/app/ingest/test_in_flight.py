@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from agent.transport import Retry, Transport
 from app.settings import Settings
 from app.store.engine import make_engine
 from app.store.tables import event as event_table
+from app.store.tables import host as host_table
 from tests.app.conftest import Server, Tokens, assert_error, auth
 from tests.app.ingest.payloads import event, host_info, payload
 
@@ -65,8 +66,6 @@ def busy(make_busy: Any) -> Server:
 
 
 def stored(settings: Settings, host: str) -> list[int]:
-    from app.store.tables import host as host_table
-
     engine = make_engine(settings.database_url)
     try:
         with engine.connect() as conn:
@@ -99,49 +98,60 @@ def post(client: httpx.Client, host: str, token: str) -> httpx.Response:
     return client.post("/api/v1/ingest", content=body(host, range(1, 4)), headers=auth(token))
 
 
-def test_past_its_most_a_batch_is_refused_unread_and_stored_when_sent_again(
-    busy: Server, settings: Settings, tokens: Tokens
-) -> None:
-    token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
-    in_flight = busy.app.state.ingest_in_flight
-    with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(2) as pool:
-        with writer_held(busy):
-            waiting: list[Future[httpx.Response]] = [
-                pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")
-            ]
+HOSTS = ("kvm-1", "kvm-2", "kvm-3")
+
+
+@pytest.fixture
+def agents(tokens: Tokens) -> dict[str, str]:
+    return {h: tokens.agent(h) for h in HOSTS}
+
+
+@contextlib.contextmanager
+def full(server: Server, agents: dict[str, str]) -> Iterator[tuple[httpx.Client, ThreadPoolExecutor]]:
+    """kvm-1's and kvm-2's batches in progress for the block: the server's most of 2. Both are
+    answered 200 once it ends."""
+    in_flight = server.app.state.ingest_in_flight
+    with httpx.Client(base_url=server.url, timeout=BOUND_S) as client, ThreadPoolExecutor(3) as pool:
+        with writer_held(server):
+            first = [pool.submit(post, client, h, agents[h]) for h in HOSTS[:2]]
             until("two batches in progress", lambda: in_flight.now == 2)
-            refused = post(client, "kvm-3", token["kvm-3"])
-            bogus = post(client, "kvm-3", "sw_bogus")
-        assert [f.result(BOUND_S).status_code for f in waiting] == [200, 200]
-        assert "SPLITWATCH_INGEST_MAX_IN_FLIGHT" in assert_error(refused, 503, "overloaded")["message"]
-        # A single value would bring a thousand agents back at the same second: they back off.
-        assert "retry-after" not in refused.headers
-        assert_error(bogus, 401)  # a token is checked first: no place for a stranger
-        assert stored(settings, "kvm-3") == []
-        assert (in_flight.now, in_flight.waiting) == (0, 0)
-        again = post(client, "kvm-3", token["kvm-3"])
+            yield client, pool
+        assert [f.result(BOUND_S).status_code for f in first] == [200, 200]
+
+
+def test_past_its_most_a_batch_is_refused_unread_and_stored_when_sent_again(
+    busy: Server, settings: Settings, agents: dict[str, str]
+) -> None:
+    in_flight = busy.app.state.ingest_in_flight
+    with full(busy, agents) as (client, _pool):
+        refused = post(client, "kvm-3", agents["kvm-3"])
+        bogus = post(client, "kvm-3", "sw_bogus")
+    assert "SPLITWATCH_INGEST_MAX_IN_FLIGHT" in assert_error(refused, 503, "overloaded")["message"]
+    # A single value would bring a thousand agents back at the same second: they back off.
+    assert "retry-after" not in refused.headers
+    assert_error(bogus, 401)  # a token is checked first: no place for a stranger
+    assert stored(settings, "kvm-3") == []
+    assert (in_flight.now, in_flight.waiting) == (0, 0)
+    with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client:
+        again = post(client, "kvm-3", agents["kvm-3"])
         assert again.status_code == 200 and again.json() == {"accepted": 3, "duplicates": 0}
         metrics = client.get("/metrics").text
-    assert [stored(settings, h) for h in ("kvm-1", "kvm-2", "kvm-3")] == [[1, 2, 3]] * 3
+    assert [stored(settings, h) for h in HOSTS] == [[1, 2, 3]] * 3
     assert "splitwatch_ingest_overloaded_total 1.0" in metrics
     assert 'splitwatch_ingest_requests_total{status="503"} 1.0' in metrics
 
 
 def test_one_past_its_most_waits_for_a_place_and_is_stored(
-    make_busy: Any, settings: Settings, tokens: Tokens
+    make_busy: Any, settings: Settings, agents: dict[str, str]
 ) -> None:
     busy = make_busy(BOUND_S)
-    token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
     in_flight = busy.app.state.ingest_in_flight
-    with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(3) as pool:
-        with writer_held(busy):
-            first = [pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")]
-            until("two batches in progress", lambda: in_flight.now == 2)
-            third = pool.submit(post, client, "kvm-3", token["kvm-3"])
-            until("the third waiting", lambda: in_flight.waiting == 1)
-            assert not third.done()
-        assert [f.result(BOUND_S).status_code for f in [*first, third]] == [200, 200, 200]
-    assert [stored(settings, h) for h in ("kvm-1", "kvm-2", "kvm-3")] == [[1, 2, 3]] * 3
+    with full(busy, agents) as (client, pool):
+        third = pool.submit(post, client, "kvm-3", agents["kvm-3"])
+        until("the third waiting", lambda: in_flight.waiting == 1)
+        assert not third.done()
+    assert third.result(BOUND_S).status_code == 200
+    assert [stored(settings, h) for h in HOSTS] == [[1, 2, 3]] * 3
     assert (in_flight.now, in_flight.waiting) == (0, 0)
 
 
@@ -157,17 +167,11 @@ def test_a_refused_or_failed_batch_gives_its_place_back(busy: Server, tokens: To
     assert busy.app.state.ingest_in_flight.now == 0
 
 
-def test_the_agent_backs_off_from_a_full_server_with_jitter(busy: Server, tokens: Tokens) -> None:
+def test_the_agent_backs_off_from_a_full_server_with_jitter(busy: Server, agents: dict[str, str]) -> None:
     # The agent's own transport: a 503 without Retry-After is a Retry its backoff times (full
     # jitter), not a fixed wait every agent of a herd would share.
-    token = {h: tokens.agent(h) for h in ("kvm-1", "kvm-2", "kvm-3")}
-    in_flight = busy.app.state.ingest_in_flight
-    with httpx.Client(base_url=busy.url, timeout=BOUND_S) as client, ThreadPoolExecutor(2) as pool:
-        with writer_held(busy):
-            first = [pool.submit(post, client, h, token[h]) for h in ("kvm-1", "kvm-2")]
-            until("two batches in progress", lambda: in_flight.now == 2)
-            result = Transport(busy.url, token["kvm-3"], timeout_s=BOUND_S).post(body("kvm-3", range(1, 4)))
-        assert [f.result(BOUND_S).status_code for f in first] == [200, 200]
+    with full(busy, agents):
+        result = Transport(busy.url, agents["kvm-3"], timeout_s=BOUND_S).post(body("kvm-3", range(1, 4)))
     assert isinstance(result, Retry) and result.after_s is None, result
     # What the agent logs says why, and which settings say how much.
     assert "answered 503 server is busy with 2 other batches" in result.reason, result
