@@ -106,7 +106,13 @@ def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float, na
 
 
 def release_lease(conn: Connection, holder: str, name: str = LEASE_NAME) -> None:
-    conn.execute(delete(alert_lease).where(alert_lease.c.name == name, alert_lease.c.holder == holder))
+    """Hand the lease over at once: it expires now. The row stays, so the next evaluation knows
+    when this one renewed it last (a break, see Deafness)."""
+    conn.execute(
+        update(alert_lease)
+        .where(alert_lease.c.name == name, alert_lease.c.holder == holder)
+        .values(expires_at=dt.datetime.now(dt.UTC))
+    )
 
 
 # ------------------------------------------------------------------------------ rules
@@ -262,7 +268,12 @@ _HOST_RULE_COLUMNS = (
 
 
 def _host_findings(
-    conn: Connection, rule: Rule, now: dt.datetime, settings: Settings, names: Sequence[str] | None = None
+    conn: Connection,
+    rule: Rule,
+    now: dt.datetime,
+    settings: Settings,
+    names: Sequence[str] | None = None,
+    deaf: Break | None = None,
 ) -> list[Finding]:
     """The hosts the rule finds (among `names`, when given). SQL narrows the rows to those that
     may match (a superset: a verdict that needs action, or a report older than the window); the
@@ -282,7 +293,7 @@ def _host_findings(
     for row in conn.execute(query):
         if rule.type == "agent_silent":
             silent_s = int((now - row.last_seen_at).total_seconds())
-            if silent_s > rule.window_s:
+            if silent_s - _unheard_s(deaf, row.last_seen_at, now) > rule.window_s:
                 out.append(host_finding(rule, row.name, "silent", silent_s))
         else:
             reason = host_needs_action(row, now, settings)
@@ -352,6 +363,46 @@ def _new_offender_findings(
 _AT_MOST: set[str] = set()
 
 
+@dataclass(frozen=True, slots=True)
+class Break:
+    """A time the backend could not hear its fleet: from the last evaluation before it to the
+    first after it (no process renewed the alerting lease in between: all were down, or the
+    database was)."""
+
+    down_at: dt.datetime
+    back_at: dt.datetime
+
+
+class Deafness:
+    """The evaluating process's memory of the backend's last break. While the backend or its
+    database is down no agent's batch is stored, so afterwards every host looks silent: an
+    AgentSilent for the whole fleet, caused by us, resolving a minute later as the agents'
+    spools arrive. A host's silence therefore does not count the break (_unheard_s): a host
+    that reported until the break fires one window after the backend is back, a host already
+    silent before it fires when its silence, less the break, passes the window. One process
+    restarting behind a load balancer while others kept evaluating is no break."""
+
+    def __init__(self) -> None:
+        self.last: Break | None = None
+
+    def heard_again(self, down_at: dt.datetime, back_at: dt.datetime) -> None:
+        self.last = Break(down_at, back_at)
+        log.info(
+            "alerting: nothing evaluated from %s to %s (the backend or its database was down): "
+            "AgentSilent does not count that time as silence",
+            down_at.isoformat(timespec="seconds"),
+            back_at.isoformat(timespec="seconds"),
+        )
+
+
+def _unheard_s(deaf: Break | None, last_seen: dt.datetime, now: dt.datetime) -> float:
+    """Seconds of (last_seen, now] the backend could not hear: they are no agent's silence."""
+    if deaf is None:
+        return 0.0
+    start, end = max(deaf.down_at, last_seen), min(deaf.back_at, now)
+    return max((end - start).total_seconds(), 0.0)
+
+
 def key_label(rule: Rule) -> str | None:
     """The label that tells a rule's label sets apart: one alert per host or per guest (None:
     one alert for the whole fleet)."""
@@ -369,6 +420,7 @@ def _still_holding(
     found: Mapping[str, Any],
     now: dt.datetime,
     settings: Settings,
+    deaf: Break | None,
 ) -> set[str]:
     """Of the open alerts a rule did not find while finding its most, those that still hold:
     it asks again about just their hosts or guests, so one that came back (or fell under the
@@ -380,7 +432,7 @@ def _still_holding(
     names = sorted({str(current[fp].labels[key]) for fp in missing if key in (current[fp].labels or {})})
     still: set[str] = set()
     for i in range(0, len(names), MAX_FINDINGS_PER_RULE):
-        again = findings(conn, rule, now, settings, names[i : i + MAX_FINDINGS_PER_RULE])
+        again = findings(conn, rule, now, settings, names[i : i + MAX_FINDINGS_PER_RULE], deaf)
         still.update(fingerprint(alert_labels(rule, f.labels)) for f in again)
     return {fp for fp in missing if fp in still}
 
@@ -434,14 +486,20 @@ def _at_most(rule: Rule, found: int) -> bool:
 
 
 def findings(
-    conn: Connection, rule: Rule, now: dt.datetime, settings: Settings, only: Sequence[str] | None = None
+    conn: Connection,
+    rule: Rule,
+    now: dt.datetime,
+    settings: Settings,
+    only: Sequence[str] | None = None,
+    deaf: Break | None = None,
 ) -> list[Finding]:
     """What the rule finds now, at most MAX_FINDINGS_PER_RULE label sets; `only`: of these
-    hosts or guests (the rule's key_label) alone."""
+    hosts or guests (the rule's key_label) alone; `deaf`: the backend's last break, which a
+    host's silence does not count."""
     if rule.type in ("threshold", "guest_killed"):
         return _count_findings(conn, rule, now, only)
     if rule.type in HOST_RULES:
-        return _host_findings(conn, rule, now, settings, only)
+        return _host_findings(conn, rule, now, settings, only, deaf)
     if rule.type in ("events_lost", "forged_records"):
         return _gap_findings(conn, rule, now, only)
     if rule.type == "new_offender":
@@ -471,10 +529,18 @@ def active_silences(conn: Connection, now: dt.datetime) -> list[tuple[int, Mappi
     ]
 
 
-def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime) -> Report | None:
-    """One evaluation in the caller's write transaction; None when another process leads."""
-    if not take_lease(conn, holder, now, lease_ttl_s(settings.alert_interval)):
+def evaluate(
+    conn: Connection, settings: Settings, holder: str, now: dt.datetime, deafness: Deafness | None = None
+) -> Report | None:
+    """One evaluation in the caller's write transaction; None when another process leads.
+    `deafness`: the evaluating process's memory of the backend's last break (see Deafness)."""
+    deafness = deafness if deafness is not None else Deafness()
+    last = conn.execute(select(alert_lease.c.renewed_at).where(alert_lease.c.name == LEASE_NAME)).scalar()
+    ttl = lease_ttl_s(settings.alert_interval)
+    if not take_lease(conn, holder, now, ttl):
         return None
+    if last is not None and (now - last).total_seconds() > ttl:
+        deafness.heard_again(last, now)
     ensure_builtin_rules(conn, now)
     rules = [rule_from_row(r) for r in conn.execute(select(alert_rule)).all()]
     open_rows = conn.execute(select(alert).where(alert.c.status.in_(OPEN))).all()
@@ -491,7 +557,7 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
         found: dict[str, tuple[dict[str, str], Finding]] = {}
         at_most = False  # the rule found its most: what it did not find may just be past it
         if rule.enabled:
-            matched = findings(conn, rule, now, settings)
+            matched = findings(conn, rule, now, settings, deaf=deafness.last)
             at_most = _at_most(rule, len(matched))
             for f in matched:
                 labels = alert_labels(rule, f.labels)
@@ -499,7 +565,9 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
         # Not found is not cleared when the rule found its most: past it, which label sets come
         # first can change (a host with a lower id goes silent, a guest's count passes another's),
         # and resolving the one pushed out would tell the receivers that it is over.
-        holding = _still_holding(conn, rule, current, found, now, settings) if at_most else set()
+        holding = (
+            _still_holding(conn, rule, current, found, now, settings, deafness.last) if at_most else set()
+        )
         if at_most:
             found = _within_most(found, current, holding)
         for fp, (labels, f) in found.items():
@@ -597,8 +665,10 @@ def resolve_rule_alerts(conn: Connection, rule_id: int, settings: Settings, now:
 # ------------------------------------------------------------------------------ the loop
 
 
-def _evaluate_at(settings: Settings, holder: str, now: dt.datetime, conn: Connection) -> Report | None:
-    return evaluate(conn, settings, holder, now)
+def _evaluate_at(
+    settings: Settings, holder: str, now: dt.datetime, deafness: Deafness, conn: Connection
+) -> Report | None:
+    return evaluate(conn, settings, holder, now, deafness)
 
 
 class Leadership:
@@ -621,11 +691,14 @@ async def evaluator_loop(
 ) -> None:
     loop = asyncio.get_running_loop()
     ttl = lease_ttl_s(settings.alert_interval)
+    deafness = Deafness()
     while not stop.is_set():
         started = loop.time()
         now = dt.datetime.now(dt.UTC)
         try:
-            report: Report | None = await writer.run(functools.partial(_evaluate_at, settings, holder, now))
+            report: Report | None = await writer.run(
+                functools.partial(_evaluate_at, settings, holder, now, deafness)
+            )
         except Exception as exc:
             # Whatever failed (database away, a bug in one rule), alerting must keep trying;
             # the transaction rolled back, so nothing half-done remains.

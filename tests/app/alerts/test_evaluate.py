@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from agent.payload import Action, GapReason, Mode
-from app.alerts.evaluate import Report, evaluate
+from app.alerts.evaluate import Deafness, Report, evaluate, release_lease
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import write_batch
@@ -51,9 +51,11 @@ def events(n: int, guest: str | None = "vm-1", at: datetime = NOW, action: Actio
     return [event(next(_seq), at, guest=guest, action=action) for _ in range(n)]
 
 
-def run(engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A) -> Report | None:
+def run(
+    engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A, deafness: Deafness | None = None
+) -> Report | None:
     with engine.begin() as conn:
-        return evaluate(conn, cfg, holder, at)
+        return evaluate(conn, cfg, holder, at, deafness)
 
 
 def add_webhook(engine: Engine, match: dict[str, str] | None = None) -> int:
@@ -325,6 +327,8 @@ def test_host_inconsistent_pages_only_on_verdicts_that_need_action(
 def test_agent_silent_fires_after_its_window_and_resolves_when_it_reports(
     engine: Engine, cfg: Settings
 ) -> None:
+    # Evaluations 2 minutes apart: the jumps between them are no break (see the break's tests).
+    cfg = cfg.model_copy(update={"alert_interval": 120.0})
     ingest(engine, st=state(NOW))
     assert fired(engine, cfg, "AgentSilent", NOW + timedelta(seconds=299)) == []
     [a] = fired(engine, cfg, "AgentSilent", NOW + timedelta(seconds=400))
@@ -533,3 +537,50 @@ def test_a_gap_rule_at_its_most_asks_again_about_the_hosts_it_did_not_find(
     firing = fired(engine, cfg, "EventsLost", NOW + timedelta(seconds=1))
     assert [a.labels["host"] for a in firing] == ["kvm-1"]
     assert [a for a in alerts(engine, "EventsLost") if a.status == "resolved"] == []
+
+
+def test_agent_silent_does_not_count_the_time_the_backend_could_not_hear(
+    engine: Engine, cfg: Settings
+) -> None:
+    # The backend (or its database) was down for 10 minutes: no batch was stored and nothing was
+    # evaluated. Every host then looks silent, but for the 10 minutes nobody could hear them: an
+    # AgentSilent per host of the fleet, caused by us, was a pager storm after every outage.
+    slow = cfg.model_copy(update={"alert_interval": 120.0})  # evaluations 2 min apart are no break
+    deafness = Deafness()
+    down, back = NOW, NOW + timedelta(minutes=10)
+    ingest(engine, st=state(down - timedelta(minutes=4)), host="kvm-quiet", at=down - timedelta(minutes=4))
+    ingest(engine, st=state(down), host="kvm-busy", at=down)
+
+    def firing(at: datetime) -> set[str]:
+        run(engine, slow, at, deafness=deafness)
+        return {a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "firing"}
+
+    assert firing(down) == set()
+    assert firing(back) == set()  # 10 and 14 minutes without a report, 0 and 4 of them heard
+    assert deafness.last is not None and (deafness.last.down_at, deafness.last.back_at) == (down, back)
+    # kvm-quiet was silent 4 minutes before the break: 1 minute more and it is over the window.
+    assert firing(back + timedelta(seconds=61)) == {"kvm-quiet"}
+    # kvm-busy reported until the break: one window after the backend is back.
+    assert firing(back + timedelta(seconds=299)) == {"kvm-quiet"}
+    assert firing(back + timedelta(seconds=301)) == {"kvm-quiet", "kvm-busy"}
+
+
+def test_a_graceful_restart_is_a_break_too_and_one_process_taking_over_from_another_is_not(
+    engine: Engine, cfg: Settings
+) -> None:
+    slow = cfg.model_copy(update={"alert_interval": 120.0})
+    ingest(engine, st=state(NOW), host="kvm-1")
+    run(engine, slow, NOW, holder=A)
+    with engine.begin() as conn:
+        release_lease(conn, A)  # a stop hands the lease over at once, and keeps its last renewal
+    restarted = Deafness()
+    run(engine, slow, NOW + timedelta(minutes=10), holder=B, deafness=restarted)
+    assert restarted.last is not None and restarted.last.down_at == NOW
+    assert [a for a in alerts(engine, "AgentSilent") if a.status == "firing"] == []
+    # B kept evaluating; another process taking over within the lease's time is no break.
+    run(engine, slow, NOW + timedelta(minutes=11), holder=B, deafness=restarted)
+    with engine.begin() as conn:
+        release_lease(conn, B)
+    other = Deafness()
+    run(engine, slow, NOW + timedelta(minutes=12), holder="process-c", deafness=other)
+    assert other.last is None
