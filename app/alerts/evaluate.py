@@ -272,17 +272,17 @@ def _host_findings(
     rule: Rule,
     now: dt.datetime,
     settings: Settings,
-    names: Sequence[str] | None = None,
+    only: Sequence[str] | None = None,
     deaf: Break | None = None,
 ) -> list[Finding]:
-    """The hosts the rule finds (among `names`, when given). SQL narrows the rows to those that
+    """The hosts the rule finds (among `only`, when given). SQL narrows the rows to those that
     may match (a superset: a verdict that needs action, or a report older than the window); the
     rule itself then decides on each, so the answer is the rule's whatever the fleet's size."""
     query = select(*_HOST_RULE_COLUMNS).order_by(host.c.id)
     if "host" in rule.match:
         query = query.where(host.c.name == rule.match["host"])
-    if names is not None:
-        query = query.where(host.c.name.in_(names))
+    if only is not None:
+        query = query.where(host.c.name.in_(only))
     if rule.type == "agent_silent":
         # Not a host only `splitwatch import` made: no agent ever reported there to go silent.
         since = now - dt.timedelta(seconds=rule.window_s)
