@@ -26,7 +26,6 @@ import gzip
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_fleet import read_answer  # noqa: E402
-from bench_ingest import make_events, pg_database  # noqa: E402
-from bench_series import wait_ready  # noqa: E402
+from bench_ingest import cpu_seconds, free_port, make_events, pg_database  # noqa: E402
+from bench_series import memory_kb, wait_ready  # noqa: E402
 
 from agent.payload import HostInfo, Payload  # noqa: E402
 from app.store.engine import make_engine  # noqa: E402
@@ -63,12 +62,6 @@ class Tally:
     accepted: int = 0
     duplicates: int = 0
     done_at: list[float] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bodies(agent: int, batches: int, events: int, at: datetime) -> list[bytes]:
@@ -155,18 +148,6 @@ async def agent(
     tally.done_at.append(time.monotonic() - started)
 
 
-def vm_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_row(
     spec: str, args: argparse.Namespace, tmp: Path, work: dict[str, list[bytes]]
 ) -> dict[str, object]:
@@ -194,8 +175,8 @@ def run_row(
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             wait_ready(client)
-        rss_before = vm_kb(server.pid, "VmRSS")
-        cpu_before = cpu_s(server.pid)
+        rss_before = memory_kb(server.pid)["VmRSS"]
+        cpu_before = cpu_seconds(server.pid)
         tally = Tally()
 
         async def herd() -> float:
@@ -216,9 +197,9 @@ def run_row(
             "elapsed_s": elapsed,
             "p50_done_s": sorted(tally.done_at)[len(tally.done_at) // 2] if tally.done_at else float("inf"),
             "tally": tally,
-            "cpu_s": cpu_s(server.pid) - cpu_before,
+            "cpu_s": cpu_seconds(server.pid) - cpu_before,
             "rss_before_mb": rss_before / 1024,
-            "hwm_mb": vm_kb(server.pid, "VmHWM") / 1024,
+            "hwm_mb": memory_kb(server.pid)["VmHWM"] / 1024,
         }
     finally:
         server.terminate()
