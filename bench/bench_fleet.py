@@ -17,6 +17,9 @@ Rows, all measured in this one run:
   sqlite    `splitwatch serve` on a SQLite file
   pg 1      `splitwatch serve` on PostgreSQL, 1 worker
   pg N      `splitwatch serve --workers N` on PostgreSQL (--pg-workers, default 2: this box's cores)
+  floor     (--floor) bench/floor_app.py on the same uvicorn: json-decodes the body and stores its
+            events, group-committed by one writer thread, before answering; nothing else: the
+            least any server that keeps the events does. One row per engine asked for.
 Each: requests/s, p50, p99, the server processes' CPU per request (utime + stime of the server
 and its worker processes from /proc; PostgreSQL's own backends are not in it, see `db CPU`), and
 hosts at a 10 s interval (requests/s x 10).
@@ -27,7 +30,7 @@ Bars (PASS/FAIL per row): >= 1,000 requests/s, p99 < 250 ms, >= 0.4 x the bare r
 
 Run: .venv/bin/python bench/bench_fleet.py [--rounds 3] [--seconds 4] [--pg-workers 2]
      [--only sqlite,pg1] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
-     [--compare-src DIR] [--reads 20] [--switch-ms 5,10,20] [--health off|on|both]
+     [--compare-src DIR] [--reads 20] [--switch-ms 5,10,20] [--health off|on|both] [--floor]
 --compare-src runs each serve row a second time from another source tree (before/after a change
 in the same run, the same rounds and load): git archive BASE | tar -x -C DIR.
 --reads R adds, to every serve row's load, a reader with a viewer token asking for the fleet
@@ -612,6 +615,12 @@ def main() -> None:
         "same run, same rounds)",
     )
     parser.add_argument("--only", default="sqlite,pg1,pgN", help="backends besides bare (comma list)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench/floor_app.py (the events stored, nothing else) on SQLite with sqlite in "
+        "--only and on PostgreSQL with pg1 or pgN: the floor under the ratio bar, not judged by it",
+    )
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
         "--compare-src",
@@ -670,6 +679,24 @@ def main() -> None:
         bare_cmd = [sys.executable, "-c", BARE_APP, str(port)]
         backends.append(Backend("bare", "bare Starlette, json.loads only", bare_cmd, base_env, port))
         fleets["bare"] = Fleet(hosts, {h: "x" for h in hosts})
+        floors: list[Backend] = []
+        for engine in ("sqlite", "postgresql") if args.floor else ():
+            if not wanted & ({"sqlite"} if engine == "sqlite" else {"pg1", "pgN"}):
+                continue
+            database = None
+            if engine == "sqlite":
+                where = str(tmp / "floor.db")
+            else:
+                database = f"bench_fleet_floor_{uuid.uuid4().hex[:8]}"
+                pg_names.append(database)
+                where = pg_database(args.pg_url, database, create=True)
+            port = free_port()
+            cmd = [sys.executable, str(ROOT / "bench" / "floor_app.py"), str(port), engine, where]
+            name = "SQLite" if engine == "sqlite" else "PostgreSQL"
+            floors.append(Backend(f"floor_{engine}", f"floor, {name}: the events stored only", cmd,
+                                  base_env, port, database=database))  # fmt: skip
+            fleets[f"floor_{engine}"] = Fleet(hosts, {h: "x" for h in hosts})
+        backends.extend(floors)
         plan: list[tuple[str, str, int]] = []
         if "sqlite" in wanted:
             plan.append(("sqlite", "serve, SQLite", 1))
@@ -805,6 +832,8 @@ def main() -> None:
         db = f"{statistics.median(b.db_cpu_ms):7.2f}" if b.db_cpu_ms else f"{'-':>7}"
         if b is bare:
             verdict = "(baseline)"
+        elif b in floors:
+            verdict = f"(floor: {'at or over' if ratio >= RATIO_BAR else 'under'} {RATIO_BAR} x bare)"
         else:
             misses = [
                 what
@@ -823,6 +852,13 @@ def main() -> None:
         )
         print(f"{'':{w}} rounds: " + ", ".join(f"{r:.0f}" for r in b.rates))
     print(f"bars: >= {RATE_BAR:.0f} requests/s, p99 < {P99_BAR_MS:.0f} ms, >= {RATIO_BAR} x bare, same run")
+    for b in floors:
+        ratio = statistics.median(r / br for r, br in zip(b.rates, bare.rates, strict=True))
+        if ratio < RATIO_BAR:
+            print(
+                f"{b.label}: {ratio:.2f} x bare. Storing the events and nothing else misses the "
+                f"{RATIO_BAR} x bare bar on this machine: so does any server that keeps them"
+            )
     if args.reads > 0:
         print_reads(backends, args.reads)
     if switches:
