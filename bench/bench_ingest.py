@@ -12,9 +12,13 @@ PostgreSQL.
    makes its host, is sent before the clock and printed apart), 1000-event batches; p50 and p99.
    Bar: p99 < 250 ms.
 PASS/FAIL is printed per bar and backend; the exit status is 1 when a bar is missed.
+--floor adds, to the throughput rounds, bench/floor_app.py on a database of its own: the same
+bodies through the same HTTP stack, json-decoded and their events stored, nothing else (no
+token, validation, host, guest or rollup rows, no duplicate detection): the floor under the
+ratio bar, printed beside it and not judged by it.
 
 Run: .venv/bin/python bench/bench_ingest.py [--batches N] [--per-sender N] [--backends sqlite,postgresql]
-     [--profile DIR [--profile-gil]] [--compare-src DIR]
+     [--profile DIR [--profile-gil]] [--compare-src DIR] [--floor]
 --compare-src runs each backend a second time, first, from another source tree (before/after a
 change back to back in one run, under the same load): git archive BASE | tar -x -C DIR. Only this
 tree's figures decide PASS/FAIL.
@@ -255,6 +259,7 @@ def run_backend(
     tmp: Path,
     at: datetime,
     src: Path | None = None,
+    floor_where: str | None = None,
 ) -> None:
     """Both measurements against one `splitwatch serve` on `url`, run from this tree or from
     `src` (--compare-src: its PYTHONPATH); prints the figures and verdicts."""
@@ -276,24 +281,40 @@ def run_backend(
         [splitwatch, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
     )
     base_url = f"http://127.0.0.1:{port}"
+    floor = floor_url = None
+    if floor_where is not None:
+        floor_port = free_port()
+        floor_cmd = [sys.executable, str(ROOT / "bench" / "floor_app.py"), str(floor_port), kind, floor_where]
+        floor = subprocess.Popen(floor_cmd, stderr=subprocess.PIPE, text=True)
+        floor_url = f"http://127.0.0.1:{floor_port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base_url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            raise SystemExit("server did not become ready")
+        for what, where in ((server, base_url), (floor, floor_url)):
+            if what is None:
+                continue
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{where}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            else:
+                raise SystemExit(f"{what.args} did not become ready")
 
         # 1. Throughput, one sender; two warm-up batches first. The machine is shared, so
         # HTTP and bare runs alternate in rounds and each keeps its best round.
         http_rates: list[float] = []
         bare_rates: list[float] = []
+        floor_rates: list[float] = []
         cpu_used = 0.0
         loop_cpu_used = 0.0
         per_round = max(1, args.batches // args.rounds)
-        with httpx.Client(base_url=base_url, timeout=60) as client:
+        with (
+            httpx.Client(base_url=base_url, timeout=60) as client,
+            httpx.Client(base_url=floor_url or base_url, timeout=60) as floor_client,
+        ):
+            if floor is not None:
+                for body in seq_bodies[-2:]:
+                    floor_client.post("/api/v1/ingest", content=body).raise_for_status()
             headers = {
                 "Authorization": f"Bearer {tokens['bench-seq']}",
                 "Content-Type": "application/json",
@@ -316,6 +337,11 @@ def run_backend(
                 http_rates.append(len(chunk) * BATCH / (time.perf_counter() - start))
                 cpu_used += cpu_seconds(server.pid) - cpu0
                 loop_cpu_used += main_thread_cpu_seconds(server.pid) - loop0
+                if floor is not None:
+                    start = time.perf_counter()
+                    for body in chunk:
+                        floor_client.post("/api/v1/ingest", content=body).raise_for_status()
+                    floor_rates.append(len(chunk) * BATCH / (time.perf_counter() - start))
                 bare_rates.append(bare.rate(base_batches[r_ * per_round : (r_ + 1) * per_round]))
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
@@ -363,10 +389,13 @@ def run_backend(
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
     finally:
-        server.terminate()
-        _, err = server.communicate(timeout=30)
-        if server.returncode not in (0, -15):
-            print(err, file=sys.stderr)
+        for proc in (server, floor):
+            if proc is None:
+                continue
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+            if proc.returncode not in (0, -15):
+                print(err, file=sys.stderr)
 
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
@@ -387,6 +416,17 @@ def run_backend(
     print(
         f"ratio, median of rounds                    : {ratio:10.2f}   (bar >= 0.5) {verdict(ratio >= 0.5)}"
     )
+    if floor_rates:
+        floor_ratio = statistics.median(f / b for f, b in zip(floor_rates, bare_rates, strict=True))
+        floor_best = max(floor_rates) / bare_rate
+        print(
+            f"floor (the events stored only), same HTTP : {max(floor_rates):10.0f} events/s; per round "
+            + ", ".join(f"{f / b:.2f}" for f, b in zip(floor_rates, bare_rates, strict=True))
+        )
+        print(
+            f"  floor / bare: best {floor_best:.2f}, median of rounds {floor_ratio:.2f}"
+            f"   (the HTTP path reaches {best / floor_best:.2f} and {ratio / floor_ratio:.2f} of them)"
+        )
     print(
         f"server CPU per 1000-event batch            : {server_cpu_ms:10.1f} ms"
         f"   (event loop {loop_cpu_ms:.1f}, writer and other threads {server_cpu_ms - loop_cpu_ms:.1f})"
@@ -446,6 +486,11 @@ def main() -> None:
         help="also run each backend, first, from this source tree (git archive BASE | tar -x -C DIR)",
     )
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="add bench/floor_app.py (the events stored, nothing else) to the throughput rounds",
+    )
     args = parser.parse_args()
 
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -455,7 +500,8 @@ def main() -> None:
             tmp = Path(tmp_)
             if kind == "sqlite":
                 url = f"sqlite:///{tmp / 'splitwatch.db'}"
-                run_backend(kind, url, BareSqlite(tmp / "bare.db"), args, tmp, at, src)
+                floor_where = str(tmp / "floor.db") if args.floor and src is None else None
+                run_backend(kind, url, BareSqlite(tmp / "bare.db"), args, tmp, at, src, floor_where)
                 continue
             if kind != "postgresql":
                 raise SystemExit(f"unknown backend {kind!r}: sqlite or postgresql")
@@ -463,11 +509,16 @@ def main() -> None:
             url = pg_database(args.pg_url, f"bench_ingest_{suffix}", create=True)
             bare_url = pg_database(args.pg_url, f"bench_ingest_bare_{suffix}", create=True)
             bare = BarePostgres(bare_url)
+            names = [f"bench_ingest_{suffix}", f"bench_ingest_bare_{suffix}"]
+            floor_where = None
+            if args.floor and src is None:
+                names.append(f"bench_ingest_floor_{suffix}")
+                floor_where = pg_database(args.pg_url, names[-1], create=True)
             try:
-                run_backend(kind, url, bare, args, tmp, at, src)
+                run_backend(kind, url, bare, args, tmp, at, src, floor_where)
             finally:
                 bare.close()
-                for name in (f"bench_ingest_{suffix}", f"bench_ingest_bare_{suffix}"):
+                for name in names:
                     pg_database(args.pg_url, name, create=False)
     print(f"overall: {verdict(all(RESULTS))} ({sum(RESULTS)} of {len(RESULTS)} backends meet every bar)")
     if not all(RESULTS):
