@@ -51,14 +51,15 @@ from app.alerts.rules import (
 )
 from app.background import finish
 from app.settings import Settings
+from app.store.backend_break import ALERTING_LEASE, backend_break, record_break
 from app.store.events import NO_GUEST_ID
 from app.store.hosts import StatusRule, row_status
-from app.store.status import NEEDS_ACTION
+from app.store.status import NEEDS_ACTION, Break, unheard_s
 from app.store.tables import alert, alert_lease, alert_rule, gap, guest, host, rollup_1m, silence
 
 log = logging.getLogger("splitwatch.alerts")
 
-LEASE_NAME = "alerting"
+LEASE_NAME = ALERTING_LEASE
 OPEN = ("pending", "firing")
 # Findings per rule and evaluation, and open alerts per rule: a rule matching more label sets
 # than this keeps the alerts it has open while they hold and opens others as those resolve (a
@@ -107,7 +108,7 @@ def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float, na
 
 def release_lease(conn: Connection, holder: str, name: str = LEASE_NAME) -> None:
     """Hand the lease over at once: it expires now. The row stays, so the next evaluation knows
-    when this one renewed it last (a break, see Deafness)."""
+    when this one renewed it last (a break, see _heard_again)."""
     conn.execute(
         update(alert_lease)
         .where(alert_lease.c.name == name, alert_lease.c.holder == holder)
@@ -161,12 +162,14 @@ def rule_from_row(row: Any) -> Rule:
     )
 
 
-def host_needs_action(row: Any, now: dt.datetime, settings: Settings) -> str | None:
+def host_needs_action(
+    row: Any, now: dt.datetime, settings: Settings, deaf: Break | None = None
+) -> str | None:
     """Why the host's detection state needs action, or None. The ONE place the
     host_inconsistent rule reads the host status: app/store/status.py's rule (the agent's
     consistency verdict, #16) and its `needs_action` (drift, stuck off, inconsistent config,
     foreign hypervisor), with the agent's own reason sentence."""
-    status = row_status(row, StatusRule(now=now, silent_after_s=settings.silent_after_s))
+    status = row_status(row, StatusRule(now=now, silent_after_s=settings.silent_after_s, deaf=deaf))
     if not status.needs_action:
         return None
     return f"{status.label}: {status.reason}"
@@ -293,10 +296,10 @@ def _host_findings(
     for row in conn.execute(query):
         if rule.type == "agent_silent":
             silent_s = int((now - row.last_seen_at).total_seconds())
-            if silent_s - _unheard_s(deaf, row.last_seen_at, now) > rule.window_s:
+            if silent_s - unheard_s(deaf, row.last_seen_at, now) > rule.window_s:
                 out.append(host_finding(rule, row.name, "silent", silent_s))
         else:
-            reason = host_needs_action(row, now, settings)
+            reason = host_needs_action(row, now, settings, deaf)
             if reason is not None:
                 out.append(host_finding(rule, row.name, reason, 1))
         if len(out) >= MAX_FINDINGS_PER_RULE:
@@ -361,46 +364,6 @@ def _new_offender_findings(
 # The rules whose last evaluation reached MAX_FINDINGS_PER_RULE (by name): said once when they
 # reach it and once when they drop under it, not every evaluation of an outage.
 _AT_MOST: set[str] = set()
-
-
-@dataclass(frozen=True, slots=True)
-class Break:
-    """A time the backend could not hear its fleet: from the last evaluation before it to the
-    first after it (no process renewed the alerting lease in between: all were down, or the
-    database was)."""
-
-    down_at: dt.datetime
-    back_at: dt.datetime
-
-
-class Deafness:
-    """The evaluating process's memory of the backend's last break. While the backend or its
-    database is down no agent's batch is stored, so afterwards every host looks silent: an
-    AgentSilent for the whole fleet, caused by us, resolving a minute later as the agents'
-    spools arrive. A host's silence therefore does not count the break (_unheard_s): a host
-    that reported until the break fires one window after the backend is back, a host already
-    silent before it fires when its silence, less the break, passes the window. One process
-    restarting behind a load balancer while others kept evaluating is no break."""
-
-    def __init__(self) -> None:
-        self.last: Break | None = None
-
-    def heard_again(self, down_at: dt.datetime, back_at: dt.datetime) -> None:
-        self.last = Break(down_at, back_at)
-        log.info(
-            "alerting: nothing evaluated from %s to %s (the backend or its database was down): "
-            "AgentSilent does not count that time as silence",
-            down_at.isoformat(timespec="seconds"),
-            back_at.isoformat(timespec="seconds"),
-        )
-
-
-def _unheard_s(deaf: Break | None, last_seen: dt.datetime, now: dt.datetime) -> float:
-    """Seconds of (last_seen, now] the backend could not hear: they are no agent's silence."""
-    if deaf is None:
-        return 0.0
-    start, end = max(deaf.down_at, last_seen), min(deaf.back_at, now)
-    return max((end - start).total_seconds(), 0.0)
 
 
 def key_label(rule: Rule) -> str | None:
@@ -529,18 +492,14 @@ def active_silences(conn: Connection, now: dt.datetime) -> list[tuple[int, Mappi
     ]
 
 
-def evaluate(
-    conn: Connection, settings: Settings, holder: str, now: dt.datetime, deafness: Deafness | None = None
-) -> Report | None:
-    """One evaluation in the caller's write transaction; None when another process leads.
-    `deafness`: the evaluating process's memory of the backend's last break (see Deafness)."""
-    deafness = deafness if deafness is not None else Deafness()
+def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime) -> Report | None:
+    """One evaluation in the caller's write transaction; None when another process leads."""
     last = conn.execute(select(alert_lease.c.renewed_at).where(alert_lease.c.name == LEASE_NAME)).scalar()
     ttl = lease_ttl_s(settings.alert_interval)
     if not take_lease(conn, holder, now, ttl):
         return None
-    if last is not None and (now - last).total_seconds() > ttl:
-        deafness.heard_again(last, now)
+    deaf = _heard_again(conn, last, now) if last is not None and (now - last).total_seconds() > ttl else None
+    deaf = deaf or backend_break(conn)
     ensure_builtin_rules(conn, now)
     rules = [rule_from_row(r) for r in conn.execute(select(alert_rule)).all()]
     open_rows = conn.execute(select(alert).where(alert.c.status.in_(OPEN))).all()
@@ -557,7 +516,7 @@ def evaluate(
         found: dict[str, tuple[dict[str, str], Finding]] = {}
         at_most = False  # the rule found its most: what it did not find may just be past it
         if rule.enabled:
-            matched = findings(conn, rule, now, settings, deaf=deafness.last)
+            matched = findings(conn, rule, now, settings, deaf=deaf)
             at_most = _at_most(rule, len(matched))
             for f in matched:
                 labels = alert_labels(rule, f.labels)
@@ -565,9 +524,7 @@ def evaluate(
         # Not found is not cleared when the rule found its most: past it, which label sets come
         # first can change (a host with a lower id goes silent, a guest's count passes another's),
         # and resolving the one pushed out would tell the receivers that it is over.
-        holding = (
-            _still_holding(conn, rule, current, found, now, settings, deafness.last) if at_most else set()
-        )
+        holding = _still_holding(conn, rule, current, found, now, settings, deaf) if at_most else set()
         if at_most:
             found = _within_most(found, current, holding)
         for fp, (labels, f) in found.items():
@@ -665,10 +622,24 @@ def resolve_rule_alerts(conn: Connection, rule_id: int, settings: Settings, now:
 # ------------------------------------------------------------------------------ the loop
 
 
-def _evaluate_at(
-    settings: Settings, holder: str, now: dt.datetime, deafness: Deafness, conn: Connection
-) -> Report | None:
-    return evaluate(conn, settings, holder, now, deafness)
+def _heard_again(conn: Connection, down_at: dt.datetime, back_at: dt.datetime) -> Break:
+    """No process renewed the lease from `down_at` to `back_at`: every backend process, or the
+    database, was down, and no agent's batch was stored. Afterwards every host would look silent
+    for that long: an AgentSilent for the whole fleet and a dashboard of silent hosts, caused by
+    splitwatch, resolving a minute later as the agents' spools arrive. So the break is written
+    down, and no host's silence counts it (app/store/status.py). One process restarting behind a
+    load balancer while another kept evaluating is no break."""
+    log.info(
+        "alerting: nothing evaluated from %s to %s (the backend or its database was down): "
+        "no host's silence counts that time",
+        down_at.isoformat(timespec="seconds"),
+        back_at.isoformat(timespec="seconds"),
+    )
+    return record_break(conn, down_at, back_at)
+
+
+def _evaluate_at(settings: Settings, holder: str, now: dt.datetime, conn: Connection) -> Report | None:
+    return evaluate(conn, settings, holder, now)
 
 
 class Leadership:
@@ -691,14 +662,11 @@ async def evaluator_loop(
 ) -> None:
     loop = asyncio.get_running_loop()
     ttl = lease_ttl_s(settings.alert_interval)
-    deafness = Deafness()
     while not stop.is_set():
         started = loop.time()
         now = dt.datetime.now(dt.UTC)
         try:
-            report: Report | None = await writer.run(
-                functools.partial(_evaluate_at, settings, holder, now, deafness)
-            )
+            report: Report | None = await writer.run(functools.partial(_evaluate_at, settings, holder, now))
         except Exception as exc:
             # Whatever failed (database away, a bug in one rule), alerting must keep trying;
             # the transaction rolled back, so nothing half-done remains.

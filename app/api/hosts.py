@@ -6,6 +6,7 @@ import dataclasses
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from sqlalchemy import Connection
 
 from app.api.models import (
     FIRST_NAME,
@@ -24,14 +25,16 @@ from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.settings import Settings
 from app.store import hosts as store
+from app.store.backend_break import backend_break
 from app.store.hosts import HostFilter, StatusRule
 from app.store.status import STATUSES, Status
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"])
 
 
-def status_rule(settings: Settings, time_range: RangeDep) -> StatusRule:
-    return StatusRule(time_range.now, settings.silent_after_s)
+def status_rule(conn: Connection, settings: Settings, time_range: RangeDep) -> StatusRule:
+    """The status rule at the request's `now`, leaving the backend's last break out of silence."""
+    return StatusRule(time_range.now, settings.silent_after_s, backend_break(conn))
 
 
 @router.get(
@@ -78,7 +81,7 @@ def list_hosts(
         conn,
         since=time_range.since,
         until=time_range.until,
-        rule=status_rule(settings, time_range),
+        rule=status_rule(conn, settings, time_range),
         limit=limit,
         after=name_position(cursor),
         only=HostFilter(needs_action, frozenset(status) if status is not None else None),
@@ -105,7 +108,7 @@ def _not_found(name: str) -> NotFound:
 def get_host_verdict(
     name: NameInPath, conn: ConnDep, settings: SettingsDep, _viewer: ViewerDep, time_range: RangeDep
 ) -> HostVerdict:
-    view = store.get_verdict(conn, name, rule=status_rule(settings, time_range))
+    view = store.get_verdict(conn, name, rule=status_rule(conn, settings, time_range))
     if view is None:
         raise _not_found(name)
     s = view.status
@@ -136,7 +139,11 @@ def get_host(
     _viewer: ViewerDep, name: NameInPath, conn: ConnDep, settings: SettingsDep, time_range: RangeDep
 ) -> HostDetail:
     detail = store.get_host(
-        conn, name, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
+        conn,
+        name,
+        since=time_range.since,
+        until=time_range.until,
+        rule=status_rule(conn, settings, time_range),
     )
     if detail is None:
         raise _not_found(name)

@@ -205,7 +205,8 @@ class _HostBase(_Out):
         description="The agent's last report; null when no agent ever reported (an imported host)."
     )
     status: StatusName = Field(
-        description="silent (no report for longer than silent_after_s, or never), else the agent's "
+        description="silent (no report for longer than silent_after_s, not counting the backend's own "
+        "last outage, or never), else the agent's "
         "consistency verdict (docs/kernel.md), else unknown (no verdict sent)."
     )
     reason: str = Field(description="Why, in one sentence (the agent's words for a verdict).")

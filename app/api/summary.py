@@ -22,6 +22,6 @@ router = APIRouter(prefix="/api/v1", tags=["summary"])
 )
 def get_summary(_viewer: ViewerDep, conn: ConnDep, settings: SettingsDep, time_range: RangeDep) -> Summary:
     summary = store.fleet_summary(
-        conn, since=time_range.since, until=time_range.until, rule=status_rule(settings, time_range)
+        conn, since=time_range.since, until=time_range.until, rule=status_rule(conn, settings, time_range)
     )
     return Summary.model_validate(summary)

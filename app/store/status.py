@@ -2,7 +2,8 @@
 
 1. `silent` wins: the agent has not reported for longer than `silent_after_s` (settings, default
    300), or no agent has ever reported the host (only `splitwatch import` wrote it, #16). A silent
-   host's other figures are stale.
+   host's other figures are stale. The backend's own last outage (a `Break`) is no host's silence:
+   no batch could be stored while it lasted.
 2. Else the agent's consistency verdict on its newest sample (agent/kernel/consistency.py; the
    agent has the evidence: kernel era, boot line, per-CPU MSRs, traps, consecutive samples):
    consistent, unsupported, off_by_design, transient, per_task_off, stuck_off, drift,
@@ -47,6 +48,31 @@ LABELS: dict[str, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Break:
+    """A time the backend could not hear its fleet: from the last alert evaluation before it to
+    the first after it (no process renewed the alerting lease in between: all were down, or the
+    database was; app/alerts/evaluate.py records it). While it lasted no agent's batch was
+    stored, so afterwards every host would look silent for its length: a dashboard full of
+    silent hosts and an AgentSilent for the whole fleet, caused by splitwatch, resolving as the
+    agents' spools arrive."""
+
+    down_at: dt.datetime
+    back_at: dt.datetime
+
+
+def unheard_s(deaf: Break | None, last_seen: dt.datetime, now: dt.datetime) -> float:
+    """Seconds of (last_seen, now] the backend could not hear: they are no agent's silence."""
+    if deaf is None:
+        return 0.0
+    start, end = max(deaf.down_at, last_seen), min(deaf.back_at, now)
+    return max((end - start).total_seconds(), 0.0)
+
+
+def _utc_text(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dataclass(frozen=True, slots=True)
 class HostStatus:
     status: Status  # silent, else the verdict, else unknown
     reason: str  # one sentence: why
@@ -69,6 +95,7 @@ def host_status(
     since: dt.datetime | None,
     now: dt.datetime,
     silent_after_s: float,
+    deaf: Break | None = None,
 ) -> HostStatus:
     known: Status = verdict if verdict in VERDICTS else "unknown"
     facts = dict(details) if isinstance(details, Mapping) else {}
@@ -81,11 +108,15 @@ def host_status(
             facts,
             None,
         )
-    if (now - last_seen_at).total_seconds() > silent_after_s:
+    unheard = unheard_s(deaf, last_seen_at, now)
+    if (now - last_seen_at).total_seconds() - unheard > silent_after_s:
+        why = f"the agent has not reported since {_utc_text(last_seen_at)} UTC (over {int(silent_after_s)} s"
+        if deaf is not None and unheard > 0:
+            outage = f"{_utc_text(deaf.down_at)} to {_utc_text(deaf.back_at)}"
+            why += f", not counting splitwatch's own outage from {outage}"
         return HostStatus(
             "silent",
-            f"the agent has not reported since {last_seen_at.strftime('%Y-%m-%d %H:%M:%S')} UTC "
-            f"(over {int(silent_after_s)} s)",
+            why + ")",
             False,
             known,
             facts,

@@ -417,4 +417,8 @@ alert_lease = Table(
     Column("holder", String(128), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("renewed_at", UtcDateTime, nullable=False),
+    # The backend's last break as the evaluator saw it (app/store/status.py Break): the time
+    # no process renewed the lease, which no host's silence counts. Only on "alerting".
+    Column("break_down_at", UtcDateTime, nullable=True),
+    Column("break_back_at", UtcDateTime, nullable=True),
 )

@@ -12,12 +12,14 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from agent.payload import Action, GapReason, Mode
-from app.alerts.evaluate import Deafness, Report, evaluate, release_lease
+from app.alerts.evaluate import Report, evaluate, release_lease
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import write_batch
 from app.settings import Settings
 from app.store import alerting as store
+from app.store.backend_break import backend_break
+from app.store.status import Break
 from app.store.tables import alert, alert_lease, alert_rule, webhook_delivery
 from tests.app.ingest.payloads import event, gap, host_info, payload, state
 
@@ -51,11 +53,14 @@ def events(n: int, guest: str | None = "vm-1", at: datetime = NOW, action: Actio
     return [event(next(_seq), at, guest=guest, action=action) for _ in range(n)]
 
 
-def run(
-    engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A, deafness: Deafness | None = None
-) -> Report | None:
+def last_break(engine: Engine) -> Break | None:
+    with engine.connect() as conn:
+        return backend_break(conn)
+
+
+def run(engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A) -> Report | None:
     with engine.begin() as conn:
-        return evaluate(conn, cfg, holder, at, deafness)
+        return evaluate(conn, cfg, holder, at)
 
 
 def add_webhook(engine: Engine, match: dict[str, str] | None = None) -> int:
@@ -546,18 +551,17 @@ def test_agent_silent_does_not_count_the_time_the_backend_could_not_hear(
     # evaluated. Every host then looks silent, but for the 10 minutes nobody could hear them: an
     # AgentSilent per host of the fleet, caused by us, was a pager storm after every outage.
     slow = cfg.model_copy(update={"alert_interval": 120.0})  # evaluations 2 min apart are no break
-    deafness = Deafness()
     down, back = NOW, NOW + timedelta(minutes=10)
     ingest(engine, st=state(down - timedelta(minutes=4)), host="kvm-quiet", at=down - timedelta(minutes=4))
     ingest(engine, st=state(down), host="kvm-busy", at=down)
 
     def firing(at: datetime) -> set[str]:
-        run(engine, slow, at, deafness=deafness)
+        run(engine, slow, at)
         return {a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "firing"}
 
     assert firing(down) == set()
     assert firing(back) == set()  # 10 and 14 minutes without a report, 0 and 4 of them heard
-    assert deafness.last is not None and (deafness.last.down_at, deafness.last.back_at) == (down, back)
+    assert last_break(engine) == Break(down, back)  # written down: every process reads it
     # kvm-quiet was silent 4 minutes before the break: 1 minute more and it is over the window.
     assert firing(back + timedelta(seconds=61)) == {"kvm-quiet"}
     # kvm-busy reported until the break: one window after the backend is back.
@@ -573,14 +577,12 @@ def test_a_graceful_restart_is_a_break_too_and_one_process_taking_over_from_anot
     run(engine, slow, NOW, holder=A)
     with engine.begin() as conn:
         release_lease(conn, A)  # a stop hands the lease over at once, and keeps its last renewal
-    restarted = Deafness()
-    run(engine, slow, NOW + timedelta(minutes=10), holder=B, deafness=restarted)
-    assert restarted.last is not None and restarted.last.down_at == NOW
+    run(engine, slow, NOW + timedelta(minutes=10), holder=B)
+    assert last_break(engine) == Break(NOW, NOW + timedelta(minutes=10))
     assert [a for a in alerts(engine, "AgentSilent") if a.status == "firing"] == []
     # B kept evaluating; another process taking over within the lease's time is no break.
-    run(engine, slow, NOW + timedelta(minutes=11), holder=B, deafness=restarted)
+    run(engine, slow, NOW + timedelta(minutes=11), holder=B)
     with engine.begin() as conn:
         release_lease(conn, B)
-    other = Deafness()
-    run(engine, slow, NOW + timedelta(minutes=12), holder="process-c", deafness=other)
-    assert other.last is None
+    run(engine, slow, NOW + timedelta(minutes=12), holder="process-c")
+    assert last_break(engine) == Break(NOW, NOW + timedelta(minutes=10))  # no new one

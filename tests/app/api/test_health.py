@@ -16,7 +16,7 @@ def test_healthz_answers_ok_without_a_token(client: httpx.Client) -> None:
 def test_readyz_answers_ready_with_the_revision_when_at_head(client: httpx.Client) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "revision": "2026_11_30_pg_event_refs"}
+    assert r.json() == {"status": "ready", "revision": "2026_12_01_backend_break"}
 
 
 def test_readyz_is_503_with_the_reason_when_the_database_falls_behind(

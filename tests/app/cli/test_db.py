@@ -13,7 +13,7 @@ from tests.app.cli.test_serve import run
 def test_db_upgrade_brings_an_empty_database_to_head(db_url: str) -> None:
     result = run("db", "upgrade", "--database-url", db_url)
     assert result.returncode == 0, result.stderr
-    assert "is at 2026_11_30_pg_event_refs" in result.stdout
+    assert "is at 2026_12_01_backend_break" in result.stdout
     engine = make_engine(db_url)
     try:
         assert schema_status(engine).ok

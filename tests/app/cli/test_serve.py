@@ -33,7 +33,7 @@ def run(
 def test_serve_refuses_an_empty_database_with_the_command_to_run(db_url: str) -> None:
     result = run("serve", "--port", str(free_port()), "--database-url", db_url)
     assert result.returncode != 0
-    needs = "is at revision none, code needs 2026_11_30_pg_event_refs: run `splitwatch db upgrade`"
+    needs = "is at revision none, code needs 2026_12_01_backend_break: run `splitwatch db upgrade`"
     assert needs in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -88,7 +88,7 @@ def test_serve_on_a_migrated_database_answers_and_logs_json_lines(migrated_db_ur
         else:
             pytest.fail("server did not answer")
         assert r.status_code == 200
-        assert r.json() == {"status": "ready", "revision": "2026_11_30_pg_event_refs"}
+        assert r.json() == {"status": "ready", "revision": "2026_12_01_backend_break"}
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from app.store.status import HostStatus, host_status
+from app.store.status import Break, HostStatus, host_status
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 SINCE = NOW - dt.timedelta(minutes=20)
@@ -90,3 +90,49 @@ def test_the_backend_accepts_exactly_the_verdict_words_the_agent_sends() -> None
 
     assert set(VERDICTS) == set(AGENT_VERDICTS)
     assert set(NEEDS_ACTION) == set(AGENT_NEEDS_ACTION)
+
+
+# The backend's own outage (a Break, recorded by the evaluator) is no host's silence.
+OUTAGE = Break(NOW - dt.timedelta(minutes=11), NOW - dt.timedelta(minutes=1))
+
+
+def status_after_outage(seen_s_ago: float) -> HostStatus:
+    return host_status(
+        last_seen_at=NOW - dt.timedelta(seconds=seen_s_ago),
+        verdict="consistent",
+        reason="all on",
+        details=None,
+        since=SINCE,
+        now=NOW,
+        silent_after_s=300,
+        deaf=OUTAGE,
+    )
+
+
+def test_a_host_that_reported_until_the_backends_outage_is_not_silent_after_it() -> None:
+    # 11 minutes without a report, 10 of them while the backend could not hear anyone.
+    assert status_after_outage(11 * 60).status == "consistent"
+
+
+def test_a_host_quiet_before_the_outage_counts_only_the_time_the_backend_could_hear() -> None:
+    # Quiet 4 minutes before the outage and 1 after: 5 minutes heard, not over 300 s.
+    assert status_after_outage(15 * 60).status == "consistent"
+    s = status_after_outage(15 * 60 + 1)
+    assert s.status == "silent"
+    assert s.reason.endswith(
+        "(over 300 s, not counting splitwatch's own outage from 2026-11-24 11:49:00 to 2026-11-24 11:59:00)"
+    )
+
+
+def test_an_outage_before_the_hosts_last_report_changes_nothing() -> None:
+    s = host_status(
+        last_seen_at=NOW - dt.timedelta(seconds=301),  # reported after the outage, then stopped
+        verdict="consistent",
+        reason="all on",
+        details=None,
+        since=SINCE,
+        now=NOW,
+        silent_after_s=300,
+        deaf=Break(NOW - dt.timedelta(hours=2), NOW - dt.timedelta(hours=1)),
+    )
+    assert (s.status, s.reason.endswith("(over 300 s)")) == ("silent", True)
