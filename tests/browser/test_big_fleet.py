@@ -22,7 +22,9 @@ from app.store.tokens import create_agent_tokens
 from tests.app.conftest import Server, Tokens, upgrade
 from tests.app.fill import Filler, ev, state
 from tests.browser.conftest import SCREENSHOTS, Fleet, _serve
+from tests.browser.test_admin import log_in
 from tests.browser.test_dashboard import open_logged_in, ready, shot
+from tests.browser.test_time_truth import assert_log_out_on_the_first_line
 
 pytestmark = pytest.mark.browser
 
@@ -160,6 +162,45 @@ def test_in_a_mass_outage_the_header_and_the_alerts_page_say_at_least_the_page_t
     page.wait_for_function("location.hash.startsWith('#/hosts') && location.hash.includes('status=silent')")
     ready(page)
     assert page.locator("#hosts tbody tr").count() == 100
+
+
+# Per input: its content box's width less its placeholder's, in px (the text drawn in the input's font).
+PLACEHOLDER_ROOM = """inputs => inputs.map(i => {
+    const style = getComputedStyle(i);
+    const ctx = document.createElement("canvas").getContext("2d");
+    ctx.font = style.font;
+    const box = i.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return box - ctx.measureText(i.placeholder).width;
+})"""
+
+
+def test_in_a_mass_outage_an_admins_bar_at_1280_px_keeps_log_out_on_its_first_line(
+    fresh_page: Any, outage: Fleet
+) -> None:
+    # The widest bar the header draws: an admin's (one link more) with the Alerts count at
+    # "1000+". Before, it pushed "log out" to a second line at 1280 px.
+    admin = Tokens(outage.server.settings.database_url).admin()
+    fresh_page.set_viewport_size({"width": 1280, "height": 900})
+    log_in(fresh_page, outage, admin, "#/fleet?range=6h")
+    fresh_page.wait_for_selector("#nav-admin:not([hidden])")
+    deadline = time.monotonic() + 60  # liveness only: the evaluator opens the alerts in rounds
+    while fresh_page.text_content("#firing-count") != "1000+":
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the badge never said 1000+ ({fresh_page.text_content('#firing-count')})", pytrace=False
+            )
+        time.sleep(0.5)
+        fresh_page.reload()
+        ready(fresh_page)
+    assert_log_out_on_the_first_line(fresh_page)
+    # The custom range's inputs show their whole placeholder ("YYYY-MM-DD HH:MM", "now").
+    room = fresh_page.eval_on_selector_all(".custom input", PLACEHOLDER_ROOM)
+    assert all(spare >= 0 for spare in room), room
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    fresh_page.screenshot(
+        path=str(SCREENSHOTS / "topbar-1280-admin-outage.png"),
+        clip={"x": 0, "y": 0, "width": 1280, "height": 90},
+    )
 
 
 def test_the_hosts_page_lists_every_silent_host_of_an_outage_page_by_page_each_once(
