@@ -51,7 +51,7 @@ from app.alerts.rules import (
 )
 from app.background import finish
 from app.settings import Settings
-from app.store.backend_break import ALERTING_LEASE, backend_break, record_break
+from app.store.backend_break import ALERTING_LEASE, backend_break, hear
 from app.store.events import NO_GUEST_ID
 from app.store.hosts import StatusRule, row_status
 from app.store.status import NEEDS_ACTION, Break, unheard_s
@@ -107,8 +107,8 @@ def take_lease(conn: Connection, holder: str, now: dt.datetime, ttl_s: float, na
 
 
 def release_lease(conn: Connection, holder: str, name: str = LEASE_NAME) -> None:
-    """Hand the lease over at once: it expires now. The row stays, so the next evaluation knows
-    when this one renewed it last (a break, see _heard_again)."""
+    """Hand the lease over at once: it expires now. The row stays (with when the database was
+    last heard from, app/store/backend_break.py)."""
     conn.execute(
         update(alert_lease)
         .where(alert_lease.c.name == name, alert_lease.c.holder == holder)
@@ -494,12 +494,9 @@ def active_silences(conn: Connection, now: dt.datetime) -> list[tuple[int, Mappi
 
 def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime) -> Report | None:
     """One evaluation in the caller's write transaction; None when another process leads."""
-    last = conn.execute(select(alert_lease.c.renewed_at).where(alert_lease.c.name == LEASE_NAME)).scalar()
-    ttl = lease_ttl_s(settings.alert_interval)
-    if not take_lease(conn, holder, now, ttl):
+    if not take_lease(conn, holder, now, lease_ttl_s(settings.alert_interval)):
         return None
-    deaf = _heard_again(conn, last, now) if last is not None and (now - last).total_seconds() > ttl else None
-    deaf = deaf or backend_break(conn)
+    deaf = backend_break(conn)  # written by hear_at, the round's first job
     ensure_builtin_rules(conn, now)
     rules = [rule_from_row(r) for r in conn.execute(select(alert_rule)).all()]
     open_rows = conn.execute(select(alert).where(alert.c.status.in_(OPEN))).all()
@@ -622,20 +619,24 @@ def resolve_rule_alerts(conn: Connection, rule_id: int, settings: Settings, now:
 # ------------------------------------------------------------------------------ the loop
 
 
-def _heard_again(conn: Connection, down_at: dt.datetime, back_at: dt.datetime) -> Break:
-    """No process renewed the lease from `down_at` to `back_at`: every backend process, or the
-    database, was down, and no agent's batch was stored. Afterwards every host would look silent
-    for that long: an AgentSilent for the whole fleet and a dashboard of silent hosts, caused by
-    splitwatch, resolving a minute later as the agents' spools arrive. So the break is written
-    down, and no host's silence counts it (app/store/status.py). One process restarting behind a
-    load balancer while another kept evaluating is no break."""
-    log.info(
-        "alerting: nothing evaluated from %s to %s (the backend or its database was down): "
-        "no host's silence counts that time",
-        down_at.isoformat(timespec="seconds"),
-        back_at.isoformat(timespec="seconds"),
-    )
-    return record_break(conn, down_at, back_at)
+def hear_at(ttl_s: float, now: dt.datetime, conn: Connection) -> Break | None:
+    """The round's first job, in a transaction of its own: this process reached the database.
+    A gap longer than the lease's time since any process did is a break: every backend process,
+    or the database, was down, and no agent's batch was stored. Afterwards every host would look
+    silent for that long: an AgentSilent for the whole fleet and a dashboard of silent hosts,
+    caused by splitwatch, resolving a minute later as the agents' spools arrive. So the break is
+    written down (app/store/backend_break.py) and no host's silence counts it. One process
+    restarting behind a load balancer while another kept evaluating is no break, and neither is
+    an evaluation failing while the database answers (this job still commits)."""
+    gap = hear(conn, now, ttl_s)
+    if gap is not None:
+        log.info(
+            "alerting: no backend process reached the database from %s to %s: no host's silence "
+            "counts that time",
+            gap.down_at.isoformat(timespec="seconds"),
+            gap.back_at.isoformat(timespec="seconds"),
+        )
+    return gap
 
 
 def _evaluate_at(settings: Settings, holder: str, now: dt.datetime, conn: Connection) -> Report | None:
@@ -665,6 +666,8 @@ async def evaluator_loop(
     while not stop.is_set():
         started = loop.time()
         now = dt.datetime.now(dt.UTC)
+        with contextlib.suppress(Exception):  # the database away: the evaluation says so below
+            await writer.run(functools.partial(hear_at, ttl, now))
         try:
             report: Report | None = await writer.run(functools.partial(_evaluate_at, settings, holder, now))
         except Exception as exc:

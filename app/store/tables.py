@@ -417,8 +417,10 @@ alert_lease = Table(
     Column("holder", String(128), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("renewed_at", UtcDateTime, nullable=False),
-    # The backend's last break as the evaluator saw it (app/store/status.py Break): the time
-    # no process renewed the lease, which no host's silence counts. Only on "alerting".
+    # Only on "alerting" (app/store/backend_break.py): when a serve process last reached the
+    # database from its evaluator loop, whatever its evaluation did; and the backend's last break,
+    # a gap in that longer than the lease's time, which no host's silence counts.
+    Column("heard_at", UtcDateTime, nullable=True),
     Column("break_down_at", UtcDateTime, nullable=True),
     Column("break_back_at", UtcDateTime, nullable=True),
 )

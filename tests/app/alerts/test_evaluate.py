@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from agent.payload import Action, GapReason, Mode
-from app.alerts.evaluate import Report, evaluate, release_lease
+from app.alerts.evaluate import Report, evaluate, hear_at, lease_ttl_s, release_lease
 from app.ingest.rows import build_rows
 from app.ingest.schema import parse_payload
 from app.ingest.write import write_batch
@@ -59,8 +59,15 @@ def last_break(engine: Engine) -> Break | None:
 
 
 def run(engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A) -> Report | None:
+    """One round of the evaluator loop: the database heard from, then the evaluation."""
+    hear(engine, cfg, at)
     with engine.begin() as conn:
         return evaluate(conn, cfg, holder, at)
+
+
+def hear(engine: Engine, cfg: Settings, at: datetime) -> None:
+    with engine.begin() as conn:
+        hear_at(lease_ttl_s(cfg.alert_interval), at, conn)
 
 
 def add_webhook(engine: Engine, match: dict[str, str] | None = None) -> int:
@@ -567,6 +574,20 @@ def test_agent_silent_does_not_count_the_time_the_backend_could_not_hear(
     # kvm-busy reported until the break: one window after the backend is back.
     assert firing(back + timedelta(seconds=299)) == {"kvm-quiet"}
     assert firing(back + timedelta(seconds=301)) == {"kvm-quiet", "kvm-busy"}
+
+
+def test_an_evaluation_failing_while_the_database_answers_is_no_break(engine: Engine, cfg: Settings) -> None:
+    # A bug in a rule fails every evaluation for 10 minutes while ingest goes on: the rounds
+    # still reached the database, so nothing excuses a host that went quiet meanwhile.
+    slow = cfg.model_copy(update={"alert_interval": 120.0})
+    ingest(engine, st=state(NOW), host="kvm-quiet", at=NOW)
+    run(engine, slow, NOW)
+    for minutes in (2, 4, 6, 8):  # the rounds that failed after hearing from the database
+        hear(engine, slow, NOW + timedelta(minutes=minutes))
+    run(engine, slow, NOW + timedelta(minutes=10))
+    assert last_break(engine) is None
+    firing = [a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "firing"]
+    assert firing == ["kvm-quiet"]  # 10 minutes quiet, all of them heard
 
 
 def test_a_graceful_restart_is_a_break_too_and_one_process_taking_over_from_another_is_not(

@@ -1,13 +1,13 @@
 """The backend's own outage is no host's silence, in every view (#13).
 
 While every `serve` process, or the database, is down, no batch is stored: afterwards every host
-looks silent for the outage's length. The evaluator of the first process back sees the break (no
-process renewed the alerting lease for longer than its time) and writes it down, and the status
+looks silent for the outage's length. The evaluator loop of the first process back sees the break
+(no process reached the database for longer than the lease's time) and writes it down; the status
 rule behind the host list, the summary's Silent card and /metrics (which Prometheus's AgentSilent
 reads) leaves it out, as the built-in AgentSilent already did.
 
 The outage is real: the server stops, and the time that passes while it is down is written into
-the rows that time moves (the hosts' last report, the lease's last renewal), as the tests of the
+the rows that time moves (the hosts' last report, the lease's renewal and hearing), as the tests of the
 status rule already move `last_seen_at`.
 """
 
@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, Table, select, update
 
 from app.settings import Settings
+from app.store.backend_break import backend_break
 from app.store.engine import make_engine
 from app.store.tables import alert_lease, host
 from tests.app.alerts.conftest import poll
@@ -39,7 +40,7 @@ def fill(server: Server, tokens: Tokens) -> Filler:
 
 def lease_taken(engine: Engine) -> bool:
     with engine.connect() as conn:
-        return conn.execute(select(alert_lease.c.renewed_at)).first() is not None
+        return conn.execute(select(alert_lease).where(alert_lease.c.name == "alerting")).first() is not None
 
 
 def earlier(engine: Engine, table: Table, columns: tuple[str, ...], by: dt.timedelta, **where: str) -> None:
@@ -66,7 +67,7 @@ def down_for(settings: Settings, server: Server, outage: dt.timedelta, quiet_bef
     poll(lambda: lease_taken(engine), "the server's first evaluation")
     server.stop()
     # Everything that happened before the outage happened `outage` earlier than the clock says.
-    earlier(engine, alert_lease, ("renewed_at", "expires_at"), outage)
+    earlier(engine, alert_lease, ("renewed_at", "expires_at", "heard_at"), outage)
     earlier(engine, host, ("last_seen_at",), outage)
     for name, minutes in quiet_before.items():
         earlier(engine, host, ("last_seen_at",), dt.timedelta(minutes=minutes), name=name)
@@ -74,7 +75,7 @@ def down_for(settings: Settings, server: Server, outage: dt.timedelta, quiet_bef
 
     def recorded() -> bool:
         with engine.connect() as conn:
-            return conn.execute(select(alert_lease.c.break_back_at)).scalar() is not None
+            return backend_break(conn) is not None
 
     poll(recorded, "the first evaluation after the outage records the break")
     engine.dispose()
