@@ -96,7 +96,7 @@ def test_the_backend_accepts_exactly_the_verdict_words_the_agent_sends() -> None
 OUTAGE = Break(NOW - dt.timedelta(minutes=11), NOW - dt.timedelta(minutes=1))
 
 
-def status_after_outage(seen_s_ago: float) -> HostStatus:
+def status_after_outage(seen_s_ago: float, outage: Break = OUTAGE) -> HostStatus:
     return host_status(
         last_seen_at=NOW - dt.timedelta(seconds=seen_s_ago),
         verdict="consistent",
@@ -105,7 +105,7 @@ def status_after_outage(seen_s_ago: float) -> HostStatus:
         since=SINCE,
         now=NOW,
         silent_after_s=300,
-        deaf=OUTAGE,
+        deaf=outage,
     )
 
 
@@ -125,14 +125,6 @@ def test_a_host_quiet_before_the_outage_counts_only_the_time_the_backend_could_h
 
 
 def test_an_outage_before_the_hosts_last_report_changes_nothing() -> None:
-    s = host_status(
-        last_seen_at=NOW - dt.timedelta(seconds=301),  # reported after the outage, then stopped
-        verdict="consistent",
-        reason="all on",
-        details=None,
-        since=SINCE,
-        now=NOW,
-        silent_after_s=300,
-        deaf=Break(NOW - dt.timedelta(hours=2), NOW - dt.timedelta(hours=1)),
-    )
+    # Reported after the outage, then stopped.
+    s = status_after_outage(301, Break(NOW - dt.timedelta(hours=2), NOW - dt.timedelta(hours=1)))
     assert (s.status, s.reason.endswith("(over 300 s)")) == ("silent", True)
