@@ -74,7 +74,7 @@ from app.background import finish
 from app.errors import Unauthorized, error_responses
 from app.metrics_render import Family, render
 from app.settings import Settings
-from app.store.backend_break import backend_break
+from app.store.backend_break import recent_breaks
 from app.store.insights import host_throttling
 from app.store.status import host_status
 from app.store.tables import alert, alert_rule, gap, guest, host, webhook_delivery
@@ -394,7 +394,7 @@ class DatabaseFigures:
             )
         )
         now = dt.datetime.now(dt.UTC)
-        deaf = backend_break(conn)  # the backend's own outage is no host's silence
+        breaks = recent_breaks(conn, now)  # the backend's own outages are no host's silence
         last_seen: list[tuple[tuple[str, ...], float]] = []
         cpus: list[tuple[tuple[str, ...], float]] = []
         status: list[tuple[tuple[str, ...], float]] = []
@@ -414,7 +414,7 @@ class DatabaseFigures:
                 since=None,
                 now=now,
                 silent_after_s=self._settings.silent_after_s,
-                deaf=deaf,
+                breaks=breaks,
             )
             status.append(((row.name, verdict.status), 1.0))
             consistency.append(((row.name, verdict.verdict), 1.0))

@@ -51,10 +51,10 @@ from app.alerts.rules import (
 )
 from app.background import finish
 from app.settings import Settings
-from app.store.backend_break import ALERTING_LEASE, backend_break, hear
+from app.store.backend_break import ALERTING_LEASE, hear, recent_breaks
 from app.store.events import NO_GUEST_ID
 from app.store.hosts import StatusRule, row_status
-from app.store.status import NEEDS_ACTION, Break, unheard_s
+from app.store.status import NEEDS_ACTION, Break, Breaks, unheard_s
 from app.store.tables import alert, alert_lease, alert_rule, gap, guest, host, rollup_1m, silence
 
 log = logging.getLogger("splitwatch.alerts")
@@ -162,14 +162,12 @@ def rule_from_row(row: Any) -> Rule:
     )
 
 
-def host_needs_action(
-    row: Any, now: dt.datetime, settings: Settings, deaf: Break | None = None
-) -> str | None:
+def host_needs_action(row: Any, now: dt.datetime, settings: Settings, breaks: Breaks = ()) -> str | None:
     """Why the host's detection state needs action, or None. The ONE place the
     host_inconsistent rule reads the host status: app/store/status.py's rule (the agent's
     consistency verdict, #16) and its `needs_action` (drift, stuck off, inconsistent config,
     foreign hypervisor), with the agent's own reason sentence."""
-    status = row_status(row, StatusRule(now=now, silent_after_s=settings.silent_after_s, deaf=deaf))
+    status = row_status(row, StatusRule(now=now, silent_after_s=settings.silent_after_s, breaks=breaks))
     if not status.needs_action:
         return None
     return f"{status.label}: {status.reason}"
@@ -276,7 +274,7 @@ def _host_findings(
     now: dt.datetime,
     settings: Settings,
     only: Sequence[str] | None = None,
-    deaf: Break | None = None,
+    breaks: Breaks = (),
 ) -> list[Finding]:
     """The hosts the rule finds (among `only`, when given). SQL narrows the rows to those that
     may match (a superset: a verdict that needs action, or a report older than the window); the
@@ -296,10 +294,10 @@ def _host_findings(
     for row in conn.execute(query):
         if rule.type == "agent_silent":
             silent_s = int((now - row.last_seen_at).total_seconds())
-            if silent_s - unheard_s(deaf, row.last_seen_at, now) > rule.window_s:
+            if silent_s - unheard_s(breaks, row.last_seen_at, now) > rule.window_s:
                 out.append(host_finding(rule, row.name, "silent", silent_s))
         else:
-            reason = host_needs_action(row, now, settings, deaf)
+            reason = host_needs_action(row, now, settings, breaks)
             if reason is not None:
                 out.append(host_finding(rule, row.name, reason, 1))
         if len(out) >= MAX_FINDINGS_PER_RULE:
@@ -383,7 +381,7 @@ def _still_holding(
     found: Mapping[str, Any],
     now: dt.datetime,
     settings: Settings,
-    deaf: Break | None,
+    breaks: Breaks,
 ) -> set[str]:
     """Of the open alerts a rule did not find while finding its most, those that still hold:
     it asks again about just their hosts or guests, so one that came back (or fell under the
@@ -395,7 +393,7 @@ def _still_holding(
     names = sorted({str(current[fp].labels[key]) for fp in missing if key in (current[fp].labels or {})})
     still: set[str] = set()
     for i in range(0, len(names), MAX_FINDINGS_PER_RULE):
-        again = findings(conn, rule, now, settings, names[i : i + MAX_FINDINGS_PER_RULE], deaf)
+        again = findings(conn, rule, now, settings, names[i : i + MAX_FINDINGS_PER_RULE], breaks)
         still.update(fingerprint(alert_labels(rule, f.labels)) for f in again)
     return {fp for fp in missing if fp in still}
 
@@ -454,15 +452,15 @@ def findings(
     now: dt.datetime,
     settings: Settings,
     only: Sequence[str] | None = None,
-    deaf: Break | None = None,
+    breaks: Breaks = (),
 ) -> list[Finding]:
     """What the rule finds now, at most MAX_FINDINGS_PER_RULE label sets; `only`: of these
-    hosts or guests (the rule's key_label) alone; `deaf`: the backend's last break, which a
+    hosts or guests (the rule's key_label) alone; `breaks`: the backend's recent outages, which a
     host's silence does not count."""
     if rule.type in ("threshold", "guest_killed"):
         return _count_findings(conn, rule, now, only)
     if rule.type in HOST_RULES:
-        return _host_findings(conn, rule, now, settings, only, deaf)
+        return _host_findings(conn, rule, now, settings, only, breaks)
     if rule.type in ("events_lost", "forged_records"):
         return _gap_findings(conn, rule, now, only)
     if rule.type == "new_offender":
@@ -496,7 +494,7 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
     """One evaluation in the caller's write transaction; None when another process leads."""
     if not take_lease(conn, holder, now, lease_ttl_s(settings.alert_interval)):
         return None
-    deaf = backend_break(conn)  # written by hear_at, the round's first job
+    breaks = recent_breaks(conn, now)  # written by hear_at, the round's first job
     ensure_builtin_rules(conn, now)
     rules = [rule_from_row(r) for r in conn.execute(select(alert_rule)).all()]
     open_rows = conn.execute(select(alert).where(alert.c.status.in_(OPEN))).all()
@@ -513,7 +511,7 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
         found: dict[str, tuple[dict[str, str], Finding]] = {}
         at_most = False  # the rule found its most: what it did not find may just be past it
         if rule.enabled:
-            matched = findings(conn, rule, now, settings, deaf=deaf)
+            matched = findings(conn, rule, now, settings, breaks=breaks)
             at_most = _at_most(rule, len(matched))
             for f in matched:
                 labels = alert_labels(rule, f.labels)
@@ -521,7 +519,7 @@ def evaluate(conn: Connection, settings: Settings, holder: str, now: dt.datetime
         # Not found is not cleared when the rule found its most: past it, which label sets come
         # first can change (a host with a lower id goes silent, a guest's count passes another's),
         # and resolving the one pushed out would tell the receivers that it is over.
-        holding = _still_holding(conn, rule, current, found, now, settings, deaf) if at_most else set()
+        holding = _still_holding(conn, rule, current, found, now, settings, breaks) if at_most else set()
         if at_most:
             found = _within_most(found, current, holding)
         for fp, (labels, f) in found.items():

@@ -25,7 +25,7 @@ from app.deps import ConnDep, SettingsDep, ViewerDep
 from app.errors import NotFound, error_responses
 from app.settings import Settings
 from app.store import hosts as store
-from app.store.backend_break import backend_break
+from app.store.backend_break import recent_breaks
 from app.store.hosts import HostFilter, StatusRule
 from app.store.status import STATUSES, Status
 
@@ -33,8 +33,8 @@ router = APIRouter(prefix="/api/v1", tags=["hosts"])
 
 
 def status_rule(conn: Connection, settings: Settings, time_range: RangeDep) -> StatusRule:
-    """The status rule at the request's `now`, leaving the backend's last break out of silence."""
-    return StatusRule(time_range.now, settings.silent_after_s, backend_break(conn))
+    """The status rule at the request's `now`, leaving the backend's own outages out of silence."""
+    return StatusRule(time_range.now, settings.silent_after_s, recent_breaks(conn, time_range.now))
 
 
 @router.get(

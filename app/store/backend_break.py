@@ -1,10 +1,10 @@
-"""The backend's last break (app/store/status.py Break): a time no batch could be stored.
+"""The backend's breaks (app/store/status.py Break): times no agent's batch could be stored.
 
 Every `serve` process's evaluator loop says, each round and before it evaluates anything, that
-it reached the database (`hear`, the `heard_at` of the alerting lease row). When the last time
-any process did so is older than the lease's time, every process or the database was down: the
-gap is a break, written on the same row, and every reader of the status rule (the host list and
-summary, /metrics, AgentSilent) leaves that time out of a host's silence, in whichever process
+it reached the database (`hear`: `heard_at` on the alerting lease row). When the last time any
+process did so is older than the lease's time, every process or the database was down: the gap
+is a break, kept in `backend_break`, and every reader of the status rule (the host list and
+summary, /metrics, AgentSilent) leaves those times out of a host's silence, in whichever process
 serves them. An evaluation that fails while the database answers (a bug in a rule) is no break:
 the round was heard all the same, so no host's silence is excused by it.
 """
@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
-from app.store.status import Break
-from app.store.tables import alert_lease
+from app.store.status import Break, Breaks
+from app.store.tables import alert_lease, backend_break
 
-ALERTING_LEASE = "alerting"  # the lease row that carries the break
+ALERTING_LEASE = "alerting"  # the lease row whose heard_at the processes renew
+# Breaks kept: a host silent for longer than this is silent whatever the breaks in it were, so
+# older ones can no longer change anyone's status. MAX_BREAKS bounds a flapping database.
+BREAKS_KEPT = dt.timedelta(days=7)
+MAX_BREAKS = 100
 
 
-def backend_break(conn: Connection) -> Break | None:
-    """The last break recorded, or None (none yet, or alerting has never run)."""
-    row = conn.execute(
-        select(alert_lease.c.break_down_at, alert_lease.c.break_back_at).where(
-            alert_lease.c.name == ALERTING_LEASE
-        )
-    ).first()
-    if row is None or row.break_down_at is None or row.break_back_at is None:
-        return None
-    return Break(row.break_down_at, row.break_back_at)
+def recent_breaks(conn: Connection, now: dt.datetime) -> Breaks:
+    """The breaks of the last BREAKS_KEPT, oldest first (at most MAX_BREAKS, the newest)."""
+    rows = conn.execute(
+        select(backend_break.c.down_at, backend_break.c.back_at)
+        .where(backend_break.c.back_at > now - BREAKS_KEPT)
+        .order_by(backend_break.c.down_at.desc())
+        .limit(MAX_BREAKS)
+    ).all()
+    return tuple(Break(row.down_at, row.back_at) for row in reversed(rows))
 
 
 def hear(conn: Connection, now: dt.datetime, ttl_s: float) -> Break | None:
@@ -44,18 +47,17 @@ def hear(conn: Connection, now: dt.datetime, ttl_s: float) -> Break | None:
     last = row.heard_at or row.renewed_at  # no heard_at yet: the lease's last renewal
     if now <= last:
         return None
-    gap = (now - last).total_seconds() > ttl_s
-    values: dict[str, dt.datetime] = {"heard_at": now}
-    if gap:
-        values |= {"break_down_at": last, "break_back_at": now}
     # Compare and set: of two processes ending the same gap, one writes it.
-    same = (
-        alert_lease.c.heard_at.is_(None) if row.heard_at is None else alert_lease.c.heard_at == row.heard_at
-    )
+    heard = alert_lease.c.heard_at
+    same = heard.is_(None) if row.heard_at is None else heard == row.heard_at
     done = conn.execute(
         update(alert_lease)
         .where(alert_lease.c.name == ALERTING_LEASE, same)
-        .values(**values)
+        .values(heard_at=now)
         .returning(alert_lease.c.name)
     ).first()
-    return Break(last, now) if gap and done is not None else None
+    if done is None or (now - last).total_seconds() <= ttl_s:
+        return None
+    conn.execute(insert(backend_break).values(down_at=last, back_at=now))
+    conn.execute(delete(backend_break).where(backend_break.c.back_at <= now - BREAKS_KEPT))
+    return Break(last, now)

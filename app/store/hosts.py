@@ -19,7 +19,7 @@ from app.store.cursor import NameCursor, encode_name_cursor
 from app.store.events import NO_GUEST_ID, Resolved
 from app.store.ranking import busiest
 from app.store.series import range_totals
-from app.store.status import Break, HostStatus, Status, host_status
+from app.store.status import Breaks, HostStatus, Status, host_status
 from app.store.tables import guest, host, host_state
 
 
@@ -29,7 +29,7 @@ class StatusRule:
 
     now: dt.datetime
     silent_after_s: float
-    deaf: Break | None = None  # the backend's last break: no host's silence (app/store/backend_break.py)
+    breaks: Breaks = ()  # the backend's recent breaks: no host's silence (app/store/backend_break.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def row_status(row: Row[Any], rule: StatusRule) -> HostStatus:
         since=row.verdict_since,
         now=rule.now,
         silent_after_s=rule.silent_after_s,
-        deaf=rule.deaf,
+        breaks=rule.breaks,
     )
 
 
@@ -279,7 +279,7 @@ def brief_status(
         since=None,
         now=rule.now,
         silent_after_s=rule.silent_after_s,
-        deaf=rule.deaf,
+        breaks=rule.breaks,
     )
 
 

@@ -2,8 +2,8 @@
 
 1. `silent` wins: the agent has not reported for longer than `silent_after_s` (settings, default
    300), or no agent has ever reported the host (only `splitwatch import` wrote it, #16). A silent
-   host's other figures are stale. The backend's own last outage (a `Break`) is no host's silence:
-   no batch could be stored while it lasted.
+   host's other figures are stale. The backend's own outages (`Break`s) are no host's silence: no
+   batch could be stored while they lasted.
 2. Else the agent's consistency verdict on its newest sample (agent/kernel/consistency.py; the
    agent has the evidence: kernel era, boot line, per-CPU MSRs, traps, consecutive samples):
    consistent, unsupported, off_by_design, transient, per_task_off, stuck_off, drift,
@@ -60,16 +60,28 @@ class Break:
     back_at: dt.datetime
 
 
-def unheard_s(deaf: Break | None, last_seen: dt.datetime, now: dt.datetime) -> float:
+# The backend's recent breaks, oldest first; none overlap (each ends a gap in what was heard).
+Breaks = tuple[Break, ...]
+
+
+def _overlap_s(b: Break, last_seen: dt.datetime, now: dt.datetime) -> float:
+    return max((min(b.back_at, now) - max(b.down_at, last_seen)).total_seconds(), 0.0)
+
+
+def unheard_s(breaks: Breaks, last_seen: dt.datetime, now: dt.datetime) -> float:
     """Seconds of (last_seen, now] the backend could not hear: they are no agent's silence."""
-    if deaf is None:
-        return 0.0
-    start, end = max(deaf.down_at, last_seen), min(deaf.back_at, now)
-    return max((end - start).total_seconds(), 0.0)
+    return sum(_overlap_s(b, last_seen, now) for b in breaks)
 
 
 def _utc_text(at: dt.datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _not_counting(outages: list[Break]) -> str:
+    last = f"{_utc_text(outages[-1].down_at)} to {_utc_text(outages[-1].back_at)}"
+    if len(outages) == 1:
+        return f", not counting splitwatch's own outage from {last}"
+    return f", not counting splitwatch's own {len(outages)} outages, the last from {last}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +107,7 @@ def host_status(
     since: dt.datetime | None,
     now: dt.datetime,
     silent_after_s: float,
-    deaf: Break | None = None,
+    breaks: Breaks = (),
 ) -> HostStatus:
     known: Status = verdict if verdict in VERDICTS else "unknown"
     facts = dict(details) if isinstance(details, Mapping) else {}
@@ -108,12 +120,11 @@ def host_status(
             facts,
             None,
         )
-    unheard = unheard_s(deaf, last_seen_at, now)
+    unheard = unheard_s(breaks, last_seen_at, now) if breaks else 0.0
     if (now - last_seen_at).total_seconds() - unheard > silent_after_s:
         why = f"the agent has not reported since {_utc_text(last_seen_at)} UTC (over {int(silent_after_s)} s"
-        if deaf is not None and unheard > 0:
-            outage = f"{_utc_text(deaf.down_at)} to {_utc_text(deaf.back_at)}"
-            why += f", not counting splitwatch's own outage from {outage}"
+        if unheard > 0:
+            why += _not_counting([b for b in breaks if _overlap_s(b, last_seen_at, now) > 0])
         return HostStatus(
             "silent",
             why + ")",

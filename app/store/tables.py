@@ -418,9 +418,17 @@ alert_lease = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("renewed_at", UtcDateTime, nullable=False),
     # Only on "alerting" (app/store/backend_break.py): when a serve process last reached the
-    # database from its evaluator loop, whatever its evaluation did; and the backend's last break,
-    # a gap in that longer than the lease's time, which no host's silence counts.
+    # database from its evaluator loop, whatever its evaluation did.
     Column("heard_at", UtcDateTime, nullable=True),
-    Column("break_down_at", UtcDateTime, nullable=True),
-    Column("break_back_at", UtcDateTime, nullable=True),
+)
+
+# The backend's breaks: gaps longer than the lease's time in alert_lease.heard_at, when no
+# process reached the database and no batch was stored. No host's silence counts them
+# (app/store/status.py); the last BREAKS_KEPT are kept (app/store/backend_break.py).
+backend_break = Table(
+    "backend_break",
+    metadata,
+    Column("down_at", UtcDateTime, primary_key=True),
+    Column("back_at", UtcDateTime, nullable=False),
+    Index("ix_backend_break_back_at", "back_at"),
 )

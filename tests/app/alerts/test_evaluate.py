@@ -18,7 +18,7 @@ from app.ingest.schema import parse_payload
 from app.ingest.write import write_batch
 from app.settings import Settings
 from app.store import alerting as store
-from app.store.backend_break import backend_break
+from app.store.backend_break import recent_breaks
 from app.store.status import Break
 from app.store.tables import alert, alert_lease, alert_rule, webhook_delivery
 from tests.app.ingest.payloads import event, gap, host_info, payload, state
@@ -53,9 +53,10 @@ def events(n: int, guest: str | None = "vm-1", at: datetime = NOW, action: Actio
     return [event(next(_seq), at, guest=guest, action=action) for _ in range(n)]
 
 
-def last_break(engine: Engine) -> Break | None:
+def breaks(engine: Engine) -> list[Break]:
+    """The backend's breaks kept in the database (every process reads them)."""
     with engine.connect() as conn:
-        return backend_break(conn)
+        return list(recent_breaks(conn, NOW + timedelta(days=1)))
 
 
 def run(engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A) -> Report | None:
@@ -568,12 +569,33 @@ def test_agent_silent_does_not_count_the_time_the_backend_could_not_hear(
 
     assert firing(down) == set()
     assert firing(back) == set()  # 10 and 14 minutes without a report, 0 and 4 of them heard
-    assert last_break(engine) == Break(down, back)  # written down: every process reads it
+    assert breaks(engine) == [Break(down, back)]
     # kvm-quiet was silent 4 minutes before the break: 1 minute more and it is over the window.
     assert firing(back + timedelta(seconds=61)) == {"kvm-quiet"}
     # kvm-busy reported until the break: one window after the backend is back.
     assert firing(back + timedelta(seconds=299)) == {"kvm-quiet"}
     assert firing(back + timedelta(seconds=301)) == {"kvm-quiet", "kvm-busy"}
+
+
+def test_a_flapping_database_two_outages_are_both_left_out(engine: Engine, cfg: Settings) -> None:
+    # The database went away for 5 minutes, came back for 1, went away for 5 more (a failover
+    # flapping). A host that reported until the first was heard for 1 minute of its 11.
+    slow = cfg.model_copy(update={"alert_interval": 60.0})  # the lease's time: 3 minutes
+    ingest(engine, st=state(NOW), host="kvm-1", at=NOW)
+    run(engine, slow, NOW)
+    for minutes in (5, 6, 11):
+        run(engine, slow, NOW + timedelta(minutes=minutes))
+    assert breaks(engine) == [
+        Break(NOW, NOW + timedelta(minutes=5)),
+        Break(NOW + timedelta(minutes=6), NOW + timedelta(minutes=11)),
+    ]
+    assert [a for a in alerts(engine, "AgentSilent") if a.status == "firing"] == []
+    # 4 more quiet minutes heard, evaluated each minute: 5 in all, not yet over the window.
+    for minutes in (12, 13, 14, 15):
+        run(engine, slow, NOW + timedelta(minutes=minutes))
+    assert [a for a in alerts(engine, "AgentSilent") if a.status == "firing"] == []
+    run(engine, slow, NOW + timedelta(minutes=15, seconds=2))
+    assert [a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "firing"] == ["kvm-1"]
 
 
 def test_an_evaluation_failing_while_the_database_answers_is_no_break(engine: Engine, cfg: Settings) -> None:
@@ -585,7 +607,7 @@ def test_an_evaluation_failing_while_the_database_answers_is_no_break(engine: En
     for minutes in (2, 4, 6, 8):  # the rounds that failed after hearing from the database
         hear(engine, slow, NOW + timedelta(minutes=minutes))
     run(engine, slow, NOW + timedelta(minutes=10))
-    assert last_break(engine) is None
+    assert breaks(engine) == []
     firing = [a.labels["host"] for a in alerts(engine, "AgentSilent") if a.status == "firing"]
     assert firing == ["kvm-quiet"]  # 10 minutes quiet, all of them heard
 
@@ -599,11 +621,11 @@ def test_a_graceful_restart_is_a_break_too_and_one_process_taking_over_from_anot
     with engine.begin() as conn:
         release_lease(conn, A)  # a stop hands the lease over at once, and keeps its last renewal
     run(engine, slow, NOW + timedelta(minutes=10), holder=B)
-    assert last_break(engine) == Break(NOW, NOW + timedelta(minutes=10))
+    assert breaks(engine) == [Break(NOW, NOW + timedelta(minutes=10))]
     assert [a for a in alerts(engine, "AgentSilent") if a.status == "firing"] == []
     # B kept evaluating; another process taking over within the lease's time is no break.
     run(engine, slow, NOW + timedelta(minutes=11), holder=B)
     with engine.begin() as conn:
         release_lease(conn, B)
     run(engine, slow, NOW + timedelta(minutes=12), holder="process-c")
-    assert last_break(engine) == Break(NOW, NOW + timedelta(minutes=10))  # no new one
+    assert breaks(engine) == [Break(NOW, NOW + timedelta(minutes=10))]  # no new one

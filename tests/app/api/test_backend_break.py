@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import Engine, Table, select, update
 
 from app.settings import Settings
-from app.store.backend_break import backend_break
+from app.store.backend_break import recent_breaks
 from app.store.engine import make_engine
-from app.store.tables import alert_lease, host
+from app.store.tables import alert_lease, backend_break, host
 from tests.app.alerts.conftest import poll
 from tests.app.conftest import Server, Tokens
 from tests.app.fill import T0, Filler, state
@@ -75,7 +75,7 @@ def down_for(settings: Settings, server: Server, outage: dt.timedelta, quiet_bef
 
     def recorded() -> bool:
         with engine.connect() as conn:
-            return backend_break(conn) is not None
+            return recent_breaks(conn, dt.datetime.now(dt.UTC)) != ()
 
     poll(recorded, "the first evaluation after the outage records the break")
     engine.dispose()
@@ -129,6 +129,6 @@ def test_the_break_counts_once_the_hosts_stay_quiet_after_the_backend_is_back(
     # Two more minutes without a word after the backend is back: 4 + 2 heard minutes, over 5.
     engine = make_engine(settings.database_url)
     earlier(engine, host, ("last_seen_at",), 2 * MINUTE)
-    earlier(engine, alert_lease, ("break_down_at", "break_back_at"), 2 * MINUTE)
+    earlier(engine, backend_break, ("down_at", "back_at"), 2 * MINUTE)
     engine.dispose()
     assert statuses(viewer_client)["kvm-quiet"][0] == "silent"

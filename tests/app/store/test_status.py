@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -105,7 +106,7 @@ def status_after_outage(seen_s_ago: float, outage: Break = OUTAGE) -> HostStatus
         since=SINCE,
         now=NOW,
         silent_after_s=300,
-        deaf=outage,
+        breaks=(outage,),
     )
 
 
@@ -128,3 +129,19 @@ def test_an_outage_before_the_hosts_last_report_changes_nothing() -> None:
     # Reported after the outage, then stopped.
     s = status_after_outage(301, Break(NOW - dt.timedelta(hours=2), NOW - dt.timedelta(hours=1)))
     assert (s.status, s.reason.endswith("(over 300 s)")) == ("silent", True)
+
+
+def test_two_outages_are_both_left_out_and_named_as_two() -> None:
+    # Down 11 to 7 minutes ago and 6 to 1 minute ago: of 11 minutes quiet, 2 were heard.
+    first = Break(NOW - dt.timedelta(minutes=11), NOW - dt.timedelta(minutes=7))
+    second = Break(NOW - dt.timedelta(minutes=6), NOW - dt.timedelta(minutes=1))
+    kw: dict[str, Any] = dict(verdict="consistent", reason="all on", details=None, since=SINCE, now=NOW)
+    at = NOW - dt.timedelta(minutes=11)
+    assert (
+        host_status(last_seen_at=at, silent_after_s=120, breaks=(first, second), **kw).status == "consistent"
+    )
+    s = host_status(last_seen_at=at, silent_after_s=119, breaks=(first, second), **kw)
+    assert s.status == "silent"
+    assert s.reason.endswith(
+        "not counting splitwatch's own 2 outages, the last from 2026-11-24 11:54:00 to 2026-11-24 11:59:00)"
+    )
