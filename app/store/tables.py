@@ -19,7 +19,8 @@ Shape, by who asks:
 - access: `token` (sha256 of the token, never the token; enrollment tokens too, role `enroll`).
 - alerting: `alert_rule`, `alert` (one row per firing episode of one label set), `silence`,
   `webhook`, `webhook_delivery` (the durable outbox and the delivery log in one table),
-  `alert_lease` (which process evaluates and sends).
+  `alert_lease` (which process evaluates and sends, and when the database was last heard from),
+  `backend_break` (the backend's own outages, no host's silence).
 
 Times are timezone-aware UTC (`DateTime(timezone=True)`); SQLite stores them as text, so
 app.store.engine installs a type adapter that hands back aware datetimes on both engines.
