@@ -664,8 +664,11 @@ async def evaluator_loop(
     while not stop.is_set():
         started = loop.time()
         now = dt.datetime.now(dt.UTC)
-        with contextlib.suppress(Exception):  # the database away: the evaluation says so below
+        try:
             await writer.run(functools.partial(hear_at, ttl, now))
+        except Exception as exc:
+            if not _expected(exc):  # the database away: the evaluation below says so
+                log.warning("could not note that the database was reached: %s", exc, exc_info=True)
         try:
             report: Report | None = await writer.run(functools.partial(_evaluate_at, settings, holder, now))
         except Exception as exc:
