@@ -617,7 +617,7 @@ def resolve_rule_alerts(conn: Connection, rule_id: int, settings: Settings, now:
 # ------------------------------------------------------------------------------ the loop
 
 
-def hear_at(ttl_s: float, now: dt.datetime, conn: Connection) -> Break | None:
+def hear_at(ttl_s: float, now: dt.datetime, reached: dt.datetime | None, conn: Connection) -> Break | None:
     """The round's first job, in a transaction of its own: this process reached the database.
     A gap longer than the lease's time since any process did is a break: every backend process,
     or the database, was down, and no agent's batch was stored. Afterwards every host would look
@@ -626,7 +626,7 @@ def hear_at(ttl_s: float, now: dt.datetime, conn: Connection) -> Break | None:
     written down (app/store/backend_break.py) and no host's silence counts it. One process
     restarting behind a load balancer while another kept evaluating is no break, and neither is
     an evaluation failing while the database answers (this job still commits)."""
-    gap = hear(conn, now, ttl_s)
+    gap = hear(conn, now, ttl_s, reached)
     if gap is not None:
         log.info(
             "alerting: no backend process reached the database from %s to %s: no host's silence "
@@ -661,16 +661,18 @@ async def evaluator_loop(
 ) -> None:
     loop = asyncio.get_running_loop()
     ttl = lease_ttl_s(settings.alert_interval)
+    reached: dt.datetime | None = None  # when this process's last evaluation was committed
     while not stop.is_set():
         started = loop.time()
         now = dt.datetime.now(dt.UTC)
         try:
-            await writer.run(functools.partial(hear_at, ttl, now))
+            await writer.run(functools.partial(hear_at, ttl, now, reached))
         except Exception as exc:
             if not _expected(exc):  # the database away: the evaluation below says so
                 log.warning("could not note that the database was reached: %s", exc, exc_info=True)
         try:
             report: Report | None = await writer.run(functools.partial(_evaluate_at, settings, holder, now))
+            reached = dt.datetime.now(dt.UTC)
         except Exception as exc:
             # Whatever failed (database away, a bug in one rule), alerting must keep trying;
             # the transaction rolled back, so nothing half-done remains.

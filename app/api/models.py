@@ -206,8 +206,8 @@ class _HostBase(_Out):
     )
     status: StatusName = Field(
         description="silent (no report for longer than silent_after_s, not counting the backend's own "
-        "last outage, or never), else the agent's "
-        "consistency verdict (docs/kernel.md), else unknown (no verdict sent)."
+        "outages, or never), else the agent's consistency verdict (docs/kernel.md), else unknown "
+        "(no verdict sent)."
     )
     reason: str = Field(description="Why, in one sentence (the agent's words for a verdict).")
     needs_action: bool = Field(

@@ -19,8 +19,9 @@ from app.store.status import Break, Breaks
 from app.store.tables import alert_lease, backend_break
 
 ALERTING_LEASE = "alerting"  # the lease row whose heard_at the processes renew
-# Breaks kept: a host silent for longer than this is silent whatever the breaks in it were, so
-# older ones can no longer change anyone's status. MAX_BREAKS bounds a flapping database.
+# Breaks kept: older ones could only matter to a host silent for longer than this, which is
+# silent either way unless the backend itself was down for nearly all of it. MAX_BREAKS bounds
+# what one read returns (the newest), whatever a flapping database wrote.
 BREAKS_KEPT = dt.timedelta(days=7)
 MAX_BREAKS = 100
 
@@ -36,15 +37,26 @@ def recent_breaks(conn: Connection, now: dt.datetime) -> Breaks:
     return tuple(Break(row.down_at, row.back_at) for row in reversed(rows))
 
 
-def hear(conn: Connection, now: dt.datetime, ttl_s: float) -> Break | None:
+def hear(
+    conn: Connection, now: dt.datetime, ttl_s: float, reached: dt.datetime | None = None
+) -> Break | None:
     """A process reached the database at `now`. Returns the break it ends, written down (more than
-    `ttl_s` since any process last did), else None; None too when another process heard first."""
-    row = conn.execute(
-        select(alert_lease.c.heard_at, alert_lease.c.renewed_at).where(alert_lease.c.name == ALERTING_LEASE)
-    ).first()
+    `ttl_s` since any process last did), else None; None too when another process heard first.
+
+    `reached`: when this process last finished a job on the database (its previous evaluation):
+    a round slower than the lease's time is no break, the database answered all along."""
+    query = select(alert_lease.c.heard_at, alert_lease.c.renewed_at).where(
+        alert_lease.c.name == ALERTING_LEASE
+    )
+    if conn.dialect.name == "postgresql":
+        # Another process hearing, or the leader renewing the lease in its evaluation, holds the
+        # row: the database answers, so skip rather than wait (this job may share a transaction
+        # with ingest batches, whose row locks must not wait on it either).
+        query = query.with_for_update(skip_locked=True)
+    row = conn.execute(query).first()
     if row is None:
-        return None  # alerting never ran here: nothing was heard before, so no break to tell of
-    last = row.heard_at or row.renewed_at  # no heard_at yet: the lease's last renewal
+        return None  # alerting never ran here (nothing heard before), or the row is busy
+    last = max(t for t in (row.heard_at or row.renewed_at, reached) if t is not None)
     if now <= last:
         return None
     # Compare and set: of two processes ending the same gap, one writes it.

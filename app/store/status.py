@@ -49,12 +49,12 @@ LABELS: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Break:
-    """A time the backend could not hear its fleet: from the last alert evaluation before it to
-    the first after it (no process renewed the alerting lease in between: all were down, or the
-    database was; app/alerts/evaluate.py records it). While it lasted no agent's batch was
-    stored, so afterwards every host would look silent for its length: a dashboard full of
-    silent hosts and an AgentSilent for the whole fleet, caused by splitwatch, resolving as the
-    agents' spools arrive."""
+    """A time the backend could not hear its fleet: no `serve` process reached the database
+    from when one last did to when one did again (all were down, or the database was;
+    app/store/backend_break.py records it). While it lasted no agent's batch was stored, so
+    afterwards every host would look silent for its length: a dashboard full of silent hosts
+    and an AgentSilent for the whole fleet, caused by splitwatch, resolving as the agents'
+    spools arrive."""
 
     down_at: dt.datetime
     back_at: dt.datetime
@@ -69,8 +69,15 @@ def _overlap_s(b: Break, last_seen: dt.datetime, now: dt.datetime) -> float:
 
 
 def unheard_s(breaks: Breaks, last_seen: dt.datetime, now: dt.datetime) -> float:
-    """Seconds of (last_seen, now] the backend could not hear: they are no agent's silence."""
-    return sum(_overlap_s(b, last_seen, now) for b in breaks)
+    """Seconds of (last_seen, now] the backend could not hear: they are no agent's silence.
+    Newest first, stopping at the first break over before `last_seen` (the hosts that report
+    read none of them)."""
+    total = 0.0
+    for b in reversed(breaks):
+        if b.back_at <= last_seen:
+            break
+        total += _overlap_s(b, last_seen, now)
+    return total
 
 
 def _utc_text(at: dt.datetime) -> str:

@@ -68,7 +68,7 @@ def run(engine: Engine, cfg: Settings, at: datetime = NOW, holder: str = A) -> R
 
 def hear(engine: Engine, cfg: Settings, at: datetime) -> None:
     with engine.begin() as conn:
-        hear_at(lease_ttl_s(cfg.alert_interval), at, conn)
+        hear_at(lease_ttl_s(cfg.alert_interval), at, None, conn)
 
 
 def add_webhook(engine: Engine, match: dict[str, str] | None = None) -> int:
