@@ -2,16 +2,16 @@
 
 A Starlette app on the same uvicorn as the bare row: it json-decodes the body, hands the
 events' rows to one writer thread and answers after they are committed, as `serve` does. The
-writer takes every request waiting, inserts all their rows into the
-`event` table (the server's DDL and indexes, no foreign keys) and commits once: group commit,
-SQLite with the server writer's pragmas and a checkpoint off the commit path, PostgreSQL
-through psycopg. Nothing else: no token, no validation, no host, guest, state or rollup rows,
-no duplicate detection, no metrics.
+writer takes every request waiting, inserts all their rows into the `event` table (the server's
+DDL and indexes, no foreign keys: bench_ingest.py's bare connections) and commits once: group
+commit, SQLite with the server writer's pragmas and a checkpoint off the commit path,
+PostgreSQL through psycopg. Nothing else: no token, no validation, no host, guest, state or
+rollup rows, no duplicate detection, no metrics.
 
 It is not a design: it is the floor under any design that stores the events durably in this
 engine before answering (SQLite: multi-row INSERTs, as the server's writer does; PostgreSQL:
-psycopg's executemany, which pipelines). If this row misses the 0.4 x bare bar, so does every implementation
-of the contract on this machine.
+psycopg's executemany, which pipelines). If this row misses the 0.4 x bare bar, so does every
+implementation of the contract on this machine.
 
 Run: python bench/floor_app.py PORT sqlite PATH | postgresql URL
 """
@@ -28,19 +28,16 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import uvicorn  # noqa: E402
-from bench_ingest import EVENT_COLUMNS, _event_ddl  # noqa: E402
+from bench_ingest import EVENT_COLUMNS, BarePostgres, BareSqlite  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
-
-from app.ingest.writer import WRITER_CACHE_KIB  # noqa: E402
 
 Job = tuple[list[tuple[object, ...]], asyncio.Future[int], asyncio.AbstractEventLoop]
 
@@ -64,29 +61,11 @@ class Writer:
             threading.Thread(target=self._checkpoint, name="floor-checkpoint", daemon=True).start()
         self.ready.wait()
 
-    def _connect(self) -> Any:
-        if self.kind == "sqlite":
-            from sqlalchemy.dialects import sqlite as dialect
-
-            conn = sqlite3.connect(self.where, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            for statement in _event_ddl(dialect.dialect()):
-                conn.execute(statement)
-            return conn
-        import psycopg
-        from sqlalchemy.dialects import postgresql
-
-        conn = psycopg.connect(self.where.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
-        for statement in _event_ddl(postgresql.psycopg.dialect()):  # type: ignore[no-untyped-call]
-            conn.execute(statement)
-        return conn
-
     def _run(self) -> None:
-        conn = self._connect()
-        sql = f"INSERT INTO event ({EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"
+        # bench_ingest's bare baseline connections: the same event table and indexes, and on
+        # SQLite the server writer's pragmas. Made here: the connection stays in this thread.
+        bare = BareSqlite(Path(self.where)) if self.kind == "sqlite" else BarePostgres(self.where)
+        conn = bare.conn
         self.ready.set()
         while True:
             group = [self.jobs.get()]
@@ -106,7 +85,7 @@ class Writer:
                 conn.execute("COMMIT")
             else:
                 with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany(sql, rows)
+                    cur.executemany(bare.sql, rows)
             for job_rows, future, loop in group:
                 loop.call_soon_threadsafe(future.set_result, len(job_rows))
 

@@ -127,7 +127,7 @@ def host_status(
             facts,
             None,
         )
-    unheard = unheard_s(breaks, last_seen_at, now) if breaks else 0.0
+    unheard = unheard_s(breaks, last_seen_at, now)
     if (now - last_seen_at).total_seconds() - unheard > silent_after_s:
         why = f"the agent has not reported since {_utc_text(last_seen_at)} UTC (over {int(silent_after_s)} s"
         if unheard > 0:
